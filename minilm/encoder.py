@@ -1,0 +1,228 @@
+"""A BERT encoder written out by hand, as used by all-MiniLM-L6-v2.
+
+It reproduces Hugging Face `transformers` `BertModel` (modeling_bert.py, encoder part; no pooler)
+closely enough to match its `last_hidden_state` to float32 rounding. Read it top to bottom:
+
+    config -> embeddings -> self-attention -> attention output -> feed-forward -> layer -> encoder
+
+Module names mirror the checkpoint's keys (`embeddings.word_embeddings`,
+`encoder.layer.{i}.attention.self.query`, `attention.output.LayerNorm`, ...), so loading needs no
+rename table. This file never touches the filesystem or the network: `minilm.weights` finds and
+checks the files; this module takes tensors.
+
+Shape legend:
+    B  batch size             T  tokens per sequence (padded)
+    C  hidden size (384)      H  attention heads (12)
+    D  head dim (C // H = 32) F  feed-forward size (1536)
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, fields
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+@dataclass(frozen=True)
+class BertConfig:
+    """The architecture numbers of a BERT checkpoint, as found in its `config.json`."""
+
+    vocab_size: int = 30522
+    hidden_size: int = 384
+    num_hidden_layers: int = 6
+    num_attention_heads: int = 12
+    intermediate_size: int = 1536
+    max_position_embeddings: int = 512
+    type_vocab_size: int = 2
+    layer_norm_eps: float = 1e-12
+    hidden_act: str = "gelu"
+    hidden_dropout_prob: float = 0.1  # dropout only acts in training (the heads' fine-tuning)
+    attention_probs_dropout_prob: float = 0.1
+    pad_token_id: int = 0
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> "BertConfig":
+        """Keep the keys we use and check what this encoder can reproduce exactly."""
+        known = {f.name for f in fields(cls)}
+        config = cls(**{k: v for k, v in raw.items() if k in known})
+        if config.hidden_act != "gelu":
+            raise ValueError(f"hidden_act={config.hidden_act!r} is not supported; this encoder implements BERT's exact erf 'gelu'")
+        if raw.get("position_embedding_type", "absolute") != "absolute":
+            raise ValueError(f"position_embedding_type={raw['position_embedding_type']!r} is not supported; only 'absolute' positions are")
+        if config.hidden_size % config.num_attention_heads:
+            raise ValueError(f"hidden_size {config.hidden_size} is not divisible by num_attention_heads {config.num_attention_heads}")
+        return config
+
+
+# all-MiniLM-L6-v2 (sentence-transformers): a 6-layer, 384-wide distilled BERT, uncased vocab.
+ALL_MINILM_L6_V2 = BertConfig()
+
+
+class BertEmbeddings(nn.Module):
+    """word + position + token type, then LayerNorm (and dropout, a no-op at inference)."""
+
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.word_embeddings = nn.Embedding(config.vocab_size, config.hidden_size, padding_idx=config.pad_token_id)
+        self.position_embeddings = nn.Embedding(config.max_position_embeddings, config.hidden_size)
+        # BERT adds a segment embedding even for single sentences (all type 0); leaving it out shifts every vector.
+        self.token_type_embeddings = nn.Embedding(config.type_vocab_size, config.hidden_size)
+        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, T) token ids -> (B, T, C) input vectors."""
+        B, T = input_ids.shape
+        positions = torch.arange(T, device=input_ids.device)  # (T,), padding sits on the right
+        if token_type_ids is None:
+            token_type_ids = torch.zeros_like(input_ids)
+        x = self.word_embeddings(input_ids) + self.token_type_embeddings(token_type_ids)
+        x = x + self.position_embeddings(positions)  # (B, T, C) + (T, C) broadcasts
+        return self.dropout(self.LayerNorm(x))
+
+
+def reference_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_mask: torch.Tensor) -> torch.Tensor:
+    """softmax(q k^T / sqrt(D) + mask) v, written out; the test oracle for the SDPA call below.
+
+    q, k, v: (B, H, T, D); key_mask: (B, 1, 1, T) bool, True where the key is a real token.
+    Returns (B, H, T, D).
+    """
+    scores = q @ k.transpose(-2, -1) / math.sqrt(q.size(-1))  # (B, H, T, T)
+    scores = scores.masked_fill(~key_mask, float("-inf"))  # padding keys get zero weight
+    return scores.softmax(dim=-1) @ v  # (B, H, T, D)
+
+
+class BertSelfAttention(nn.Module):
+    """Multi-head self-attention: separate query, key and value projections, as in the checkpoint."""
+
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.num_heads = config.num_attention_heads
+        self.query = nn.Linear(config.hidden_size, config.hidden_size)
+        self.key = nn.Linear(config.hidden_size, config.hidden_size)
+        self.value = nn.Linear(config.hidden_size, config.hidden_size)
+        self.dropout_p = config.attention_probs_dropout_prob
+
+    def forward(self, x: torch.Tensor, key_mask: torch.Tensor) -> torch.Tensor:
+        """(B, T, C) and a (B, 1, 1, T) bool key mask -> (B, T, C) heads concatenated (not yet projected)."""
+        B, T, C = x.size()
+        H, D = self.num_heads, C // self.num_heads
+        # 1) project, then split C into H heads of D
+        q = self.query(x).view(B, T, H, D).transpose(1, 2)  # (B, H, T, D)
+        k = self.key(x).view(B, T, H, D).transpose(1, 2)  # (B, H, T, D)
+        v = self.value(x).view(B, T, H, D).transpose(1, 2)  # (B, H, T, D)
+        # 2) attend: the fused kernel computes the same maths as reference_attention
+        dropout_p = self.dropout_p if self.training else 0.0
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask, dropout_p=dropout_p)  # (B, H, T, D)
+        # 3) concatenate the heads again
+        return y.transpose(1, 2).reshape(B, T, C)  # (B, T, C)
+
+
+class BertSelfOutput(nn.Module):
+    """Output projection, then post-LayerNorm of the residual sum: LayerNorm(x + dropout(dense(h)))."""
+
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+        # BERT normalizes *after* the residual add (post-LN); a pre-LN block would not load these weights.
+        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def forward(self, h: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """h: (B, T, C) sub-layer result, x: (B, T, C) its input -> (B, T, C)."""
+        return self.LayerNorm(x + self.dropout(self.dense(h)))
+
+
+class BertAttention(nn.Module):
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.self = BertSelfAttention(config)
+        self.output = BertSelfOutput(config)
+
+    def forward(self, x: torch.Tensor, key_mask: torch.Tensor) -> torch.Tensor:
+        """(B, T, C) -> (B, T, C)"""
+        return self.output(self.self(x, key_mask), x)
+
+
+class BertIntermediate(nn.Module):
+    """The first half of the feed-forward block: C -> F and GELU."""
+
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.intermediate_size)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, T, C) -> (B, T, F)"""
+        # BERT's "gelu" is the exact erf form, not the tanh approximation; the two differ by ~1e-3.
+        return F.gelu(self.dense(x), approximate="none")
+
+
+class BertOutput(nn.Module):
+    """The second half of the feed-forward block: F -> C, residual, post-LayerNorm."""
+
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.dense = nn.Linear(config.intermediate_size, config.hidden_size)
+        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def forward(self, h: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """h: (B, T, F), x: (B, T, C) the block input -> (B, T, C)"""
+        return self.LayerNorm(x + self.dropout(self.dense(h)))
+
+
+class BertLayer(nn.Module):
+    """One transformer block: attention sub-layer, then feed-forward sub-layer, each post-LN."""
+
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.attention = BertAttention(config)
+        self.intermediate = BertIntermediate(config)
+        self.output = BertOutput(config)
+
+    def forward(self, x: torch.Tensor, key_mask: torch.Tensor) -> torch.Tensor:
+        """(B, T, C) -> (B, T, C)"""
+        a = self.attention(x, key_mask)
+        return self.output(self.intermediate(a), a)
+
+
+class BertLayerStack(nn.Module):
+    """The `encoder.layer.{i}` list of the checkpoint."""
+
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.layer = nn.ModuleList(BertLayer(config) for _ in range(config.num_hidden_layers))
+
+    def forward(self, x: torch.Tensor, key_mask: torch.Tensor) -> torch.Tensor:
+        for block in self.layer:
+            x = block(x, key_mask)
+        return x
+
+
+class BertEncoder(nn.Module):
+    """Token ids in, contextual token vectors out. The checkpoint's `pooler` is not used by sentence embeddings."""
+
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.config = config
+        self.embeddings = BertEmbeddings(config)
+        self.encoder = BertLayerStack(config)
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        token_type_ids: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """input_ids, attention_mask (1 = real token, 0 = padding): (B, T) -> hidden states (B, T, C).
+
+        Padding rows come out as numbers too; pooling must ignore them through the mask.
+        """
+        B, T = input_ids.shape
+        key_mask = attention_mask.bool().view(B, 1, 1, T)  # (B, 1, 1, T): every query sees only real keys
+        x = self.embeddings(input_ids, token_type_ids)  # (B, T, C)
+        return self.encoder(x, key_mask)  # (B, T, C)

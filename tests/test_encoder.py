@@ -1,0 +1,107 @@
+"""Tier 1: the hand-written encoder against transformers' BertModel on a tiny random config (no download)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from minilm.encoder import BertConfig, BertEncoder, reference_attention
+from minilm.pooling import cls_pool, l2_normalize, max_pool, mean_pool, pool
+from minilm.weights import load_state_strict
+
+TINY = dict(vocab_size=99, hidden_size=32, num_hidden_layers=3, num_attention_heads=4, intermediate_size=37, max_position_embeddings=64, type_vocab_size=2)
+
+
+def tiny_pair(seed: int = 0):
+    """A random transformers BertModel and our encoder holding the same weights."""
+    from transformers import BertConfig as HFBertConfig, BertModel
+
+    torch.manual_seed(seed)
+    hf = BertModel(HFBertConfig(**TINY, hidden_act="gelu", layer_norm_eps=1e-12), add_pooling_layer=True).eval()
+    # randomize LayerNorm and biases too, so a wrong eps, missing bias or swapped norm shows up
+    with torch.no_grad():
+        for p in hf.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    ours = BertEncoder(BertConfig.from_dict({**TINY, "hidden_act": "gelu", "layer_norm_eps": 1e-12}))
+    load_state_strict(ours, hf.state_dict(), "tiny random BertModel")  # exercises the pooler / position_ids tolerance
+    return hf, ours.eval()
+
+
+def random_batch(lengths: list[int], vocab: int = 99, seed: int = 1):
+    g = torch.Generator().manual_seed(seed)
+    T = max(lengths)
+    ids = torch.randint(1, vocab, (len(lengths), T), generator=g)
+    mask = torch.zeros(len(lengths), T, dtype=torch.long)
+    for row, n in enumerate(lengths):
+        mask[row, :n] = 1
+    return ids * mask, mask
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_tiny_random_config_matches_transformers_bert(seed):
+    hf, ours = tiny_pair(seed)
+    ids, mask = random_batch([17, 5, 1, 12], seed=seed)
+    types = torch.randint(0, 2, ids.shape, generator=torch.Generator().manual_seed(seed)) * mask
+    with torch.no_grad():
+        expected = hf(input_ids=ids, attention_mask=mask, token_type_ids=types).last_hidden_state
+        actual = ours(ids, mask, types)
+    real = mask.bool()
+    assert (actual[real] - expected[real]).abs().max().item() <= 1e-5
+    # the tolerance discriminates: letting real tokens attend to padding moves them far past it
+    assert (expected[real] - hf(input_ids=ids, attention_mask=torch.ones_like(mask)).last_hidden_state[real]).abs().max() > 1e-3
+
+
+def test_state_dict_keys_are_the_checkpoint_names():
+    hf, ours = tiny_pair()
+    hf_keys = {k for k in hf.state_dict() if not k.startswith("pooler.") and "position_ids" not in k}
+    assert set(ours.state_dict()) == hf_keys
+    assert "encoder.layer.2.attention.self.query.weight" in ours.state_dict()
+
+
+def test_sdpa_attention_matches_plain_reference():
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(3, 4, 9, 8, generator=g) for _ in range(3))
+    key_mask = torch.ones(3, 1, 1, 9, dtype=torch.bool)
+    key_mask[1, ..., 4:] = False
+    key_mask[2, ..., 1:] = False
+    fused = F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask)
+    plain = reference_attention(q, k, v, key_mask)
+    assert (fused - plain).abs().max().item() <= 1e-6
+    # masked keys really get zero weight: changing them leaves the output alone
+    v2 = v.clone()
+    v2[1, :, 4:] += 100.0
+    assert torch.allclose(reference_attention(q, k, v2, key_mask)[1], plain[1], atol=1e-6)
+
+
+def test_padding_does_not_change_real_tokens():
+    _, ours = tiny_pair()
+    ids, mask = random_batch([6])
+    padded_ids = torch.cat([ids, torch.zeros(1, 10, dtype=torch.long)], dim=1)
+    padded_mask = torch.cat([mask, torch.zeros(1, 10, dtype=torch.long)], dim=1)
+    with torch.no_grad():
+        alone = ours(ids, mask)
+        padded = ours(padded_ids, padded_mask)
+    assert (alone - padded[:, :6]).abs().max().item() <= 1e-6
+
+
+def test_config_rejects_what_the_encoder_cannot_reproduce():
+    with pytest.raises(ValueError, match="erf"):
+        BertConfig.from_dict({"hidden_act": "gelu_new"})
+    with pytest.raises(ValueError, match="relative_key"):
+        BertConfig.from_dict({"position_embedding_type": "relative_key"})
+    with pytest.raises(ValueError, match="divisible"):
+        BertConfig.from_dict({"hidden_size": 30, "num_attention_heads": 4})
+
+
+def test_pooling_by_hand():
+    hidden = torch.tensor([[[1.0, 2.0], [3.0, -4.0], [100.0, 100.0]]])  # (1, 3, 2); the last token is padding
+    mask = torch.tensor([[1, 1, 0]])
+    assert mean_pool(hidden, mask).tolist() == [[2.0, -1.0]]
+    assert cls_pool(hidden, mask).tolist() == [[1.0, 2.0]]
+    assert max_pool(hidden, mask).tolist() == [[3.0, 2.0]]
+    assert pool(hidden, mask, "max").tolist() == [[3.0, 2.0]]
+    assert mean_pool(hidden, torch.zeros(1, 3)).tolist() == [[0.0, 0.0]]  # all padding: zeros, not NaN
+    assert l2_normalize(torch.tensor([[3.0, 4.0]])).tolist() == [[pytest.approx(0.6), pytest.approx(0.8)]]
+    with pytest.raises(ValueError, match="mean, cls, max"):
+        pool(hidden, mask, "sum")
