@@ -1,0 +1,198 @@
+"""`SentenceEncoder`: texts in, sentence embeddings out, the same numbers as sentence-transformers.
+
+The pipeline mirrors sentence-transformers' `Transformer -> Pooling -> Normalize` modules:
+tokenize and truncate (minilm.tokenization), run the encoder (minilm.encoder), pool over the
+attention mask and L2-normalize (minilm.pooling). Texts are batched longest-first, so each batch
+carries little padding, and the results are put back in input order.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from tokenizers import Encoding
+from tqdm.auto import tqdm
+
+from .encoder import BertEncoder
+from .pooling import PoolingMode, l2_normalize, pool
+from .tokenization import SentenceTokenizer, TokenBatch
+from .weights import (
+    DEFAULT_CHECKPOINT,
+    SentenceConfig,
+    WeightsError,
+    download_checkpoint,
+    load_encoder,
+    lookup_known,
+    read_bert_config,
+    read_sentence_config,
+    resolve_checkpoint,
+    verify_checkpoint,
+)
+
+PROGRESS_BAR_MIN_TEXTS = 1000  # auto mode shows a progress bar from this many texts on
+
+
+@dataclass
+class EncodeResult:
+    embeddings: np.ndarray  # (N, C) float32, in input order
+    n_tokens: list[int]  # token count with [CLS]/[SEP], before truncation
+    truncated: list[bool]  # n_tokens > max_seq_length
+
+
+def check_texts(texts: Sequence[str]) -> list[str]:
+    """A list of str, or TypeError naming the first item that is not one."""
+    if isinstance(texts, (str, bytes)) or not isinstance(texts, Sequence):
+        raise TypeError(f"texts must be a str or a list of str, got {type(texts).__name__}")
+    for i, text in enumerate(texts):
+        if not isinstance(text, str):
+            raise TypeError(f"texts[{i}] is {type(text).__name__}, expected str")
+    return list(texts)
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """`None` means CPU. A CUDA or MPS device that is not available is a ValueError, not a crash later."""
+    device = torch.device(device or "cpu")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {str(device)!r} requested but CUDA is not available; use --device cpu")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"device {str(device)!r} requested but MPS is not available; use --device cpu")
+    return device
+
+
+class SentenceEncoder:
+    """A BERT encoder plus the pooling and normalization its sentence-transformers checkpoint asks for."""
+
+    def __init__(self, model: BertEncoder, tokenizer: SentenceTokenizer, config: SentenceConfig, device: str | torch.device | None = None):
+        self.device = resolve_device(device)
+        self.model = model.to(self.device).eval()
+        self.tokenizer = tokenizer
+        self.config = config
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        model: str | None = None,
+        *,
+        device: str | torch.device | None = None,
+        verify: bool = True,
+        download: bool = False,
+    ) -> "SentenceEncoder":
+        """Load a checkpoint by name or folder (default all-MiniLM-L6-v2), offline.
+
+        verify: check pinned sha256 hashes (turn off for your own checkpoints).
+        download: if the checkpoint is not found locally, fetch it from the hub into weights/.
+        Raises WeightsError with a one-line fix when files are missing, corrupt or do not fit.
+        """
+        try:
+            resolved = resolve_checkpoint(model)
+        except WeightsError:
+            known = lookup_known(model or DEFAULT_CHECKPOINT)
+            if not (download and known):
+                raise
+            download_checkpoint(known.name)
+            resolved = resolve_checkpoint(model)
+        if verify:
+            verify_checkpoint(resolved)
+        folder = resolved.path
+        sentence_config = read_sentence_config(folder, read_bert_config(folder))
+        if not (folder / "tokenizer.json").is_file():
+            raise WeightsError(f"{folder / 'tokenizer.json'} is missing; re-download or reinstall the checkpoint")
+        tokenizer = SentenceTokenizer.from_file(folder / "tokenizer.json", sentence_config.max_seq_length, sentence_config.do_lower_case)
+        return cls(load_encoder(folder), tokenizer, sentence_config, device)
+
+    @property
+    def dim(self) -> int:
+        return self.model.config.hidden_size
+
+    @property
+    def max_seq_length(self) -> int:
+        return self.config.max_seq_length
+
+    # ------------------------------------------------------------------ batching
+
+    def _hidden_states(
+        self, encodings: list[Encoding], batch_size: int, show_progress_bar: bool | None
+    ) -> Iterator[tuple[list[int], torch.Tensor, TokenBatch]]:
+        """Run the encoder longest-first. Yields (input indices, hidden states (B, T, C), the batch)."""
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        order = sorted(range(len(encodings)), key=lambda i: -len(encodings[i].ids))
+        show = len(encodings) >= PROGRESS_BAR_MIN_TEXTS if show_progress_bar is None else show_progress_bar
+        with tqdm(total=len(encodings), desc="Embedding", unit="text", disable=not show, file=sys.stderr) as bar:
+            for start in range(0, len(order), batch_size):
+                indices = order[start : start + batch_size]
+                batch = self.tokenizer.pad([encodings[i] for i in indices]).to(self.device)
+                with torch.inference_mode():
+                    hidden = self.model(batch.input_ids, batch.attention_mask, batch.token_type_ids)  # (B, T, C)
+                yield indices, hidden, batch
+                bar.update(len(indices))
+
+    # ------------------------------------------------------------------ public API
+
+    def encode_detailed(
+        self,
+        texts: Sequence[str],
+        batch_size: int = 32,
+        normalize: bool | None = None,
+        pooling: PoolingMode | None = None,
+        show_progress_bar: bool | None = None,
+    ) -> EncodeResult:
+        """Like `encode` for a list, plus each text's token count and whether it was truncated."""
+        texts = check_texts(texts)
+        normalize = self.config.normalize if normalize is None else normalize
+        encodings, n_tokens = self.tokenizer.encode(texts)
+        embeddings = np.zeros((len(texts), self.dim), dtype=np.float32)
+        for indices, hidden, batch in self._hidden_states(encodings, batch_size, show_progress_bar):
+            vectors = pool(hidden, batch.attention_mask, pooling or self.config.pooling)  # (B, C)
+            if normalize:
+                vectors = l2_normalize(vectors)
+            embeddings[indices] = vectors.float().cpu().numpy()
+        return EncodeResult(embeddings, n_tokens, [n > self.max_seq_length for n in n_tokens])
+
+    def encode(
+        self,
+        texts: str | Sequence[str],
+        batch_size: int = 32,
+        normalize: bool | None = None,
+        pooling: PoolingMode | None = None,
+        show_progress_bar: bool | None = None,
+    ) -> np.ndarray:
+        """Embed texts: a list gives float32 (N, C); a single str gives (C,).
+
+        normalize: L2-normalize; None follows the checkpoint (modules.json has Normalize for all-MiniLM-L6-v2).
+        pooling: "mean", "cls" or "max"; None follows the checkpoint's 1_Pooling/config.json.
+        show_progress_bar: None shows a bar on stderr from 1,000 texts on.
+        """
+        single = isinstance(texts, str)
+        result = self.encode_detailed([texts] if single else texts, batch_size, normalize, pooling, show_progress_bar)
+        return result.embeddings[0] if single else result.embeddings
+
+    def encode_tokens(self, texts: str | Sequence[str], batch_size: int = 32, show_progress_bar: bool | None = None) -> list[np.ndarray]:
+        """Token-level embeddings (the encoder's last hidden states, unpooled, unnormalized).
+
+        Returns one float32 (n_i, C) array per text, n_i its token count after truncation,
+        [CLS] and [SEP] included: sentence-transformers' `output_value="token_embeddings"`.
+        """
+        texts = check_texts([texts] if isinstance(texts, str) else texts)
+        out: list[np.ndarray] = [np.empty(0)] * len(texts)
+        encodings, _ = self.tokenizer.encode(texts)
+        for indices, hidden, batch in self._hidden_states(encodings, batch_size, show_progress_bar):
+            lengths = batch.attention_mask.sum(dim=1).tolist()
+            states = hidden.float().cpu().numpy()
+            for row, i in enumerate(indices):
+                out[i] = states[row, : lengths[row]].copy()
+        return out
+
+    def similarity(self, a: str | Sequence[str] | np.ndarray, b: str | Sequence[str] | np.ndarray) -> np.ndarray | float:
+        """Cosine similarity between texts or embeddings. (N, C) and (M, C) give (N, M); two single texts give a float."""
+        single = isinstance(a, str) and isinstance(b, str)
+        va = np.atleast_2d(self.encode(a) if not isinstance(a, np.ndarray) else a).astype(np.float32)
+        vb = np.atleast_2d(self.encode(b) if not isinstance(b, np.ndarray) else b).astype(np.float32)
+        va = va / np.maximum(np.linalg.norm(va, axis=1, keepdims=True), 1e-12)
+        vb = vb / np.maximum(np.linalg.norm(vb, axis=1, keepdims=True), 1e-12)
+        sims = va @ vb.T  # (N, M)
+        return float(sims[0, 0]) if single else sims
