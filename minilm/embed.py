@@ -1,0 +1,228 @@
+"""python -m minilm.embed: embed sentences from the command line, a file or stdin.
+
+    python -m minilm.embed                                   # the built-in demo sentences, cosine table
+    python -m minilm.embed "First sentence." "Second one."
+    python -m minilm.embed --input texts.txt --format jsonl  # one text per line (or .jsonl with "text")
+    cat texts.txt | python -m minilm.embed - --format npy --output vectors.npy
+
+Results go to stdout (or --output, written atomically); progress and warnings go to stderr.
+User errors print one line and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import itertools
+import json
+import os
+import sys
+import tempfile
+from collections.abc import Iterable
+from contextlib import contextmanager
+from pathlib import Path
+from typing import BinaryIO, Iterator, TextIO
+
+import numpy as np
+
+from .sentence_encoder import EncodeResult, SentenceEncoder
+from .weights import DEFAULT_CHECKPOINT, WeightsError
+
+DEMO_SENTENCES = ["The dog ran across the grass.", "Why is the sky blue?", "The cat jumped into the weeds."]
+TABLE_MAX_TEXTS = 1000  # the table compares every pair; beyond this, jsonl or npy is the useful output
+EXIT_USER_ERROR = 2
+
+
+class InputError(Exception):
+    """Bad command-line input; the message names the file, the line and the fix."""
+
+
+# --------------------------------------------------------------------------- reading input
+
+
+def _decoded_lines(stream: BinaryIO, name: str) -> Iterator[tuple[int, str]]:
+    """(line number, text) for each line, without its line ending; a non-UTF-8 line is an InputError."""
+    for number, raw in enumerate(stream, start=1):
+        if number == 1 and raw.startswith(b"\xef\xbb\xbf"):
+            raw = raw[3:]  # a UTF-8 byte-order mark is not part of the text
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise InputError(f"{name}:{number}: not valid UTF-8 (byte 0x{raw[e.start]:02x} at column {e.start + 1}); re-save the file as UTF-8") from None
+        yield number, line.rstrip("\r\n")
+
+
+def _jsonl_texts(lines: Iterable[tuple[int, str]], name: str) -> list[str]:
+    texts = []
+    for number, line in lines:
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise InputError(f"{name}:{number}: invalid JSON ({e.msg}); each line must be an object like {{\"text\": \"...\"}}") from None
+        if not isinstance(record, dict) or "text" not in record:
+            raise InputError(f'{name}:{number}: no "text" field; each line must be an object like {{"text": "..."}}')
+        if not isinstance(record["text"], str):
+            raise InputError(f'{name}:{number}: "text" is {type(record["text"]).__name__}, expected a string')
+        texts.append(record["text"])
+    return texts
+
+
+def read_texts(path: str) -> list[str]:
+    """Texts from a file (one per line, or .jsonl records with "text") or from stdin when path is '-'."""
+    if path == "-":
+        return [line for _, line in _decoded_lines(sys.stdin.buffer, "<stdin>")]
+    file = Path(path)
+    if not file.is_file():
+        raise InputError(f"input file {path} does not exist" if not file.exists() else f"input {path} is not a file")
+    with open(file, "rb") as stream:
+        lines = _decoded_lines(stream, path)
+        if file.suffix == ".jsonl":
+            return _jsonl_texts(lines, path)
+        return [line for _, line in lines]
+
+
+def gather_texts(args: argparse.Namespace) -> list[str]:
+    if args.texts and args.input:
+        raise InputError("give sentences either as arguments or with --input, not both")
+    if args.input:
+        texts = read_texts(args.input)
+    elif args.texts == ["-"]:
+        texts = read_texts("-")
+    elif args.texts:
+        texts = args.texts
+    else:
+        texts = DEMO_SENTENCES
+    if not texts:
+        raise InputError(f"{args.input or '<stdin>'} holds no texts to embed")
+    return texts
+
+
+# --------------------------------------------------------------------------- writing output
+
+
+@contextmanager
+def atomic_output(path: Path, binary: bool) -> Iterator[TextIO | BinaryIO]:
+    """Write to a temporary file beside `path`, then rename it into place; on error nothing is left."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb" if binary else "w", encoding=None if binary else "utf-8") as f:
+            yield f
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _short(text: str, width: int = 48) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def write_table(out: TextIO, texts: list[str], embeddings: np.ndarray) -> None:
+    """The embedding shape, then every pair's cosine similarity, highest first (as in the project's seed demo)."""
+    out.write(f"Embeddings shape: {embeddings.shape}\n")
+    if len(texts) < 2:
+        out.write("(one text: no pairs to compare)\n")
+        return
+    unit = embeddings / np.maximum(np.linalg.norm(embeddings, axis=1, keepdims=True), 1e-12)
+    sims = unit @ unit.T  # (N, N)
+    pairs = sorted(itertools.combinations(range(len(texts)), 2), key=lambda p: -sims[p])
+    width = max(len(_short(texts[i])) for i, _ in pairs)
+    out.write(f"{'cosine_sim':>10}  {'sentence_1':<{width}}  sentence_2\n")
+    for i, j in pairs:
+        out.write(f"{sims[i, j]:>10.6f}  {_short(texts[i]):<{width}}  {_short(texts[j])}\n")
+
+
+def write_jsonl(out: TextIO, texts: list[str], result: EncodeResult) -> None:
+    for text, vector, n_tokens, truncated in zip(texts, result.embeddings, result.n_tokens, result.truncated):
+        # %.9g round-trips float32 exactly and keeps the file about half the size of repr(float)
+        embedding = "[" + ",".join(f"{v:.9g}" for v in vector.tolist()) + "]"
+        out.write(f'{{"text": {json.dumps(text, ensure_ascii=False)}, "embedding": {embedding}, "n_tokens": {n_tokens}, "truncated": {json.dumps(truncated)}}}\n')
+
+
+def check_output(args: argparse.Namespace, n_texts: int) -> Path | None:
+    """Validate --format/--output before any work is done."""
+    if args.format == "npy" and not args.output:
+        raise InputError("--format npy needs --output FILE.npy")
+    if args.format == "table" and n_texts > TABLE_MAX_TEXTS:
+        raise InputError(f"{n_texts} texts is too many for the pairwise table (at most {TABLE_MAX_TEXTS}); use --format jsonl or --format npy --output FILE.npy")
+    if not args.output:
+        return None
+    path = Path(args.output)
+    if path.is_dir():
+        raise InputError(f"--output {path} is a folder; give a file name")
+    if not path.parent.is_dir():
+        raise InputError(f"--output folder {path.parent} does not exist; create it first")
+    if path.exists() and not args.force:
+        raise InputError(f"{path} already exists; pass --force to overwrite it")
+    return path
+
+
+def write_result(args: argparse.Namespace, output: Path | None, texts: list[str], result: EncodeResult) -> None:
+    if args.format == "npy":
+        with atomic_output(output, binary=True) as f:
+            np.save(f, result.embeddings)
+        return
+    write = write_table if args.format == "table" else write_jsonl
+    payload = result.embeddings if args.format == "table" else result
+    if output is None:
+        write(sys.stdout, texts, payload)
+        sys.stdout.flush()
+    else:
+        with atomic_output(output, binary=False) as f:
+            write(f, texts, payload)
+
+
+# --------------------------------------------------------------------------- main
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m minilm.embed",
+        description="Embed sentences with all-MiniLM-L6-v2 (or another BERT sentence-transformers checkpoint).",
+        epilog="With no texts and no --input, embeds three demo sentences and prints their cosine similarities.",
+    )
+    parser.add_argument("texts", nargs="*", help="sentences to embed; '-' reads one text per line from stdin")
+    parser.add_argument("--input", "-i", metavar="FILE", help="one text per line, or .jsonl with a \"text\" field; '-' for stdin")
+    parser.add_argument("--format", "-f", choices=["table", "jsonl", "npy"], default="table", help="output format (default: table)")
+    parser.add_argument("--output", "-o", metavar="FILE", help="write here (atomically) instead of stdout; required for npy")
+    parser.add_argument("--force", action="store_true", help="overwrite an existing --output file")
+    parser.add_argument("--model", "-m", default=None, help=f"checkpoint name or folder (default: {DEFAULT_CHECKPOINT})")
+    parser.add_argument("--batch-size", "-b", type=int, default=32, help="texts per forward pass (default: 32)")
+    parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default: cpu)")
+    parser.add_argument("--no-normalize", action="store_true", help="skip L2 normalization of the embeddings")
+    parser.add_argument("--no-verify", action="store_true", help="skip the sha256 check (for your own checkpoints)")
+    parser.add_argument("--download", action="store_true", help="if the checkpoint is not found locally, download it from the hub")
+    args = parser.parse_args(argv)
+    if args.batch_size < 1:
+        parser.error(f"--batch-size must be at least 1, got {args.batch_size}")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        texts = gather_texts(args)
+        output = check_output(args, len(texts))
+        encoder = SentenceEncoder.from_pretrained(args.model, device=args.device, verify=not args.no_verify, download=args.download)
+        result = encoder.encode_detailed(texts, batch_size=args.batch_size, normalize=False if args.no_normalize else None)
+        if n_truncated := sum(result.truncated):
+            print(
+                f"warning: {n_truncated} of {len(texts)} texts exceed {encoder.max_seq_length} tokens and were truncated "
+                f"(longest: {max(result.n_tokens)} tokens)",
+                file=sys.stderr,
+            )
+        write_result(args, output, texts, result)
+    except (InputError, WeightsError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except BrokenPipeError:
+        # the reader (e.g. `| head`) went away; that is not an error of ours
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
