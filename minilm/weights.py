@@ -33,7 +33,7 @@ from pathlib import Path
 import torch
 
 from .encoder import BertConfig, BertEncoder
-from .pooling import POOLING_MODES, PoolingMode
+from .pooling import PoolingMode
 
 
 class WeightsError(Exception):
@@ -263,6 +263,22 @@ def read_bert_config(folder: Path) -> BertConfig:
         raise WeightsError(f"{folder / 'config.json'}: {e}") from None
 
 
+# 1_Pooling/config.json flags for the modes we implement
+POOLING_FLAGS: dict[str, PoolingMode] = {"pooling_mode_mean_tokens": "mean", "pooling_mode_cls_token": "cls", "pooling_mode_max_tokens": "max"}
+
+
+def _read_pooling_mode(path: Path) -> PoolingMode:
+    """The one pooling mode a sentence-transformers Pooling config turns on (older flag style or newer "pooling_mode")."""
+    config = _read_json(path)
+    if isinstance(config.get("pooling_mode"), str):
+        enabled = [f"pooling_mode_{config['pooling_mode']}_tokens" if config["pooling_mode"] != "cls" else "pooling_mode_cls_token"]
+    else:
+        enabled = [key for key, on in config.items() if key.startswith("pooling_mode_") and on is True]
+    if len(enabled) != 1 or enabled[0] not in POOLING_FLAGS:
+        raise WeightsError(f"{path}: only a single mean, cls or max pooling is supported, found {config}")
+    return POOLING_FLAGS[enabled[0]]
+
+
 def read_sentence_config(folder: Path, bert: BertConfig) -> SentenceConfig:
     """max_seq_length from sentence_bert_config.json; pooling and Normalize from modules.json.
 
@@ -275,12 +291,7 @@ def read_sentence_config(folder: Path, bert: BertConfig) -> SentenceConfig:
     types = {m.get("type", "").rsplit(".", 1)[-1]: m for m in modules}
     pooling: PoolingMode = "mean"
     if "Pooling" in types:
-        pool_cfg = _read_json(folder / types["Pooling"]["path"] / "config.json")
-        chosen = [mode for mode in POOLING_MODES if pool_cfg.get(f"pooling_mode_{mode}_tokens" if mode != "cls" else "pooling_mode_cls_token")]
-        others = [k for k, v in pool_cfg.items() if k.startswith("pooling_mode_") and v and not any(m in k for m in ("mean_tokens", "max_tokens", "cls_token"))]
-        if len(chosen) != 1 or others:
-            raise WeightsError(f"{folder / types['Pooling']['path'] / 'config.json'}: only a single mean, cls or max pooling is supported, found {pool_cfg}")
-        pooling = chosen[0]
+        pooling = _read_pooling_mode(folder / types["Pooling"]["path"] / "config.json")
     unsupported = sorted(set(types) - {"Transformer", "Pooling", "Normalize"})
     if unsupported:
         raise WeightsError(f"{folder / 'modules.json'}: modules {unsupported} are not supported (only Transformer, Pooling, Normalize)")
