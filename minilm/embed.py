@@ -102,6 +102,12 @@ def gather_texts(args: argparse.Namespace) -> list[str]:
 # --------------------------------------------------------------------------- writing output
 
 
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 @contextmanager
 def atomic_output(path: Path, binary: bool) -> Iterator[TextIO | BinaryIO]:
     """Write to a temporary file beside `path`, then rename it into place; on error nothing is left."""
@@ -109,6 +115,7 @@ def atomic_output(path: Path, binary: bool) -> Iterator[TextIO | BinaryIO]:
     try:
         with os.fdopen(fd, "wb" if binary else "w", encoding=None if binary else "utf-8") as f:
             yield f
+        os.chmod(tmp, 0o666 & ~_current_umask())  # mkstemp makes 0600; give the file the mode open() would
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -157,10 +164,21 @@ def check_output(args: argparse.Namespace, n_texts: int) -> Path | None:
         raise InputError(f"--output folder {path.parent} does not exist; create it first")
     if path.exists() and not args.force:
         raise InputError(f"{path} already exists; pass --force to overwrite it")
+    if not os.access(path.parent, os.W_OK):
+        raise InputError(f"--output folder {path.parent} is not writable; choose another --output")
     return path
 
 
 def write_result(args: argparse.Namespace, output: Path | None, texts: list[str], result: EncodeResult) -> None:
+    try:
+        _write_result(args, output, texts, result)
+    except OSError as e:
+        if output is None or isinstance(e, BrokenPipeError):
+            raise
+        raise InputError(f"cannot write {output}: {e.strerror or e}") from None
+
+
+def _write_result(args: argparse.Namespace, output: Path | None, texts: list[str], result: EncodeResult) -> None:
     if args.format == "npy":
         with atomic_output(output, binary=True) as f:
             np.save(f, result.embeddings)
