@@ -169,7 +169,8 @@ def resolve_checkpoint(model: str | os.PathLike | None = None, *, weights_dir: P
         return ResolvedCheckpoint(folder, "source tree weights/", known)
     if known:
         package = known.offline_package.split("==")[0]
-        tried.append(f"package {package} (not installed)")
+        installed = importlib.util.find_spec(known.offline_module) is not None
+        tried.append(f"package {package} ({'no model files' if installed else 'not installed'})")
         if folder := find_in_offline_package(known):
             return ResolvedCheckpoint(folder, f"package {package}", known)
     if "/" in hub_id:
@@ -213,6 +214,12 @@ def _check_pin(path: Path, pin: PinnedFile) -> None:
         raise WeightsError(f"{path}: sha256 mismatch: expected {pin.sha256}, actual {actual}; the file is corrupt or not this checkpoint, re-download or reinstall it")
 
 
+def _other_pins_match(folder: Path, known: KnownCheckpoint) -> bool:
+    """Whether every pinned file except the weights is present and matches `known`."""
+    others = {name: pin for name, pin in known.pins.items() if name != "model.safetensors"}
+    return all((folder / name).is_file() and sha256_of(folder / name) == pin.sha256 for name, pin in others.items())
+
+
 def verify_checkpoint(resolved: ResolvedCheckpoint) -> KnownCheckpoint:
     """Check every pinned file. A folder given by path is identified by its model.safetensors hash."""
     known = resolved.known
@@ -222,6 +229,8 @@ def verify_checkpoint(resolved: ResolvedCheckpoint) -> KnownCheckpoint:
             raise WeightsError(_missing_safetensors(resolved.path))
         actual = sha256_of(weights)
         matches = [k for k in KNOWN_CHECKPOINTS.values() if k.pins["model.safetensors"].sha256 == actual]
+        # a damaged copy of a known checkpoint still carries its tokenizer files: check it as that checkpoint
+        matches = matches or [k for k in KNOWN_CHECKPOINTS.values() if _other_pins_match(resolved.path, k)]
         if not matches:
             expected = ", ".join(f"{k.pins['model.safetensors'].sha256} ({k.name})" for k in KNOWN_CHECKPOINTS.values())
             raise WeightsError(
@@ -230,7 +239,12 @@ def verify_checkpoint(resolved: ResolvedCheckpoint) -> KnownCheckpoint:
             )
         known = matches[0]
     for filename, pin in known.pins.items():
-        _check_pin(resolved.path / filename, pin)
+        try:
+            _check_pin(resolved.path / filename, pin)
+        except WeightsError as e:
+            if resolved.known is not None:
+                raise
+            raise WeightsError(f"{e}; if it is your own checkpoint rather than a damaged copy of {known.name}, pass --no-verify") from None
     return known
 
 
@@ -350,7 +364,10 @@ def load_state_strict(model: torch.nn.Module, tensors: dict[str, torch.Tensor], 
     misshaped = [f"{k} {tuple(state[k].shape)} vs model {tuple(v.shape)}" for k, v in expected.items() if k in state and state[k].shape != v.shape]
     problems = [f"{label}: {', '.join(items)}" for label, items in (("missing", missing), ("unexpected", unexpected), ("wrong shape", misshaped)) if items]
     if problems:
-        raise WeightsError(f"{source} does not fit the encoder built from config.json ({'; '.join(problems)})")
+        raise WeightsError(
+            f"{source} does not fit the encoder built from config.json ({'; '.join(problems)}); "
+            "check that config.json belongs to these weights, or re-export the checkpoint"
+        )
     model.load_state_dict(state, strict=True)
 
 
