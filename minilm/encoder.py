@@ -122,18 +122,22 @@ class BertSelfAttention(nn.Module):
         return y.transpose(1, 2).reshape(B, T, C)  # (B, T, C)
 
 
-class BertSelfOutput(nn.Module):
-    """Output projection, then post-LayerNorm of the residual sum: LayerNorm(x + dropout(dense(h)))."""
+class BertOutput(nn.Module):
+    """Projection back to C, then post-LayerNorm of the residual sum: LayerNorm(x + dropout(dense(h))).
 
-    def __init__(self, config: BertConfig):
+    Closes both sub-layers of a block: after attention (`attention.output`, h is C wide) and after
+    the feed-forward (`output`, h is F wide).
+    """
+
+    def __init__(self, config: BertConfig, in_features: int):
         super().__init__()
-        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+        self.dense = nn.Linear(in_features, config.hidden_size)
         # BERT normalizes *after* the residual add (post-LN); a pre-LN block would not load these weights.
         self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
     def forward(self, h: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        """h: (B, T, C) sub-layer result, x: (B, T, C) its input -> (B, T, C)."""
+        """h: (B, T, C or F) sub-layer result, x: (B, T, C) its input -> (B, T, C)."""
         return self.LayerNorm(x + self.dropout(self.dense(h)))
 
 
@@ -141,7 +145,7 @@ class BertAttention(nn.Module):
     def __init__(self, config: BertConfig):
         super().__init__()
         self.self = BertSelfAttention(config)
-        self.output = BertSelfOutput(config)
+        self.output = BertOutput(config, config.hidden_size)
 
     def forward(self, x: torch.Tensor, key_mask: torch.Tensor) -> torch.Tensor:
         """(B, T, C) -> (B, T, C)"""
@@ -149,7 +153,7 @@ class BertAttention(nn.Module):
 
 
 class BertIntermediate(nn.Module):
-    """The first half of the feed-forward block: C -> F and GELU."""
+    """The first half of the feed-forward block: C -> F and GELU. BertOutput is the second half."""
 
     def __init__(self, config: BertConfig):
         super().__init__()
@@ -161,20 +165,6 @@ class BertIntermediate(nn.Module):
         return F.gelu(self.dense(x), approximate="none")
 
 
-class BertOutput(nn.Module):
-    """The second half of the feed-forward block: F -> C, residual, post-LayerNorm."""
-
-    def __init__(self, config: BertConfig):
-        super().__init__()
-        self.dense = nn.Linear(config.intermediate_size, config.hidden_size)
-        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
-        self.dropout = nn.Dropout(config.hidden_dropout_prob)
-
-    def forward(self, h: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        """h: (B, T, F), x: (B, T, C) the block input -> (B, T, C)"""
-        return self.LayerNorm(x + self.dropout(self.dense(h)))
-
-
 class BertLayer(nn.Module):
     """One transformer block: attention sub-layer, then feed-forward sub-layer, each post-LN."""
 
@@ -182,7 +172,7 @@ class BertLayer(nn.Module):
         super().__init__()
         self.attention = BertAttention(config)
         self.intermediate = BertIntermediate(config)
-        self.output = BertOutput(config)
+        self.output = BertOutput(config, config.intermediate_size)
 
     def forward(self, x: torch.Tensor, key_mask: torch.Tensor) -> torch.Tensor:
         """(B, T, C) -> (B, T, C)"""
