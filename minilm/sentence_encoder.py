@@ -11,6 +11,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -66,7 +67,15 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
 class SentenceEncoder:
     """A BERT encoder plus the pooling and normalization its sentence-transformers checkpoint asks for."""
 
-    def __init__(self, model: BertEncoder, tokenizer: SentenceTokenizer, config: SentenceConfig, device: str | torch.device | None = None):
+    def __init__(
+        self,
+        model: BertEncoder,
+        tokenizer: SentenceTokenizer,
+        config: SentenceConfig,
+        device: str | torch.device | None = None,
+        folder: Path | None = None,
+    ):
+        self.folder = folder  # the checkpoint folder it was loaded from, if any
         self.device = resolve_device(device)
         self.model = model.to(self.device).eval()
         self.tokenizer = tokenizer
@@ -102,7 +111,7 @@ class SentenceEncoder:
         if not (folder / "tokenizer.json").is_file():
             raise WeightsError(f"{folder / 'tokenizer.json'} is missing; re-download or reinstall the checkpoint")
         tokenizer = SentenceTokenizer.from_file(folder / "tokenizer.json", sentence_config.max_seq_length, sentence_config.do_lower_case)
-        return cls(load_encoder(folder), tokenizer, sentence_config, device)
+        return cls(load_encoder(folder), tokenizer, sentence_config, device, folder)
 
     @property
     def dim(self) -> int:

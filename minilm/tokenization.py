@@ -34,13 +34,15 @@ class SentenceTokenizer:
 
     def __init__(self, tokenizer: Tokenizer, max_seq_length: int, lowercase: bool = False):
         self.tokenizer = tokenizer
+        self.pad_id = tokenizer.padding["pad_id"] if tokenizer.padding else 0  # read before padding is switched off
         # tokenizer.json may carry its own fixed padding and truncation (128 in all-MiniLM-L6-v2); sentence-transformers overrides both.
         self.tokenizer.no_truncation()
         self.tokenizer.no_padding()
         self.max_seq_length = max_seq_length
         self.lowercase = lowercase  # sentence_bert_config.json's do_lower_case, applied before the tokenizer's own normalizer
         self.num_special = tokenizer.num_special_tokens_to_add(is_pair=False)  # [CLS] and [SEP]
-        self.pad_id = tokenizer.padding["pad_id"] if tokenizer.padding else 0
+        around = tokenizer.post_process(tokenizer.encode("", add_special_tokens=False)).ids
+        self.cls_id, self.sep_id = around[0], around[-1]  # BERT's template is [CLS] text [SEP]
 
     @classmethod
     def from_file(cls, path: Path, max_seq_length: int, lowercase: bool = False) -> "SentenceTokenizer":
@@ -48,9 +50,22 @@ class SentenceTokenizer:
 
     def encode(self, texts: list[str]) -> tuple[list[Encoding], list[int]]:
         """Tokenize and truncate. Returns the encodings (special tokens added) and each text's untruncated length."""
+        return self._truncate(self.split(texts))
+
+    def split(self, texts: list[str]) -> list[Encoding]:
+        """Untruncated word pieces without special tokens; offsets point into the original texts."""
         if self.lowercase:
             texts = [t.lower() for t in texts]
-        pieces = self.tokenizer.encode_batch(texts, add_special_tokens=False)
+        return self.tokenizer.encode_batch(texts, add_special_tokens=False)
+
+    def encode_words(self, word_lists: list[list[str]]) -> tuple[list[Encoding], list[int]]:
+        """`encode` for text already split into words (CoNLL); `Encoding.word_ids` index those words."""
+        if self.lowercase:
+            word_lists = [[w.lower() for w in words] for words in word_lists]
+        return self._truncate(self.tokenizer.encode_batch(word_lists, is_pretokenized=True, add_special_tokens=False))
+
+    def _truncate(self, pieces: list[Encoding]) -> tuple[list[Encoding], list[int]]:
+        """Keep the first max_seq_length - 2 word pieces, then add [CLS] and [SEP]."""
         n_tokens = [len(e.ids) + self.num_special for e in pieces]
         keep = self.max_seq_length - self.num_special
         encodings = []
