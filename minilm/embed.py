@@ -83,17 +83,26 @@ def read_texts(path: str) -> list[str]:
         return [line for _, line in lines]
 
 
-def gather_texts(args: argparse.Namespace) -> list[str]:
+def add_input_arguments(parser: argparse.ArgumentParser) -> None:
+    """The `TEXT ...` / `-` / `--input FILE` options, shared with `python -m heads.predict`."""
+    parser.add_argument("texts", nargs="*", help="texts as arguments; '-' reads one text per line from stdin")
+    parser.add_argument("--input", "-i", metavar="FILE", help="one text per line, or .jsonl with a \"text\" field; '-' for stdin")
+
+
+def gather_texts(args: argparse.Namespace, default: list[str] | None = DEMO_SENTENCES) -> list[str]:
+    """Texts from the arguments, --input or stdin; `default` when none are given (None: that is an error)."""
     if args.texts and args.input:
-        raise InputError("give sentences either as arguments or with --input, not both")
+        raise InputError("give texts either as arguments or with --input, not both")
     if args.input:
         texts = read_texts(args.input)
     elif args.texts == ["-"]:
         texts = read_texts("-")
     elif args.texts:
         texts = args.texts
+    elif default is None:
+        raise InputError("no texts given: pass them as arguments, with --input FILE, or '-' for stdin")
     else:
-        texts = DEMO_SENTENCES
+        texts = default
     if not texts:
         raise InputError(f"{args.input or '<stdin>'} holds no texts to embed")
     return texts
@@ -155,14 +164,19 @@ def check_output(args: argparse.Namespace, n_texts: int) -> Path | None:
         raise InputError("--format npy needs --output FILE.npy")
     if args.format == "table" and n_texts > TABLE_MAX_TEXTS:
         raise InputError(f"{n_texts} texts is too many for the pairwise table (at most {TABLE_MAX_TEXTS}); use --format jsonl or --format npy --output FILE.npy")
-    if not args.output:
+    return check_output_path(args.output, args.force)
+
+
+def check_output_path(output: str | None, force: bool) -> Path | None:
+    """An --output that can be written: not a folder, in an existing writable folder, not there yet unless --force."""
+    if not output:
         return None
-    path = Path(args.output)
+    path = Path(output)
     if path.is_dir():
         raise InputError(f"--output {path} is a folder; give a file name")
     if not path.parent.is_dir():
         raise InputError(f"--output folder {path.parent} does not exist; create it first")
-    if path.exists() and not args.force:
+    if path.exists() and not force:
         raise InputError(f"{path} already exists; pass --force to overwrite it")
     if not os.access(path.parent, os.W_OK):
         raise InputError(f"--output folder {path.parent} is not writable; choose another --output")
@@ -202,8 +216,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         description="Embed sentences with all-MiniLM-L6-v2 (or another BERT sentence-transformers checkpoint).",
         epilog="With no texts and no --input, embeds three demo sentences and prints their cosine similarities.",
     )
-    parser.add_argument("texts", nargs="*", help="sentences to embed; '-' reads one text per line from stdin")
-    parser.add_argument("--input", "-i", metavar="FILE", help="one text per line, or .jsonl with a \"text\" field; '-' for stdin")
+    add_input_arguments(parser)
     parser.add_argument("--format", "-f", choices=["table", "jsonl", "npy"], default="table", help="output format (default: table)")
     parser.add_argument("--output", "-o", metavar="FILE", help="write here (atomically) instead of stdout; required for npy")
     parser.add_argument("--force", action="store_true", help="overwrite an existing --output file")
