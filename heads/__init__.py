@@ -1,0 +1,1 @@
+"""Multi-task heads on one shared minilm encoder pass."""

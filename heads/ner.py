@@ -1,0 +1,154 @@
+"""NER helpers between words and WordPiece sub-tokens, and between long sentences and encoder windows.
+
+Pure functions, no tensors. What each reproduces:
+  * `align_labels` / `first_subtoken_predictions`: BERT's NER recipe (Devlin et al. 2019, section 5.3):
+    "we use the representation of the first sub-token as the input to the token-level classifier".
+    Later sub-tokens and [CLS]/[SEP] get IGNORE_INDEX, as in the Hugging Face token-classification
+    example (`tokenize_and_align_labels` with label_all_tokens=False).
+  * `bio_to_spans`: the chunk rules of conlleval, the CoNLL-2000/2003 scoring script, for IOB2 tags.
+  * `token_windows` / `window_owners` / `merge_windows`: the sliding "doc stride" windows of BERT's
+    run_squad.py, and its `_check_is_max_context` rule for which window a token's prediction comes from.
+
+Word indices and token positions are 0-based; spans and windows are half-open (start, end_exclusive).
+"""
+
+from __future__ import annotations
+
+from typing import Sequence, TypeVar
+
+T = TypeVar("T")
+
+IGNORE_INDEX = -100  # torch.nn.functional.cross_entropy's default ignore_index: these positions add no loss
+
+
+def align_labels(word_ids: Sequence[int | None], word_labels: Sequence[int]) -> list[int]:
+    """One label id per sub-token: the word's label on its first sub-token, IGNORE_INDEX elsewhere.
+
+    `word_ids` is `tokenizers.Encoding.word_ids` (None for special tokens such as [CLS] and [SEP]).
+    Align the whole sentence, then slice labels per window, so a word cut by a window edge keeps
+    its label on its true first sub-token only.
+    """
+    labels = []
+    previous = None
+    for word in word_ids:
+        if word is None:
+            labels.append(IGNORE_INDEX)
+        elif not 0 <= word < len(word_labels):
+            raise ValueError(f"word id {word} has no label: there are {len(word_labels)} word labels")
+        elif word == previous:
+            labels.append(IGNORE_INDEX)  # a continuation piece ("##ing"): one loss term per word, not per piece
+        else:
+            labels.append(word_labels[word])
+        previous = word
+    return labels
+
+
+def first_subtoken_predictions(word_ids: Sequence[int | None], token_values: Sequence[T], num_words: int | None = None) -> list[T]:
+    """For each word index 0, 1, 2, ... the value at that word's first sub-token (the inverse of align_labels).
+
+    `token_values` has one entry per sub-token (e.g. argmax tag ids), aligned with `word_ids`.
+    A word with no sub-token (the tokenizer drops words such as "\\u200b" entirely) would shift every
+    later prediction onto the wrong word, so it raises instead. Pass `num_words` to also catch
+    words missing at the end.
+    """
+    if len(word_ids) != len(token_values):
+        raise ValueError(f"{len(word_ids)} word ids but {len(token_values)} token values")
+    first: dict[int, T] = {}
+    for word, value in zip(word_ids, token_values):
+        if word is not None and word not in first:
+            first[word] = value
+    count = num_words if num_words is not None else max(first, default=-1) + 1
+    missing = [w for w in range(count) if w not in first]
+    if missing:
+        raise ValueError(f"words {missing} have no sub-token, so they have no prediction")
+    if len(first) > count:
+        raise ValueError(f"word ids go up to {max(first)} but num_words is {count}")
+    return [first[w] for w in range(count)]
+
+
+def bio_to_spans(tags: Sequence[str]) -> list[tuple[str, int, int]]:
+    """IOB2 tags -> entity spans (type, start, end_exclusive) in word indices, by conlleval's chunk rules.
+
+    B-X starts a chunk. I-X continues a chunk of type X. A stray I-X (at the start, after O, or
+    after a chunk of another type) starts a new chunk rather than being dropped: conlleval and
+    seqeval score it that way, so we must too. O ends any chunk.
+    """
+    spans = []
+    kind, start = None, 0  # the open chunk's type (None: no chunk open) and where it began
+    for i, tag in enumerate(tags):
+        if tag == "O":
+            prefix, tag_kind = "O", None
+        else:
+            prefix, _, tag_kind = tag.partition("-")
+            if prefix not in ("B", "I") or not tag_kind:
+                raise ValueError(f"tag {i} is {tag!r}: expected 'O', 'B-TYPE' or 'I-TYPE' (IOB2)")
+        continues = prefix == "I" and tag_kind == kind
+        if kind is not None and not continues:
+            spans.append((kind, start, i))
+            kind = None
+        if prefix != "O" and not continues:
+            kind, start = tag_kind, i
+    if kind is not None:
+        spans.append((kind, start, len(tags)))  # an entity that runs to the end of the sentence
+    return spans
+
+
+def token_windows(n: int, size: int, stride: int) -> list[tuple[int, int]]:
+    """Half-open windows over n content tokens (without [CLS]/[SEP]) for an encoder that fits `size`.
+
+    Windows start at 0, stride, 2*stride, ... and each is `size` long except the last, which ends at n.
+    So consecutive windows overlap by exactly `size - stride` tokens and together cover 0..n.
+    n = 0 gives [(0, 0)] so an empty sentence still makes one (empty) encoder call; n <= size gives [(0, n)].
+    """
+    if n < 0 or size < 1 or not 1 <= stride <= size:
+        raise ValueError(f"need n >= 0, size >= 1 and 1 <= stride <= size; got n={n}, size={size}, stride={stride}")
+    windows = []
+    start = 0
+    while True:
+        end = min(start + size, n)
+        windows.append((start, end))
+        if end == n:
+            return windows
+        start += stride
+
+
+def _context_score(window: tuple[int, int], position: int) -> tuple[int, int]:
+    """(tokens of context on the token's poorer side, window length), compared in that order.
+
+    run_squad adds `0.01 * length` to the context instead; past 100 tokens that bonus can outweigh a
+    real context difference, so here the length only breaks ties.
+    """
+    start, end = window
+    return min(position - start, end - 1 - position), end - start
+
+
+def window_owners(windows: Sequence[tuple[int, int]]) -> list[int]:
+    """For each token 0..n-1 (n = the largest window end), the index of the window whose prediction it takes.
+
+    A token seen by several overlapping windows takes the window where it is farthest from an edge,
+    that is, where it has the most context on its poorer side (BERT run_squad's `_check_is_max_context`).
+    Ties go to the longer window, then to the earlier one.
+    """
+    n = max((end for _, end in windows), default=0)
+    owners: list[int] = []
+    for position in range(n):
+        holding = [w for w, (start, end) in enumerate(windows) if start <= position < end]
+        if not holding:
+            raise ValueError(f"token {position} is in no window")
+        # max() keeps the first of equal scores: the earlier window wins a full tie.
+        owners.append(max(holding, key=lambda w: _context_score(windows[w], position)))
+    return owners
+
+
+def merge_windows(windows: Sequence[tuple[int, int]], window_values: Sequence[Sequence[T]]) -> list[T]:
+    """Stitch per-window values (one per content token of each window) into one value per token.
+
+    Each token's value comes from the window `window_owners` picks for it.
+    """
+    if len(windows) != len(window_values):
+        raise ValueError(f"{len(windows)} windows but {len(window_values)} lists of values")
+    for w, ((start, end), values) in enumerate(zip(windows, window_values)):
+        if len(values) != end - start:
+            raise ValueError(f"window {w} spans {end - start} tokens but has {len(values)} values")
+    owners = window_owners(windows)
+    return [window_values[w][position - windows[w][0]] for position, w in enumerate(owners)]
