@@ -1,0 +1,201 @@
+"""Task heads on one shared minilm encoder pass, and saving / loading them.
+
+One forward pass runs the encoder once over a batch and feeds every head:
+    sentence heads (question type, sentiment): mean-pooled sentence vector -> dropout -> linear
+    token heads (NER): every token's hidden state -> dropout -> linear
+Heads are thin, as in sentence-transformers' classification recipes and BERT's
+`BertForSequenceClassification` / `BertForTokenClassification`: they take `labels=None` and
+return a loss only when labels are given.
+
+Shape legend: B batch, T tokens, C hidden (384), K labels of a task.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from minilm.embed import atomic_output
+from minilm.encoder import BertEncoder
+from minilm.pooling import PoolingMode, pool
+from minilm.weights import WeightsError, load_state_strict, read_safetensors, sha256_of
+
+from .ner import IGNORE_INDEX
+
+HEADS_FILE = "heads.safetensors"
+BACKBONE_FILE = "backbone.safetensors"
+CONFIG_FILE = "config.json"
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """One task: its name (the key in every output), whether it labels sentences or tokens, its labels."""
+
+    name: str
+    kind: Literal["sentence", "token"]
+    labels: tuple[str, ...]
+    hidden: int | None = None  # optional hidden layer of a sentence head
+
+
+class SentenceClassificationHead(nn.Module):
+    """dropout -> linear (or dropout -> linear -> GELU -> dropout -> linear) over the pooled sentence vector."""
+
+    def __init__(self, in_dim: int, num_labels: int, hidden: int | None = None, dropout: float = 0.1):
+        super().__init__()
+        self.dropout = nn.Dropout(dropout)
+        self.hidden = nn.Linear(in_dim, hidden) if hidden else None
+        self.classifier = nn.Linear(hidden or in_dim, num_labels)
+
+    def forward(self, pooled: torch.Tensor) -> torch.Tensor:
+        """(B, C) -> logits (B, K)"""
+        x = self.dropout(pooled)
+        if self.hidden is not None:
+            x = self.dropout(F.gelu(self.hidden(x)))  # (B, hidden)
+        return self.classifier(x)
+
+
+class TokenClassificationHead(nn.Module):
+    """dropout -> linear over every token's hidden state."""
+
+    def __init__(self, in_dim: int, num_labels: int, dropout: float = 0.1):
+        super().__init__()
+        self.dropout = nn.Dropout(dropout)
+        self.classifier = nn.Linear(in_dim, num_labels)
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        """(B, T, C) -> logits (B, T, K)"""
+        return self.classifier(self.dropout(hidden))
+
+
+@dataclass
+class MultiTaskOutput:
+    logits: dict[str, torch.Tensor]  # task -> (B, K) for sentence tasks, (B, T, K) for token tasks
+    losses: dict[str, torch.Tensor] = field(default_factory=dict)  # only the tasks whose labels were given
+
+
+def run_layers(encoder: BertEncoder, x: torch.Tensor, attention_mask: torch.Tensor, first: int, last: int | None = None) -> torch.Tensor:
+    """Run encoder blocks first..last-1 on hidden states x: (B, T, C) -> (B, T, C).
+
+    Split out of BertEncoder.forward so that the frozen bottom of the encoder can be run once and cached.
+    """
+    B, T = attention_mask.shape
+    key_mask = attention_mask.bool().view(B, 1, 1, T)  # (B, 1, 1, T), as in BertEncoder.forward
+    for block in encoder.encoder.layer[first:last]:
+        x = block(x, key_mask)
+    return x
+
+
+class MultiTaskModel(nn.Module):
+    """A BertEncoder and a named set of heads, all fed by one encoder pass."""
+
+    def __init__(self, encoder: BertEncoder, tasks: Sequence[TaskSpec], pooling: PoolingMode = "mean", dropout: float = 0.1, seed: int = 0):
+        super().__init__()
+        self.encoder = encoder
+        self.pooling = pooling
+        self.tasks = {t.name: t for t in tasks}
+        generator_state = torch.random.get_rng_state()
+        torch.manual_seed(seed)  # seeded head initialization: an untrained model is reproducible
+        size = encoder.config.hidden_size
+        self.heads = nn.ModuleDict(
+            {
+                t.name: SentenceClassificationHead(size, len(t.labels), t.hidden, dropout) if t.kind == "sentence" else TokenClassificationHead(size, len(t.labels), dropout)
+                for t in tasks
+            }
+        )
+        torch.random.set_rng_state(generator_state)
+
+    @property
+    def num_layers(self) -> int:
+        return len(self.encoder.encoder.layer)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: dict[str, torch.Tensor] | None = None) -> MultiTaskOutput:
+        """(B, T) ids and mask -> every head's logits; a loss per task for the tasks in `labels`.
+
+        labels: task -> (B,) label ids for sentence tasks, (B, T) for token tasks (IGNORE_INDEX where unlabelled).
+        """
+        x = self.encoder.embeddings(input_ids)  # (B, T, C); token types are all 0 for single sentences
+        return self.forward_from_layer(x, attention_mask, 0, labels)
+
+    def forward_from_layer(
+        self, x: torch.Tensor, attention_mask: torch.Tensor, first_layer: int, labels: dict[str, torch.Tensor] | None = None
+    ) -> MultiTaskOutput:
+        """Continue from the input of block `first_layer` (0 = the embeddings' output), then apply every head."""
+        hidden = run_layers(self.encoder, x, attention_mask, first_layer)  # (B, T, C)
+        sentence = pool(hidden, attention_mask, self.pooling)  # (B, C)
+        logits = {name: head(sentence if self.tasks[name].kind == "sentence" else hidden) for name, head in self.heads.items()}
+        losses = {}
+        for name, target in (labels or {}).items():
+            if self.tasks[name].kind == "sentence":
+                losses[name] = F.cross_entropy(logits[name], target)
+            else:
+                losses[name] = F.cross_entropy(logits[name].flatten(0, 1), target.flatten(), ignore_index=IGNORE_INDEX)
+        return MultiTaskOutput(logits, losses)
+
+
+# --------------------------------------------------------------------------- saving and loading
+
+
+def save_model(model: MultiTaskModel, folder: Path, *, backbone_sha256: str, backbone_trained: bool, extra: dict | None = None) -> None:
+    """heads.safetensors + config.json (+ backbone.safetensors when the backbone was trained), each written atomically."""
+    from safetensors.torch import save
+
+    folder.mkdir(parents=True, exist_ok=True)
+    with atomic_output(folder / HEADS_FILE, binary=True) as f:
+        f.write(save({k: v.detach().contiguous() for k, v in model.heads.state_dict().items()}))
+    backbone = {"sha256": backbone_sha256, "file": None}
+    if backbone_trained:
+        with atomic_output(folder / BACKBONE_FILE, binary=True) as f:
+            f.write(save({k: v.detach().contiguous() for k, v in model.encoder.state_dict().items()}))
+        backbone = {"sha256": sha256_of(folder / BACKBONE_FILE), "file": BACKBONE_FILE, "base_sha256": backbone_sha256}
+    config = {
+        "tasks": [{**asdict(t), "labels": list(t.labels)} for t in model.tasks.values()],
+        "pooling": model.pooling,
+        "backbone": backbone,
+        **(extra or {}),
+    }
+    with atomic_output(folder / CONFIG_FILE, binary=False) as f:
+        f.write(json.dumps(config, indent=2) + "\n")
+
+
+def read_model_config(folder: Path) -> dict:
+    path = folder / CONFIG_FILE
+    if not path.is_file():
+        raise WeightsError(f"{path} is missing; --model must be a folder written by python -m heads.train")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise WeightsError(f"{path} is not valid JSON ({e}); retrain or restore the model folder") from None
+
+
+def load_model(folder: Path, encoder: BertEncoder, stock_sha256: str, extra_tasks: Sequence[TaskSpec] = (), seed: int = 0) -> tuple[MultiTaskModel, dict]:
+    """Rebuild a saved MultiTaskModel on `encoder` (the stock backbone, replaced by backbone.safetensors when saved).
+
+    The config's backbone sha256 must match what is loaded, so heads never run on a backbone they were
+    not trained with. `extra_tasks` not in the saved model get new, seeded heads (to train them next).
+    """
+    config = read_model_config(folder)
+    saved = [TaskSpec(t["name"], t["kind"], tuple(t["labels"]), t.get("hidden")) for t in config["tasks"]]
+    backbone = config["backbone"]
+    if backbone.get("file"):
+        path = folder / backbone["file"]
+        if not path.is_file() or sha256_of(path) != backbone["sha256"]:
+            actual = sha256_of(path) if path.is_file() else "missing"
+            raise WeightsError(f"{path}: sha256 mismatch: expected {backbone['sha256']}, actual {actual}; retrain or restore the model folder")
+        load_state_strict(encoder, read_safetensors(path), path)
+    elif backbone["sha256"] != stock_sha256:
+        raise WeightsError(f"{folder / CONFIG_FILE}: heads were trained on backbone sha256 {backbone['sha256']}, but the loaded backbone is {stock_sha256}")
+    new = [t for t in extra_tasks if t.name not in {s.name for s in saved}]
+    model = MultiTaskModel(encoder, [*saved, *new], pooling=config.get("pooling", "mean"), seed=seed)
+    tensors = read_safetensors(folder / HEADS_FILE)
+    for task in saved:
+        prefix = f"{task.name}."
+        own = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
+        load_state_strict(model.heads[task.name], own, folder / HEADS_FILE)
+    return model.eval(), config

@@ -1,0 +1,147 @@
+"""python -m heads.predict: question type, sentiment and named entities for each text, from one encoder pass.
+
+    python -m heads.predict "Who founded Apple in California?" "What a dull, lifeless film."
+    python -m heads.predict --input texts.txt          # one text per line, or .jsonl with "text"
+    cat texts.txt | python -m heads.predict -
+    python -m heads.predict --model runs/finetuned "..."   # a model saved by python -m heads.train
+
+Prints one JSON record per text:
+    {"text", "question_type": {"label", "score"}, "sentiment": {"label", "score"},
+     "entities": [{"text", "label", "start", "end", "score"}]}
+`start`/`end` are character offsets into the text. The default model is the heads shipped in
+weights/heads/, trained on the frozen stock all-MiniLM-L6-v2 (their scores are in its config.json).
+
+Texts longer than the encoder's 256 tokens are read for entities in overlapping windows, each token
+taking its label from the window where it has the most context, so no entity past token 256 is
+lost. The sentence heads see the first window, which is exactly the truncated text `minilm.embed` embeds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+from minilm import SentenceEncoder
+from minilm.embed import InputError, add_input_arguments, atomic_output, check_output_path, gather_texts
+from minilm.tokenization import SentenceTokenizer
+from minilm.weights import WeightsError, sha256_of
+
+from .model import MultiTaskModel, load_model
+from .ner import bio_to_spans, first_subtoken_predictions, merge_windows, token_windows
+from .tasks import pad_batch
+
+SHIPPED_HEADS = Path(__file__).resolve().parent.parent / "weights" / "heads"
+TOKEN_TASK_KEY = {"ner": "entities"}  # output key of a token task's spans
+
+
+class MultiTaskPredictor:
+    """A saved MultiTaskModel with its tokenizer: raw texts in, one record per text out."""
+
+    def __init__(self, model: MultiTaskModel, tokenizer: SentenceTokenizer, device: torch.device | None = None):
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.device = device or torch.device("cpu")
+        self.window = tokenizer.max_seq_length - tokenizer.num_special  # content tokens per window (254)
+        self.stride = self.window // 2  # windows overlap by half, so every token gets a well-centred window
+
+    @classmethod
+    def from_folder(cls, folder: str | Path | None = None, device: str | None = None) -> "MultiTaskPredictor":
+        """Load heads saved by heads.train (default: the shipped weights/heads/) on the stock backbone."""
+        folder = Path(folder) if folder else SHIPPED_HEADS
+        if not folder.is_dir():
+            raise WeightsError(f"model folder {folder} does not exist; train one with python -m heads.train --output {folder}")
+        stock = SentenceEncoder.from_pretrained(device=device)
+        model, _ = load_model(folder, stock.model, sha256_of(stock.folder / "model.safetensors"))
+        return cls(model.to(stock.device), stock.tokenizer, stock.device)
+
+    @torch.no_grad()
+    def predict(self, texts: list[str], batch_size: int = 32) -> list[dict]:
+        pieces = self.tokenizer.split(texts)
+        # one row per window: [CLS] + content tokens [start, end) + [SEP]
+        rows = []  # (text index, window index, ids)
+        windows = [token_windows(len(p.ids), self.window, self.stride) for p in pieces]
+        for t, (piece, spans) in enumerate(zip(pieces, windows)):
+            for w, (start, end) in enumerate(spans):
+                rows.append((t, w, [self.tokenizer.cls_id, *piece.ids[start:end], self.tokenizer.sep_id]))
+        probs: dict[tuple[int, int], dict[str, torch.Tensor]] = {}
+        order = sorted(range(len(rows)), key=lambda r: -len(rows[r][2]))
+        for start in range(0, len(order), batch_size):
+            chunk = [rows[r] for r in order[start : start + batch_size]]
+            ids, mask = pad_batch([ids for _, _, ids in chunk])
+            logits = self.model(ids.to(self.device), mask.to(self.device)).logits  # the encoder runs once for every head
+            for row, (t, w, row_ids) in enumerate(chunk):
+                probs[t, w] = {name: logits[name][row].softmax(-1).cpu() for name in logits}
+                for name, task in self.model.tasks.items():
+                    if task.kind == "token":
+                        probs[t, w][name] = probs[t, w][name][1 : len(row_ids) - 1]  # content tokens only
+        return [self._record(t, texts[t], pieces[t], windows[t], probs) for t in range(len(texts))]
+
+    def _record(self, t: int, text: str, piece, windows: list[tuple[int, int]], probs: dict) -> dict:
+        record: dict = {"text": text}
+        for name, task in self.model.tasks.items():
+            if task.kind == "sentence":
+                p = probs[t, 0][name]  # the first window: the truncated text
+                record[name] = {"label": task.labels[int(p.argmax())], "score": round(float(p.max()), 6)}
+                continue
+            token_probs = merge_windows(windows, [list(probs[t, w][name]) for w in range(len(windows))])  # n x (K,)
+            record[TOKEN_TASK_KEY.get(name, name)] = self._entities(text, piece, token_probs, task.labels)
+        return record
+
+    @staticmethod
+    def _entities(text: str, piece, token_probs: list[torch.Tensor], labels: tuple[str, ...]) -> list[dict]:
+        """Word-level tags (from each word's first sub-token) -> BIO spans -> character offsets and mean score."""
+        if not token_probs:
+            return []
+        word_probs = first_subtoken_predictions(piece.word_ids, token_probs)
+        tags = [labels[int(p.argmax())] for p in word_probs]
+        first_token, last_token = {}, {}
+        for position, word in enumerate(piece.word_ids):
+            first_token.setdefault(word, position)
+            last_token[word] = position
+        entities = []
+        for label, start_word, end_word in bio_to_spans(tags):
+            start = piece.offsets[first_token[start_word]][0]
+            end = piece.offsets[last_token[end_word - 1]][1]
+            score = sum(float(word_probs[w].max()) for w in range(start_word, end_word)) / (end_word - start_word)
+            entities.append({"text": text[start:end], "label": label, "start": start, "end": end, "score": round(score, 6)})
+        return entities
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m heads.predict", description="Question type, sentiment and entities for each text, as JSON lines.")
+    add_input_arguments(parser)
+    parser.add_argument("--model", "-m", default=None, help="a folder saved by python -m heads.train (default: weights/heads)")
+    parser.add_argument("--output", "-o", metavar="FILE", help="write the JSON lines here (atomically) instead of stdout")
+    parser.add_argument("--force", action="store_true", help="overwrite an existing --output file")
+    parser.add_argument("--batch-size", "-b", type=int, default=32)
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args(argv)
+    if args.batch_size < 1:
+        parser.error(f"--batch-size must be at least 1, got {args.batch_size}")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        texts = gather_texts(args, default=None)
+        output = check_output_path(args.output, args.force)
+        records = MultiTaskPredictor.from_folder(args.model, args.device).predict(texts, args.batch_size)
+        lines = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
+        if output:
+            with atomic_output(output, binary=False) as f:
+                f.write(lines)
+        else:
+            sys.stdout.write(lines)
+    except (InputError, WeightsError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

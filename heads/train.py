@@ -1,0 +1,340 @@
+"""python -m heads.train: train task heads (and optionally the backbone) on one shared minilm encoder.
+
+    python -m heads.train --tasks question_type,sentiment,ner --freeze backbone --output runs/frozen
+    python -m heads.train --freeze layers:4 --sampling temperature --temperature 2 --limit ner=500 --output runs/q3
+    python -m heads.train --init-from runs/trec --tasks ner --freeze-heads question_type --output runs/forget
+
+Freezing (--freeze): `none` trains everything; `embeddings` freezes the embedding layer; `layers:K`
+freezes the embeddings and the lowest K blocks; `backbone` freezes the whole encoder. The frozen
+bottom is deterministic, so it runs once over every example before training and its outputs are
+reused each epoch: a frozen backbone costs one forward pass in all. --freeze-heads keeps named
+heads fixed (to measure what a shared backbone forgets).
+
+Each step draws one task (--sampling proportional to its data, uniform, or temperature T:
+p ∝ n^(1/T)) and one batch of it; its loss is scaled by --loss-weight. AdamW with separate
+backbone and head learning rates, linear warmup then linear decay. Dev is scored after every
+epoch; the best epoch (mean dev score of the trained tasks) is kept and saved.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import random
+import resource
+import sys
+import time
+from contextlib import nullcontext
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from minilm import SentenceEncoder
+from minilm.weights import WeightsError, sha256_of
+
+from .data import DataFormatError
+from .model import MultiTaskModel, TaskSpec, load_model, save_model
+from .tasks import TASKS, Encoded, batch_labels, encode_examples, pad_batch, predict_logits, read_split, score
+
+DEFAULT_DATA_DIR = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
+
+
+# --------------------------------------------------------------------------- freezing
+
+
+def frozen_layers(policy: str, num_layers: int) -> int | None:
+    """How many encoder blocks are frozen under `policy`: None when even the embeddings train, else 0..num_layers."""
+    if policy == "none":
+        return None
+    if policy == "embeddings":
+        return 0
+    if policy == "backbone":
+        return num_layers
+    if policy.startswith("layers:") and policy[7:].isdigit() and int(policy[7:]) <= num_layers:
+        return int(policy[7:])
+    raise ValueError(f"--freeze {policy!r}: use none, embeddings, backbone or layers:K with K from 0 to {num_layers}")
+
+
+def apply_freezing(model: MultiTaskModel, n_frozen: int | None, frozen_heads: list[str]) -> None:
+    model.requires_grad_(True)
+    if n_frozen is not None:
+        model.encoder.embeddings.requires_grad_(False)
+        for block in model.encoder.encoder.layer[:n_frozen]:
+            block.requires_grad_(False)
+    for name in frozen_heads:
+        model.heads[name].requires_grad_(False)
+
+
+@torch.no_grad()
+def frozen_states(model: MultiTaskModel, data: Encoded, n_frozen: int, batch_size: int = 64) -> list[torch.Tensor]:
+    """Output of the frozen bottom (embeddings + n_frozen blocks) for every example: (T_i, C) each."""
+    from .model import run_layers
+
+    model.encoder.eval()
+    order = sorted(range(len(data)), key=lambda i: -len(data.ids[i]))
+    states: list[torch.Tensor] = [torch.empty(0)] * len(data)
+    for start in range(0, len(order), batch_size):
+        indices = order[start : start + batch_size]
+        ids, mask = pad_batch([data.ids[i] for i in indices])
+        x = run_layers(model.encoder, model.encoder.embeddings(ids), mask, 0, n_frozen)  # (B, T, C)
+        for row, i in enumerate(indices):
+            states[i] = x[row, : len(data.ids[i])].clone()
+    return states
+
+
+# --------------------------------------------------------------------------- sampling and schedule
+
+
+def task_probabilities(sizes: dict[str, int], sampling: str, temperature: float) -> dict[str, float]:
+    """proportional: n_i / N; uniform: 1 / k; temperature: n_i^(1/T), normalized (T=1 is proportional)."""
+    if sampling == "uniform":
+        weights = {t: 1.0 for t in sizes}
+    elif sampling == "proportional":
+        weights = {t: float(n) for t, n in sizes.items()}
+    elif sampling == "temperature":
+        weights = {t: n ** (1.0 / temperature) for t, n in sizes.items()}
+    else:
+        raise ValueError(f"--sampling {sampling!r}: use proportional, uniform or temperature")
+    total = sum(weights.values())
+    return {t: w / total for t, w in weights.items()}
+
+
+def batches_of(data: Encoded, batch_size: int, rng: random.Random) -> list[list[int]]:
+    """Shuffled batches of similar length: shuffle, sort within chunks of 50 batches, cut, shuffle the batches."""
+    order = list(range(len(data)))
+    rng.shuffle(order)
+    chunk = batch_size * 50
+    batches = []
+    for start in range(0, len(order), chunk):
+        part = sorted(order[start : start + chunk], key=lambda i: len(data.ids[i]))
+        batches += [part[i : i + batch_size] for i in range(0, len(part), batch_size)]
+    rng.shuffle(batches)
+    return batches
+
+
+def linear_schedule(warmup_steps: int, total_steps: int):
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        return max(0.0, (total_steps - step) / max(1, total_steps - warmup_steps))
+
+    return factor
+
+
+def make_optimizer(model: MultiTaskModel, lr_backbone: float, lr_heads: float, weight_decay: float) -> torch.optim.AdamW:
+    """Two learning rates; no weight decay on biases and LayerNorm weights, as in BERT fine-tuning."""
+    groups = []
+    for params, lr in ((model.encoder.named_parameters(), lr_backbone), (model.heads.named_parameters(), lr_heads)):
+        trainable = [(n, p) for n, p in params if p.requires_grad]
+        decay = [p for n, p in trainable if p.ndim > 1]
+        no_decay = [p for n, p in trainable if p.ndim <= 1]
+        groups += [{"params": decay, "lr": lr, "weight_decay": weight_decay}, {"params": no_decay, "lr": lr, "weight_decay": 0.0}]
+    return torch.optim.AdamW([g for g in groups if g["params"]])
+
+
+# --------------------------------------------------------------------------- training
+
+
+def parse_assignments(items: list[str], option: str, cast) -> dict[str, float]:
+    """['ner=500', ...] -> {'ner': 500}, with errors that name the option."""
+    out = {}
+    for item in items:
+        name, _, value = item.partition("=")
+        if name not in TASKS or not value:
+            raise ValueError(f"{option} {item!r}: expected TASK=VALUE with TASK in {', '.join(TASKS)}")
+        try:
+            out[name] = cast(value)
+        except ValueError:
+            raise ValueError(f"{option} {item!r}: {value!r} is not a number") from None
+    return out
+
+
+def train(args: argparse.Namespace) -> dict:
+    """Run one training job; returns the summary that is also printed as JSON."""
+    t0 = time.time()
+    random.seed(args.seed)
+    np.random.seed(args.seed)
+    torch.manual_seed(args.seed)
+    data_dir = Path(args.data_dir)
+    train_tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
+    unknown = [t for t in train_tasks if t not in TASKS]
+    if unknown or not train_tasks:
+        raise ValueError(f"--tasks {args.tasks!r}: choose from {', '.join(TASKS)}")
+    limits = parse_assignments(args.limit, "--limit", int)
+    loss_weights = {t: 1.0 for t in train_tasks} | parse_assignments(args.loss_weight, "--loss-weight", float)
+
+    stock = SentenceEncoder.from_pretrained(args.backbone)
+    stock_sha = sha256_of(stock.folder / "model.safetensors")
+    init_backbone_trained = False
+    if args.init_from:
+        new_tasks = [TASKS[t] for t in train_tasks]
+        model, init_config = load_model(Path(args.init_from), stock.model, stock_sha, extra_tasks=new_tasks, seed=args.seed)
+        init_backbone_trained = bool(init_config["backbone"].get("file"))
+    else:
+        model = MultiTaskModel(stock.model, [TASKS[t] for t in train_tasks], pooling=stock.config.pooling, dropout=args.dropout, seed=args.seed)
+    bad_heads = [h for h in args.freeze_heads if h not in model.tasks]
+    if bad_heads:
+        raise ValueError(f"--freeze-heads {','.join(bad_heads)}: the model has heads {', '.join(model.tasks)}")
+    n_frozen = frozen_layers(args.freeze, model.num_layers)
+    apply_freezing(model, n_frozen, args.freeze_heads)
+    first_layer = 0 if n_frozen is None else n_frozen
+
+    # data: train for the trained tasks; dev (and test) for every head the model has
+    tokenizer = stock.tokenizer
+    train_sets, dev_sets, test_sets = {}, {}, {}
+    for name in model.tasks:
+        if name in train_tasks:
+            examples = read_split(name, "train", data_dir)
+            if name in limits:
+                examples = random.Random(args.seed).sample(examples, min(int(limits[name]), len(examples)))
+            train_sets[name] = encode_examples(TASKS[name], examples, tokenizer)
+        dev_sets[name] = encode_examples(TASKS[name], read_split(name, "dev", data_dir), tokenizer)
+        if args.eval_test:
+            test_sets[name] = encode_examples(TASKS[name], read_split(name, "test", data_dir), tokenizer)
+
+    cached = n_frozen is not None
+    states = {}
+    if cached:
+        with tqdm(total=sum(map(len, [*train_sets.values(), *dev_sets.values(), *test_sets.values()])), desc="Frozen layers", unit="ex", file=sys.stderr, disable=args.quiet) as bar:
+            for split, sets in (("train", train_sets), ("dev", dev_sets), ("test", test_sets)):
+                for name, data in sets.items():
+                    states[split, name] = frozen_states(model, data, first_layer)
+                    bar.update(len(data))
+
+    sizes = {t: len(d) for t, d in train_sets.items()}
+    probs = task_probabilities(sizes, args.sampling, args.temperature)
+    steps_per_epoch = math.ceil(sum(sizes.values()) / args.batch_size)
+    total_steps = args.max_steps or steps_per_epoch * args.epochs
+    optimizer = make_optimizer(model, args.lr_backbone, args.lr_heads, args.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, linear_schedule(max(1, int(args.warmup * total_steps)), total_steps))
+    rng = random.Random(args.seed)
+    queues = {t: [] for t in train_sets}
+    autocast = torch.autocast("cpu", dtype=torch.bfloat16) if args.bf16 else nullcontext()
+
+    def evaluate(sets: dict[str, Encoded], split: str) -> dict[str, float]:
+        with autocast:
+            return {name: round(score(d, predict_logits(model, d, states.get((split, name)), first_layer)), 2) for name, d in sets.items()}
+
+    history, best, best_state, step, losses = [], None, None, 0, []
+    model.train()
+    if cached:
+        model.encoder.encoder.layer[:first_layer].eval()  # (already run) keep the frozen bottom's dropout off
+    epochs = math.ceil(total_steps / steps_per_epoch)
+    with tqdm(total=total_steps, desc="Training", unit="step", file=sys.stderr, disable=args.quiet) as bar:
+        for epoch in range(epochs):
+            for _ in range(min(steps_per_epoch, total_steps - step)):
+                name = rng.choices(list(probs), weights=list(probs.values()))[0]
+                if not queues[name]:
+                    queues[name] = batches_of(train_sets[name], args.batch_size, rng)
+                indices = queues[name].pop()
+                data = train_sets[name]
+                with autocast:
+                    if cached:
+                        x, mask = pad_batch([states["train", name][i] for i in indices])
+                        out = model.forward_from_layer(x, mask, first_layer, {name: batch_labels(data, indices, mask.shape[1])})
+                    else:
+                        ids, mask = pad_batch([data.ids[i] for i in indices])
+                        out = model(ids, mask, {name: batch_labels(data, indices, mask.shape[1])})
+                loss = loss_weights.get(name, 1.0) * out.losses[name].float()
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], 1.0)
+                optimizer.step()
+                scheduler.step()
+                step += 1
+                losses.append(loss.item())
+                bar.update(1)
+                bar.set_postfix(loss=f"{np.mean(losses[-50:]):.3f}")
+            dev = evaluate(dev_sets, "dev")
+            selection = float(np.mean([dev[t] for t in train_sets]))
+            history.append({"epoch": epoch + 1, "step": step, "train_loss": round(float(np.mean(losses[-steps_per_epoch:])), 4), "dev": dev})
+            if not args.quiet:
+                print(f"epoch {epoch + 1}: dev {dev}", file=sys.stderr)
+            if best is None or selection > best:
+                best = selection
+                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    model.load_state_dict(best_state)
+    model.eval()
+    best_epoch = max(history, key=lambda h: np.mean([h["dev"][t] for t in train_sets]))
+    summary = {
+        "tasks_trained": train_tasks,
+        "freeze": args.freeze,
+        "frozen_heads": args.freeze_heads,
+        "sampling": args.sampling if args.sampling != "temperature" else f"temperature T={args.temperature}",
+        "task_probabilities": {t: round(p, 4) for t, p in probs.items()},
+        "loss_weights": loss_weights,
+        "train_sizes": sizes,
+        "steps": step,
+        "best_epoch": best_epoch["epoch"],
+        "history": history,
+        "scores": {"dev": best_epoch["dev"]},
+        "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
+        "seed": args.seed,
+        "bf16": args.bf16,
+    }
+    if test_sets:
+        summary["scores"]["test"] = evaluate(test_sets, "test")
+    summary["wall_seconds"] = round(time.time() - t0, 1)
+    summary["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    backbone_trained = n_frozen != model.num_layers or init_backbone_trained
+    save_model(model, Path(args.output), backbone_sha256=stock_sha, backbone_trained=backbone_trained, extra={"training": summary, "scores": summary["scores"]})
+    return summary
+
+
+# --------------------------------------------------------------------------- command line
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m heads.train", description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--tasks", default="question_type,sentiment,ner", help="comma-separated tasks to train (default: all three)")
+    parser.add_argument("--data-dir", default=str(DEFAULT_DATA_DIR), help="folder with trec/, sst2/, conll2003/ (default: ../shared/data)")
+    parser.add_argument("--output", "-o", required=True, help="folder to save heads.safetensors, config.json (and backbone.safetensors)")
+    parser.add_argument("--force", action="store_true", help="overwrite an existing --output folder's model")
+    parser.add_argument("--backbone", default=None, help="minilm checkpoint name or folder (default: all-MiniLM-L6-v2)")
+    parser.add_argument("--init-from", metavar="DIR", help="start from a model saved by heads.train (its backbone and heads)")
+    parser.add_argument("--freeze", default="none", help="none | embeddings | layers:K | backbone (default: none)")
+    parser.add_argument("--freeze-heads", default="", type=lambda s: [h for h in s.split(",") if h], help="comma-separated heads to keep fixed")
+    parser.add_argument("--limit", action="append", default=[], metavar="TASK=N", help="use N training examples of TASK (seeded sample)")
+    parser.add_argument("--sampling", default="proportional", choices=["proportional", "uniform", "temperature"])
+    parser.add_argument("--temperature", type=float, default=2.0, help="T for --sampling temperature (default: 2)")
+    parser.add_argument("--loss-weight", action="append", default=[], metavar="TASK=W", help="scale TASK's loss by W")
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--max-steps", type=int, default=0, help="stop after this many steps (0: epochs decide)")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--lr-backbone", type=float, default=5e-5)
+    parser.add_argument("--lr-heads", type=float, default=1e-3)
+    parser.add_argument("--weight-decay", type=float, default=0.01)
+    parser.add_argument("--warmup", type=float, default=0.1, help="fraction of steps for linear warmup (default: 0.1)")
+    parser.add_argument("--dropout", type=float, default=0.1, help="head dropout (default: 0.1)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--bf16", action="store_true", help="bfloat16 autocast on CPU (fast only where the CPU has AMX or AVX512-BF16)")
+    parser.add_argument("--eval-test", action="store_true", help="also score the best model on the test sets")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines on stderr")
+    args = parser.parse_args(argv)
+    for option in ("epochs", "batch_size"):
+        if getattr(args, option) < 1:
+            parser.error(f"--{option.replace('_', '-')} must be at least 1")
+    if args.temperature <= 0:
+        parser.error("--temperature must be positive")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    output = Path(args.output)
+    try:
+        if (output / "config.json").exists() and not args.force:
+            raise ValueError(f"{output} already holds a model; pass --force to overwrite it")
+        summary = train(args)
+    except (ValueError, WeightsError, DataFormatError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(json.dumps(summary))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
