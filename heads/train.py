@@ -23,6 +23,7 @@ import json
 import math
 import random
 import resource
+import shlex
 import sys
 import time
 from contextlib import nullcontext
@@ -260,6 +261,7 @@ def train(args: argparse.Namespace) -> dict:
     model.eval()
     best_epoch = max(history, key=lambda h: np.mean([h["dev"][t] for t in train_sets]))
     summary = {
+        "command": "python -m heads.train " + shlex.join(args.argv),
         "tasks_trained": train_tasks,
         "freeze": args.freeze,
         "frozen_heads": args.freeze_heads,
@@ -314,6 +316,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--eval-test", action="store_true", help="also score the best model on the test sets")
     parser.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines on stderr")
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # recorded in the saved config
     for option in ("epochs", "batch_size"):
         if getattr(args, option) < 1:
             parser.error(f"--{option.replace('_', '-')} must be at least 1")

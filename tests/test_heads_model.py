@@ -1,0 +1,230 @@
+"""Multi-task heads: shapes, determinism, training steps, freezing, save/load, the shipped heads and the CLIs."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import pytest
+import torch
+from conftest import DATA_DIR, require_data, run_module
+
+from heads.data import read_conll, read_trec
+from heads.metrics import entity_scores
+from heads.model import MultiTaskModel, load_model, save_model
+from heads.predict import SHIPPED_HEADS, MultiTaskPredictor
+from heads.tasks import TASKS, encode_examples, pad_batch, predict_logits, read_split, score
+from heads.train import apply_freezing, frozen_layers, task_probabilities
+from minilm.weights import sha256_of
+
+ALL_TASKS = list(TASKS.values())
+
+
+@pytest.fixture(scope="module")
+def stock_sha(encoder) -> str:
+    return sha256_of(encoder.folder / "model.safetensors")
+
+
+def fresh_model(encoder, seed: int = 0) -> MultiTaskModel:
+    return MultiTaskModel(copy.deepcopy(encoder.model), ALL_TASKS, seed=seed).eval()
+
+
+def test_forward_returns_every_task_with_the_right_shapes_and_is_deterministic(encoder):
+    encodings, _ = encoder.tokenizer.encode(["Who wrote Hamlet?", "A gorgeous, witty film.", "Angela Merkel met Macron in Paris ."])
+    batch = encoder.tokenizer.pad(encodings)
+    out = fresh_model(encoder)(batch.input_ids, batch.attention_mask)
+    B, T = batch.input_ids.shape
+    assert {k: tuple(v.shape) for k, v in out.logits.items()} == {"question_type": (B, 6), "sentiment": (B, 2), "ner": (B, T, 9)}
+    assert out.losses == {}
+    again = fresh_model(encoder)(batch.input_ids, batch.attention_mask)  # same seed, separately built
+    other = fresh_model(encoder, seed=1)(batch.input_ids, batch.attention_mask)
+    for name in out.logits:
+        assert torch.equal(out.logits[name], again.logits[name])
+        assert not torch.equal(out.logits[name], other.logits[name])
+
+
+def test_labels_give_one_loss_per_task(encoder):
+    data = encode_examples(TASKS["ner"], read_conll(require_data("conll2003/dev.txt"))[:4], encoder.tokenizer)
+    ids, mask = pad_batch(data.ids)
+    labels, _ = pad_batch(data.labels, pad_value=-100)
+    out = fresh_model(encoder)(ids, mask, {"ner": labels, "sentiment": torch.tensor([0, 1, 1, 0])})
+    assert set(out.losses) == {"ner", "sentiment"}
+    # an untrained 9-way head is near chance: about log(9) = 2.2
+    assert 1.5 < out.losses["ner"].item() < 3.0 and 0.3 < out.losses["sentiment"].item() < 1.2
+
+
+def test_training_steps_lower_the_loss_and_leave_frozen_parameters_bit_identical(encoder):
+    model = fresh_model(encoder)
+    apply_freezing(model, frozen_layers("layers:4", model.num_layers), frozen_heads=["sentiment"])
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    data = encode_examples(TASKS["question_type"], read_trec(require_data("trec/train.txt"))[:32], encoder.tokenizer)
+    ids, mask = pad_batch(data.ids)
+    labels = {"question_type": torch.tensor(data.labels)}
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
+    model.train()
+    losses = []
+    for _ in range(8):
+        loss = model(ids, mask, labels).losses["question_type"]
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.5 * losses[0]
+    after = model.state_dict()
+    frozen = [k for k in after if k.startswith(("encoder.embeddings.", "heads.sentiment.")) or any(k.startswith(f"encoder.encoder.layer.{i}.") for i in range(4))]
+    trained = [k for k in after if k.startswith(("encoder.encoder.layer.5.", "heads.question_type."))]
+    assert frozen and trained
+    assert all(torch.equal(before[k], after[k]) for k in frozen)
+    assert all(not torch.equal(before[k], after[k]) for k in trained if k.endswith("weight"))
+
+
+def test_freeze_policies_and_task_sampling():
+    assert [frozen_layers(p, 6) for p in ("none", "embeddings", "layers:2", "backbone")] == [None, 0, 2, 6]
+    for bad in ("layers:7", "top", "layers:x"):
+        with pytest.raises(ValueError, match="--freeze"):
+            frozen_layers(bad, 6)
+    sizes = {"question_type": 4952, "sentiment": 6920, "ner": 500}
+    assert task_probabilities(sizes, "uniform", 1)["ner"] == pytest.approx(1 / 3)
+    assert task_probabilities(sizes, "proportional", 1)["ner"] == pytest.approx(500 / 12372)
+    t2 = task_probabilities(sizes, "temperature", 2)
+    assert t2["ner"] == pytest.approx(500**0.5 / (4952**0.5 + 6920**0.5 + 500**0.5))
+    assert task_probabilities(sizes, "temperature", 1) == pytest.approx(task_probabilities(sizes, "proportional", 1))
+
+
+def test_save_then_load_gives_identical_predictions(tmp_path, encoder, stock_sha):
+    model = fresh_model(encoder)
+    with torch.no_grad():
+        for p in model.heads.parameters():
+            p.add_(torch.randn_like(p))
+    save_model(model, tmp_path, backbone_sha256=stock_sha, backbone_trained=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["config.json", "heads.safetensors"]
+    loaded, config = load_model(tmp_path, copy.deepcopy(encoder.model), stock_sha)
+    assert config["backbone"] == {"sha256": stock_sha, "file": None}
+    encodings, _ = encoder.tokenizer.encode(["Save me.", "And load me again, please."])
+    batch = encoder.tokenizer.pad(encodings)
+    a, b = model(batch.input_ids, batch.attention_mask), loaded(batch.input_ids, batch.attention_mask)
+    assert all(torch.equal(a.logits[k], b.logits[k]) for k in a.logits)
+
+
+def test_a_trained_backbone_is_saved_and_its_hash_checked(tmp_path, encoder, stock_sha):
+    model = fresh_model(encoder)
+    with torch.no_grad():
+        model.encoder.encoder.layer[5].output.dense.bias.add_(0.01)
+    save_model(model, tmp_path, backbone_sha256=stock_sha, backbone_trained=True)
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert config["backbone"]["file"] == "backbone.safetensors" and config["backbone"]["base_sha256"] == stock_sha
+    loaded, _ = load_model(tmp_path, copy.deepcopy(encoder.model), stock_sha)
+    assert torch.equal(loaded.encoder.encoder.layer[5].output.dense.bias, model.encoder.encoder.layer[5].output.dense.bias)
+    data = bytearray((tmp_path / "backbone.safetensors").read_bytes())
+    data[-10] ^= 1
+    (tmp_path / "backbone.safetensors").write_bytes(bytes(data))
+    with pytest.raises(Exception, match="sha256 mismatch"):
+        load_model(tmp_path, copy.deepcopy(encoder.model), stock_sha)
+
+
+# --------------------------------------------------------------------------- the shipped heads
+
+
+@pytest.fixture(scope="module")
+def shipped():
+    return MultiTaskPredictor.from_folder(SHIPPED_HEADS)
+
+
+@pytest.fixture(scope="module")
+def shipped_config() -> dict:
+    return json.loads((SHIPPED_HEADS / "config.json").read_text())
+
+
+@pytest.mark.parametrize("task", ["question_type", "sentiment", "ner"])
+def test_shipped_heads_reach_their_recorded_test_scores(shipped, shipped_config, task):
+    """On the first 200 test items, at most 5 points below the full-test score written in the config."""
+    require_data("")
+    data = encode_examples(TASKS[task], read_split(task, "test", DATA_DIR)[:200], shipped.tokenizer)
+    measured = score(data, predict_logits(shipped.model, data, None, 0))
+    recorded = shipped_config["scores"]["test"][task]
+    print(f"shipped {task}: first 200 test items {measured:.2f}, recorded full test {recorded:.2f}")
+    assert measured >= recorded - 5
+
+
+def test_entity_f1_matches_seqeval_on_real_predictions(shipped):
+    from seqeval.metrics import f1_score, precision_score, recall_score
+
+    examples = read_conll(require_data("conll2003/test.txt"))[:300]
+    data = encode_examples(TASKS["ner"], examples, shipped.tokenizer)
+    logits = predict_logits(shipped.model, data, None, 0)
+    from heads.ner import first_subtoken_predictions
+
+    predicted = [[TASKS["ner"].labels[i] for i in first_subtoken_predictions(w, l.argmax(-1).tolist())] for w, l in zip(data.word_ids, logits)]
+    ours = entity_scores(predicted, data.gold)
+    assert 0.3 < ours["f1"] < 1.0  # real, imperfect predictions
+    assert ours["f1"] == pytest.approx(f1_score(data.gold, predicted), abs=1e-9)
+    assert ours["precision"] == pytest.approx(precision_score(data.gold, predicted), abs=1e-9)
+    assert ours["recall"] == pytest.approx(recall_score(data.gold, predicted), abs=1e-9)
+
+
+def test_character_offsets_point_at_the_entity_text(shipped):
+    texts = ["Angela Merkel flew from Berlin to Washington on Monday .", "  Shares of  Microsoft and Google fell in New York."]
+    for text, record in zip(texts, shipped.predict(texts)):
+        assert record["entities"], text
+        for entity in record["entities"]:
+            assert text[entity["start"] : entity["end"]] == entity["text"]
+            assert entity["label"] in {"PER", "ORG", "LOC", "MISC"} and 0 < entity["score"] <= 1
+    found = {(e["text"], e["label"]) for e in shipped.predict(texts[:1])[0]["entities"]}
+    assert ("Berlin", "LOC") in found
+
+
+def test_windowing_finds_an_entity_after_token_300(shipped):
+    filler = "the weather was mild and the day passed quietly . " * 35  # 350 word pieces
+    text = filler + "Later , Angela Merkel flew to Berlin ."
+    assert len(shipped.tokenizer.split([text])[0].ids) > 300
+    record = shipped.predict([text])[0]
+    found = {(e["text"], e["label"]) for e in record["entities"]}
+    assert ("Berlin", "LOC") in found
+    berlin = next(e for e in record["entities"] if e["text"] == "Berlin")
+    assert berlin["start"] == text.index("Berlin") > len(filler)
+    # the sentence heads still see the truncated first window
+    assert record["question_type"] == shipped.predict([filler])[0]["question_type"]
+
+
+# --------------------------------------------------------------------------- command lines
+
+
+def test_predict_cli_prints_one_json_record_per_text():
+    proc = run_module("heads.predict", "Who is the president of France?", "", "A tedious, joyless movie .")
+    assert proc.returncode == 0, proc.stderr.decode()
+    records = [json.loads(line) for line in proc.stdout.decode().splitlines()]
+    assert [r["text"] for r in records] == ["Who is the president of France?", "", "A tedious, joyless movie ."]
+    assert set(records[0]) == {"text", "question_type", "sentiment", "entities"}
+    assert records[0]["question_type"]["label"] == "HUM"
+    assert records[2]["sentiment"]["label"] == "negative"
+    assert records[1]["entities"] == []
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--model", "/no/such/folder", "hi"], "does not exist"),
+        ([], "no texts given"),
+        (["--input", "/no/such/file.txt"], "does not exist"),
+    ],
+)
+def test_predict_cli_errors_are_one_line(args, message):
+    proc = run_module("heads.predict", *args)
+    assert proc.returncode == 2
+    lines = proc.stderr.decode().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], lines
+
+
+def test_train_cli_runs_saves_and_refuses_to_overwrite(tmp_path):
+    require_data("")
+    out = tmp_path / "run"
+    args = ["--tasks", "question_type,ner", "--limit", "question_type=64", "--limit", "ner=32", "--freeze", "layers:5", "--max-steps", "6", "--batch-size", "16", "--quiet", "--output", str(out), "--data-dir", str(DATA_DIR)]
+    proc = run_module("heads.train", *args)
+    assert proc.returncode == 0, proc.stderr.decode()
+    summary = json.loads(proc.stdout)
+    assert summary["steps"] == 6 and set(summary["scores"]["dev"]) == {"question_type", "ner"}
+    assert sorted(p.name for p in out.iterdir()) == ["backbone.safetensors", "config.json", "heads.safetensors"]
+    again = run_module("heads.train", *args)
+    assert again.returncode == 2 and "--force" in again.stderr.decode()
+    bad = run_module("heads.train", "--tasks", "topic", "--output", str(tmp_path / "x"))
+    assert bad.returncode == 2 and "choose from" in bad.stderr.decode()
