@@ -27,6 +27,7 @@ import shlex
 import sys
 import time
 from contextlib import nullcontext
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -175,7 +176,8 @@ def train(args: argparse.Namespace) -> dict:
         model, init_config = load_model(Path(args.init_from), stock.model, stock_sha, extra_tasks=new_tasks, seed=args.seed)
         init_backbone_trained = bool(init_config["backbone"].get("file"))
     else:
-        model = MultiTaskModel(stock.model, [TASKS[t] for t in train_tasks], pooling=stock.config.pooling, dropout=args.dropout, seed=args.seed)
+        specs = [replace(TASKS[t], hidden=args.sentence_hidden or None) if TASKS[t].kind == "sentence" else TASKS[t] for t in train_tasks]
+        model = MultiTaskModel(stock.model, specs, pooling=stock.config.pooling, dropout=args.dropout, seed=args.seed)
     bad_heads = [h for h in args.freeze_heads if h not in model.tasks]
     if bad_heads:
         raise ValueError(f"--freeze-heads {','.join(bad_heads)}: the model has heads {', '.join(model.tasks)}")
@@ -311,6 +313,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--weight-decay", type=float, default=0.01)
     parser.add_argument("--warmup", type=float, default=0.1, help="fraction of steps for linear warmup (default: 0.1)")
     parser.add_argument("--dropout", type=float, default=0.1, help="head dropout (default: 0.1)")
+    parser.add_argument("--sentence-hidden", type=int, default=0, metavar="N", help="give sentence heads one hidden layer of N units (default: none)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--bf16", action="store_true", help="bfloat16 autocast on CPU (fast only where the CPU has AMX or AVX512-BF16)")
     parser.add_argument("--eval-test", action="store_true", help="also score the best model on the test sets")

@@ -43,6 +43,17 @@ def test_forward_returns_every_task_with_the_right_shapes_and_is_deterministic(e
         assert not torch.equal(out.logits[name], other.logits[name])
 
 
+def test_a_sentence_head_with_a_hidden_layer(encoder):
+    from dataclasses import replace
+
+    tasks = [replace(TASKS["sentiment"], hidden=64), TASKS["ner"]]
+    model = MultiTaskModel(copy.deepcopy(encoder.model), tasks).eval()
+    assert tuple(model.heads["sentiment"].hidden.weight.shape) == (64, 384)
+    assert model.heads["ner"].classifier.in_features == 384
+    batch = encoder.tokenizer.pad(encoder.tokenizer.encode(["one", "two words"])[0])
+    assert tuple(model(batch.input_ids, batch.attention_mask).logits["sentiment"].shape) == (2, 2)
+
+
 def test_labels_give_one_loss_per_task(encoder):
     data = encode_examples(TASKS["ner"], read_conll(require_data("conll2003/dev.txt"))[:4], encoder.tokenizer)
     ids, mask = pad_batch(data.ids)
@@ -218,12 +229,17 @@ def test_predict_cli_errors_are_one_line(args, message):
 def test_train_cli_runs_saves_and_refuses_to_overwrite(tmp_path):
     require_data("")
     out = tmp_path / "run"
-    args = ["--tasks", "question_type,ner", "--limit", "question_type=64", "--limit", "ner=32", "--freeze", "layers:5", "--max-steps", "6", "--batch-size", "16", "--quiet", "--output", str(out), "--data-dir", str(DATA_DIR)]
+    args = ["--tasks", "question_type,ner", "--sentence-hidden", "32", "--limit", "question_type=64", "--limit", "ner=32", "--freeze", "layers:5", "--max-steps", "6", "--batch-size", "16", "--quiet", "--output", str(out), "--data-dir", str(DATA_DIR)]
     proc = run_module("heads.train", *args)
     assert proc.returncode == 0, proc.stderr.decode()
     summary = json.loads(proc.stdout)
     assert summary["steps"] == 6 and set(summary["scores"]["dev"]) == {"question_type", "ner"}
     assert sorted(p.name for p in out.iterdir()) == ["backbone.safetensors", "config.json", "heads.safetensors"]
+    config = json.loads((out / "config.json").read_text())
+    assert {t["name"]: t["hidden"] for t in config["tasks"]} == {"question_type": 32, "ner": None}
+    assert config["training"]["command"].startswith("python -m heads.train --tasks question_type,ner")
+    predicted = MultiTaskPredictor.from_folder(out).predict(["Where is Paris?"])[0]  # loads with its trained backbone
+    assert set(predicted) == {"text", "question_type", "entities"}
     again = run_module("heads.train", *args)
     assert again.returncode == 2 and "--force" in again.stderr.decode()
     bad = run_module("heads.train", "--tasks", "topic", "--output", str(tmp_path / "x"))
