@@ -194,7 +194,7 @@ def train(args: argparse.Namespace) -> dict:
             if name in limits:
                 examples = random.Random(args.seed).sample(examples, min(int(limits[name]), len(examples)))
             train_sets[name] = encode_examples(TASKS[name], examples, tokenizer)
-        dev_sets[name] = encode_examples(TASKS[name], read_split(name, "dev", data_dir), tokenizer)
+        dev_sets[name] = encode_examples(TASKS[name], read_split(name, "dev", data_dir)[: args.dev_limit or None], tokenizer)
         if args.eval_test:
             test_sets[name] = encode_examples(TASKS[name], read_split(name, "test", data_dir), tokenizer)
 
@@ -317,6 +317,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--bf16", action="store_true", help="bfloat16 autocast on CPU (fast only where the CPU has AMX or AVX512-BF16)")
     parser.add_argument("--eval-test", action="store_true", help="also score the best model on the test sets")
+    parser.add_argument("--dev-limit", type=int, default=0, metavar="N", help="score only the first N dev examples per task (quick runs; default: all)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines on stderr")
     args = parser.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)  # recorded in the saved config

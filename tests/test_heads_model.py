@@ -229,7 +229,7 @@ def test_predict_cli_errors_are_one_line(args, message):
 def test_train_cli_runs_saves_and_refuses_to_overwrite(tmp_path):
     require_data("")
     out = tmp_path / "run"
-    args = ["--tasks", "question_type,ner", "--sentence-hidden", "32", "--limit", "question_type=64", "--limit", "ner=32", "--freeze", "layers:5", "--max-steps", "6", "--batch-size", "16", "--quiet", "--output", str(out), "--data-dir", str(DATA_DIR)]
+    args = ["--tasks", "question_type,ner", "--sentence-hidden", "32", "--limit", "question_type=64", "--limit", "ner=32", "--freeze", "layers:5", "--max-steps", "6", "--batch-size", "16", "--dev-limit", "48", "--quiet", "--output", str(out), "--data-dir", str(DATA_DIR)]
     proc = run_module("heads.train", *args)
     assert proc.returncode == 0, proc.stderr.decode()
     summary = json.loads(proc.stdout)
