@@ -110,7 +110,10 @@ class SentenceEncoder:
         sentence_config = read_sentence_config(folder, read_bert_config(folder))
         if not (folder / "tokenizer.json").is_file():
             raise WeightsError(f"{folder / 'tokenizer.json'} is missing; re-download or reinstall the checkpoint")
-        tokenizer = SentenceTokenizer.from_file(folder / "tokenizer.json", sentence_config.max_seq_length, sentence_config.do_lower_case)
+        try:
+            tokenizer = SentenceTokenizer.from_file(folder / "tokenizer.json", sentence_config.max_seq_length, sentence_config.do_lower_case)
+        except Exception as e:  # the tokenizers library raises a bare Exception for unreadable files
+            raise WeightsError(f"{folder / 'tokenizer.json'} could not be read ({e}); re-download or reinstall the checkpoint") from None
         return cls(load_encoder(folder), tokenizer, sentence_config, device, folder)
 
     @property

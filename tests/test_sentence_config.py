@@ -63,3 +63,11 @@ def test_checkpoint_with_cls_pooling_and_no_normalize_is_followed(tmp_path, chec
     texts = ["The configs decide the pooling.", "short"]
     expected = np.stack([tokens[0] for tokens in encoder.encode_tokens(texts)])
     np.testing.assert_allclose(cls_encoder.encode(texts), expected, atol=1e-6)
+
+
+def test_unreadable_tokenizer_json_is_a_weights_error(tmp_path, checkpoint_dir):
+    for name in ("config.json", "model.safetensors", "vocab.txt"):
+        (tmp_path / name).symlink_to(checkpoint_dir / name)
+    (tmp_path / "tokenizer.json").write_text("{not json")
+    with pytest.raises(WeightsError, match="tokenizer.json could not be read"):
+        SentenceEncoder.from_pretrained(str(tmp_path), verify=False)
