@@ -1,1 +1,13 @@
-"""Multi-task heads on one shared minilm encoder pass."""
+"""Multi-task heads on one shared minilm encoder pass.
+
+Read in this order:
+    data.py     readers for TREC, SST-2 and CoNLL-2003, with file:line errors
+    ner.py      word <-> sub-token alignment, BIO decoding, overlapping windows for long texts
+    metrics.py  accuracy and entity-level micro F1 (strict CoNLL spans)
+    model.py    the heads, MultiTaskModel (one encoder pass feeds every head), save / load
+    tasks.py    the three tasks: their splits, tokenized examples, scoring
+    train.py    python -m heads.train: freezing, task sampling, schedules, best-epoch selection
+    predict.py  python -m heads.predict: JSON records with every task's prediction
+
+Nothing is imported here, so `python -m heads.train` and `python -m heads.predict` start clean.
+"""
