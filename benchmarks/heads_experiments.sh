@@ -38,6 +38,11 @@ run q3_uniform      --limit ner=500 --freeze layers:4 --epochs 2 --sampling unif
 run q3_temp2        --limit ner=500 --freeze layers:4 --epochs 2 --sampling temperature --temperature 2
 run q3_temp5        --limit ner=500 --freeze layers:4 --epochs 2 --sampling temperature --temperature 5
 run q3_lossweight5  --limit ner=500 --freeze layers:4 --epochs 2 --sampling proportional --loss-weight ner=5
+# With one task per batch, AdamW plus gradient-norm clipping can cancel a loss weight; without clipping:
+run q3_proportional_noclip --limit ner=500 --freeze layers:4 --epochs 2 --sampling proportional --max-grad-norm 0
+run q3_lossweight5_noclip  --limit ner=500 --freeze layers:4 --epochs 2 --sampling proportional --loss-weight ner=5 --max-grad-norm 0
+# What a further epoch gives the fully fine-tuned multi-task model (continues q1_full at a lower rate)
+run q1_full_more --init-from "$R/q1_full" --freeze none --epochs 1 --lr-backbone 2e-5 --lr-heads 2e-4
 
 "$PY" benchmarks/heads_inference.py --multi "$R/q1_full" --single "$R/trec_only" "$R/sentiment_only" "$R/ner_only" > "$R/q2_inference.json"
 "$PY" benchmarks/heads_report.py "$R"

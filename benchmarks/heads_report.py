@@ -34,13 +34,15 @@ def main(runs: Path) -> None:
     r = {name: load(runs, name) for name in [
         "q1_frozen", "q1_top2", "q1_full", "trec_only", "forget_frozen_bb", "forget_unfrozen_bb",
         "sentiment_only", "ner_only", "q3_proportional", "q3_uniform", "q3_temp2", "q3_temp5", "q3_lossweight5",
+        "q3_proportional_noclip", "q3_lossweight5_noclip", "q1_full_more",
     ]}
     scores = lambda run: [cell(run, "question_type"), cell(run, "sentiment"), cell(run, "ner")]  # noqa: E731
     print("### Q1: what to freeze (multi-task, all data, test sets)\n")
     print(table(
         ["trained", "trainable parameters", "TREC acc", "SST-2 acc", "CoNLL F1", "wall time (2 cores)", "peak RSS"],
         [[label, f"{run['trainable_parameters']:,}" if run else "–", *scores(run), minutes(run), f"{run['peak_rss_mb']} MB" if run else "–"]
-         for label, run in (("heads only (backbone frozen)", r["q1_frozen"]), ("top 2 blocks + heads", r["q1_top2"]), ("everything", r["q1_full"]))],
+         for label, run in (("heads only (backbone frozen)", r["q1_frozen"]), ("top 2 blocks + heads", r["q1_top2"]), ("everything", r["q1_full"]),
+                            ("everything, + 1 epoch at lower rates", r["q1_full_more"]))],
     ))
     print("\n### Q1b: train NER after the question classifier, classifier head frozen (test sets)\n")
     before = cell(r["trec_only"], "question_type")
@@ -63,7 +65,8 @@ def main(runs: Path) -> None:
     print(table(["model", "TREC acc", "SST-2 acc", "CoNLL F1", "training time", "parameters", "fp32 weights", f"all 3 predictions, {inference['sentences'] if inference else 1000} sentences"], rows))
     print("\n### Q3: NER limited to 500 sentences, TREC and SST-2 in full (top 2 blocks + heads trained; test sets)\n")
     rows = []
-    for label, run in (("proportional", r["q3_proportional"]), ("uniform", r["q3_uniform"]), ("temperature T=2", r["q3_temp2"]), ("temperature T=5", r["q3_temp5"]), ("proportional, NER loss × 5", r["q3_lossweight5"])):
+    for label, run in (("proportional", r["q3_proportional"]), ("uniform", r["q3_uniform"]), ("temperature T=2", r["q3_temp2"]), ("temperature T=5", r["q3_temp5"]), ("proportional, NER loss × 5", r["q3_lossweight5"]),
+                       ("proportional, no gradient clipping", r["q3_proportional_noclip"]), ("proportional, NER loss × 5, no gradient clipping", r["q3_lossweight5_noclip"])):
         share = f"{run['task_probabilities']['ner']:.3f}" if run else "–"
         rows.append([label, share, cell(run, "ner"), cell(run, "question_type"), cell(run, "sentiment"), minutes(run)])
     print(table(["sampling", "P(NER batch)", "CoNLL F1", "TREC acc", "SST-2 acc", "wall time"], rows))

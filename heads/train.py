@@ -244,7 +244,8 @@ def train(args: argparse.Namespace) -> dict:
                 loss = loss_weights.get(name, 1.0) * out.losses[name].float()
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
-                torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], 1.0)
+                if args.max_grad_norm > 0:
+                    torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], args.max_grad_norm)
                 optimizer.step()
                 scheduler.step()
                 step += 1
@@ -270,6 +271,7 @@ def train(args: argparse.Namespace) -> dict:
         "sampling": args.sampling if args.sampling != "temperature" else f"temperature T={args.temperature}",
         "task_probabilities": {t: round(p, 4) for t, p in probs.items()},
         "loss_weights": loss_weights,
+        "max_grad_norm": args.max_grad_norm,
         "train_sizes": sizes,
         "steps": step,
         "best_epoch": best_epoch["epoch"],
@@ -311,6 +313,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--lr-backbone", type=float, default=5e-5)
     parser.add_argument("--lr-heads", type=float, default=1e-3)
     parser.add_argument("--weight-decay", type=float, default=0.01)
+    parser.add_argument("--max-grad-norm", type=float, default=1.0, help="clip each step's gradient norm to this (0: no clipping; default: 1)")
     parser.add_argument("--warmup", type=float, default=0.1, help="fraction of steps for linear warmup (default: 0.1)")
     parser.add_argument("--dropout", type=float, default=0.1, help="head dropout (default: 0.1)")
     parser.add_argument("--sentence-hidden", type=int, default=0, metavar="N", help="give sentence heads one hidden layer of N units (default: none)")
