@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 
 from minilm import SentenceEncoder
-from minilm.embed import InputError, add_input_arguments, atomic_output, check_output_path, gather_texts
+from minilm.embed import InputError, add_input_arguments, atomic_output, check_output_path, gather_texts, positive_int
 from minilm.tokenization import SentenceTokenizer
 from minilm.weights import WeightsError, sha256_of
 
@@ -117,12 +117,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--model", "-m", default=None, help="a folder saved by python -m heads.train (default: weights/heads)")
     parser.add_argument("--output", "-o", metavar="FILE", help="write the JSON lines here (atomically) instead of stdout")
     parser.add_argument("--force", action="store_true", help="overwrite an existing --output file")
-    parser.add_argument("--batch-size", "-b", type=int, default=32)
+    parser.add_argument("--batch-size", "-b", type=positive_int, default=32)
     parser.add_argument("--device", default="cpu")
-    args = parser.parse_args(argv)
-    if args.batch_size < 1:
-        parser.error(f"--batch-size must be at least 1, got {args.batch_size}")
-    return args
+    return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:

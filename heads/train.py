@@ -35,6 +35,7 @@ import torch
 from tqdm.auto import tqdm
 
 from minilm import SentenceEncoder
+from minilm.embed import positive_int
 from minilm.weights import WeightsError, sha256_of
 
 from .data import DataFormatError
@@ -307,9 +308,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--sampling", default="proportional", choices=["proportional", "uniform", "temperature"])
     parser.add_argument("--temperature", type=float, default=2.0, help="T for --sampling temperature (default: 2)")
     parser.add_argument("--loss-weight", action="append", default=[], metavar="TASK=W", help="scale TASK's loss by W")
-    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--epochs", type=positive_int, default=3)
     parser.add_argument("--max-steps", type=int, default=0, help="stop after this many steps (0: epochs decide)")
-    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--batch-size", type=positive_int, default=32)
     parser.add_argument("--lr-backbone", type=float, default=5e-5)
     parser.add_argument("--lr-heads", type=float, default=1e-3)
     parser.add_argument("--weight-decay", type=float, default=0.01)
@@ -324,9 +325,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines on stderr")
     args = parser.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)  # recorded in the saved config
-    for option in ("epochs", "batch_size"):
-        if getattr(args, option) < 1:
-            parser.error(f"--{option.replace('_', '-')} must be at least 1")
     if args.temperature <= 0:
         parser.error("--temperature must be positive")
     return args

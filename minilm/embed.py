@@ -83,6 +83,14 @@ def read_texts(path: str) -> list[str]:
         return [line for _, line in lines]
 
 
+def positive_int(value: str) -> int:
+    """argparse type for counts such as --batch-size."""
+    number = int(value)
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {number}")
+    return number
+
+
 def add_input_arguments(parser: argparse.ArgumentParser) -> None:
     """The `TEXT ...` / `-` / `--input FILE` options, shared with `python -m heads.predict`."""
     parser.add_argument("texts", nargs="*", help="texts as arguments; '-' reads one text per line from stdin")
@@ -221,15 +229,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--output", "-o", metavar="FILE", help="write here (atomically) instead of stdout; required for npy")
     parser.add_argument("--force", action="store_true", help="overwrite an existing --output file")
     parser.add_argument("--model", "-m", default=None, help=f"checkpoint name or folder (default: {DEFAULT_CHECKPOINT})")
-    parser.add_argument("--batch-size", "-b", type=int, default=32, help="texts per forward pass (default: 32)")
+    parser.add_argument("--batch-size", "-b", type=positive_int, default=32, help="texts per forward pass (default: 32)")
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default: cpu)")
     parser.add_argument("--no-normalize", action="store_true", help="skip L2 normalization of the embeddings")
     parser.add_argument("--no-verify", action="store_true", help="skip the sha256 check (for your own checkpoints)")
     parser.add_argument("--download", action="store_true", help="if the checkpoint is not found locally, download it from the hub")
-    args = parser.parse_args(argv)
-    if args.batch_size < 1:
-        parser.error(f"--batch-size must be at least 1, got {args.batch_size}")
-    return args
+    return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:

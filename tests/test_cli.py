@@ -263,7 +263,7 @@ def test_batch_size_0_is_an_argparse_error(capsys):
     proc = run_main(["Hello world", "--batch-size", "0"], capsys)
     assert proc.returncode == 2 and proc.stdout == b""
     errors = [line for line in proc.stderr.decode().splitlines() if "error:" in line]
-    assert errors == ["python -m minilm.embed: error: --batch-size must be at least 1, got 0"]
+    assert errors == ["python -m minilm.embed: error: argument --batch-size/-b: must be at least 1, got 0"]
 
 
 # --------------------------------------------------------------------------- API input checks
