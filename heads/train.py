@@ -39,7 +39,7 @@ from minilm.embed import positive_int
 from minilm.weights import WeightsError, sha256_of
 
 from .data import DataFormatError
-from .model import MultiTaskModel, TaskSpec, load_model, save_model
+from .model import MultiTaskModel, load_model, run_layers, save_model
 from .tasks import TASKS, Encoded, batch_labels, encode_examples, pad_batch, predict_logits, read_split, score
 
 DEFAULT_DATA_DIR = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
@@ -74,8 +74,6 @@ def apply_freezing(model: MultiTaskModel, n_frozen: int | None, frozen_heads: li
 @torch.no_grad()
 def frozen_states(model: MultiTaskModel, data: Encoded, n_frozen: int, batch_size: int = 64) -> list[torch.Tensor]:
     """Output of the frozen bottom (embeddings + n_frozen blocks) for every example: (T_i, C) each."""
-    from .model import run_layers
-
     model.encoder.eval()
     order = sorted(range(len(data)), key=lambda i: -len(data.ids[i]))
     states: list[torch.Tensor] = [torch.empty(0)] * len(data)

@@ -12,7 +12,6 @@ User errors print one line and exit with status 2.
 from __future__ import annotations
 
 import argparse
-import io
 import itertools
 import json
 import os
