@@ -220,7 +220,7 @@ def train(args: argparse.Namespace) -> dict:
         with autocast:
             return {name: round(score(d, predict_logits(model, d, states.get((split, name)), first_layer)), 2) for name, d in sets.items()}
 
-    history, best, best_state, step, losses = [], None, None, 0, []
+    history, best_epoch, best_selection, best_state, step, losses = [], None, 0.0, None, 0, []
     model.train()
     if cached:
         model.encoder.encoder.layer[:first_layer].eval()  # (already run) keep the frozen bottom's dropout off
@@ -256,12 +256,11 @@ def train(args: argparse.Namespace) -> dict:
             history.append({"epoch": epoch + 1, "step": step, "train_loss": round(float(np.mean(losses[-steps_per_epoch:])), 4), "dev": dev})
             if not args.quiet:
                 print(f"epoch {epoch + 1}: dev {dev}", file=sys.stderr)
-            if best is None or selection > best:
-                best = selection
+            if best_epoch is None or selection > best_selection:
+                best_selection, best_epoch = selection, history[-1]
                 best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     model.load_state_dict(best_state)
     model.eval()
-    best_epoch = max(history, key=lambda h: np.mean([h["dev"][t] for t in train_sets]))
     summary = {
         "command": "python -m heads.train " + shlex.join(args.argv),
         "tasks_trained": train_tasks,
