@@ -17,6 +17,7 @@ import json
 import os
 import sys
 import tempfile
+import warnings
 from collections.abc import Iterable
 from contextlib import contextmanager
 from pathlib import Path
@@ -24,6 +25,7 @@ from typing import BinaryIO, Iterator, TextIO
 
 import numpy as np
 
+from .precision import DTYPES
 from .sentence_encoder import EncodeResult, SentenceEncoder
 from .weights import DEFAULT_CHECKPOINT, WeightsError
 
@@ -230,6 +232,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--model", "-m", default=None, help=f"checkpoint name or folder (default: {DEFAULT_CHECKPOINT})")
     parser.add_argument("--batch-size", "-b", type=positive_int, default=32, help="texts per forward pass (default: 32)")
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default: cpu)")
+    parser.add_argument(
+        "--dtype",
+        choices=DTYPES,
+        default="float32",
+        help="precision: float32 is exact (default); bfloat16/float16 are faster on GPUs and AMX CPUs, "
+        "and fall back to float32 with a note on CPUs without native support",
+    )
+    parser.add_argument(
+        "--max-batch-tokens", type=positive_int, default=None, metavar="N", help="also cap each batch at N tokens, padding included"
+    )
     parser.add_argument("--no-normalize", action="store_true", help="skip L2 normalization of the embeddings")
     parser.add_argument("--no-verify", action="store_true", help="skip the sha256 check (for your own checkpoints)")
     parser.add_argument("--download", action="store_true", help="if the checkpoint is not found locally, download it from the hub")
@@ -241,8 +253,16 @@ def main(argv: list[str] | None = None) -> int:
     try:
         texts = gather_texts(args)
         output = check_output(args, len(texts))
-        encoder = SentenceEncoder.from_pretrained(args.model, device=args.device, verify=not args.no_verify, download=args.download)
-        result = encoder.encode_detailed(texts, batch_size=args.batch_size, normalize=False if args.no_normalize else None)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # the precision fallback is printed below, as one line
+            encoder = SentenceEncoder.from_pretrained(
+                args.model, device=args.device, verify=not args.no_verify, download=args.download, dtype=args.dtype
+            )
+        if encoder.precision_note:
+            print(f"note: {encoder.precision_note}", file=sys.stderr)
+        result = encoder.encode_detailed(
+            texts, batch_size=args.batch_size, normalize=False if args.no_normalize else None, max_batch_tokens=args.max_batch_tokens
+        )
         if n_truncated := sum(result.truncated):
             print(
                 f"warning: {n_truncated} of {len(texts)} texts exceed {encoder.max_seq_length} tokens and were truncated "

@@ -3,12 +3,14 @@
 The pipeline mirrors sentence-transformers' `Transformer -> Pooling -> Normalize` modules:
 tokenize and truncate (minilm.tokenization), run the encoder (minilm.encoder), pool over the
 attention mask and L2-normalize (minilm.pooling). Texts are batched longest-first, so each batch
-carries little padding, and the results are put back in input order.
+carries little padding, and the results are put back in input order. `dtype` picks the precision
+(minilm.precision): float32, the default, is the exact parity path.
 """
 
 from __future__ import annotations
 
 import sys
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +22,7 @@ from tqdm.auto import tqdm
 
 from .encoder import BertEncoder
 from .pooling import PoolingMode, l2_normalize, pool
+from .precision import inference_model, resolve_dtype
 from .tokenization import SentenceTokenizer, TokenBatch
 from .weights import (
     DEFAULT_CHECKPOINT,
@@ -64,6 +67,28 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     return device
 
 
+def length_sorted_batches(lengths: Sequence[int], batch_size: int, max_batch_tokens: int | None = None) -> Iterator[list[int]]:
+    """Indices into `lengths`, longest first, cut into batches of at most batch_size texts and, when
+    max_batch_tokens is set, at most that many padded tokens (count x longest length).
+
+    A text longer than max_batch_tokens still gets a batch of its own.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    if max_batch_tokens is not None and max_batch_tokens < 1:
+        raise ValueError(f"max_batch_tokens must be at least 1, got {max_batch_tokens}")
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    batch: list[int] = []
+    for i in order:
+        longest = lengths[batch[0]] if batch else lengths[i]  # sorted: the first in a batch is its longest
+        if batch and (len(batch) == batch_size or (max_batch_tokens is not None and (len(batch) + 1) * longest > max_batch_tokens)):
+            yield batch
+            batch = []
+        batch.append(i)
+    if batch:
+        yield batch
+
+
 class SentenceEncoder:
     """A BERT encoder plus the pooling and normalization its sentence-transformers checkpoint asks for."""
 
@@ -74,10 +99,18 @@ class SentenceEncoder:
         config: SentenceConfig,
         device: str | torch.device | None = None,
         folder: Path | None = None,
+        dtype: str = "float32",
     ):
+        """dtype: "float32" (exact), "bfloat16" or "float16". Half precision on a CPU without native
+        support falls back to float32 with a warning; `self.dtype` says what runs.
+        """
         self.folder = folder  # the checkpoint folder it was loaded from, if any
         self.device = resolve_device(device)
-        self.model = model.to(self.device).eval()
+        self.dtype, self.precision_note = resolve_dtype(dtype, self.device)
+        if self.precision_note:
+            warnings.warn(self.precision_note, RuntimeWarning, stacklevel=3)
+        self.model = model.to(self.device).eval()  # the plain encoder; its weights are cast to self.dtype
+        self.runner = inference_model(self.model, self.dtype)  # what encode() calls: the model, or its packed half-precision twin
         self.tokenizer = tokenizer
         self.config = config
 
@@ -89,8 +122,11 @@ class SentenceEncoder:
         device: str | torch.device | None = None,
         verify: bool = True,
         download: bool = False,
+        dtype: str = "float32",
     ) -> "SentenceEncoder":
         """Load a checkpoint by name or folder (default all-MiniLM-L6-v2), offline.
+
+        dtype: "float32" (default, exact), "bfloat16" or "float16"; see minilm.precision.
 
         verify: check pinned sha256 hashes (turn off for your own checkpoints).
         download: if the checkpoint is not found locally, fetch it from the hub into weights/.
@@ -114,7 +150,7 @@ class SentenceEncoder:
             tokenizer = SentenceTokenizer.from_file(folder / "tokenizer.json", sentence_config.max_seq_length, sentence_config.do_lower_case)
         except Exception as e:  # the tokenizers library raises a bare Exception for unreadable files
             raise WeightsError(f"{folder / 'tokenizer.json'} could not be read ({e}); re-download or reinstall the checkpoint") from None
-        return cls(load_encoder(folder), tokenizer, sentence_config, device, folder)
+        return cls(load_encoder(folder), tokenizer, sentence_config, device, folder, dtype)
 
     @property
     def dim(self) -> int:
@@ -127,20 +163,16 @@ class SentenceEncoder:
     # ------------------------------------------------------------------ batching
 
     def _hidden_states(
-        self, encodings: list[Encoding], batch_size: int, show_progress_bar: bool | None
+        self, encodings: list[Encoding], batch_size: int, max_batch_tokens: int | None, show_progress_bar: bool | None
     ) -> Iterator[tuple[list[int], torch.Tensor, TokenBatch]]:
-        """Run the encoder longest-first. Yields (input indices, hidden states (B, T, C), the batch)."""
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-        order = sorted(range(len(encodings)), key=lambda i: -len(encodings[i].ids))
+        """Run the encoder longest-first. Yields (input indices, float32 hidden states (B, T, C), the batch)."""
         show = len(encodings) >= PROGRESS_BAR_MIN_TEXTS if show_progress_bar is None else show_progress_bar
         with tqdm(total=len(encodings), desc="Embedding", unit="text", disable=not show, file=sys.stderr) as bar:
-            for start in range(0, len(order), batch_size):
-                indices = order[start : start + batch_size]
+            for indices in length_sorted_batches([len(e.ids) for e in encodings], batch_size, max_batch_tokens):
                 batch = self.tokenizer.pad([encodings[i] for i in indices]).to(self.device)
                 with torch.inference_mode():
-                    hidden = self.model(batch.input_ids, batch.attention_mask, batch.token_type_ids)  # (B, T, C)
-                yield indices, hidden, batch
+                    hidden = self.runner(batch.input_ids, batch.attention_mask, batch.token_type_ids)  # (B, T, C)
+                yield indices, hidden.float(), batch  # pooling sums in float32 whatever the model ran in
                 bar.update(len(indices))
 
     # ------------------------------------------------------------------ public API
@@ -152,13 +184,14 @@ class SentenceEncoder:
         normalize: bool | None = None,
         pooling: PoolingMode | None = None,
         show_progress_bar: bool | None = None,
+        max_batch_tokens: int | None = None,
     ) -> EncodeResult:
         """Like `encode` for a list, plus each text's token count and whether it was truncated."""
         texts = check_texts(texts)
         normalize = self.config.normalize if normalize is None else normalize
         encodings, n_tokens = self.tokenizer.encode(texts)
         embeddings = np.zeros((len(texts), self.dim), dtype=np.float32)
-        for indices, hidden, batch in self._hidden_states(encodings, batch_size, show_progress_bar):
+        for indices, hidden, batch in self._hidden_states(encodings, batch_size, max_batch_tokens, show_progress_bar):
             vectors = pool(hidden, batch.attention_mask, pooling or self.config.pooling)  # (B, C)
             if normalize:
                 vectors = l2_normalize(vectors)
@@ -172,18 +205,23 @@ class SentenceEncoder:
         normalize: bool | None = None,
         pooling: PoolingMode | None = None,
         show_progress_bar: bool | None = None,
+        max_batch_tokens: int | None = None,
     ) -> np.ndarray:
         """Embed texts: a list gives float32 (N, C); a single str gives (C,).
 
         normalize: L2-normalize; None follows the checkpoint (modules.json has Normalize for all-MiniLM-L6-v2).
         pooling: "mean", "cls" or "max"; None follows the checkpoint's 1_Pooling/config.json.
         show_progress_bar: None shows a bar on stderr from 1,000 texts on.
+        max_batch_tokens: also cap each batch at this many tokens, padding included (batch_size still
+            caps the count). Short texts then share bigger batches and long ones smaller ones.
         """
         single = isinstance(texts, str)
-        result = self.encode_detailed([texts] if single else texts, batch_size, normalize, pooling, show_progress_bar)
+        result = self.encode_detailed([texts] if single else texts, batch_size, normalize, pooling, show_progress_bar, max_batch_tokens)
         return result.embeddings[0] if single else result.embeddings
 
-    def encode_tokens(self, texts: str | Sequence[str], batch_size: int = 32, show_progress_bar: bool | None = None) -> list[np.ndarray]:
+    def encode_tokens(
+        self, texts: str | Sequence[str], batch_size: int = 32, show_progress_bar: bool | None = None, max_batch_tokens: int | None = None
+    ) -> list[np.ndarray]:
         """Token-level embeddings (the encoder's last hidden states, unpooled, unnormalized).
 
         Returns one float32 (n_i, C) array per text, n_i its token count after truncation,
@@ -192,9 +230,9 @@ class SentenceEncoder:
         texts = check_texts([texts] if isinstance(texts, str) else texts)
         out: list[np.ndarray] = [np.empty(0)] * len(texts)
         encodings, _ = self.tokenizer.encode(texts)
-        for indices, hidden, batch in self._hidden_states(encodings, batch_size, show_progress_bar):
+        for indices, hidden, batch in self._hidden_states(encodings, batch_size, max_batch_tokens, show_progress_bar):
             lengths = batch.attention_mask.sum(dim=1).tolist()
-            states = hidden.float().cpu().numpy()
+            states = hidden.cpu().numpy()
             for row, i in enumerate(indices):
                 out[i] = states[row, : lengths[row]].copy()
         return out

@@ -1,0 +1,116 @@
+"""A fast inference twin of `minilm.encoder.BertEncoder`: padding-free tokens and one fused QKV matmul.
+
+The maths is the plain encoder's, step for step, and it reuses the plain encoder's modules (so
+the same weights, no copy) except for one new Linear per layer that holds query, key and value
+stacked. What changes is the data layout:
+
+- **Packed tokens.** A batch is kept as (N, C), the N real tokens of all its texts end to end,
+  instead of (B, T, C) with padding. The linear layers, GELU and LayerNorms (nearly all the
+  FLOPs) then never touch a padding row.
+- **Attention** is the only step that needs to know where one text ends. On CUDA, half
+  precision, it runs Flash Attention's variable-length kernel straight on the packed tokens.
+  Elsewhere the packed q, k, v are scattered into a padded (B, H, T, D) block for SDPA and the
+  result gathered back; `tests/test_fast.py` checks both against the padded encoder.
+- **Fused QKV.** One (C -> 3C) matmul instead of three (C -> C): a bigger GEMM, fewer calls.
+
+Shape legend as in minilm.encoder, plus N = real tokens in the batch (sum of the lengths).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .encoder import BertEncoder, BertLayer
+
+
+@dataclass
+class PackedIndex:
+    """Where each of the N real tokens of a padded (B, T) batch sits, and the text boundaries."""
+
+    flat: torch.Tensor  # (N,) int64: position of each real token in the flattened (B * T) batch
+    key_mask: torch.Tensor  # (B, 1, 1, T) bool: True for real keys (the padded attention path)
+    cu_seqlens: torch.Tensor  # (B + 1,) int32: offsets of each text in the packed tokens
+    batch: int  # B
+    max_len: int  # T
+
+    @classmethod
+    def from_mask(cls, attention_mask: torch.Tensor) -> "PackedIndex":
+        """attention_mask (B, T), 1 = real token, padding on the right."""
+        B, T = attention_mask.shape
+        mask = attention_mask.bool()
+        lengths = mask.sum(dim=1)  # (B,)
+        cu_seqlens = F.pad(lengths.cumsum(0), (1, 0)).to(torch.int32)  # (B + 1,)
+        flat = mask.view(-1).nonzero().squeeze(1)  # (N,)
+        return cls(flat, mask.view(B, 1, 1, T), cu_seqlens, B, T)
+
+    def pad(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, K) packed rows -> (B, T, K) with zero rows for padding."""
+        padded = x.new_zeros(self.batch * self.max_len, x.size(-1))
+        padded[self.flat] = x
+        return padded.view(self.batch, self.max_len, -1)  # (B, T, K)
+
+    def unpad(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, T, K) -> (N, K), the real rows only."""
+        return x.reshape(self.batch * self.max_len, -1)[self.flat]
+
+
+def packed_attention(qkv: torch.Tensor, index: PackedIndex, num_heads: int) -> torch.Tensor:
+    """Self-attention of each text with itself. qkv: (N, 3C) from the fused projection -> (N, C)."""
+    N, C = qkv.size(0), qkv.size(1) // 3
+    H, D = num_heads, C // num_heads
+    if qkv.is_cuda and qkv.dtype in (torch.float16, torch.bfloat16):
+        from torch.nn.attention.varlen import varlen_attn  # Flash Attention on packed tokens: no padding at all
+
+        q, k, v = qkv.view(N, 3, H, D).unbind(1)  # each (N, H, D)
+        return varlen_attn(q, k, v, index.cu_seqlens, index.cu_seqlens, index.max_len, index.max_len).reshape(N, C)
+    B, T = index.batch, index.max_len
+    q, k, v = index.pad(qkv).view(B, T, 3, H, D).permute(2, 0, 3, 1, 4).unbind(0)  # each (B, H, T, D)
+    y = F.scaled_dot_product_attention(q, k, v, attn_mask=index.key_mask)  # (B, H, T, D)
+    return index.unpad(y.transpose(1, 2))  # (N, C)
+
+
+class PackedLayer(nn.Module):
+    """One BertLayer over packed tokens, with query, key and value fused into one Linear."""
+
+    def __init__(self, layer: BertLayer):
+        super().__init__()
+        attention = layer.attention.self
+        self.num_heads = attention.num_heads
+        C = attention.query.in_features
+        self.qkv = nn.Linear(C, 3 * C)  # rows: query, then key, then value, as packed_attention splits them
+        with torch.no_grad():
+            self.qkv.weight.copy_(torch.cat([attention.query.weight, attention.key.weight, attention.value.weight]))
+            self.qkv.bias.copy_(torch.cat([attention.query.bias, attention.key.bias, attention.value.bias]))
+        self.attention_output = layer.attention.output  # the plain encoder's modules, shared
+        self.intermediate = layer.intermediate
+        self.output = layer.output
+
+    def forward(self, x: torch.Tensor, index: PackedIndex) -> torch.Tensor:
+        """(N, C) -> (N, C)"""
+        a = self.attention_output(packed_attention(self.qkv(x), index, self.num_heads), x)
+        return self.output(self.intermediate(a), a)
+
+
+class PackedEncoder(nn.Module):
+    """Inference-only `BertEncoder` with the same call signature; returns (B, T, C) like it.
+
+    Dropout is never applied: build it from a model in eval mode.
+    """
+
+    def __init__(self, encoder: BertEncoder):
+        super().__init__()
+        self.config = encoder.config
+        self.embeddings = encoder.embeddings
+        self.layers = nn.ModuleList(PackedLayer(block) for block in encoder.encoder.layer)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, T) ids and mask -> (B, T, C) hidden states, zero on padding rows."""
+        index = PackedIndex.from_mask(attention_mask)
+        x = index.unpad(self.embeddings(input_ids, token_type_ids))  # (N, C): embedding lookups are cheap, padded or not
+        for layer in self.layers:
+            x = layer(x, index)
+        return index.pad(x)  # (B, T, C)
