@@ -67,7 +67,7 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     return device
 
 
-def length_sorted_batches(lengths: Sequence[int], batch_size: int, max_batch_tokens: int | None = None) -> Iterator[list[int]]:
+def length_sorted_batches(lengths: Sequence[int], batch_size: int, max_batch_tokens: int | None = None) -> list[list[int]]:
     """Indices into `lengths`, longest first, cut into batches of at most batch_size texts and, when
     max_batch_tokens is set, at most that many padded tokens (count x longest length).
 
@@ -77,16 +77,15 @@ def length_sorted_batches(lengths: Sequence[int], batch_size: int, max_batch_tok
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     if max_batch_tokens is not None and max_batch_tokens < 1:
         raise ValueError(f"max_batch_tokens must be at least 1, got {max_batch_tokens}")
-    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
-    batch: list[int] = []
-    for i in order:
-        longest = lengths[batch[0]] if batch else lengths[i]  # sorted: the first in a batch is its longest
-        if batch and (len(batch) == batch_size or (max_batch_tokens is not None and (len(batch) + 1) * longest > max_batch_tokens)):
-            yield batch
-            batch = []
-        batch.append(i)
-    if batch:
-        yield batch
+    batches: list[list[int]] = []
+    for i in sorted(range(len(lengths)), key=lambda i: -lengths[i]):
+        batch = batches[-1] if batches else []
+        longest = lengths[batch[0]] if batch else 0  # sorted: the first in a batch is its longest
+        if not batch or len(batch) == batch_size or (max_batch_tokens is not None and (len(batch) + 1) * longest > max_batch_tokens):
+            batches.append([i])
+        else:
+            batch.append(i)
+    return batches
 
 
 class SentenceEncoder:
