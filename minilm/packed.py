@@ -26,6 +26,11 @@ from torch import nn
 
 from .encoder import BertEncoder, BertLayer
 
+try:  # Flash Attention on packed tokens, no padding at all (CUDA, half precision; torch >= 2.10)
+    from torch.nn.attention.varlen import varlen_attn
+except ImportError:
+    varlen_attn = None
+
 
 @dataclass
 class PackedIndex:
@@ -62,9 +67,7 @@ def packed_attention(qkv: torch.Tensor, index: PackedIndex, num_heads: int) -> t
     """Self-attention of each text with itself. qkv: (N, 3C) from the fused projection -> (N, C)."""
     N, C = qkv.size(0), qkv.size(1) // 3
     H, D = num_heads, C // num_heads
-    if qkv.is_cuda and qkv.dtype in (torch.float16, torch.bfloat16):
-        from torch.nn.attention.varlen import varlen_attn  # Flash Attention on packed tokens: no padding at all
-
+    if qkv.is_cuda and qkv.dtype in (torch.float16, torch.bfloat16) and varlen_attn is not None:
         q, k, v = qkv.view(N, 3, H, D).unbind(1)  # each (N, H, D)
         return varlen_attn(q, k, v, index.cu_seqlens, index.cu_seqlens, index.max_len, index.max_len).reshape(N, C)
     B, T = index.batch, index.max_len
