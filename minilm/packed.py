@@ -26,7 +26,7 @@ from torch import nn
 
 from .encoder import BertEncoder, BertLayer
 
-try:  # Flash Attention on packed tokens, no padding at all (CUDA, half precision; torch >= 2.10)
+try:  # Flash Attention on packed tokens, no padding at all (CUDA, half precision; recent torch only)
     from torch.nn.attention.varlen import varlen_attn
 except ImportError:
     varlen_attn = None
