@@ -4,6 +4,7 @@
     python -m minilm.embed "First sentence." "Second one."
     python -m minilm.embed --input texts.txt --format jsonl  # one text per line (or .jsonl with "text")
     cat texts.txt | python -m minilm.embed - --format npy --output vectors.npy
+    python -m minilm.embed --input corpus.txt --output vectors/  # streamed, resumable shards (minilm.corpus)
 
 Results go to stdout (or --output, written atomically); progress and warnings go to stderr.
 User errors print one line and exit with status 2.
@@ -16,41 +17,21 @@ import itertools
 import json
 import os
 import sys
-import tempfile
 import warnings
 from collections.abc import Iterable
-from contextlib import contextmanager
 from pathlib import Path
-from typing import BinaryIO, Iterator, TextIO
+from typing import TextIO
 
 import numpy as np
 
 from .precision import DTYPES
+from .textio import InputError, _decoded_lines, atomic_output
 from .sentence_encoder import EncodeResult, SentenceEncoder
 from .weights import DEFAULT_CHECKPOINT, WeightsError
 
 DEMO_SENTENCES = ["The dog ran across the grass.", "Why is the sky blue?", "The cat jumped into the weeds."]
 TABLE_MAX_TEXTS = 1000  # the table compares every pair; beyond this, jsonl or npy is the useful output
 EXIT_USER_ERROR = 2
-
-
-class InputError(Exception):
-    """Bad command-line input; the message names the file, the line and the fix."""
-
-
-# --------------------------------------------------------------------------- reading input
-
-
-def _decoded_lines(stream: BinaryIO, name: str) -> Iterator[tuple[int, str]]:
-    """(line number, text) for each line, without its line ending; a non-UTF-8 line is an InputError."""
-    for number, raw in enumerate(stream, start=1):
-        if number == 1 and raw.startswith(b"\xef\xbb\xbf"):
-            raw = raw[3:]  # a UTF-8 byte-order mark is not part of the text
-        try:
-            line = raw.decode("utf-8")
-        except UnicodeDecodeError as e:
-            raise InputError(f"{name}:{number}: not valid UTF-8 (byte 0x{raw[e.start]:02x} at column {e.start + 1}); re-save the file as UTF-8") from None
-        yield number, line.rstrip("\r\n")
 
 
 def _jsonl_texts(lines: Iterable[tuple[int, str]], name: str) -> list[str]:
@@ -118,26 +99,6 @@ def gather_texts(args: argparse.Namespace, default: list[str] | None = DEMO_SENT
 
 
 # --------------------------------------------------------------------------- writing output
-
-
-def _current_umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-@contextmanager
-def atomic_output(path: Path, binary: bool) -> Iterator[TextIO | BinaryIO]:
-    """Write to a temporary file beside `path`, then rename it into place; on error nothing is left."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb" if binary else "w", encoding=None if binary else "utf-8") as f:
-            yield f
-        os.chmod(tmp, 0o666 & ~_current_umask())  # mkstemp makes 0600; give the file the mode open() would
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _short(text: str, width: int = 48) -> str:
@@ -226,8 +187,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         epilog="With no texts and no --input, embeds three demo sentences and prints their cosine similarities.",
     )
     add_input_arguments(parser)
-    parser.add_argument("--format", "-f", choices=["table", "jsonl", "npy"], default="table", help="output format (default: table)")
-    parser.add_argument("--output", "-o", metavar="FILE", help="write here (atomically) instead of stdout; required for npy")
+    parser.add_argument(
+        "--format", "-f", choices=["table", "jsonl", "npy", "shards"], default=None,
+        help="output format (default: table; shards when --output is a folder)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--output", "-o", metavar="FILE|DIR/",
+        help="write here (atomically) instead of stdout; required for npy. A folder (existing, or ending in /) gets "
+        "streamed, resumable shards of an --input file (minilm.corpus)",
+    )  # fmt: skip
+    parser.add_argument("--shard-size", type=positive_int, default=10_000, metavar="N", help="texts per shard (default: 10000)")
+    parser.add_argument("--text-field", default="text", help='the text field of .jsonl input (default: "text")')
+    parser.add_argument("--id-field", default=None, help="an id field of .jsonl input for the shards' ids (default: line numbers)")
     parser.add_argument("--force", action="store_true", help="overwrite an existing --output file")
     parser.add_argument("--model", "-m", default=None, help=f"checkpoint name or folder (default: {DEFAULT_CHECKPOINT})")
     parser.add_argument("--batch-size", "-b", type=positive_int, default=32, help="texts per forward pass (default: 32)")
@@ -248,18 +219,48 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def wants_shards(args: argparse.Namespace) -> bool:
+    """--format shards, or no --format and an --output that names a folder."""
+    if args.format is not None:
+        return args.format == "shards"
+    return bool(args.output) and (args.output.endswith(("/", os.sep)) or Path(args.output).is_dir())
+
+
+def embed_to_shards(args: argparse.Namespace) -> int:
+    from .corpus import CorpusSettings, embed_corpus
+
+    if not args.input or args.input == "-" or args.texts:
+        raise InputError("shard output streams a file: give it with --input FILE (not texts or stdin)")
+    if not args.output:
+        raise InputError("--format shards needs --output DIR/")
+    settings = CorpusSettings(args.shard_size, args.text_field, args.id_field, args.batch_size, args.max_batch_tokens, False if args.no_normalize else None)
+    encoder = load_encoder_for(args)
+    manifest = embed_corpus(encoder, Path(args.input), Path(args.output), settings, force=args.force)
+    if not manifest["complete"]:
+        print(f"interrupted: {manifest['rows']} texts in {len(manifest['shards'])} shards are safe in {args.output}; rerun the same command to continue", file=sys.stderr)
+        return 130
+    print(f"{manifest['rows']} embeddings in {len(manifest['shards'])} shards in {args.output}", file=sys.stderr)
+    return 0
+
+
+def load_encoder_for(args: argparse.Namespace) -> SentenceEncoder:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # the precision fallback is printed below, as one line
+        encoder = SentenceEncoder.from_pretrained(args.model, device=args.device, verify=not args.no_verify, download=args.download, dtype=args.dtype)
+    if encoder.precision_note:
+        print(f"note: {encoder.precision_note}", file=sys.stderr)
+    return encoder
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
+        if wants_shards(args):
+            return embed_to_shards(args)
+        args.format = args.format or "table"
         texts = gather_texts(args)
         output = check_output(args, len(texts))
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # the precision fallback is printed below, as one line
-            encoder = SentenceEncoder.from_pretrained(
-                args.model, device=args.device, verify=not args.no_verify, download=args.download, dtype=args.dtype
-            )
-        if encoder.precision_note:
-            print(f"note: {encoder.precision_note}", file=sys.stderr)
+        encoder = load_encoder_for(args)
         result = encoder.encode_detailed(
             texts, batch_size=args.batch_size, normalize=False if args.no_normalize else None, max_batch_tokens=args.max_batch_tokens
         )

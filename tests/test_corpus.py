@@ -1,0 +1,124 @@
+"""Streaming a corpus file into shards (minilm.corpus via `python -m minilm.embed --output DIR/`): order, ids, resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import ROOT, require_data, run_module
+from minilm.corpus import load_shards
+
+
+def real_lines(n: int) -> list[str]:
+    """n real sentences: SST-2 train, then CoNLL-2003 train sentences."""
+    lines = [line.split(" ", 1)[1].rstrip("\n") for line in open(require_data("sst2/train.txt"), encoding="utf-8")]
+    words: list[str] = []
+    for line in open(require_data("conll2003/train.txt"), encoding="utf-8"):
+        word = line.split(" ", 1)[0].strip()
+        if word:
+            words.append(word)
+        elif words:
+            lines.append(" ".join(words))
+            words = []
+    assert len(lines) >= n
+    return lines[:n]
+
+
+def write_lines(path: Path, lines: list[str]) -> Path:
+    path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+    return path
+
+
+def test_shards_hold_every_line_in_order(tmp_path: Path, encoder):
+    lines = real_lines(1200)
+    corpus = write_lines(tmp_path / "corpus.txt", lines)
+    proc = run_module("minilm.embed", "--input", str(corpus), "--output", f"{tmp_path / 'out'}/", "--shard-size", "500")
+    assert proc.returncode == 0, proc.stderr.decode()
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert [s["rows"] for s in manifest["shards"]] == [500, 500, 200] and manifest["complete"] and manifest["rows"] == 1200
+    assert manifest["model_sha256"] == "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
+    assert manifest["dim"] == 384 and manifest["normalized"] is True
+    ids, vectors = load_shards(tmp_path / "out")
+    assert ids == [str(i) for i in range(1, 1201)]  # line numbers
+    assert np.abs(vectors - encoder.encode(lines)).max() <= 1e-6
+
+
+def test_resume_after_sigkill_equals_an_uninterrupted_run(tmp_path: Path, encoder):
+    lines = real_lines(20_000)
+    corpus = write_lines(tmp_path / "corpus.txt", lines)
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "minilm.embed", "--input", str(corpus), "--output", f"{out}/", "--shard-size", "2000"]
+    proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    manifest_path = out / "manifest.json"
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline and proc.poll() is None:
+        if manifest_path.is_file() and len(json.loads(manifest_path.read_text())["shards"]) >= 2:
+            break
+        time.sleep(0.2)
+    assert proc.poll() is None, "the run ended before it could be killed"
+    os.kill(proc.pid, signal.SIGKILL)  # a hard kill: no handler, no cleanup
+    proc.wait()
+    killed_at = json.loads(manifest_path.read_text())["rows"]
+    assert 0 < killed_at < 20_000
+
+    rerun = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    manifest = json.loads(manifest_path.read_text())
+    assert manifest["complete"] and manifest["rows"] == 20_000 and len(manifest["shards"]) == 10
+    ids, vectors = load_shards(out)
+    assert ids == [str(i) for i in range(1, 20_001)]  # no duplicates, nothing missing, input order
+    assert np.abs(vectors - encoder.encode(lines)).max() <= 1e-6
+
+
+def test_a_different_run_is_refused_without_force(tmp_path: Path):
+    corpus = write_lines(tmp_path / "corpus.txt", real_lines(60))
+    out = f"{tmp_path / 'out'}/"
+    assert run_module("minilm.embed", "--input", str(corpus), "--output", out, "--shard-size", "50").returncode == 0
+    other = run_module("minilm.embed", "--input", str(corpus), "--output", out, "--shard-size", "20")
+    assert other.returncode == 2
+    assert other.stderr.decode().strip().splitlines() == [
+        f"error: {tmp_path / 'out'} holds a run with a different shard_rows; rerun with the same settings to resume, or pass --force to start over"
+    ]
+    forced = run_module("minilm.embed", "--input", str(corpus), "--output", out, "--shard-size", "20", "--force")
+    assert forced.returncode == 0
+    assert [s["rows"] for s in json.loads((tmp_path / "out" / "manifest.json").read_text())["shards"]] == [20, 20, 20]
+    assert not (tmp_path / "out" / "part-00003.npy").exists()
+
+    stranger = tmp_path / "stranger"
+    stranger.mkdir()
+    (stranger / "notes.txt").write_text("mine")
+    refused = run_module("minilm.embed", "--input", str(corpus), "--output", f"{stranger}/")
+    assert refused.returncode == 2 and "is not a minilm shard folder" in refused.stderr.decode()
+    assert (stranger / "notes.txt").read_text() == "mine"
+
+
+def test_jsonl_ids_and_bad_lines(tmp_path: Path, encoder):
+    texts = real_lines(5)
+    records = tmp_path / "corpus.jsonl"
+    records.write_text("".join(json.dumps({"doc": f"d{i}", "body": t}) + "\n" for i, t in enumerate(texts)), encoding="utf-8")
+    proc = run_module("minilm.embed", "--input", str(records), "--output", f"{tmp_path / 'out'}/", "--text-field", "body", "--id-field", "doc")
+    assert proc.returncode == 0, proc.stderr.decode()
+    ids, vectors = load_shards(tmp_path / "out")
+    assert ids == [f"d{i}" for i in range(5)]
+    assert np.abs(vectors - encoder.encode(texts)).max() <= 1e-6
+
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"text": "fine"}\n{"text": broken}\n', encoding="utf-8")
+    proc = run_module("minilm.embed", "--input", str(bad), "--output", f"{tmp_path / 'bad_out'}/")
+    assert proc.returncode == 2
+    assert proc.stderr.decode().splitlines()[-1].startswith(f"error: {bad}:2: invalid JSON")  # small input: no progress bar either
+    assert len(proc.stderr.decode().splitlines()) == 1
+
+
+@pytest.mark.parametrize("extra", [["some text"], ["-"]])
+def test_shards_need_an_input_file(tmp_path: Path, extra: list[str]):
+    proc = run_module("minilm.embed", *extra, "--output", f"{tmp_path}/out/", stdin=b"x\n")
+    assert proc.returncode == 2 and "give it with --input FILE" in proc.stderr.decode()
