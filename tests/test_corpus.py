@@ -122,3 +122,28 @@ def test_jsonl_ids_and_bad_lines(tmp_path: Path, encoder):
 def test_shards_need_an_input_file(tmp_path: Path, extra: list[str]):
     proc = run_module("minilm.embed", *extra, "--output", f"{tmp_path}/out/", stdin=b"x\n")
     assert proc.returncode == 2 and "give it with --input FILE" in proc.stderr.decode()
+
+
+def test_ctrl_c_stops_after_the_current_shard_and_the_rerun_finishes(tmp_path: Path, encoder):
+    lines = real_lines(6000)
+    corpus = write_lines(tmp_path / "corpus.txt", lines)
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "minilm.embed", "--input", str(corpus), "--output", f"{out}/", "--shard-size", "1000"]
+    proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    manifest_path = out / "manifest.json"
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and proc.poll() is None and not manifest_path.is_file():
+        time.sleep(0.1)
+    assert proc.poll() is None, "the run ended before Ctrl-C could be sent"
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 130, stderr[-2000:]
+    assert "interrupted:" in stderr and "rerun the same command to continue" in stderr and "Traceback" not in stderr
+    manifest = json.loads(manifest_path.read_text())
+    assert not manifest["complete"] and 0 < manifest["rows"] < 6000 and manifest["rows"] % 1000 == 0  # whole shards only
+
+    rerun = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    ids, vectors = load_shards(out)
+    assert ids == [str(i) for i in range(1, 6001)]
+    assert np.abs(vectors - encoder.encode(lines)).max() <= 1e-6
