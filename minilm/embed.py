@@ -18,14 +18,14 @@ import json
 import os
 import sys
 import warnings
-from collections.abc import Iterable
 from pathlib import Path
 from typing import TextIO
 
 import numpy as np
 
 from .precision import DTYPES
-from .textio import InputError, _decoded_lines, atomic_output
+from .quantize import PRECISIONS
+from .textio import BadRecord, InputError, _decoded_lines, atomic_output, read_records
 from .sentence_encoder import EncodeResult, SentenceEncoder
 from .weights import DEFAULT_CHECKPOINT, WeightsError
 
@@ -34,35 +34,29 @@ TABLE_MAX_TEXTS = 1000  # the table compares every pair; beyond this, jsonl or n
 EXIT_USER_ERROR = 2
 
 
-def _jsonl_texts(lines: Iterable[tuple[int, str]], name: str) -> list[str]:
-    texts = []
-    for number, line in lines:
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise InputError(f"{name}:{number}: invalid JSON ({e.msg}); each line must be an object like {{\"text\": \"...\"}}") from None
-        if not isinstance(record, dict) or "text" not in record:
-            raise InputError(f'{name}:{number}: no "text" field; each line must be an object like {{"text": "..."}}')
-        if not isinstance(record["text"], str):
-            raise InputError(f'{name}:{number}: "text" is {type(record["text"]).__name__}, expected a string')
-        texts.append(record["text"])
-    return texts
+def read_texts(path: str, text_field: str = "text") -> list[str]:
+    """Texts from a file or from stdin when path is '-'.
 
-
-def read_texts(path: str) -> list[str]:
-    """Texts from a file (one per line, or .jsonl records with "text") or from stdin when path is '-'."""
+    A .txt file (or stdin) gives one text per line, empty lines included (an empty text is valid).
+    .jsonl, .csv, .tsv and .parquet files give their `text_field`, skipping blank lines; any other
+    bad record stops with its file:line (minilm.textio.read_records).
+    """
     if path == "-":
         return [line for _, line in _decoded_lines(sys.stdin.buffer, "<stdin>")]
     file = Path(path)
     if not file.is_file():
         raise InputError(f"input file {path} does not exist" if not file.exists() else f"input {path} is not a file")
-    with open(file, "rb") as stream:
-        lines = _decoded_lines(stream, path)
-        if file.suffix == ".jsonl":
-            return _jsonl_texts(lines, path)
-        return [line for _, line in lines]
+    if file.suffix.lower() not in (".jsonl", ".csv", ".tsv", ".parquet"):
+        with open(file, "rb") as stream:
+            return [line for _, line in _decoded_lines(stream, path)]
+    texts = []
+    for record in read_records(file, text_field):
+        if isinstance(record, BadRecord):
+            if record.problem == "empty line":
+                continue
+            raise record
+        texts.append(record.text)
+    return texts
 
 
 def positive_int(value: str) -> int:
@@ -84,7 +78,7 @@ def gather_texts(args: argparse.Namespace, default: list[str] | None = DEMO_SENT
     if args.texts and args.input:
         raise InputError("give texts either as arguments or with --input, not both")
     if args.input:
-        texts = read_texts(args.input)
+        texts = read_texts(args.input, getattr(args, "text_field", "text"))
     elif args.texts == ["-"]:
         texts = read_texts("-")
     elif args.texts:
@@ -197,8 +191,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "streamed, resumable shards of an --input file (minilm.corpus)",
     )  # fmt: skip
     parser.add_argument("--shard-size", type=positive_int, default=10_000, metavar="N", help="texts per shard (default: 10000)")
-    parser.add_argument("--text-field", default="text", help='the text field of .jsonl input (default: "text")')
-    parser.add_argument("--id-field", default=None, help="an id field of .jsonl input for the shards' ids (default: line numbers)")
+    parser.add_argument(
+        "--text-field", "--text-column", default="text", help='the text field or column of .jsonl, .csv, .tsv and .parquet input (default: "text")'
+    )
+    parser.add_argument("--id-field", "--id-column", default=None, help="the field or column that holds the shards' ids (default: line numbers)")
+    parser.add_argument(
+        "--precision", choices=PRECISIONS, default="float32",
+        help="how shards store the vectors: float32 (default), float16, int8/uint8 (ranges calibrated on the first shard), "
+        "binary/ubinary (packed sign bits)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--skip-bad-lines", action="store_true",
+        help="skip and count input records that cannot be embedded (invalid JSON, missing field, not UTF-8, empty line) "
+        "instead of stopping at the first",
+    )  # fmt: skip
     parser.add_argument("--force", action="store_true", help="overwrite an existing --output file")
     parser.add_argument("--model", "-m", default=None, help=f"checkpoint name or folder (default: {DEFAULT_CHECKPOINT})")
     parser.add_argument("--batch-size", "-b", type=positive_int, default=32, help="texts per forward pass (default: 32)")
@@ -233,9 +239,14 @@ def embed_to_shards(args: argparse.Namespace) -> int:
         raise InputError("shard output streams a file: give it with --input FILE (not texts or stdin)")
     if not args.output:
         raise InputError("--format shards needs --output DIR/")
-    settings = CorpusSettings(args.shard_size, args.text_field, args.id_field, args.batch_size, args.max_batch_tokens, False if args.no_normalize else None)
+    settings = CorpusSettings(
+        args.shard_size, args.text_field, args.id_field, args.batch_size, args.max_batch_tokens,
+        False if args.no_normalize else None, args.precision, args.skip_bad_lines,
+    )  # fmt: skip
     encoder = load_encoder_for(args)
     manifest = embed_corpus(encoder, Path(args.input), Path(args.output), settings, force=args.force)
+    if skipped := manifest["skipped"]["count"]:
+        print(f"skipped {skipped} bad lines (listed in {Path(args.output) / 'manifest.json'}); first: {manifest['skipped']['examples'][0]}", file=sys.stderr)
     if not manifest["complete"]:
         print(f"interrupted: {manifest['rows']} texts in {len(manifest['shards'])} shards are safe in {args.output}; rerun the same command to continue", file=sys.stderr)
         return 130
@@ -257,6 +268,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if wants_shards(args):
             return embed_to_shards(args)
+        if args.precision != "float32" or args.skip_bad_lines:
+            raise InputError("--precision and --skip-bad-lines apply to shard output: give --input FILE --output DIR/")
         args.format = args.format or "table"
         texts = gather_texts(args)
         output = check_output(args, len(texts))
