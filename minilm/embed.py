@@ -5,6 +5,7 @@
     python -m minilm.embed --input texts.txt --format jsonl  # one text per line (or .jsonl with "text")
     cat texts.txt | python -m minilm.embed - --format npy --output vectors.npy
     python -m minilm.embed --input corpus.txt --output vectors/  # streamed, resumable shards (minilm.corpus)
+    python -m minilm.embed --engine ray --input corpus.txt --output vectors/  # Parquet, on Ray (minilm.distributed)
 
 Results go to stdout (or --output, written atomically); progress and warnings go to stderr.
 User errors print one line and exit with status 2.
@@ -70,7 +71,9 @@ def positive_int(value: str) -> int:
 def add_input_arguments(parser: argparse.ArgumentParser) -> None:
     """The `TEXT ...` / `-` / `--input FILE` options, shared with `python -m heads.predict`."""
     parser.add_argument("texts", nargs="*", help="texts as arguments; '-' reads one text per line from stdin")
-    parser.add_argument("--input", "-i", metavar="FILE", help="one text per line, or .jsonl with a \"text\" field; '-' for stdin")
+    parser.add_argument(
+        "--input", "-i", metavar="FILE", help="one text per line, or .jsonl/.csv/.tsv/.parquet with a \"text\" field; '-' for stdin"
+    )
 
 
 def gather_texts(args: argparse.Namespace, default: list[str] | None = DEMO_SENTENCES) -> list[str]:
@@ -205,6 +208,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="skip and count input records that cannot be embedded (invalid JSON, missing field, not UTF-8, empty line) "
         "instead of stopping at the first",
     )  # fmt: skip
+    parser.add_argument(
+        "--engine", choices=["local", "ray"], default="local",
+        help="local: this process (default); ray: Ray Data on a cluster, writing Parquet files of (id, embedding) to --output DIR/",
+    )  # fmt: skip
+    parser.add_argument("--ray-address", metavar="ADDR", help="--engine ray: the cluster to join (auto, HEAD:6379, ray://...); default: a local one")
+    parser.add_argument("--concurrency", type=positive_int, metavar="N", help="--engine ray: actors, i.e. model copies (default: as many as fit)")
     parser.add_argument("--force", action="store_true", help="overwrite an existing --output file")
     parser.add_argument("--model", "-m", default=None, help=f"checkpoint name or folder (default: {DEFAULT_CHECKPOINT})")
     parser.add_argument("--batch-size", "-b", type=positive_int, default=32, help="texts per forward pass (default: 32)")
@@ -254,6 +263,25 @@ def embed_to_shards(args: argparse.Namespace) -> int:
     return 0
 
 
+def embed_with_ray(args: argparse.Namespace) -> int:
+    from .distributed import embed_files
+
+    if not args.input or args.input == "-" or args.texts:
+        raise InputError("--engine ray reads a file: give it with --input FILE (a local path or s3://...)")
+    if not args.output:
+        raise InputError("--engine ray needs --output DIR/ for its Parquet files")
+    if args.format is not None or args.precision != "float32" or args.skip_bad_lines:
+        raise InputError("--engine ray writes float32 Parquet files and stops at a bad record; drop --format, --precision and --skip-bad-lines")
+    gpus = 1 if args.device.startswith("cuda") else 0
+    rows = embed_files(
+        args.input, args.output, address=args.ray_address, text_field=args.text_field, id_field=args.id_field, model=args.model,
+        batch_size=args.batch_size, concurrency=args.concurrency, num_gpus=gpus, device=args.device, dtype=args.dtype,
+        normalize=False if args.no_normalize else None, force=args.force,
+    )  # fmt: skip
+    print(f"{rows} embeddings in Parquet files (id, embedding) in {args.output}", file=sys.stderr)
+    return 0
+
+
 def load_encoder_for(args: argparse.Namespace) -> SentenceEncoder:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # the precision fallback is printed below, as one line
@@ -266,6 +294,10 @@ def load_encoder_for(args: argparse.Namespace) -> SentenceEncoder:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
+        if args.engine == "ray":
+            return embed_with_ray(args)
+        if args.ray_address or args.concurrency:
+            raise InputError("--ray-address and --concurrency need --engine ray")
         if wants_shards(args):
             return embed_to_shards(args)
         if args.precision != "float32" or args.skip_bad_lines:

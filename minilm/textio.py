@@ -8,7 +8,9 @@ here, not in minilm.embed, so that modules imported by `python -m minilm.embed` 
 
     .txt       one text per line; the id is the line number
     .jsonl     one JSON object per line: a text field ("text") and an optional id field
-    .csv .tsv  a header row naming the columns, then one record per row (quoted fields may span lines)
+    .csv       a header row naming the columns, then one record per row (quoted fields may span lines)
+    .tsv       the same with tabs and no quoting (IANA text/tab-separated-values, as STS-B's files):
+               a '"' is part of the text, and a text holds no tab or line break
     .parquet   a text column and an optional id column (needs pyarrow: `pip install 'minilm[parquet]'`)
 
 A record that cannot be embedded (invalid JSON, a missing field, a byte that is not UTF-8, an
@@ -139,7 +141,7 @@ def _csv_records(path: Path, delimiter: str, text_field: str, id_field: str | No
                     read.append(number)
                     yield line
 
-        rows = csv.reader(decoded(), delimiter=delimiter)
+        rows = csv.reader(decoded(), delimiter=delimiter, quoting=csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL)
         header = next(rows, None)
         if header is None:
             return

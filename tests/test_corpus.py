@@ -1,9 +1,15 @@
-"""Streaming a corpus file into shards (minilm.corpus via `python -m minilm.embed --output DIR/`): order, ids, resume."""
+"""Streaming a corpus file into shards (minilm.corpus via `python -m minilm.embed --output DIR/`).
+
+Order, ids, every input format, bad lines, resume after a kill or Ctrl-C, bounded memory, and the
+stored precisions. The long runs share one uninterrupted 50,000-line run (`streamed_50k`), which
+is the reference the interrupted runs must reproduce.
+"""
 
 from __future__ import annotations
 
 import json
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -18,7 +24,8 @@ from minilm.corpus import load_shards
 
 
 def real_lines(n: int) -> list[str]:
-    """n real sentences: SST-2 train, then CoNLL-2003 train sentences."""
+    """n distinct real sentences: SST-2 train, then CoNLL-2003 train sentences (about 21,000), then the
+    same again with " (copy k)" appended, as many times as needed."""
     lines = [line.split(" ", 1)[1].rstrip("\n") for line in open(require_data("sst2/train.txt"), encoding="utf-8")]
     words: list[str] = []
     for line in open(require_data("conll2003/train.txt"), encoding="utf-8"):
@@ -28,8 +35,7 @@ def real_lines(n: int) -> list[str]:
         elif words:
             lines.append(" ".join(words))
             words = []
-    assert len(lines) >= n
-    return lines[:n]
+    return [lines[i % len(lines)] + (f" (copy {i // len(lines)})" if i >= len(lines) else "") for i in range(n)]
 
 
 def write_lines(path: Path, lines: list[str]) -> Path:
@@ -51,9 +57,45 @@ def test_shards_hold_every_line_in_order(tmp_path: Path, encoder):
     assert np.abs(vectors - encoder.encode(lines)).max() <= 1e-6
 
 
-def test_resume_after_sigkill_equals_an_uninterrupted_run(tmp_path: Path, encoder):
-    lines = real_lines(20_000)
-    corpus = write_lines(tmp_path / "corpus.txt", lines)
+# Peak RSS of a command, from a parent that only waits for it (ru_maxrss is in KiB on Linux).
+PEAK_RSS = "import resource, subprocess, sys; rc = subprocess.call(sys.argv[1:]); print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss); sys.exit(rc)"
+
+
+def stream_with_peak_rss(corpus: Path, out: Path, *args: str) -> int:
+    """Run `python -m minilm.embed --input corpus --output out/` to the end; its peak RSS in bytes."""
+    command = [sys.executable, "-c", PEAK_RSS, sys.executable, "-m", "minilm.embed", "--input", str(corpus), "--output", f"{out}/", *args]
+    proc = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=1200)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return int(proc.stdout.split()[-1]) * 1024
+
+
+@pytest.fixture(scope="module")
+def streamed_50k(tmp_path_factory) -> tuple[list[str], np.ndarray, int]:
+    """One uninterrupted CLI run over 50,000 real lines (default shard size): (lines, embeddings, peak RSS).
+
+    The lines are shuffled, so that the first 5,000 have the same mix of lengths as all 50,000: the
+    peak during a window depends on its longest batch, and the memory test is about the line count.
+    """
+    folder = tmp_path_factory.mktemp("streamed_50k")
+    lines = real_lines(50_000)
+    random.Random(0).shuffle(lines)
+    peak = stream_with_peak_rss(write_lines(folder / "corpus.txt", lines), folder / "out")
+    ids, vectors = load_shards(folder / "out")
+    assert ids == [str(i) for i in range(1, 50_001)]
+    return lines, vectors, peak
+
+
+def test_memory_stays_flat_from_5k_to_50k_lines(tmp_path: Path, streamed_50k):
+    lines, vectors, peak_50k = streamed_50k
+    peak_5k = stream_with_peak_rss(write_lines(tmp_path / "corpus.txt", lines[:5000]), tmp_path / "out")
+    print(f"peak RSS: 5,000 lines {peak_5k / 2**20:.0f} MiB, 50,000 lines {peak_50k / 2**20:.0f} MiB")
+    assert peak_50k - peak_5k <= 300 * 2**20, f"streaming 50k lines peaked {(peak_50k - peak_5k) / 2**20:.0f} MiB above 5k lines"
+    assert np.abs(load_shards(tmp_path / "out")[1] - vectors[:5000]).max() <= 1e-6
+
+
+def test_resume_after_sigkill_equals_an_uninterrupted_run(tmp_path: Path, streamed_50k):
+    lines, uninterrupted, _ = streamed_50k
+    corpus = write_lines(tmp_path / "corpus.txt", lines[:20_000])
     out = tmp_path / "out"
     command = [sys.executable, "-m", "minilm.embed", "--input", str(corpus), "--output", f"{out}/", "--shard-size", "2000"]
     proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -75,7 +117,7 @@ def test_resume_after_sigkill_equals_an_uninterrupted_run(tmp_path: Path, encode
     assert manifest["complete"] and manifest["rows"] == 20_000 and len(manifest["shards"]) == 10
     ids, vectors = load_shards(out)
     assert ids == [str(i) for i in range(1, 20_001)]  # no duplicates, nothing missing, input order
-    assert np.abs(vectors - encoder.encode(lines)).max() <= 1e-6
+    assert np.abs(vectors - uninterrupted[:20_000]).max() <= 1e-6
 
 
 def test_a_different_run_is_refused_without_force(tmp_path: Path):
@@ -124,26 +166,26 @@ def test_shards_need_an_input_file(tmp_path: Path, extra: list[str]):
     assert proc.returncode == 2 and "give it with --input FILE" in proc.stderr.decode()
 
 
-def test_ctrl_c_stops_after_the_current_shard_and_the_rerun_finishes(tmp_path: Path, encoder):
-    lines = real_lines(6000)
-    corpus = write_lines(tmp_path / "corpus.txt", lines)
+def test_ctrl_c_stops_after_the_current_shard_and_the_rerun_finishes(tmp_path: Path, streamed_50k):
+    lines, uninterrupted, _ = streamed_50k
+    corpus = write_lines(tmp_path / "corpus.txt", lines[:3000])
     out = tmp_path / "out"
-    command = [sys.executable, "-m", "minilm.embed", "--input", str(corpus), "--output", f"{out}/", "--shard-size", "1000"]
+    command = [sys.executable, "-m", "minilm.embed", "--input", str(corpus), "--output", f"{out}/", "--shard-size", "500"]
     proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     manifest_path = out / "manifest.json"
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and proc.poll() is None and not manifest_path.is_file():
-        time.sleep(0.1)
+        time.sleep(0.05)
     assert proc.poll() is None, "the run ended before Ctrl-C could be sent"
     proc.send_signal(signal.SIGINT)
     _, stderr = proc.communicate(timeout=300)
     assert proc.returncode == 130, stderr[-2000:]
     assert "interrupted:" in stderr and "rerun the same command to continue" in stderr and "Traceback" not in stderr
     manifest = json.loads(manifest_path.read_text())
-    assert not manifest["complete"] and 0 < manifest["rows"] < 6000 and manifest["rows"] % 1000 == 0  # whole shards only
+    assert not manifest["complete"] and 0 < manifest["rows"] < 3000 and manifest["rows"] % 500 == 0  # whole shards only
 
     rerun = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert rerun.returncode == 0, rerun.stderr[-2000:]
     ids, vectors = load_shards(out)
-    assert ids == [str(i) for i in range(1, 6001)]
-    assert np.abs(vectors - encoder.encode(lines)).max() <= 1e-6
+    assert ids == [str(i) for i in range(1, 3001)]
+    assert np.abs(vectors - uninterrupted[:3000]).max() <= 1e-6

