@@ -129,7 +129,7 @@ def main() -> None:
     write_corpus(corpus, args.lines)
     write_corpus(head, min(args.precision_lines, args.lines))
     print(f"corpus: {args.lines:,} lines, {corpus.stat().st_size / 2**20:.1f} MiB; {platform.processor() or platform.machine()}, {os.cpu_count()} cores", file=sys.stderr)
-    embed = ["-m", "minilm.embed", "--force"]
+    embed = [sys.executable, "-m", "minilm.embed", "--force"]
 
     results = []
     if "local" not in args.skip:
