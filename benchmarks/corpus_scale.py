@@ -8,9 +8,9 @@ with " (line N)" appended so that each line is distinct. Each engine runs as the
 it, a fresh `python -m minilm.embed` subprocess:
 
 - single process, float32 shards, on all the lines;
-- single process, every other --precision, on the first --precision-lines lines (the encoder's
-  work is the same for every precision; this measures the writer and the size on disk, and the
-  table also gives that size scaled to all the lines);
+- single process, every --precision (float32 again), on the first --precision-lines lines (the
+  encoder's work is the same for every precision; this measures the writer and the size on disk,
+  and the table also gives that size scaled to all the lines);
 - `--engine ray` on a local Ray cluster of this machine's cores, float32 Parquet, on all the lines.
 
 Memory is the peak growth of the machine's used memory (MemTotal - MemAvailable, sampled every
@@ -121,6 +121,7 @@ def main() -> None:
     parser.add_argument("--precision-lines", type=int, default=50_000, help="lines for the runs of the other precisions")
     parser.add_argument("--work", type=Path, default=ROOT / "runs" / "corpus_scale", help="scratch folder (corpus and outputs)")
     parser.add_argument("--skip", nargs="*", default=[], choices=["local", "precisions", "ray"], help="parts to leave out")
+    parser.add_argument("--ray-concurrency", type=int, help="--concurrency for the Ray run (default: Ray's autoscaling)")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
 
@@ -136,14 +137,19 @@ def main() -> None:
         out = args.work / "local_float32"
         results.append(run_engine("single process, float32", [*embed, "--input", str(corpus), "--output", f"{out}/"], out, args.lines))
     if "precisions" not in args.skip:
-        for precision in PRECISIONS[1:]:
+        for precision in PRECISIONS:  # float32 again, on the same lines, as the reference for the others
             out = args.work / f"local_{precision}"
             command = [*embed, "--input", str(head), "--output", f"{out}/", "--precision", precision]
             results.append(run_engine(f"single process, {precision}", command, out, min(args.precision_lines, args.lines)))
     if "ray" not in args.skip:
         out = args.work / "ray_float32"
         command = [*embed, "--engine", "ray", "--input", str(corpus), "--output", f"{out}/"]
-        results.append(run_engine(f"Ray Data, local cluster of {os.cpu_count()} CPUs, float32 Parquet", command, out, args.lines))
+        actors = "autoscaled actors"
+        if args.ray_concurrency:
+            command += ["--concurrency", str(args.ray_concurrency)]
+            actors = f"{args.ray_concurrency} actors"
+        label = f"Ray Data, local cluster of {os.cpu_count()} CPUs, {actors}, float32 Parquet"
+        results.append(run_engine(label, command, out, args.lines))
 
     table = markdown(results, args.lines)
     print(table)
