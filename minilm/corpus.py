@@ -41,7 +41,7 @@ from tqdm.auto import tqdm
 
 from .quantize import PRECISIONS, STORED_DTYPE, Precision, calibration_ranges, dequantize, quantize
 from .sentence_encoder import PROGRESS_BAR_MIN_TEXTS, SentenceEncoder
-from .textio import BadRecord, InputError, Record, atomic_output, count_records, read_records
+from .textio import BadRecord, InputError, Record, atomic_output, count_records, read_records, require_input_file
 from .weights import sha256_of
 
 MANIFEST = "manifest.json"
@@ -68,6 +68,9 @@ class SkippedLines:
     def __init__(self) -> None:
         self.count = 0
         self.examples: list[str] = []
+
+    def summary(self) -> dict[str, Any]:
+        return {"count": self.count, "examples": self.examples}
 
     def add(self, bad: BadRecord) -> None:
         self.count += 1
@@ -160,8 +163,7 @@ def embed_corpus(
 
     show_progress_bar: None shows one on stderr for inputs of 1,000 lines or more.
     """
-    if not path.is_file():
-        raise InputError(f"input file {path} does not exist" if not path.exists() else f"input {path} is not a file")
+    require_input_file(path)
     if settings.precision not in PRECISIONS:
         raise InputError(f"unknown precision {settings.precision!r}; choose one of {', '.join(PRECISIONS)}")
     identity = run_identity(encoder, path, settings)
@@ -198,7 +200,7 @@ def embed_corpus(
                 _write_json(out_dir / f"{name}.ids.json", [r.id for r in window])
                 manifest["shards"].append({"file": f"{name}.npy", "ids": f"{name}.ids.json", "rows": len(window)})
                 manifest["rows"] += len(window)
-                manifest["skipped"] = {"count": skipped.count, "examples": skipped.examples}
+                manifest["skipped"] = skipped.summary()
                 _write_json(out_dir / MANIFEST, manifest)  # last: the shard counts from here on
                 tokens += sum(min(n, encoder.max_seq_length) for n in result.n_tokens)
                 bar.update(manifest["rows"] + skipped.count - bar.n)
@@ -207,7 +209,7 @@ def embed_corpus(
     finally:
         if previous is not None:
             signal.signal(signal.SIGINT, previous)
-    manifest["skipped"] = {"count": skipped.count, "examples": skipped.examples}
+    manifest["skipped"] = skipped.summary()
     _write_json(out_dir / MANIFEST, manifest)
     return manifest
 

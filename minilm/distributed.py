@@ -38,7 +38,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .textio import InputError
+from .textio import InputError, require_input_file
 
 if TYPE_CHECKING:  # ray is optional: `import minilm.distributed` must work without it
     import pyarrow as pa
@@ -180,8 +180,8 @@ def check_input(input_path: str, id_field: str | None) -> str:
     suffix = Path(input_path.rstrip("/")).suffix.lower()
     if suffix not in TEXT_SUFFIXES:
         raise InputError(f"{input_path}: unknown extension {suffix or '(none)'!r}; use one of {', '.join(TEXT_SUFFIXES)}")
-    if not _is_remote(input_path) and not Path(input_path).is_file():
-        raise InputError(f"input file {input_path} does not exist" if not Path(input_path).exists() else f"input {input_path} is not a file")
+    if not _is_remote(input_path):
+        require_input_file(input_path)
     if suffix == ".txt" and id_field is not None:
         raise InputError(f"{input_path}: a .txt file has no fields; drop the id field (ids are line numbers) or use .jsonl")
     return suffix

@@ -26,7 +26,7 @@ import numpy as np
 
 from .precision import DTYPES
 from .quantize import PRECISIONS
-from .textio import BadRecord, InputError, _decoded_lines, atomic_output, read_records
+from .textio import BadRecord, InputError, _decoded_lines, atomic_output, read_records, require_input_file
 from .sentence_encoder import EncodeResult, SentenceEncoder
 from .weights import DEFAULT_CHECKPOINT, WeightsError
 
@@ -44,9 +44,8 @@ def read_texts(path: str, text_field: str = "text") -> list[str]:
     """
     if path == "-":
         return [line for _, line in _decoded_lines(sys.stdin.buffer, "<stdin>")]
+    require_input_file(path)
     file = Path(path)
-    if not file.is_file():
-        raise InputError(f"input file {path} does not exist" if not file.exists() else f"input {path} is not a file")
     if file.suffix.lower() not in (".jsonl", ".csv", ".tsv", ".parquet"):
         with open(file, "rb") as stream:
             return [line for _, line in _decoded_lines(stream, path)]
@@ -69,10 +68,13 @@ def positive_int(value: str) -> int:
 
 
 def add_input_arguments(parser: argparse.ArgumentParser) -> None:
-    """The `TEXT ...` / `-` / `--input FILE` options, shared with `python -m heads.predict`."""
+    """The `TEXT ...` / `-` / `--input FILE` / `--text-field` options, shared with `python -m heads.predict`."""
     parser.add_argument("texts", nargs="*", help="texts as arguments; '-' reads one text per line from stdin")
     parser.add_argument(
-        "--input", "-i", metavar="FILE", help="one text per line, or .jsonl/.csv/.tsv/.parquet with a \"text\" field; '-' for stdin"
+        "--input", "-i", metavar="FILE", help="one text per line, or .jsonl/.csv/.tsv/.parquet with a text field; '-' for stdin"
+    )
+    parser.add_argument(
+        "--text-field", "--text-column", default="text", help='the text field or column of .jsonl, .csv, .tsv and .parquet input (default: "text")'
     )
 
 
@@ -81,7 +83,7 @@ def gather_texts(args: argparse.Namespace, default: list[str] | None = DEMO_SENT
     if args.texts and args.input:
         raise InputError("give texts either as arguments or with --input, not both")
     if args.input:
-        texts = read_texts(args.input, getattr(args, "text_field", "text"))
+        texts = read_texts(args.input, args.text_field)
     elif args.texts == ["-"]:
         texts = read_texts("-")
     elif args.texts:
@@ -194,9 +196,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "streamed, resumable shards of an --input file (minilm.corpus)",
     )  # fmt: skip
     parser.add_argument("--shard-size", type=positive_int, default=10_000, metavar="N", help="texts per shard (default: 10000)")
-    parser.add_argument(
-        "--text-field", "--text-column", default="text", help='the text field or column of .jsonl, .csv, .tsv and .parquet input (default: "text")'
-    )
     parser.add_argument("--id-field", "--id-column", default=None, help="the field or column that holds the shards' ids (default: line numbers)")
     parser.add_argument(
         "--precision", choices=PRECISIONS, default="float32",

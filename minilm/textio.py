@@ -74,6 +74,12 @@ def _decoded_lines(stream: BinaryIO, name: str) -> Iterator[tuple[int, str]]:
         yield number, line
 
 
+def require_input_file(path: str | Path) -> None:
+    """An InputError unless `path` is an existing file (the --input of every command line)."""
+    if not Path(path).is_file():
+        raise InputError(f"input file {path} does not exist" if not Path(path).exists() else f"input {path} is not a file")
+
+
 def read_records(path: Path, text_field: str = "text", id_field: str | None = None) -> Iterator[Record | BadRecord]:
     """Each record of a corpus file in order, streamed (format by suffix; see the module docstring)."""
     suffix = path.suffix.lower()
@@ -156,12 +162,12 @@ def _csv_records(path: Path, delimiter: str, text_field: str, id_field: str | No
             except StopIteration:
                 break
             except csv.Error as e:
-                row = BadRecord(name, read[start] if start < len(read) else read[-1], f"unreadable CSV ({e})")
+                row = e
             yield from undecodable
             undecodable.clear()
-            line = read[start] if start < len(read) else read[-1]
-            if isinstance(row, BadRecord):
-                yield row
+            line = read[start] if start < len(read) else read[-1]  # the first line the row took
+            if isinstance(row, csv.Error):
+                yield BadRecord(name, line, f"unreadable CSV ({row})")
             elif not row:
                 yield BadRecord(name, line, "empty line")
             elif len(row) != len(header):
