@@ -28,6 +28,7 @@ from .precision import DTYPES
 from .quantize import PRECISIONS
 from .textio import BadRecord, InputError, _decoded_lines, atomic_output, read_records, require_input_file
 from .sentence_encoder import EncodeResult, SentenceEncoder
+from .tokenization import TOKENIZER_KINDS
 from .weights import DEFAULT_CHECKPOINT, WeightsError
 
 DEMO_SENTENCES = ["The dog ran across the grass.", "Why is the sky blue?", "The cat jumped into the weeds."]
@@ -225,6 +226,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "and fall back to float32 with a note on CPUs without native support",
     )
     parser.add_argument(
+        "--tokenizer", choices=TOKENIZER_KINDS, default="fast",
+        help="fast: the Rust tokenizers library (default); python: minilm.wordpiece, the same ids in plain Python (slower)",
+    )  # fmt: skip
+    parser.add_argument(
         "--max-batch-tokens", type=positive_int, default=None, metavar="N", help="also cap each batch at N tokens, padding included"
     )
     parser.add_argument("--no-normalize", action="store_true", help="skip L2 normalization of the embeddings")
@@ -269,8 +274,11 @@ def embed_with_ray(args: argparse.Namespace) -> int:
         raise InputError("--engine ray reads a file: give it with --input FILE (a local path or s3://...)")
     if not args.output:
         raise InputError("--engine ray needs --output DIR/ for its Parquet files")
-    if args.format is not None or args.precision != "float32" or args.skip_bad_lines:
-        raise InputError("--engine ray writes float32 Parquet files and stops at a bad record; drop --format, --precision and --skip-bad-lines")
+    if args.format is not None or args.precision != "float32" or args.skip_bad_lines or args.tokenizer != "fast":
+        raise InputError(
+            "--engine ray writes float32 Parquet files with the fast tokenizer and stops at a bad record; "
+            "drop --format, --precision, --skip-bad-lines and --tokenizer"
+        )
     gpus = 1 if args.device.startswith("cuda") else 0
     rows = embed_files(
         args.input, args.output, address=args.ray_address, text_field=args.text_field, id_field=args.id_field, model=args.model,
@@ -284,7 +292,10 @@ def embed_with_ray(args: argparse.Namespace) -> int:
 def load_encoder_for(args: argparse.Namespace) -> SentenceEncoder:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # the precision fallback is printed below, as one line
-        encoder = SentenceEncoder.from_pretrained(args.model, device=args.device, verify=not args.no_verify, download=args.download, dtype=args.dtype)
+        encoder = SentenceEncoder.from_pretrained(
+            args.model, device=args.device, verify=not args.no_verify, download=args.download, dtype=args.dtype,
+            tokenizer=args.tokenizer,
+        )  # fmt: skip
     if encoder.precision_note:
         print(f"note: {encoder.precision_note}", file=sys.stderr)
     return encoder

@@ -17,13 +17,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tokenizers import Encoding
 from tqdm.auto import tqdm
 
 from .encoder import BertEncoder
 from .pooling import PoolingMode, l2_normalize, pool
 from .precision import inference_model, resolve_dtype
-from .tokenization import SentenceTokenizer, TokenBatch
+from .tokenization import TOKENIZER_KINDS, AnyEncoding, SentenceTokenizer, TokenBatch, TokenizerKind
 from .weights import (
     DEFAULT_CHECKPOINT,
     SentenceConfig,
@@ -122,15 +121,20 @@ class SentenceEncoder:
         verify: bool = True,
         download: bool = False,
         dtype: str = "float32",
+        tokenizer: TokenizerKind = "fast",
     ) -> "SentenceEncoder":
         """Load a checkpoint by name or folder (default all-MiniLM-L6-v2), offline.
 
         dtype: "float32" (default, exact), "bfloat16" or "float16"; see minilm.precision.
+        tokenizer: "fast" (default), the Rust `tokenizers` library, or "python", minilm.wordpiece:
+            the same ids, so the same embeddings, in plain Python (slower).
 
         verify: check pinned sha256 hashes (turn off for your own checkpoints).
         download: if the checkpoint is not found locally, fetch it from the hub into weights/.
         Raises WeightsError with a one-line fix when files are missing, corrupt or do not fit.
         """
+        if tokenizer not in TOKENIZER_KINDS:
+            raise ValueError(f"tokenizer={tokenizer!r}: choose one of {', '.join(TOKENIZER_KINDS)}")
         try:
             resolved = resolve_checkpoint(model)
         except WeightsError:
@@ -143,13 +147,17 @@ class SentenceEncoder:
             verify_checkpoint(resolved)
         folder = resolved.path
         sentence_config = read_sentence_config(folder, read_bert_config(folder))
-        if not (folder / "tokenizer.json").is_file():
-            raise WeightsError(f"{folder / 'tokenizer.json'} is missing; re-download or reinstall the checkpoint")
+        needed = ["tokenizer.json"] + (["vocab.txt"] if tokenizer == "python" else [])
+        for name in needed:
+            if not (folder / name).is_file():
+                raise WeightsError(f"{folder / name} is missing; re-download or reinstall the checkpoint")
         try:
-            tokenizer = SentenceTokenizer.from_file(folder / "tokenizer.json", sentence_config.max_seq_length, sentence_config.do_lower_case)
+            text_tokenizer = SentenceTokenizer.from_file(
+                folder / "tokenizer.json", sentence_config.max_seq_length, sentence_config.do_lower_case, kind=tokenizer
+            )
         except Exception as e:  # the tokenizers library raises a bare Exception for unreadable files
             raise WeightsError(f"{folder / 'tokenizer.json'} could not be read ({e}); re-download or reinstall the checkpoint") from None
-        return cls(load_encoder(folder), tokenizer, sentence_config, device, folder, dtype)
+        return cls(load_encoder(folder), text_tokenizer, sentence_config, device, folder, dtype)
 
     @property
     def dim(self) -> int:
@@ -162,7 +170,7 @@ class SentenceEncoder:
     # ------------------------------------------------------------------ batching
 
     def _hidden_states(
-        self, encodings: list[Encoding], batch_size: int, max_batch_tokens: int | None, show_progress_bar: bool | None
+        self, encodings: list[AnyEncoding], batch_size: int, max_batch_tokens: int | None, show_progress_bar: bool | None
     ) -> Iterator[tuple[list[int], torch.Tensor, TokenBatch]]:
         """Run the encoder longest-first. Yields (input indices, float32 hidden states (B, T, C), the batch)."""
         show = len(encodings) >= PROGRESS_BAR_MIN_TEXTS if show_progress_bar is None else show_progress_bar

@@ -5,16 +5,27 @@ sentence-transformers calls the tokenizer with `truncation="longest_first", max_
 (256 for all-MiniLM-L6-v2) and pads each batch to its longest text. For one text, longest-first
 truncation keeps the first `max_seq_length - 2` word pieces and then adds [CLS] and [SEP].
 We do the same in two steps so the untruncated length can be reported as `n_tokens`.
+
+Two tokenizers can do the work, with the same ids and offsets: "fast", the Rust `tokenizers`
+library (the default), and "python", `minilm.wordpiece`, the same algorithm in plain Python to
+read and step through (slower; see the README).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal, Union
 
 import numpy as np
 import torch
 from tokenizers import Encoding, Tokenizer
+
+from .wordpiece import WordPieceEncoding, WordPieceTokenizer
+
+TokenizerKind = Literal["fast", "python"]
+TOKENIZER_KINDS = ("fast", "python")
+AnyEncoding = Union[Encoding, WordPieceEncoding]  # the same fields: ids, type_ids, tokens, offsets, word_ids
 
 
 @dataclass
@@ -30,9 +41,10 @@ class TokenBatch:
 
 
 class SentenceTokenizer:
-    """Wraps a `tokenizers.Tokenizer`: truncation to `max_seq_length`, token counts, per-batch padding."""
+    """Wraps a `tokenizers.Tokenizer` (or a `WordPieceTokenizer`, which has the same methods):
+    truncation to `max_seq_length`, token counts, per-batch padding."""
 
-    def __init__(self, tokenizer: Tokenizer, max_seq_length: int, lowercase: bool = False):
+    def __init__(self, tokenizer: Tokenizer | WordPieceTokenizer, max_seq_length: int, lowercase: bool = False):
         self.tokenizer = tokenizer
         self.pad_id = tokenizer.padding["pad_id"] if tokenizer.padding else 0  # read before padding is switched off
         # tokenizer.json may carry its own fixed padding and truncation (128 in all-MiniLM-L6-v2); sentence-transformers overrides both.
@@ -45,26 +57,29 @@ class SentenceTokenizer:
         self.cls_id, self.sep_id = around[0], around[-1]  # BERT's template is [CLS] text [SEP]
 
     @classmethod
-    def from_file(cls, path: Path, max_seq_length: int, lowercase: bool = False) -> "SentenceTokenizer":
+    def from_file(cls, path: Path, max_seq_length: int, lowercase: bool = False, kind: TokenizerKind = "fast") -> "SentenceTokenizer":
+        """path: the checkpoint's tokenizer.json; kind "python" also reads vocab.txt beside it."""
+        if kind == "python":
+            return cls(WordPieceTokenizer.from_files(path, Path(path).parent / "vocab.txt"), max_seq_length, lowercase)
         return cls(Tokenizer.from_file(str(path)), max_seq_length, lowercase)
 
-    def encode(self, texts: list[str]) -> tuple[list[Encoding], list[int]]:
+    def encode(self, texts: list[str]) -> tuple[list[AnyEncoding], list[int]]:
         """Tokenize and truncate. Returns the encodings (special tokens added) and each text's untruncated length."""
         return self._truncate(self.split(texts))
 
-    def split(self, texts: list[str]) -> list[Encoding]:
+    def split(self, texts: list[str]) -> list[AnyEncoding]:
         """Untruncated word pieces without special tokens; offsets point into the original texts."""
         if self.lowercase:
             texts = [t.lower() for t in texts]
         return self.tokenizer.encode_batch(texts, add_special_tokens=False)
 
-    def encode_words(self, word_lists: list[list[str]]) -> tuple[list[Encoding], list[int]]:
+    def encode_words(self, word_lists: list[list[str]]) -> tuple[list[AnyEncoding], list[int]]:
         """`encode` for text already split into words (CoNLL); `Encoding.word_ids` index those words."""
         if self.lowercase:
             word_lists = [[w.lower() for w in words] for words in word_lists]
         return self._truncate(self.tokenizer.encode_batch(word_lists, is_pretokenized=True, add_special_tokens=False))
 
-    def _truncate(self, pieces: list[Encoding]) -> tuple[list[Encoding], list[int]]:
+    def _truncate(self, pieces: list[AnyEncoding]) -> tuple[list[AnyEncoding], list[int]]:
         """Keep the first max_seq_length - 2 word pieces, then add [CLS] and [SEP]."""
         n_tokens = [len(e.ids) + self.num_special for e in pieces]
         keep = self.max_seq_length - self.num_special
@@ -75,7 +90,7 @@ class SentenceTokenizer:
             encodings.append(self.tokenizer.post_process(e))
         return encodings, n_tokens
 
-    def pad(self, encodings: list[Encoding]) -> TokenBatch:
+    def pad(self, encodings: list[AnyEncoding]) -> TokenBatch:
         """Right-pad a list of encodings to the longest one: -> TokenBatch of (B, T) int64 tensors."""
         T = max(len(e.ids) for e in encodings)
         ids = np.full((len(encodings), T), self.pad_id, dtype=np.int64)
