@@ -85,15 +85,20 @@ class BertEmbeddings(nn.Module):
         return self.dropout(self.LayerNorm(x))
 
 
-def reference_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_mask: torch.Tensor) -> torch.Tensor:
-    """softmax(q k^T / sqrt(D) + mask) v, written out; the test oracle for the SDPA call below.
+def attention_weights(q: torch.Tensor, k: torch.Tensor, key_mask: torch.Tensor) -> torch.Tensor:
+    """softmax(q k^T / sqrt(D) + mask): how much each query token takes from each key token.
 
-    q, k, v: (B, H, T, D); key_mask: (B, 1, 1, T) bool, True where the key is a real token.
-    Returns (B, H, T, D).
+    q, k: (B, H, T, D); key_mask: (B, 1, 1, T) bool, True where the key is a real token.
+    Returns (B, H, T, T); each row sums to 1.
     """
     scores = q @ k.transpose(-2, -1) / math.sqrt(q.size(-1))  # (B, H, T, T)
     scores = scores.masked_fill(~key_mask, float("-inf"))  # padding keys get zero weight
-    return scores.softmax(dim=-1) @ v  # (B, H, T, D)
+    return scores.softmax(dim=-1)  # (B, H, T, T)
+
+
+def reference_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_mask: torch.Tensor) -> torch.Tensor:
+    """attention_weights(q, k) v, written out; the test oracle for the SDPA call below. Returns (B, H, T, D)."""
+    return attention_weights(q, k, key_mask) @ v  # (B, H, T, D)
 
 
 class BertSelfAttention(nn.Module):
@@ -107,19 +112,25 @@ class BertSelfAttention(nn.Module):
         self.value = nn.Linear(config.hidden_size, config.hidden_size)
         self.dropout_p = config.attention_probs_dropout_prob
 
+    def split_heads(self, projection: nn.Linear, x: torch.Tensor) -> torch.Tensor:
+        """Project, then split C into H heads of D: (B, T, C) -> (B, H, T, D)."""
+        B, T, C = x.size()
+        return projection(x).view(B, T, self.num_heads, C // self.num_heads).transpose(1, 2)  # (B, H, T, D)
+
     def forward(self, x: torch.Tensor, key_mask: torch.Tensor) -> torch.Tensor:
         """(B, T, C) and a (B, 1, 1, T) bool key mask -> (B, T, C) heads concatenated (not yet projected)."""
         B, T, C = x.size()
-        H, D = self.num_heads, C // self.num_heads
-        # 1) project, then split C into H heads of D
-        q = self.query(x).view(B, T, H, D).transpose(1, 2)  # (B, H, T, D)
-        k = self.key(x).view(B, T, H, D).transpose(1, 2)  # (B, H, T, D)
-        v = self.value(x).view(B, T, H, D).transpose(1, 2)  # (B, H, T, D)
+        # 1) project to queries, keys and values, H heads of D each
+        q, k, v = (self.split_heads(p, x) for p in (self.query, self.key, self.value))  # 3 x (B, H, T, D)
         # 2) attend: the fused kernel computes the same maths as reference_attention
         dropout_p = self.dropout_p if self.training else 0.0
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask, dropout_p=dropout_p)  # (B, H, T, D)
         # 3) concatenate the heads again
         return y.transpose(1, 2).reshape(B, T, C)  # (B, T, C)
+
+    def weights(self, x: torch.Tensor, key_mask: torch.Tensor) -> torch.Tensor:
+        """The attention weights that forward() applies, for looking at: (B, T, C) -> (B, H, T, T)."""
+        return attention_weights(self.split_heads(self.query, x), self.split_heads(self.key, x), key_mask)
 
 
 class BertOutput(nn.Module):

@@ -1,0 +1,219 @@
+"""python -m minilm.explain: one forward pass shown stage by stage, with the attention it pays.
+
+    python -m minilm.explain                                   # the three demo sentences
+    python -m minilm.explain "The dog ran across the grass."
+    python -m minilm.explain "A dog runs." "A puppy runs." "Stocks fell." --plot attention.png
+
+It prints the word pieces (ids and character offsets), the tensor shape after each stage
+(embeddings, each of the 6 layers, pooling, normalization) with its first values, the strongest
+attention links of each layer, and the cosine table. `--plot` draws every head's attention map
+(layers x heads) for the first sentence, beside the cosine similarities of all the sentences;
+it needs matplotlib (`pip install 'minilm[viz]'`).
+
+`trace()` runs the encoder's own modules one at a time; its vectors equal `SentenceEncoder.encode`
+(the tests check it), so the numbers shown are the model's. docs/walkthrough.md is built from it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .embed import DEMO_SENTENCES, _short, check_output_path, write_table
+from .pooling import l2_normalize, pool
+from .sentence_encoder import SentenceEncoder
+from .textio import InputError
+from .tokenization import TOKENIZER_KINDS, AnyEncoding
+from .weights import DEFAULT_CHECKPOINT, WeightsError
+
+EXIT_USER_ERROR = 2
+PLOT_INCHES, PLOT_DPI = (26, 13), 100  # the PNG is 2600 x 1300 pixels
+SPECIAL_TOKENS = ("[CLS]", "[SEP]")
+
+
+@dataclass
+class Stage:
+    name: str  # what this stage does
+    tensor: torch.Tensor  # its output for the whole batch
+
+
+@dataclass
+class Trace:
+    """Everything one forward pass computed, kept for showing."""
+
+    texts: list[str]
+    encodings: list[AnyEncoding]  # tokens, ids and offsets of each text, [CLS] and [SEP] included
+    stages: list[Stage]  # token ids, embeddings, layer 1..L, pooling, normalization
+    attention: list[torch.Tensor]  # per layer, (B, H, T, T): row = query token, column = key token
+
+    @property
+    def embeddings(self) -> np.ndarray:
+        """The sentence vectors: the last stage, (B, C)."""
+        return self.stages[-1].tensor.numpy()
+
+
+def trace(encoder: SentenceEncoder, texts: list[str]) -> Trace:
+    """Run `texts` through the encoder's modules one by one, keeping each stage and each layer's attention."""
+    encodings, _ = encoder.tokenizer.encode(texts)
+    batch = encoder.tokenizer.pad(encodings)  # one padded batch: (B, T) ids, mask, types
+    model = encoder.model
+    B, T = batch.input_ids.shape
+    key_mask = batch.attention_mask.bool().view(B, 1, 1, T)  # as BertEncoder.forward builds it
+    stages = [Stage("token ids ([CLS] ... [SEP], padded to the longest)", batch.input_ids)]
+    attention = []
+    with torch.inference_mode():
+        x = model.embeddings(batch.input_ids, batch.token_type_ids)  # (B, T, C)
+        stages.append(Stage("embeddings: word + position + token type, then LayerNorm", x))
+        for i, layer in enumerate(model.encoder.layer, start=1):
+            attention.append(layer.attention.self.weights(x, key_mask))  # (B, H, T, T)
+            x = layer(x, key_mask)  # (B, T, C)
+            stages.append(Stage(f"layer {i}: self-attention, then feed-forward", x))
+        pooled = pool(x, batch.attention_mask, encoder.config.pooling)  # (B, C)
+        stages.append(Stage(f"{encoder.config.pooling} pooling over the real tokens", pooled))
+        if encoder.config.normalize:
+            stages.append(Stage("L2 normalization to unit length", l2_normalize(pooled)))
+    return Trace(texts, encodings, stages, attention)
+
+
+def strongest_links(trace: Trace, layer: int, sentence: int = 0, top: int = 3) -> tuple[float, list[tuple[str, str, float]]]:
+    """One layer's attention for one sentence, averaged over the heads.
+
+    Returns the share of attention that goes to [CLS] and [SEP] (BERT parks much of it there), and the
+    `top` strongest links between two different word pieces: ("query(position)", "key(position)", weight).
+    """
+    tokens = trace.encodings[sentence].tokens
+    n = len(tokens)
+    weights = trace.attention[layer][sentence].mean(dim=0)[:n, :n]  # (T, T) over real tokens only
+    special = torch.tensor([t in SPECIAL_TOKENS for t in tokens])
+    to_special = weights[:, special].sum(dim=1).mean().item()
+    words = weights.masked_fill(special[None, :] | special[:, None] | torch.eye(n, dtype=torch.bool), -1.0)
+    order = words.flatten().argsort(descending=True)[:top].tolist()
+    links = [(f"{tokens[i // n]}({i // n})", f"{tokens[i % n]}({i % n})", words[i // n, i % n].item()) for i in order if words[i // n, i % n] >= 0]
+    return to_special, links
+
+
+def first_values(tensor: torch.Tensor, count: int = 4) -> str:
+    """The first `count` numbers of the first sentence (its [CLS] token for (B, T, C) tensors)."""
+    values = tensor[0, 0, :count] if tensor.dim() == 3 else tensor[0, :count]
+    return " ".join(f"{v:+.4f}" if tensor.is_floating_point() else str(int(v)) for v in values.tolist())
+
+
+def write_report(out, trace: Trace, top: int) -> None:
+    for s, (text, encoding) in enumerate(zip(trace.texts, trace.encodings)):
+        out.write(f"sentence {s + 1}: {text!r}\n")
+        out.write(f"  {'#':>3}  {'token':<14} {'id':>6}  offsets   text\n")
+        for i, (token, id, (start, end)) in enumerate(zip(encoding.tokens, encoding.ids, encoding.offsets)):
+            out.write(f"  {i:>3}  {token:<14} {id:>6}  {f'({start}, {end})':<9} {text[start:end]!r}\n" if end else f"  {i:>3}  {token:<14} {id:>6}  (0, 0)    special\n")
+    out.write("\nstages (shape for the whole batch; first values of sentence 1, its [CLS] token while there are tokens):\n")
+    width = max(len(stage.name) for stage in trace.stages)
+    for stage in trace.stages:
+        out.write(f"  {stage.name:<{width}}  {str(tuple(stage.tensor.shape)):<13}  {first_values(stage.tensor)}\n")
+    for s, encoding in enumerate(trace.encodings):
+        out.write(f"\nstrongest attention links, sentence {s + 1} (mean over heads; query -> key, weight):\n")
+        for layer in range(len(trace.attention)):
+            to_special, links = strongest_links(trace, layer, s, top)
+            shown = ", ".join(f"{q} -> {k} {w:.2f}" for q, k, w in links) or "(no two word pieces)"
+            out.write(f"  layer {layer + 1}: {to_special:4.0%} to [CLS]/[SEP]; {shown}\n")
+    out.write("\n")
+    write_table(out, trace.texts, trace.embeddings)
+
+
+def plot(trace: Trace, path: Path) -> None:
+    """Every head's attention map for sentence 1 (a layers x heads grid), beside the cosine table of all
+    sentences; written to `path` atomically."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")  # files only, no window
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise InputError("--plot needs matplotlib, which is not installed: pip install 'minilm[viz]' (or pip install matplotlib)") from None
+    tokens = trace.encodings[0].tokens
+    n, L, H = len(tokens), len(trace.attention), trace.attention[0].shape[1]
+    fig = plt.figure(figsize=PLOT_INCHES, dpi=PLOT_DPI)
+    fig.suptitle(f"Attention of every head for {_short(trace.texts[0], 90)!r} (row: query token, column: key token)", fontsize=14)
+    left, right = fig.add_gridspec(1, 2, width_ratios=[H, 4], wspace=0.12, left=0.05, right=0.98, top=0.92, bottom=0.1)
+    grid = left.subgridspec(L, H, wspace=0.06, hspace=0.1)
+    labels_size = max(4, min(8, 120 // n))
+    for layer in range(L):
+        for head in range(H):
+            ax = fig.add_subplot(grid[layer, head])
+            image = ax.imshow(trace.attention[layer][0, head, :n, :n].numpy(), vmin=0, vmax=1, cmap="viridis")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if layer == 0:
+                ax.set_title(f"head {head + 1}", fontsize=10)
+            if head == 0:
+                ax.set_yticks(range(n), tokens, fontsize=labels_size)
+                ax.set_ylabel(f"layer {layer + 1}", fontsize=10)
+            if layer == L - 1:
+                ax.set_xticks(range(n), tokens, fontsize=labels_size, rotation=90)
+    scale = fig.colorbar(image, cax=fig.add_axes((0.77, 0.1, 0.2, 0.015)), orientation="horizontal")
+    scale.set_label("attention weight (each row sums to 1)", fontsize=9)
+    ax = fig.add_subplot(right)
+    unit = trace.embeddings / np.linalg.norm(trace.embeddings, axis=1, keepdims=True)
+    sims = unit @ unit.T  # (N, N)
+    ax.imshow(sims, vmin=-1, vmax=1, cmap="RdBu_r")
+    numbers = [str(i + 1) for i in range(len(trace.texts))]
+    ax.set_xticks(range(len(numbers)), numbers)
+    ax.set_yticks(range(len(numbers)), numbers)
+    for (i, j), value in np.ndenumerate(sims):
+        ax.text(j, i, f"{value:.3f}", ha="center", va="center", fontsize=10, color="white" if abs(value) > 0.6 else "black")
+    ax.set_title("cosine similarity of the sentence vectors", fontsize=12)
+    key = "\n".join(f"{i + 1}: {_short(text, 45)}" for i, text in enumerate(trace.texts[:12]))
+    ax.set_xlabel(key, fontsize=9, loc="left")
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent)
+    os.close(fd)
+    try:
+        fig.savefig(tmp, dpi=PLOT_DPI)  # no bbox_inches="tight": the size stays PLOT_INCHES * PLOT_DPI
+        os.replace(tmp, path)
+    finally:
+        plt.close(fig)
+        Path(tmp).unlink(missing_ok=True)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m minilm.explain",
+        description="Show one forward pass of the encoder stage by stage: word pieces, shapes, attention, cosines.",
+        epilog="With no sentences, explains the three demo sentences.",
+    )
+    parser.add_argument("texts", nargs="*", help="sentences to explain (default: the demo sentences)")
+    parser.add_argument("--top", type=int, default=3, metavar="N", help="attention links to show per layer (default: 3)")
+    parser.add_argument("--plot", metavar="FILE.png", help="also draw every head's attention and the cosine table (needs matplotlib)")
+    parser.add_argument("--force", action="store_true", help="overwrite an existing --plot file")
+    parser.add_argument("--model", "-m", default=None, help=f"checkpoint name or folder (default: {DEFAULT_CHECKPOINT})")
+    parser.add_argument("--tokenizer", choices=TOKENIZER_KINDS, default="fast", help="fast (default) or python (minilm.wordpiece)")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        texts = args.texts or DEMO_SENTENCES
+        if args.top < 0:
+            raise InputError(f"--top {args.top}: give 0 or more links per layer")
+        output = check_output_path(args.plot, args.force)
+        if output is not None and output.suffix.lower() != ".png":
+            raise InputError(f"--plot {output}: the picture is a PNG; give a file name ending in .png")
+        encoder = SentenceEncoder.from_pretrained(args.model, tokenizer=args.tokenizer)
+        result = trace(encoder, texts)
+        write_report(sys.stdout, result, args.top)
+        if output is not None:
+            plot(result, output)
+            print(f"attention picture written to {output}", file=sys.stderr)
+    except (InputError, WeightsError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
