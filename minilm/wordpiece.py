@@ -91,11 +91,20 @@ def _code_points(ranges: str) -> set[int]:
 
 _OLD_CATEGORY = {cp: cat for cat, ranges in UNICODE_DIFFERENCES["category"].items() for cp in _code_points(ranges)}
 _NO_NFD = _code_points(UNICODE_DIFFERENCES["no_nfd"])
-_LOWERCASE = {
-    chr(cp): chr(int(target, 16) + cp - int(ranges.partition("-")[0], 16))
-    for ranges, target in (part.split(":") for part in UNICODE_DIFFERENCES["lowercase"].split())
-    for cp in sorted(_code_points(ranges))
-}
+
+
+def _lowercase_table(spec: str) -> dict[str, str]:
+    """'10d50-10d65:10d70' -> {U+10D50: U+10D70, U+10D51: U+10D71, ..., U+10D65: U+10D85}."""
+    table = {}
+    for part in spec.split():
+        ranges, target = part.split(":")
+        first = int(ranges.partition("-")[0], 16)
+        for cp in _code_points(ranges):
+            table[chr(cp)] = chr(int(target, 16) + cp - first)
+    return table
+
+
+_LOWERCASE = _lowercase_table(UNICODE_DIFFERENCES["lowercase"])
 
 
 def category(c: str) -> str:
