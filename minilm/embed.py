@@ -101,7 +101,8 @@ def gather_texts(args: argparse.Namespace, default: list[str] | None = DEMO_SENT
 # --------------------------------------------------------------------------- writing output
 
 
-def _short(text: str, width: int = 48) -> str:
+def shorten(text: str, width: int = 48) -> str:
+    """One line of at most `width` characters, for tables and titles."""
     text = " ".join(text.split())
     return text if len(text) <= width else text[: width - 1] + "…"
 
@@ -115,10 +116,10 @@ def write_table(out: TextIO, texts: list[str], embeddings: np.ndarray) -> None:
     unit = embeddings / np.maximum(np.linalg.norm(embeddings, axis=1, keepdims=True), 1e-12)
     sims = unit @ unit.T  # (N, N)
     pairs = sorted(itertools.combinations(range(len(texts)), 2), key=lambda p: -sims[p])
-    width = max(len(_short(texts[i])) for i, _ in pairs)
+    width = max(len(shorten(texts[i])) for i, _ in pairs)
     out.write(f"{'cosine_sim':>10}  {'sentence_1':<{width}}  sentence_2\n")
     for i, j in pairs:
-        out.write(f"{sims[i, j]:>10.6f}  {_short(texts[i]):<{width}}  {_short(texts[j])}\n")
+        out.write(f"{sims[i, j]:>10.6f}  {shorten(texts[i]):<{width}}  {shorten(texts[j])}\n")
 
 
 def write_jsonl(out: TextIO, texts: list[str], result: EncodeResult) -> None:

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .embed import DEMO_SENTENCES, _short, check_output_path, write_table
+from .embed import DEMO_SENTENCES, shorten, check_output_path, write_table
 from .pooling import l2_normalize, pool
 from .sentence_encoder import SentenceEncoder
 from .textio import InputError
@@ -138,7 +138,7 @@ def plot(trace: Trace, path: Path) -> None:
     tokens = trace.encodings[0].tokens
     n, L, H = len(tokens), len(trace.attention), trace.attention[0].shape[1]
     fig = plt.figure(figsize=PLOT_INCHES, dpi=PLOT_DPI)
-    fig.suptitle(f"Attention of every head for {_short(trace.texts[0], 90)!r} (row: query token, column: key token)", fontsize=14)
+    fig.suptitle(f"Attention of every head for {shorten(trace.texts[0], 90)!r} (row: query token, column: key token)", fontsize=14)
     left, right = fig.add_gridspec(1, 2, width_ratios=[H, 4], wspace=0.12, left=0.05, right=0.98, top=0.92, bottom=0.1)
     grid = left.subgridspec(L, H, wspace=0.06, hspace=0.1)
     labels_size = max(4, min(8, 120 // n))
@@ -167,7 +167,7 @@ def plot(trace: Trace, path: Path) -> None:
     for (i, j), value in np.ndenumerate(sims):
         ax.text(j, i, f"{value:.3f}", ha="center", va="center", fontsize=10, color="white" if abs(value) > 0.6 else "black")
     ax.set_title("cosine similarity of the sentence vectors", fontsize=12)
-    key = "\n".join(f"{i + 1}: {_short(text, 45)}" for i, text in enumerate(trace.texts[:12]))
+    key = "\n".join(f"{i + 1}: {shorten(text, 45)}" for i, text in enumerate(trace.texts[:12]))
     ax.set_xlabel(key, fontsize=9, loc="left")
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent)
     os.close(fd)
