@@ -2,10 +2,14 @@
 
     .venv/bin/python benchmarks/tokenizer_speed.py
 
-Both tokenize the same real sentences (STS-B test, SST-2 train, TREC train) through
-`SentenceTokenizer.encode`, the path `SentenceEncoder.encode` takes, on one thread each
-(TOKENIZERS_PARALLELISM=false), best of 3. It also times the encoder on the same texts, so the
-tokenizer's share of a whole `encode` call can be seen. Prints texts/s and the ratios.
+Both tokenize the same real sentences (STS-B test, SST-2 train, TREC train), one thread each
+(TOKENIZERS_PARALLELISM=false), best of 3:
+- through `SentenceTokenizer.encode`, the path `SentenceEncoder.encode` takes (truncation and
+  [CLS]/[SEP] are added in Python there, for both);
+- bare, `Tokenizer.encode_batch` against `WordPieceTokenizer.encode`;
+- bare, on the module docstrings of the standard library: long, multi-line text, which takes the
+  Python tokenizer's general path (the sentences are printable ASCII, which has a shortcut).
+It also times the encoder on the sentences, so the tokenizer's share of `encode` can be seen.
 """
 
 from __future__ import annotations
@@ -20,6 +24,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from corpora import DATA_DIR, read_stsb_test, require  # noqa: E402
 
 from minilm import SentenceEncoder  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from test_wordpiece import stdlib_module_docstrings  # noqa: E402
 
 
 def sentences() -> list[str]:
@@ -48,10 +55,16 @@ def main() -> None:
     fast_s = best_of(3, lambda: fast.tokenizer.encode(texts))
     python_s = best_of(3, lambda: python.tokenizer.encode(texts))
     sample = texts[:2000]
-    encode_s = best_of(1, lambda: fast.encode(sample)) * len(texts) / len(sample)
+    encode_s = best_of(1, lambda: fast.encode(sample, show_progress_bar=False)) * len(texts) / len(sample)
     print(f"{len(texts)} sentences (STS-B test, SST-2 train, TREC train); {os.cpu_count()} cores")
-    print(f"tokenizers (Rust), 1 thread : {len(texts) / fast_s:10.0f} texts/s")
+    print(f"tokenizers (Rust), 1 thread : {len(texts) / fast_s:10.0f} texts/s   through SentenceTokenizer.encode")
     print(f"minilm.wordpiece (Python)   : {len(texts) / python_s:10.0f} texts/s   {python_s / fast_s:.1f}x slower")
+    rust, plain = fast.tokenizer.tokenizer, python.tokenizer.tokenizer  # the bare tokenizers
+    for name, corpus in (("sentences", texts), ("stdlib docstrings", stdlib_module_docstrings())):
+        rust_s = best_of(3, lambda: rust.encode_batch(corpus))
+        plain_s = best_of(3, lambda: [plain.encode(t) for t in corpus])
+        chars = sum(map(len, corpus)) / 1e6
+        print(f"bare, {name:<17}: Rust {chars / rust_s:6.2f} M chars/s, Python {chars / plain_s:5.2f} M chars/s: {plain_s / rust_s:.1f}x slower")
     added = (python_s - fast_s) / encode_s
     print(f"encode() with the Rust one  : {len(texts) / encode_s:10.0f} texts/s   (the Python tokenizer would add {added:.0%} to its time)")
 
