@@ -275,11 +275,10 @@ def embed_with_ray(args: argparse.Namespace) -> int:
         raise InputError("--engine ray reads a file: give it with --input FILE (a local path or s3://...)")
     if not args.output:
         raise InputError("--engine ray needs --output DIR/ for its Parquet files")
-    if args.format is not None or args.precision != "float32" or args.skip_bad_lines or args.tokenizer != "fast":
-        raise InputError(
-            "--engine ray writes float32 Parquet files with the fast tokenizer and stops at a bad record; "
-            "drop --format, --precision, --skip-bad-lines and --tokenizer"
-        )
+    if args.format is not None or args.precision != "float32" or args.skip_bad_lines:
+        raise InputError("--engine ray writes float32 Parquet files and stops at a bad record; drop --format, --precision and --skip-bad-lines")
+    if args.tokenizer != "fast":
+        raise InputError("--engine ray's actors use the fast tokenizer; drop --tokenizer python")
     gpus = 1 if args.device.startswith("cuda") else 0
     rows = embed_files(
         args.input, args.output, address=args.ray_address, text_field=args.text_field, id_field=args.id_field, model=args.model,

@@ -160,3 +160,5 @@ def test_cli_engine_ray_joins_a_cluster_and_writes_parquet(tmp_path: Path, check
     assert refused.returncode == 2 and refused.stderr.decode().splitlines() == [
         "error: --engine ray writes float32 Parquet files and stops at a bad record; drop --format, --precision and --skip-bad-lines"
     ]
+    refused = run_module("minilm.embed", *args, "--tokenizer", "python")
+    assert refused.returncode == 2 and refused.stderr.decode().splitlines() == ["error: --engine ray's actors use the fast tokenizer; drop --tokenizer python"]
