@@ -40,6 +40,7 @@ from __future__ import annotations
 import json
 import re
 import unicodedata
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -286,37 +287,34 @@ class WordPieceTokenizer:
 
     # ------------------------------------------------------------------ all stages
 
-    def _add_text(self, encoding: WordPieceEncoding, text: str, word: int, shift: int = 0, one_word: bool = False) -> int:
-        """Tokenize `text` (no added tokens in it) into `encoding`; offsets are shifted by `shift`.
-        Words are numbered from `word` on (all of them `word` when one_word). Returns the next word number."""
+    def words(self, text: str) -> Iterator[list[tuple[str, tuple[int, int]]]]:
+        """Stages 0-3: each word of `text` as its (piece, (start, end)) list, offsets into `text`.
+        An added token is a word of its own; between them, words come from the pre-tokenizer."""
+        position = 0
+        for match in self.added_pattern.finditer(text) if self.added_pattern else []:
+            yield from self._plain_words(text[position : match.start()], position)
+            yield [(match.group(), match.span())]
+            position = match.end()
+        yield from self._plain_words(text[position:], position)
+
+    def _plain_words(self, text: str, shift: int) -> Iterator[list[tuple[str, tuple[int, int]]]]:
+        """Stages 1-3 on text without added tokens; offsets are shifted by `shift`."""
         normalized, origins = self.normalize(text)
         for start, end in self.pre_tokenize(normalized):
-            for piece, a, b in self.wordpiece(normalized[start:end]):
-                span = (shift + origins[start + a], shift + origins[start + b - 1] + 1)
-                encoding.add(piece, self.vocab[piece], span, word)
-            word += 0 if one_word else 1
-        return word
-
-    def _encode_pieces(self, text: str, encoding: WordPieceEncoding, word: int, one_word: bool) -> int:
-        """Stage 0, then stages 1-3 on the text between added tokens."""
-        position = 0
-        matches = self.added_pattern.finditer(text) if self.added_pattern else []
-        for match in matches:
-            word = self._add_text(encoding, text[position : match.start()], word, position, one_word)
-            encoding.add(match.group(), self.vocab[match.group()], match.span(), word)
-            word += 0 if one_word else 1
-            position = match.end()
-        return self._add_text(encoding, text[position:], word, position, one_word)
+            pieces = self.wordpiece(normalized[start:end])
+            yield [(piece, (shift + origins[start + a], shift + origins[start + b - 1] + 1)) for piece, a, b in pieces]
 
     def encode(self, text: str | list[str], is_pretokenized: bool = False, add_special_tokens: bool = True) -> WordPieceEncoding:
         """Tokenize one text, or one list of words when is_pretokenized (offsets then count from the
         start of each word, and word_ids index the list). Truncates when enable_truncation() was called."""
-        encoding = WordPieceEncoding()
-        if is_pretokenized:
-            for word, w in enumerate(text):
-                self._encode_pieces(w, encoding, word, one_word=True)
+        if is_pretokenized:  # word i of the list may still split into several words; all of them are word i
+            numbered = ((i, word) for i, given in enumerate(text) for word in self.words(given))
         else:
-            self._encode_pieces(text, encoding, 0, one_word=False)
+            numbered = enumerate(self.words(text))
+        encoding = WordPieceEncoding()
+        for i, word in numbered:
+            for piece, span in word:
+                encoding.add(piece, self.vocab[piece], span, i)
         return self.post_process(encoding, add_special_tokens=add_special_tokens)
 
     def encode_batch(self, texts: list, is_pretokenized: bool = False, add_special_tokens: bool = True) -> list[WordPieceEncoding]:
