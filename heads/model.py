@@ -169,9 +169,17 @@ def read_model_config(folder: Path) -> dict:
     if not path.is_file():
         raise WeightsError(f"{path} is missing; --model must be a folder written by python -m heads.train")
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise WeightsError(f"{path} is not valid JSON ({e}); retrain or restore the model folder") from None
+    if not isinstance(config, dict) or not isinstance(config.get("tasks"), list) or not isinstance(config.get("backbone"), dict):
+        if (folder / "model.safetensors").is_file() and not (folder / HEADS_FILE).is_file():
+            raise WeightsError(
+                f"{folder} is an encoder checkpoint, not a heads folder; --model takes a folder written by python -m heads.train "
+                "(heads.safetensors and a config.json with its tasks), or leave it out for the shipped heads"
+            )
+        raise WeightsError(f"{path} lists no tasks and backbone, so it was not written by python -m heads.train; retrain or restore the model folder")
+    return config
 
 
 def load_model(folder: Path, encoder: BertEncoder, stock_sha256: str, extra_tasks: Sequence[TaskSpec] = (), seed: int = 0) -> tuple[MultiTaskModel, dict]:

@@ -130,9 +130,15 @@ def window_owners(windows: Sequence[tuple[int, int]]) -> list[int]:
     Ties go to the longer window, then to the earlier one.
     """
     n = max((end for _, end in windows), default=0)
+    by_start = sorted(range(len(windows)), key=lambda w: windows[w][0])
     owners: list[int] = []
+    holding: list[int] = []  # the windows that hold `position`, in input order (a sweep, so linear in n)
+    added = 0
     for position in range(n):
-        holding = [w for w, (start, end) in enumerate(windows) if start <= position < end]
+        while added < len(by_start) and windows[by_start[added]][0] <= position:
+            holding.append(by_start[added])
+            added += 1
+        holding = sorted(w for w in holding if position < windows[w][1])
         if not holding:
             raise ValueError(f"token {position} is in no window")
         # max() keeps the first of equal scores: the earlier window wins a full tie.

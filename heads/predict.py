@@ -26,7 +26,8 @@ from pathlib import Path
 import torch
 
 from minilm import SentenceEncoder
-from minilm.embed import InputError, add_input_arguments, atomic_output, check_output_path, gather_texts, positive_int
+from minilm.cli import run
+from minilm.embed import add_input_arguments, atomic_output, check_output_path, gather_texts, positive_int
 from minilm.tokenization import SentenceTokenizer
 from minilm.weights import WeightsError, sha256_of
 
@@ -122,22 +123,22 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def predict(args: argparse.Namespace) -> int:
+    texts = gather_texts(args, default=None)
+    output = check_output_path(args.output, args.force)
+    records = MultiTaskPredictor.from_folder(args.model, args.device).predict(texts, args.batch_size)
+    lines = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
+    if output:
+        with atomic_output(output, binary=False) as f:
+            f.write(lines)
+    else:
+        sys.stdout.write(lines)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    try:
-        texts = gather_texts(args, default=None)
-        output = check_output_path(args.output, args.force)
-        records = MultiTaskPredictor.from_folder(args.model, args.device).predict(texts, args.batch_size)
-        lines = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
-        if output:
-            with atomic_output(output, binary=False) as f:
-                f.write(lines)
-        else:
-            sys.stdout.write(lines)
-    except (InputError, WeightsError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
+    return run(lambda: predict(args))
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ import random
 import resource
 import shlex
 import sys
+import tempfile
 import time
 from contextlib import nullcontext
 from dataclasses import replace
@@ -35,6 +36,7 @@ import torch
 from tqdm.auto import tqdm
 
 from minilm import SentenceEncoder
+from minilm.cli import USER_ERRORS, run
 from minilm.embed import positive_int
 from minilm.weights import WeightsError, sha256_of
 
@@ -150,6 +152,8 @@ def parse_assignments(items: list[str], option: str, cast) -> dict[str, float]:
             out[name] = cast(value)
         except ValueError:
             raise ValueError(f"{option} {item!r}: {value!r} is not a number") from None
+        if option == "--limit" and out[name] < 1:
+            raise ValueError(f"{option} {item!r}: train on at least 1 example (leave the task out of --tasks to train none)")
     return out
 
 
@@ -190,6 +194,8 @@ def train(args: argparse.Namespace) -> dict:
     for name in model.tasks:
         if name in train_tasks:
             examples = read_split(name, "train", data_dir)
+            if not examples:
+                raise ValueError(f"no {name} training examples in {data_dir}; check --data-dir")
             if name in limits:
                 examples = random.Random(args.seed).sample(examples, min(int(limits[name]), len(examples)))
             train_sets[name] = encode_examples(TASKS[name], examples, tokenizer)
@@ -327,18 +333,29 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+def check_output_folder(output: Path, force: bool) -> None:
+    """Refuse, before any training, an --output that could not take the model at the end."""
+    if output.exists() and not output.is_dir():
+        raise ValueError(f"--output {output} is a file; give a folder for the model")
+    if (output / "config.json").exists() and not force:
+        raise ValueError(f"{output} already holds a model; pass --force to overwrite it")
+    existing = next(p for p in [output, *output.parents] if p.exists())  # where the folder will be made
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as e:
+        raise ValueError(f"--output {output}: cannot write in {existing} ({e.strerror or e}); choose a writable folder") from None
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    output = Path(args.output)
-    try:
-        if (output / "config.json").exists() and not args.force:
-            raise ValueError(f"{output} already holds a model; pass --force to overwrite it")
-        summary = train(args)
-    except (ValueError, WeightsError, DataFormatError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print(json.dumps(summary))
-    return 0
+
+    def work() -> int:
+        check_output_folder(Path(args.output), args.force)
+        print(json.dumps(train(args)))
+        return 0
+
+    return run(work, user_errors=(*USER_ERRORS, DataFormatError, FileNotFoundError))
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """Embed a corpus file into a shard directory: streaming, in input order, resumable after a crash.
 
     python -m minilm.embed --input corpus.txt --output vectors/      # a folder: this module's job
+    python -m minilm.embed --verify vectors/                         # check a folder without embedding
 
 The input is read in windows of `shard_rows` texts, so memory does not grow with the corpus. Each
 window is embedded (sorted by length inside it, as `SentenceEncoder.encode` always does; the
@@ -8,8 +9,14 @@ rows come back in input order) and written as one shard:
 
     vectors/part-00000.npy        (rows, dim) float32, or the stored form of --precision (minilm.quantize)
     vectors/part-00000.ids.json   the ids of those rows, in order (line numbers, or --id-field)
-    vectors/manifest.json         model sha256, dim, precision, normalization, input size and hash, settings,
-                                  int8 ranges, the shards written so far with their row counts, skipped lines
+    vectors/manifest.json         the run identity (below), int8 ranges, skipped lines, and every finished
+                                  shard with its row count, byte size and sha256, and its ids file's sha256
+    vectors/.minilm.lock          held (flock) by the run that writes the folder
+
+The run identity is everything that shapes the rows: the sha256 of every checkpoint file
+(weights, config.json, tokenizer and pooling files), the dimension, precision, normalization,
+the input's path, size and full sha256, and the settings. A rerun continues only an identical
+run; anything else is refused unless --force starts over.
 
 The input is any format of `minilm.textio.read_records` (.txt, .jsonl, .csv, .tsv, .parquet). A
 bad record (invalid JSON, a missing field, a byte that is not UTF-8, an empty line) stops the run
@@ -17,21 +24,34 @@ with its file:line, or with `skip_bad_lines` is skipped, counted in the manifest
 int8 and uint8 ranges are calibrated on the first shard's embeddings and kept in the manifest,
 so every shard, and a resumed run, uses the same ones.
 
-Every file is written atomically (temporary file, then rename), and the manifest last: a shard
-counts only once the manifest lists it. Rerunning the same command skips the listed rows and
-carries on; a different model, input or setting is refused unless --force starts over. Ctrl-C
-stops after the current shard.
+What makes it safe:
+  * One run at a time: the folder's lock file is held for the whole run, and a second run stops at
+    once naming the first. The kernel drops the lock when its process dies, so a killed run's lock
+    is simply taken over.
+  * Every file is written atomically (temporary file, then rename), and the manifest last: a shard
+    counts only once the manifest lists it. The manifest is first written before the first shard,
+    so a run killed at any point leaves a folder its rerun recognizes; stale temporary files are
+    removed when the next run takes the lock.
+  * A rerun (and `load_shards`, and `--verify`) checks every listed shard's size and sha256 and
+    the ids file's sha256: a damaged or missing shard is named, and a rerun embeds it again, and
+    only it, before it carries on.
+  * Ctrl-C or SIGTERM stops after the current shard; the rerun continues from there.
 """
 
 from __future__ import annotations
 
 import ctypes
 import hashlib
+import io
 import json
+import os
 import signal
+import socket
 import sys
 import threading
+import time
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,13 +61,21 @@ from tqdm.auto import tqdm
 
 from .quantize import PRECISIONS, STORED_DTYPE, Precision, calibration_ranges, dequantize, quantize
 from .sentence_encoder import PROGRESS_BAR_MIN_TEXTS, SentenceEncoder
-from .textio import BadRecord, InputError, Record, atomic_output, count_records, read_records, require_input_file
-from .weights import sha256_of
+from .textio import RECORD_SUFFIXES, BadRecord, InputError, Record, atomic_output, count_records, read_records, require_input_file
+from .weights import checkpoint_fingerprint
+
+try:
+    import fcntl
+except ImportError:  # Windows: no flock, so no run lock
+    fcntl = None
 
 MANIFEST = "manifest.json"
-FORMAT = "minilm-shards/1"
+LOCK_FILE = ".minilm.lock"
+FORMAT = "minilm-shards/2"
 SKIPPED_EXAMPLES = 10  # bad lines quoted in the manifest (all of them are counted)
 WARNED_SKIPS = 5  # bad lines also printed as they are skipped
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)  # both stop the run after the current shard
+TEMPORARY_FILES = (".part-*.tmp", f".{MANIFEST}.*.tmp")  # what atomic_output leaves when a run is killed mid-write
 
 
 @dataclass
@@ -62,50 +90,66 @@ class CorpusSettings:
     skip_bad_lines: bool = False  # False: a bad record stops the run at its file:line
 
 
-class SkippedLines:
-    """Bad records passed over with skip_bad_lines: all counted, the first few quoted and printed."""
+class DamagedShards(InputError):
+    """Listed shards that are missing or differ from what the manifest recorded; the message names each one."""
 
-    def __init__(self) -> None:
+
+class Examples:
+    """Things counted over a run (skipped lines, repeated ids): all counted, the first few quoted and printed."""
+
+    def __init__(self, what: str) -> None:
+        self.what = what
         self.count = 0
         self.examples: list[str] = []
 
     def summary(self) -> dict[str, Any]:
         return {"count": self.count, "examples": self.examples}
 
-    def add(self, bad: BadRecord) -> None:
+    def add(self, example: str) -> None:
         self.count += 1
         if len(self.examples) < SKIPPED_EXAMPLES:
-            self.examples.append(str(bad))
+            self.examples.append(example)
         if self.count <= WARNED_SKIPS:
-            tqdm.write(f"warning: skipped {bad}", file=sys.stderr)
+            tqdm.write(f"warning: {self.what} {example}", file=sys.stderr)
         elif self.count == WARNED_SKIPS + 1:
-            tqdm.write("warning: skipping more bad lines; the manifest counts them all", file=sys.stderr)
+            tqdm.write(f"warning: more {self.what} lines follow; the manifest counts them all", file=sys.stderr)
 
 
-def good_records(records: Iterable[Record | BadRecord], skip_bad_lines: bool, skipped: SkippedLines) -> Iterator[Record]:
+def good_records(records: Iterable[Record | BadRecord], skip_bad_lines: bool, skipped: Examples) -> Iterator[Record]:
     """The records to embed: a bad one stops with its file:line, or with skip_bad_lines is counted and passed over."""
     for record in records:
         if isinstance(record, BadRecord):
             if not skip_bad_lines:
                 raise InputError(f"{record}. To skip and count such lines instead, pass --skip-bad-lines")
-            skipped.add(record)
+            skipped.add(str(record))
             continue
         yield record
 
 
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
 def input_fingerprint(path: Path) -> dict[str, Any]:
-    """Size and sha256 of the first MiB: cheap, and enough to notice a different or edited input."""
-    with open(path, "rb") as f:
-        head = hashlib.sha256(f.read(1 << 20)).hexdigest()
-    return {"path": str(path.resolve()), "size": path.stat().st_size, "sha256_first_mib": head}
+    """Path, size and the sha256 of the whole file: any edit, anywhere in it, is a different input."""
+    digest = hashlib.sha256()
+    try:
+        with open(path, "rb") as f:
+            while block := f.read(1 << 22):
+                digest.update(block)
+    except OSError as e:
+        raise InputError(f"cannot read {path}: {e.strerror or e}") from None
+    return {"path": str(path.resolve()), "size": path.stat().st_size, "sha256": digest.hexdigest()}
 
 
 def run_identity(encoder: SentenceEncoder, path: Path, settings: CorpusSettings) -> dict[str, Any]:
     """Everything that must match for a rerun to continue an earlier run."""
     normalize = encoder.config.normalize if settings.normalize is None else settings.normalize
+    model_files = checkpoint_fingerprint(encoder.folder) if encoder.folder else None
     return {
         "format": FORMAT,
-        "model_sha256": sha256_of(encoder.folder / "model.safetensors") if encoder.folder else None,
+        "model_sha256": (model_files or {}).get("model.safetensors"),
+        "model_files": model_files,
         "dim": encoder.dim,
         "precision": settings.precision,
         "dtype": STORED_DTYPE[settings.precision],
@@ -115,7 +159,7 @@ def run_identity(encoder: SentenceEncoder, path: Path, settings: CorpusSettings)
         "max_seq_length": encoder.max_seq_length,
         "input": input_fingerprint(path),
         "shard_rows": settings.shard_rows,
-        "text_field": settings.text_field if path.suffix.lower() in (".jsonl", ".csv", ".tsv", ".parquet") else None,
+        "text_field": settings.text_field if path.suffix.lower() in RECORD_SUFFIXES else None,
         "id_field": settings.id_field,
         "skip_bad_lines": settings.skip_bad_lines,
     }
@@ -125,35 +169,122 @@ def shard_name(index: int) -> str:
     return f"part-{index:05d}"
 
 
+def _write_bytes(path: Path, data: bytes) -> None:
+    try:
+        with atomic_output(path, binary=True) as f:
+            f.write(data)
+    except OSError as e:
+        raise InputError(f"cannot write {path}: {e.strerror or e}; free some space (or fix the folder) and rerun the same command to continue") from None
+
+
 def _write_json(path: Path, data: Any) -> None:
-    with atomic_output(path, binary=False) as f:
-        json.dump(data, f, indent=1)
-        f.write("\n")
+    _write_bytes(path, (json.dumps(data, indent=1) + "\n").encode("utf-8"))
+
+
+def _reached(point: str) -> None:
+    """A named point in the write sequence. Does nothing; the fault-injection tests (tests/faults/) kill the process here."""
+
+
+# --------------------------------------------------------------------------- the folder: lock, manifest, shards
+
+
+def _is_shard_folder(out_dir: Path) -> bool:
+    """Whether a folder is empty or one of ours (a manifest, or at least our lock file from a run killed early)."""
+    return not any(out_dir.iterdir()) or (out_dir / MANIFEST).is_file() or (out_dir / LOCK_FILE).is_file()
+
+
+@contextmanager
+def run_lock(out_dir: Path) -> Iterator[None]:
+    """Hold `out_dir`'s lock file for the block; another holder is an InputError that names it.
+
+    flock is released by the kernel when the holding process dies, however it dies, so a lock file left
+    by a killed run is taken over here without any clean-up; the file itself stays.
+    """
+    path = out_dir / LOCK_FILE
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as e:
+        raise InputError(f"cannot write in {out_dir} ({e.strerror or e}); choose a writable --output folder") from None
+    try:
+        if fcntl is not None:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.pread(fd, 1000, 0).decode("utf-8", "replace").strip() or "another process"
+                raise InputError(f"{out_dir} is being written by another run ({holder}); wait for it to end, or stop it, before running again") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%Y-%m-%d %H:%M:%S')}\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _remove_stale_files(out_dir: Path, everything: bool) -> None:
+    """Temporary files of a killed run; with `everything` (--force) also the shards and the manifest."""
+    patterns = [*TEMPORARY_FILES, *(("part-*.npy", "part-*.ids.json", MANIFEST) if everything else ())]
+    for pattern in patterns:
+        for path in out_dir.glob(pattern):
+            path.unlink()
+
+
+def _read_manifest_file(path: Path) -> dict[str, Any]:
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise InputError(f"{path} cannot be read ({e}); pass --force to start over") from None
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("shards"), list):
+        raise InputError(f"{path} is not a minilm shard manifest (no list of shards); pass --force to start over")
+    return manifest
 
 
 def prepare_output(out_dir: Path, identity: dict[str, Any], force: bool) -> dict[str, Any] | None:
-    """The manifest of the same run written so far (None for a new run). Refuses what it must not touch."""
+    """The manifest of the same run written so far (None for a new run). Call with the lock held.
+
+    Refuses a folder that is not ours, and a different run unless `force` (which removes it).
+    """
     manifest_path = out_dir / MANIFEST
-    if out_dir.exists() and not out_dir.is_dir():
-        raise InputError(f"--output {out_dir} is a file; give a folder for the shards")
-    if manifest_path.is_file() and not force:
-        try:
-            manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as e:
-            raise InputError(f"{manifest_path} cannot be read ({e}); pass --force to start over") from None
-        differing = [key for key, value in identity.items() if manifest.get(key) != value]
-        if differing:
-            raise InputError(
-                f"{out_dir} holds a run with a different {', '.join(differing)}; rerun with the same settings to resume, or pass --force to start over"
-            )
-        return manifest
-    if out_dir.is_dir() and any(out_dir.iterdir()):
-        if not manifest_path.is_file():
-            raise InputError(f"{out_dir} exists and is not a minilm shard folder; choose an empty or new --output folder")
-        for old in [*out_dir.glob("part-*.npy"), *out_dir.glob("part-*.ids.json"), manifest_path]:
-            old.unlink()  # --force: start over
-    out_dir.mkdir(parents=True, exist_ok=True)
+    _remove_stale_files(out_dir, everything=force)
+    if not manifest_path.is_file():
+        return None
+    manifest = _read_manifest_file(manifest_path)
+    if manifest.get("format") != FORMAT:
+        raise InputError(f"{out_dir} holds shards of format {manifest.get('format')!r}, not {FORMAT}; pass --force to start over")
+    differing = [key for key, value in identity.items() if manifest.get(key) != value]
+    if differing:
+        raise InputError(
+            f"{out_dir} holds a run with a different {', '.join(differing)}; rerun with the same settings to resume, or pass --force to start over"
+        )
+    return manifest
+
+
+def shard_problem(out_dir: Path, shard: dict[str, Any]) -> str | None:
+    """What is wrong with one listed shard (missing, wrong size, sha256 mismatch, of its .npy or ids), or None."""
+    for name, size, digest in ((shard["file"], shard.get("bytes"), shard.get("sha256")), (shard["ids"], None, shard.get("ids_sha256"))):
+        path = out_dir / name
+        if not path.is_file():
+            return f"{name} is missing"
+        if size is not None and path.stat().st_size != size:
+            return f"{name} is {path.stat().st_size:,} bytes, expected {size:,} (truncated or rewritten)"
+        if digest is None or _file_sha256(path) != digest:
+            return f"{name}: sha256 differs from the manifest's (damaged or rewritten)"
     return None
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 22):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _encode_shard(stored: np.ndarray, ids: list[str]) -> tuple[bytes, bytes]:
+    buffer = io.BytesIO()
+    np.save(buffer, stored)
+    return buffer.getvalue(), (json.dumps(ids) + "\n").encode("utf-8")
+
+
+# --------------------------------------------------------------------------- the run
 
 
 def embed_corpus(
@@ -161,57 +292,105 @@ def embed_corpus(
 ) -> dict[str, Any]:
     """Embed `path` into shards under `out_dir`, resuming an earlier run of the same settings. Returns the manifest.
 
-    show_progress_bar: None shows one on stderr for inputs of 1,000 lines or more.
+    The manifest's "complete" is False when Ctrl-C or SIGTERM stopped the run; "stopped_by" (in the returned
+    dict only) then names the signal. show_progress_bar: None shows one on stderr for inputs of 1,000 lines or more.
     """
     require_input_file(path)
     if settings.precision not in PRECISIONS:
         raise InputError(f"unknown precision {settings.precision!r}; choose one of {', '.join(PRECISIONS)}")
+    if out_dir.exists() and not out_dir.is_dir():
+        raise InputError(f"--output {out_dir} is a file; give a folder for the shards")
+    if out_dir.is_dir() and not _is_shard_folder(out_dir):
+        raise InputError(f"{out_dir} exists and is not a minilm shard folder; choose an empty or new --output folder")
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise InputError(f"cannot create --output folder {out_dir} ({e.strerror or e}); choose another --output") from None
     identity = run_identity(encoder, path, settings)
-    earlier = prepare_output(out_dir, identity, force)
-    manifest = {**identity, "ranges": None, "shards": [], "rows": 0, **(earlier or {}), "complete": False}
-    done = manifest["rows"]
+    with run_lock(out_dir):
+        earlier = prepare_output(out_dir, identity, force)
+        manifest = {**identity, "ranges": None, "shards": [], "rows": 0, **(earlier or {}), "complete": False}
+        if earlier is None:
+            _reached("before-first-manifest")
+            _write_json(out_dir / MANIFEST, manifest)  # from here on the folder is a run its rerun recognizes
+        return _embed_windows(encoder, path, out_dir, settings, manifest, show_progress_bar)
 
-    interrupted = []
-    previous = signal.signal(signal.SIGINT, lambda *_: interrupted.append(True)) if _main_thread() else None
-    skipped = SkippedLines()
+
+def _embed_windows(
+    encoder: SentenceEncoder, path: Path, out_dir: Path, settings: CorpusSettings, manifest: dict[str, Any], show_progress_bar: bool | None
+) -> dict[str, Any]:
+    """Walk the input window by window: pass over the listed shards that are intact, embed the rest."""
+    shards = manifest["shards"]
+    damaged = set()
+    for i, shard in enumerate(shards):
+        if problem := shard_problem(out_dir, shard):
+            print(f"warning: {problem}; embedding that shard again", file=sys.stderr)
+            damaged.add(i)
+    stopped: list[int] = []
+    previous = {s: signal.signal(s, lambda number, _: stopped.append(number)) for s in STOP_SIGNALS} if _main_thread() else {}
+    skipped, repeated = Examples("skipped"), Examples("repeated id")
     records = good_records(read_records(path, settings.text_field, settings.id_field), settings.skip_bad_lines, skipped)
+    seen_ids: dict[str, int] | None = {} if settings.id_field else None  # id -> line, to warn about repeats
     try:
         total = count_records(path)
         show = total >= PROGRESS_BAR_MIN_TEXTS if show_progress_bar is None else show_progress_bar
         with tqdm(total=total, desc="Embedding", unit="text", disable=not show, file=sys.stderr) as bar:
-            for _ in range(done):  # resume: pass over what the manifest already holds
-                next(records)
-            bar.update(done + skipped.count)
-            tokens = 0
-            while not interrupted:
+            tokens, index = 0, 0
+            while not stopped:
                 window = [record for _, record in zip(range(settings.shard_rows), records)]
+                if seen_ids is not None:
+                    for r in window:
+                        if (first := seen_ids.setdefault(r.id, r.line)) != r.line:
+                            repeated.add(f"{r.id!r} at {path}:{r.line} (first at line {first})")
                 if not window:
                     manifest["complete"] = True
                     break
+                if index < len(shards) and index not in damaged:  # intact: keep it
+                    index += 1
+                    bar.update(len(window))
+                    continue
                 result = encoder.encode_detailed(
                     [r.text for r in window], settings.batch_size, settings.normalize, show_progress_bar=False, max_batch_tokens=settings.max_batch_tokens
                 )
                 if settings.precision in ("int8", "uint8") and manifest["ranges"] is None:
                     manifest["ranges"] = calibration_ranges(result.embeddings).tolist()  # the first shard calibrates
-                stored = quantize(result.embeddings, settings.precision, _ranges(manifest))
-                name = shard_name(len(manifest["shards"]))
-                with atomic_output(out_dir / f"{name}.npy", binary=True) as f:
-                    np.save(f, stored)
-                _write_json(out_dir / f"{name}.ids.json", [r.id for r in window])
-                manifest["shards"].append({"file": f"{name}.npy", "ids": f"{name}.ids.json", "rows": len(window)})
-                manifest["rows"] += len(window)
-                manifest["skipped"] = skipped.summary()
+                shard = _write_shard(out_dir, index, quantize(result.embeddings, settings.precision, _ranges(manifest)), window, result.n_tokens, encoder.max_seq_length)
+                shards[index : index + 1] = [shard]
+                manifest["rows"] = sum(s["rows"] for s in shards)
+                manifest["skipped"], manifest["repeated_ids"] = skipped.summary(), repeated.summary()
+                _reached("before-manifest")
                 _write_json(out_dir / MANIFEST, manifest)  # last: the shard counts from here on
+                index += 1
                 tokens += sum(min(n, encoder.max_seq_length) for n in result.n_tokens)
-                bar.update(manifest["rows"] + skipped.count - bar.n)
+                bar.update(len(window))
                 release_freed_memory()
                 bar.set_postfix(tokens_per_s=f"{tokens / max(bar.format_dict['elapsed'], 1e-9):,.0f}", skipped=skipped.count)
     finally:
-        if previous is not None:
-            signal.signal(signal.SIGINT, previous)
-    manifest["skipped"] = skipped.summary()
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    manifest["skipped"], manifest["repeated_ids"] = skipped.summary(), repeated.summary()
     _write_json(out_dir / MANIFEST, manifest)
-    return manifest
+    return {**manifest, "stopped_by": signal.Signals(stopped[0]).name if stopped else None}
+
+
+def _write_shard(out_dir: Path, index: int, stored: np.ndarray, window: list[Record], n_tokens: list[int], max_seq_length: int) -> dict[str, Any]:
+    """Write one shard's .npy and ids files atomically; returns its manifest entry (sizes, hashes, truncation)."""
+    name = shard_name(index)
+    vectors, ids = _encode_shard(stored, [r.id for r in window])
+    _write_bytes(out_dir / f"{name}.npy", vectors)
+    _reached("after-npy")
+    _write_bytes(out_dir / f"{name}.ids.json", ids)
+    _reached("after-ids")
+    return {
+        "file": f"{name}.npy",
+        "ids": f"{name}.ids.json",
+        "rows": len(window),
+        "bytes": len(vectors),
+        "sha256": sha256_bytes(vectors),
+        "ids_sha256": sha256_bytes(ids),
+        "truncated": sum(n > max_seq_length for n in n_tokens),
+        "longest": max(n_tokens),
+    }
 
 
 def _libc_malloc_trim():
@@ -248,27 +427,67 @@ def read_manifest(out_dir: str | Path) -> dict[str, Any]:
     path = Path(out_dir) / MANIFEST
     if not path.is_file():
         raise InputError(f"{out_dir} is not a minilm shard folder: it has no {MANIFEST}")
-    return json.loads(path.read_text(encoding="utf-8"))
+    return _read_manifest_file(path)
 
 
-def load_shards(out_dir: str | Path, dequantize_vectors: bool = True) -> tuple[list[str], np.ndarray]:
-    """(ids, embeddings) of a shard folder, in input order.
+def verify_shards(out_dir: str | Path) -> dict[str, Any]:
+    """Check every listed shard against the manifest (sizes, sha256 of the vectors and the ids). Returns the manifest.
+
+    Raises DamagedShards naming each shard that is missing or differs, and InputError for a folder
+    that is not a shard folder.
+    """
+    out_dir = Path(out_dir)
+    manifest = read_manifest(out_dir)
+    problems = [problem for shard in manifest["shards"] if (problem := shard_problem(out_dir, shard))]
+    if problems:
+        raise DamagedShards(f"{out_dir}: {'; '.join(problems)}; rerun the command that embedded it to embed those shards again")
+    return manifest
+
+
+def load_shards(out_dir: str | Path, dequantize_vectors: bool = True, allow_incomplete: bool = False) -> tuple[list[str], np.ndarray]:
+    """(ids, embeddings) of a shard folder, in input order, each shard checked against the manifest's sha256.
 
     float32 comes back as stored; float16, int8 and uint8 come back as (N, dim) float32
     (`minilm.quantize.dequantize`) unless dequantize_vectors=False. binary and ubinary always come
     back packed, (N, dim / 8) int8 or uint8: compare them with `minilm.quantize.hamming_distance`
     or `binary_similarity` (quantize the queries with `quantize(q, precision)` first).
+
+    A damaged or missing shard raises DamagedShards naming it; an unfinished run raises InputError
+    unless allow_incomplete=True (then the finished shards come back).
     """
-    manifest = read_manifest(out_dir)
     out_dir = Path(out_dir)
+    manifest = read_manifest(out_dir)
+    if not manifest.get("complete") and not allow_incomplete:
+        raise InputError(f"{out_dir} holds an unfinished run ({manifest.get('rows', 0)} rows so far); rerun the command that embedded it to finish it")
     ids: list[str] = []
     parts = []
+    problems = []
     for shard in manifest["shards"]:
-        ids += json.loads((out_dir / shard["ids"]).read_text(encoding="utf-8"))
-        parts.append(np.load(out_dir / shard["file"]))
+        vectors = (out_dir / shard["file"]).read_bytes() if (out_dir / shard["file"]).is_file() else None
+        if problem := _loaded_shard_problem(out_dir, shard, vectors):
+            problems.append(problem)
+            continue
+        parts.append(np.load(io.BytesIO(vectors)))
+        ids += json.loads((out_dir / shard["ids"]).read_bytes())
+    if problems:
+        raise DamagedShards(f"{out_dir}: {'; '.join(problems)}; rerun the command that embedded it to embed those shards again")
     precision = manifest.get("precision", "float32")
     width = -(-manifest["dim"] // 8) if precision in ("binary", "ubinary") else manifest["dim"]
     stored = np.concatenate(parts) if parts else np.zeros((0, width), dtype=STORED_DTYPE[precision])
+    if len(ids) != len(stored) or len(stored) != manifest["rows"]:
+        raise DamagedShards(f"{out_dir}: {len(stored)} vectors and {len(ids)} ids where the manifest lists {manifest['rows']} rows")
     if dequantize_vectors and precision not in ("float32", "binary", "ubinary"):
         return ids, dequantize(stored, precision, _ranges(manifest))
     return ids, stored
+
+
+def _loaded_shard_problem(out_dir: Path, shard: dict[str, Any], vectors: bytes | None) -> str | None:
+    """shard_problem for a shard whose .npy is already read (so it is hashed from memory, not read twice)."""
+    if vectors is None:
+        return f"{shard['file']} is missing"
+    if sha256_bytes(vectors) != shard.get("sha256"):
+        return f"{shard['file']}: sha256 differs from the manifest's (damaged or rewritten)"
+    ids = out_dir / shard["ids"]
+    if not ids.is_file() or _file_sha256(ids) != shard.get("ids_sha256"):
+        return f"{shard['ids']} is missing" if not ids.is_file() else f"{shard['ids']}: sha256 differs from the manifest's (damaged or rewritten)"
+    return None

@@ -7,8 +7,10 @@
     python -m minilm.embed --input corpus.txt --output vectors/  # streamed, resumable shards (minilm.corpus)
     python -m minilm.embed --engine ray --input corpus.txt --output vectors/  # Parquet, on Ray (minilm.distributed)
 
+    python -m minilm.embed --verify vectors/                     # check a shard folder's files against its manifest
+
 Results go to stdout (or --output, written atomically); progress and warnings go to stderr.
-User errors print one line and exit with status 2.
+User errors print one line and exit with status 2 (minilm.cli).
 """
 
 from __future__ import annotations
@@ -24,16 +26,16 @@ from typing import TextIO
 
 import numpy as np
 
+from .cli import EXIT_INTERRUPTED, EXIT_TERMINATED, run
 from .precision import DTYPES
 from .quantize import PRECISIONS
-from .textio import BadRecord, InputError, _decoded_lines, atomic_output, read_records, require_input_file
+from .textio import RECORD_SUFFIXES, BadRecord, InputError, _decoded_lines, atomic_output, open_input, read_records, require_input_file
 from .sentence_encoder import EncodeResult, SentenceEncoder
 from .tokenization import TOKENIZER_KINDS
-from .weights import DEFAULT_CHECKPOINT, WeightsError
+from .weights import DEFAULT_CHECKPOINT
 
 DEMO_SENTENCES = ["The dog ran across the grass.", "Why is the sky blue?", "The cat jumped into the weeds."]
 TABLE_MAX_TEXTS = 1000  # the table compares every pair; beyond this, jsonl or npy is the useful output
-EXIT_USER_ERROR = 2
 
 
 def read_texts(path: str, text_field: str = "text") -> list[str]:
@@ -47,8 +49,8 @@ def read_texts(path: str, text_field: str = "text") -> list[str]:
         return [line for _, line in _decoded_lines(sys.stdin.buffer, "<stdin>")]
     require_input_file(path)
     file = Path(path)
-    if file.suffix.lower() not in (".jsonl", ".csv", ".tsv", ".parquet"):
-        with open(file, "rb") as stream:
+    if file.suffix.lower() not in RECORD_SUFFIXES:
+        with open_input(file) as stream:
             return [line for _, line in _decoded_lines(stream, path)]
     texts = []
     for record in read_records(file, text_field):
@@ -236,6 +238,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--no-normalize", action="store_true", help="skip L2 normalization of the embeddings")
     parser.add_argument("--no-verify", action="store_true", help="skip the sha256 check (for your own checkpoints)")
     parser.add_argument("--download", action="store_true", help="if the checkpoint is not found locally, download it from the hub")
+    parser.add_argument(
+        "--verify", metavar="DIR", help="embed nothing: check every shard of DIR against its manifest (sizes, sha256) and the input's hash"
+    )
     return parser.parse_args(argv)
 
 
@@ -259,12 +264,31 @@ def embed_to_shards(args: argparse.Namespace) -> int:
     )  # fmt: skip
     encoder = load_encoder_for(args)
     manifest = embed_corpus(encoder, Path(args.input), Path(args.output), settings, force=args.force)
-    if skipped := manifest["skipped"]["count"]:
-        print(f"skipped {skipped} bad lines (listed in {Path(args.output) / 'manifest.json'}); first: {manifest['skipped']['examples'][0]}", file=sys.stderr)
-    if not manifest["complete"]:
-        print(f"interrupted: {manifest['rows']} texts in {len(manifest['shards'])} shards are safe in {args.output}; rerun the same command to continue", file=sys.stderr)
-        return 130
-    print(f"{manifest['rows']} embeddings in {len(manifest['shards'])} shards in {args.output}", file=sys.stderr)
+    shards = manifest["shards"]
+    if n_truncated := sum(s.get("truncated", 0) for s in shards):
+        longest = max(s.get("longest", 0) for s in shards)
+        print(f"warning: {n_truncated} of {manifest['rows']} texts exceed {encoder.max_seq_length} tokens and were truncated (longest: {longest} tokens)", file=sys.stderr)
+    for key, what in (("skipped", "skipped {} bad lines"), ("repeated_ids", "warning: {} ids repeat an earlier one")):
+        if count := manifest[key]["count"]:
+            print(f"{what.format(count)} (listed in {Path(args.output) / 'manifest.json'}); first: {manifest[key]['examples'][0]}", file=sys.stderr)
+    if manifest["stopped_by"]:
+        why = "interrupted" if manifest["stopped_by"] == "SIGINT" else "terminated"
+        print(f"{why}: {manifest['rows']} texts in {len(shards)} shards are safe in {args.output}; rerun the same command to continue", file=sys.stderr)
+        return EXIT_INTERRUPTED if why == "interrupted" else EXIT_TERMINATED
+    print(f"{manifest['rows']} embeddings in {len(shards)} shards in {args.output}", file=sys.stderr)
+    return 0
+
+
+def verify_folder(folder: str) -> int:
+    """--verify DIR: every shard against the manifest, and the input (when it is still there) against its sha256."""
+    from .corpus import input_fingerprint, verify_shards
+
+    manifest = verify_shards(folder)
+    where = manifest["input"]["path"]
+    if Path(where).is_file() and input_fingerprint(Path(where)) != manifest["input"]:
+        raise InputError(f"{where} has changed since {folder} was embedded from it; its rows are stale: rerun with --force to embed it again")
+    state = "complete" if manifest["complete"] else "unfinished: rerun the command that made it to continue"
+    print(f"ok: {folder}: {manifest['rows']} rows in {len(manifest['shards'])} shards match the manifest ({state})")
     return 0
 
 
@@ -301,38 +325,37 @@ def load_encoder_for(args: argparse.Namespace) -> SentenceEncoder:
     return encoder
 
 
+def embed(args: argparse.Namespace) -> int:
+    if args.verify:
+        return verify_folder(args.verify)
+    if args.engine == "ray":
+        return embed_with_ray(args)
+    if args.ray_address or args.concurrency:
+        raise InputError("--ray-address and --concurrency need --engine ray")
+    if wants_shards(args):
+        return embed_to_shards(args)
+    if args.precision != "float32" or args.skip_bad_lines:
+        raise InputError("--precision and --skip-bad-lines apply to shard output: give --input FILE --output DIR/")
+    args.format = args.format or "table"
+    texts = gather_texts(args)
+    output = check_output(args, len(texts))
+    encoder = load_encoder_for(args)
+    result = encoder.encode_detailed(
+        texts, batch_size=args.batch_size, normalize=False if args.no_normalize else None, max_batch_tokens=args.max_batch_tokens
+    )
+    if n_truncated := sum(result.truncated):
+        print(
+            f"warning: {n_truncated} of {len(texts)} texts exceed {encoder.max_seq_length} tokens and were truncated "
+            f"(longest: {max(result.n_tokens)} tokens)",
+            file=sys.stderr,
+        )
+    write_result(args, output, texts, result)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    try:
-        if args.engine == "ray":
-            return embed_with_ray(args)
-        if args.ray_address or args.concurrency:
-            raise InputError("--ray-address and --concurrency need --engine ray")
-        if wants_shards(args):
-            return embed_to_shards(args)
-        if args.precision != "float32" or args.skip_bad_lines:
-            raise InputError("--precision and --skip-bad-lines apply to shard output: give --input FILE --output DIR/")
-        args.format = args.format or "table"
-        texts = gather_texts(args)
-        output = check_output(args, len(texts))
-        encoder = load_encoder_for(args)
-        result = encoder.encode_detailed(
-            texts, batch_size=args.batch_size, normalize=False if args.no_normalize else None, max_batch_tokens=args.max_batch_tokens
-        )
-        if n_truncated := sum(result.truncated):
-            print(
-                f"warning: {n_truncated} of {len(texts)} texts exceed {encoder.max_seq_length} tokens and were truncated "
-                f"(longest: {max(result.n_tokens)} tokens)",
-                file=sys.stderr,
-            )
-        write_result(args, output, texts, result)
-    except (InputError, WeightsError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return EXIT_USER_ERROR
-    except BrokenPipeError:
-        # the reader (e.g. `| head`) went away; that is not an error of ours
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-    return 0
+    return run(lambda: embed(args))
 
 
 if __name__ == "__main__":

@@ -47,7 +47,15 @@ class BertConfig:
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> "BertConfig":
         """Keep the keys we use and check what this encoder can reproduce exactly."""
-        known = {f.name for f in fields(cls)}
+        known = {f.name: f.type for f in fields(cls)}
+        for key, kind in known.items():
+            value = raw.get(key)
+            if key not in raw or (kind == "float" and isinstance(value, int) and not isinstance(value, bool)):
+                continue
+            if kind in ("int", "float") and (isinstance(value, bool) or not isinstance(value, int if kind == "int" else float)):
+                raise ValueError(f"{key} is {value!r}, expected a number ({kind})")
+            if kind == "int" and value < (0 if key == "pad_token_id" else 1):
+                raise ValueError(f"{key} is {value}, expected a positive number")
         config = cls(**{k: v for k, v in raw.items() if k in known})
         if config.hidden_act != "gelu":
             raise ValueError(f"hidden_act={config.hidden_act!r} is not supported; this encoder implements BERT's exact erf 'gelu'")

@@ -26,14 +26,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .cli import run
 from .embed import DEMO_SENTENCES, shorten, check_output_path, write_table
 from .pooling import l2_normalize, pool
 from .sentence_encoder import SentenceEncoder
 from .textio import InputError
 from .tokenization import TOKENIZER_KINDS, AnyEncoding
-from .weights import DEFAULT_CHECKPOINT, WeightsError
+from .weights import DEFAULT_CHECKPOINT
 
-EXIT_USER_ERROR = 2
 PLOT_INCHES, PLOT_DPI = (26, 13), 100  # the PNG is 2600 x 1300 pixels
 SPECIAL_TOKENS = ("[CLS]", "[SEP]")
 
@@ -194,25 +194,25 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def explain(args: argparse.Namespace) -> int:
+    texts = args.texts or DEMO_SENTENCES
+    if args.top < 0:
+        raise InputError(f"--top {args.top}: give 0 or more links per layer")
+    output = check_output_path(args.plot, args.force)
+    if output is not None and output.suffix.lower() != ".png":
+        raise InputError(f"--plot {output}: the picture is a PNG; give a file name ending in .png")
+    encoder = SentenceEncoder.from_pretrained(args.model, tokenizer=args.tokenizer)
+    result = trace(encoder, texts)
+    write_report(sys.stdout, result, args.top)
+    if output is not None:
+        plot(result, output)
+        print(f"attention picture written to {output}", file=sys.stderr)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    try:
-        texts = args.texts or DEMO_SENTENCES
-        if args.top < 0:
-            raise InputError(f"--top {args.top}: give 0 or more links per layer")
-        output = check_output_path(args.plot, args.force)
-        if output is not None and output.suffix.lower() != ".png":
-            raise InputError(f"--plot {output}: the picture is a PNG; give a file name ending in .png")
-        encoder = SentenceEncoder.from_pretrained(args.model, tokenizer=args.tokenizer)
-        result = trace(encoder, texts)
-        write_report(sys.stdout, result, args.top)
-        if output is not None:
-            plot(result, output)
-            print(f"attention picture written to {output}", file=sys.stderr)
-    except (InputError, WeightsError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return EXIT_USER_ERROR
-    return 0
+    return run(lambda: explain(args))
 
 
 if __name__ == "__main__":

@@ -58,7 +58,12 @@ def check_texts(texts: Sequence[str]) -> list[str]:
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
     """`None` means CPU. A CUDA or MPS device that is not available is a ValueError, not a crash later."""
-    device = torch.device(device or "cpu")
+    try:
+        device = torch.device(device or "cpu")
+    except (RuntimeError, TypeError):
+        raise ValueError(f"unknown device {str(device)!r}; use cpu, cuda, cuda:N or mps") from None
+    if device.type not in ("cpu", "cuda", "mps"):
+        raise ValueError(f"device {str(device)!r} is not supported; use cpu, cuda, cuda:N or mps")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {str(device)!r} requested but CUDA is not available; use --device cpu")
     if device.type == "mps" and not torch.backends.mps.is_available():
@@ -157,7 +162,13 @@ class SentenceEncoder:
             )
         except Exception as e:  # the tokenizers library raises a bare Exception for unreadable files
             raise WeightsError(f"{folder / 'tokenizer.json'} could not be read ({e}); re-download or reinstall the checkpoint") from None
-        return cls(load_encoder(folder), text_tokenizer, sentence_config, device, folder, dtype)
+        encoder = load_encoder(folder)
+        if (largest := text_tokenizer.largest_id()) >= encoder.config.vocab_size:
+            raise WeightsError(
+                f"{folder / 'tokenizer.json'} has token ids up to {largest}, but config.json's vocab_size is {encoder.config.vocab_size}; "
+                "the tokenizer does not belong to these weights"
+            )
+        return cls(encoder, text_tokenizer, sentence_config, device, folder, dtype)
 
     @property
     def dim(self) -> int:
@@ -195,6 +206,8 @@ class SentenceEncoder:
     ) -> EncodeResult:
         """Like `encode` for a list, plus each text's token count and whether it was truncated."""
         texts = check_texts(texts)
+        if normalize is not None and not isinstance(normalize, bool):
+            raise TypeError(f"normalize must be True, False or None, got {normalize!r}")
         normalize = self.config.normalize if normalize is None else normalize
         encodings, n_tokens = self.tokenizer.encode(texts)
         embeddings = np.zeros((len(texts), self.dim), dtype=np.float32)

@@ -15,7 +15,16 @@ here, not in minilm.embed, so that modules imported by `python -m minilm.embed` 
 
 A record that cannot be embedded (invalid JSON, a missing field, a byte that is not UTF-8, an
 empty line) comes out as a `BadRecord` in its place, so the caller decides between stopping at
-file:line and skipping it with a count. Problems with the whole file (no such column) raise.
+file:line and skipping it with a count. Problems that could swallow other records raise an
+`InputError` instead, since skipping them would lose more than one record without a count:
+
+    a carriage return inside a line     old Mac (CR-only) line endings would make the file one text
+    a CSV record over several lines     a stray quote runs on into the next rows: the record is bad
+      that is malformed, or whose         (unclosed quote, text after a closing quote, wrong field
+      continuation lines read as rows     count), or two or more of its later lines are rows themselves
+    a CSV record over MAX_RECORD_LINES  a quote that never closes
+      lines or MAX_RECORD_BYTES bytes
+    an unreadable file, a .json file    (a .json array is not one record per line: use .jsonl)
 """
 
 from __future__ import annotations
@@ -31,6 +40,9 @@ from pathlib import Path
 from typing import BinaryIO, TextIO
 
 PARQUET_BATCH_ROWS = 4096  # rows decoded at a time from a Parquet file: memory stays flat
+RECORD_SUFFIXES = (".jsonl", ".csv", ".tsv", ".parquet")  # formats with named fields; anything else is one text per line
+MAX_RECORD_LINES = 1000  # a CSV record (quoted line breaks) over this many lines is a quote that never closes
+MAX_RECORD_BYTES = 16 << 20  # and one over 16 MiB too (the csv module's own limit, 128 KiB, is raised to this)
 
 
 class InputError(Exception):
@@ -54,10 +66,28 @@ class Record:
 
 
 def _lines(stream: BinaryIO, name: str, keep_ends: bool = False) -> Iterator[tuple[int, str | BadRecord]]:
-    """(line number, text) for each line; a line that is not UTF-8 comes as a BadRecord instead of its text."""
-    for number, raw in enumerate(stream, start=1):
+    """(line number, text) for each line; a line that is not UTF-8 comes as a BadRecord instead of its text.
+
+    Lines end at "\n" (or "\r\n"). A "\r" anywhere else raises: in a file with old Mac line endings
+    it is the line break, and reading on would make the whole file one text.
+    """
+    number = 0
+    while True:
+        try:
+            raw = stream.readline()
+        except OSError as e:
+            raise InputError(f"cannot read {name}: {e.strerror or e}") from None
+        if not raw:
+            return
+        number += 1
         if number == 1 and raw.startswith(b"\xef\xbb\xbf"):
             raw = raw[3:]  # a UTF-8 byte-order mark is not part of the text
+        body = raw[:-2] if raw.endswith(b"\r\n") else raw.rstrip(b"\n")
+        if b"\r" in body:
+            raise InputError(
+                f"{name}:{number}: a carriage return (\\r) inside the line: old Mac line endings, or a stray CR; "
+                f"convert them to line breaks first, e.g. tr '\\r' '\\n' < {name} > fixed{Path(name).suffix}"
+            )
         try:
             line = raw.decode("utf-8")
         except UnicodeDecodeError as e:
@@ -74,10 +104,23 @@ def _decoded_lines(stream: BinaryIO, name: str) -> Iterator[tuple[int, str]]:
         yield number, line
 
 
+def open_input(path: Path) -> BinaryIO:
+    """`path` opened for reading in binary; an InputError (not a traceback) when it cannot be."""
+    try:
+        return open(path, "rb")
+    except OSError as e:
+        raise InputError(f"cannot read {path}: {e.strerror or e}") from None
+
+
 def require_input_file(path: str | Path) -> None:
-    """An InputError unless `path` is an existing file (the --input of every command line)."""
+    """An InputError unless `path` is an existing file in a format we read (the --input of every command line)."""
     if not Path(path).is_file():
         raise InputError(f"input file {path} does not exist" if not Path(path).exists() else f"input {path} is not a file")
+    if Path(path).suffix.lower() == ".json":
+        raise InputError(
+            f"{path} is a .json file, which is read neither as lines nor as records; "
+            f"write one JSON object per line as .jsonl instead (e.g. jq -c '.[]' {path} > {Path(path).with_suffix('.jsonl')})"
+        )
 
 
 def read_records(path: Path, text_field: str = "text", id_field: str | None = None) -> Iterator[Record | BadRecord]:
@@ -88,7 +131,7 @@ def read_records(path: Path, text_field: str = "text", id_field: str | None = No
     elif suffix in (".csv", ".tsv"):
         yield from _csv_records(path, "\t" if suffix == ".tsv" else ",", text_field, id_field)
     else:
-        with open(path, "rb") as stream:
+        with open_input(path) as stream:
             for number, line in _lines(stream, str(path)):
                 if isinstance(line, BadRecord) or not line.strip():
                     yield line if isinstance(line, BadRecord) else BadRecord(str(path), number, "empty line")
@@ -104,10 +147,13 @@ def count_records(path: Path) -> int:
     if suffix == ".parquet":
         return _parquet_file(path).metadata.num_rows
     count, last = 0, b"\n"
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):  # 1 MiB at a time
-            count += block.count(b"\n")
-            last = block[-1:]
+    with open_input(path) as f:
+        try:
+            while block := f.read(1 << 20):  # 1 MiB at a time
+                count += block.count(b"\n")
+                last = block[-1:]
+        except OSError as e:
+            raise InputError(f"cannot read {path}: {e.strerror or e}") from None
     count += last != b"\n"
     return max(count - 1, 0) if suffix in (".csv", ".tsv") else count  # the header row holds no text
 
@@ -135,19 +181,26 @@ def _json_record(line: str, name: str, number: int, text_field: str, id_field: s
 
 def _csv_records(path: Path, delimiter: str, text_field: str, id_field: str | None) -> Iterator[Record | BadRecord]:
     name = str(path)
-    with open(path, "rb") as stream:
-        read: list[int] = []  # line numbers handed to the csv reader so far
+    csv.field_size_limit(MAX_RECORD_BYTES)
+    with open_input(path) as stream:
+        record_lines: list[tuple[int, str]] = []  # (number, text) of the lines the current record took so far
+        record_size = [0]  # their characters
         undecodable: list[BadRecord] = []
 
         def decoded() -> Iterator[str]:
             for number, line in _lines(stream, name, keep_ends=True):
                 if isinstance(line, BadRecord):
                     undecodable.append(line)
-                else:
-                    read.append(number)
-                    yield line
+                    continue
+                record_lines.append((number, line))
+                record_size[0] += len(line)
+                if len(record_lines) > MAX_RECORD_LINES or record_size[0] > MAX_RECORD_BYTES:
+                    raise InputError(_run_on(name, record_lines, f"a quoted field is still open after {len(record_lines)} lines"))
+                yield line
 
-        rows = csv.reader(decoded(), delimiter=delimiter, quoting=csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL)
+        rows = csv.reader(
+            decoded(), delimiter=delimiter, quoting=csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL, strict=delimiter != "\t"
+        )
         header = next(rows, None)
         if header is None:
             return
@@ -156,7 +209,8 @@ def _csv_records(path: Path, delimiter: str, text_field: str, id_field: str | No
                 flag = "--text-column" if field == text_field else "--id-field"
                 raise InputError(f"{name}:1: no \"{field}\" column (the header has {', '.join(header)}); name the column with {flag}")
         while True:
-            start = len(read)
+            record_lines.clear()
+            record_size[0] = 0
             try:
                 row = next(rows)
             except StopIteration:
@@ -165,16 +219,52 @@ def _csv_records(path: Path, delimiter: str, text_field: str, id_field: str | No
                 row = e
             yield from undecodable
             undecodable.clear()
-            line = read[start] if start < len(read) else read[-1]  # the first line the row took
-            if isinstance(row, csv.Error):
-                yield BadRecord(name, line, f"unreadable CSV ({row})")
+            if not record_lines:  # only undecodable lines were left
+                break
+            line = record_lines[0][0]  # the first line the record took
+            problem = _csv_problem(row, header, delimiter)
+            if problem and len(record_lines) > 1:
+                raise InputError(_run_on(name, record_lines, problem))
+            if problem:
+                yield BadRecord(name, line, problem)
             elif not row:
                 yield BadRecord(name, line, "empty line")
-            elif len(row) != len(header):
-                yield BadRecord(name, line, f"{len(row)} fields where the header has {len(header)}")
+            elif len(record_lines) > 1 and len(rows_inside := _rows_inside(record_lines[1:], header, delimiter)) >= 2:
+                raise InputError(_run_on(name, record_lines, f"lines {rows_inside[0]} and {rows_inside[1]} inside it read as rows of their own"))
             else:
                 yield _field_record(dict(zip(header, row)), name, line, text_field, id_field, "column")
         yield from undecodable
+
+
+def _csv_problem(row: list[str] | csv.Error, header: list[str], delimiter: str) -> str | None:
+    """What is wrong with one parsed CSV row, or None (an empty row is for the caller to judge)."""
+    if isinstance(row, csv.Error):
+        return f"unreadable CSV ({row})"
+    if row and len(row) != len(header):
+        return f"{len(row)} fields where the header has {len(header)}"
+    return None
+
+
+def _rows_inside(lines: list[tuple[int, str]], header: list[str], delimiter: str) -> list[int]:
+    """Numbers of the lines (a multi-line record's continuation lines) that would parse as a full row by themselves."""
+    if len(header) < 2:
+        return []  # with one column every line is a row: nothing to tell
+    found = []
+    for number, text in lines:
+        fields = next(csv.reader([text.rstrip("\r\n")], delimiter=delimiter), [])
+        if len(fields) == len(header):
+            found.append(number)
+    return found
+
+
+def _run_on(name: str, lines: list[tuple[int, str]], problem: str) -> str:
+    """The error for a CSV record that runs over several lines: it may hold other records, so it is never skipped."""
+    first, last = lines[0][0], lines[-1][0]
+    return (
+        f"{name}:{first}-{last}: a CSV record runs on over {last - first + 1} lines and {problem}: a stray quote? "
+        f"Quote a field that holds a quote and double the quote inside it (\"say \"\"hi\"\"\"); this is not skipped, "
+        "since it may hold other records"
+    )
 
 
 def _parquet_file(path: Path):

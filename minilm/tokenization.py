@@ -63,6 +63,10 @@ class SentenceTokenizer:
             return cls(WordPieceTokenizer.from_files(path, Path(path).parent / "vocab.txt"), max_seq_length, lowercase)
         return cls(Tokenizer.from_file(str(path)), max_seq_length, lowercase)
 
+    def largest_id(self) -> int:
+        """The largest token id the tokenizer can produce (it must be below the model's vocab_size)."""
+        return max(self.tokenizer.get_vocab(with_added_tokens=True).values())
+
     def encode(self, texts: list[str]) -> tuple[list[AnyEncoding], list[int]]:
         """Tokenize and truncate. Returns the encodings (special tokens added) and each text's untruncated length."""
         return self._truncate(self.split(texts))

