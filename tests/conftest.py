@@ -89,3 +89,59 @@ def run_module(module: str, *args: str, stdin: bytes | None = None, env: dict | 
         cwd=cwd or ROOT,
         timeout=300,
     )
+
+
+TINY_CONFIG = {  # a 2-layer, 32-wide BERT on the real vocabulary: for tests of the pipeline, not of the model's numbers
+    "architectures": ["BertModel"],
+    "model_type": "bert",
+    "vocab_size": 30522,
+    "hidden_size": 32,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "intermediate_size": 64,
+    "max_position_embeddings": 512,
+    "type_vocab_size": 2,
+    "layer_norm_eps": 1e-12,
+    "hidden_act": "gelu",
+    "position_embedding_type": "absolute",
+    "pad_token_id": 0,
+}
+
+
+def write_tiny_checkpoint(folder: Path, source: Path, config: dict | None = None) -> Path:
+    """A random-weight checkpoint (seeded) in the real sentence-transformers layout, with the real tokenizer files.
+
+    Load it with verify=False (--no-verify): it is pinned nowhere.
+    """
+    import json
+
+    import torch
+    from safetensors.torch import save_file
+
+    from minilm.encoder import BertConfig, BertEncoder
+
+    config = {**TINY_CONFIG, **(config or {})}
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(0)
+    model = BertEncoder(BertConfig.from_dict(config))
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(folder / "model.safetensors"))
+    (folder / "config.json").write_text(json.dumps(config, indent=2))
+    for name in ("tokenizer.json", "vocab.txt", "tokenizer_config.json", "special_tokens_map.json", "sentence_bert_config.json"):
+        (folder / name).write_bytes((source / name).read_bytes())
+    (folder / "modules.json").write_bytes((source / "modules.json").read_bytes())
+    (folder / "1_Pooling").mkdir(exist_ok=True)
+    pooling = json.loads((source / "1_Pooling" / "config.json").read_text())
+    (folder / "1_Pooling" / "config.json").write_text(json.dumps({**pooling, "word_embedding_dimension": config["hidden_size"]}))
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory, checkpoint_dir) -> Path:
+    return write_tiny_checkpoint(tmp_path_factory.mktemp("tiny") / "tiny-bert", checkpoint_dir)
+
+
+@pytest.fixture(scope="session")
+def tiny_encoder(tiny_checkpoint):
+    from minilm import SentenceEncoder
+
+    return SentenceEncoder.from_pretrained(str(tiny_checkpoint), verify=False)

@@ -1,0 +1,98 @@
+"""What the fault-injection tests share: a small real corpus, runs through driver.py, the reference run,
+and a full or read-only folder (a real tmpfs where this machine lets us mount one, else driver.py's hook).
+
+Pipeline tests run on a small random-weight checkpoint (conftest.write_tiny_checkpoint), so that every
+subprocess embeds its 3,000 lines in well under a second; the model's numbers are tested elsewhere.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+
+from conftest import ROOT
+from minilm.corpus import CorpusSettings, embed_corpus, load_shards
+from test_corpus import real_lines, write_lines
+
+DRIVER = Path(__file__).with_name("driver.py")
+LINES = 3000
+SHARD = 200  # so LINES make 15 shards
+
+
+def corpus_file(folder: Path, n: int = LINES, name: str = "corpus.txt") -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    return write_lines(folder / name, real_lines(n))
+
+
+def shard_args(model: Path, corpus: Path, out: Path, *extra: str) -> list[str]:
+    return ["--model", str(model), "--no-verify", "--input", str(corpus), "--output", f"{out}/", "--shard-size", str(SHARD), *extra]
+
+
+def drive(*faults: str, module: str = "minilm.embed", args: list[str], stdin: bytes | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
+    """`python -m module args` under driver.py's faults; stdout and stderr as text."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    proc = subprocess.run(
+        [sys.executable, str(DRIVER), *faults, "--", module, *args], cwd=ROOT, input=stdin, capture_output=True, env=env, timeout=timeout
+    )
+    return subprocess.CompletedProcess(proc.args, proc.returncode, proc.stdout.decode("utf-8", "replace"), proc.stderr.decode("utf-8", "replace"))
+
+
+def spawn(*faults: str, module: str = "minilm.embed", args: list[str]) -> subprocess.Popen:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    return subprocess.Popen(
+        [sys.executable, str(DRIVER), *faults, "--", module, *args], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+    )
+
+
+def error_line(proc: subprocess.CompletedProcess, *needles: str, status: int = 2) -> str:
+    """The one `error:` line a refused command prints (and nothing else on stderr, no traceback)."""
+    lines = proc.stderr.splitlines()
+    assert proc.returncode == status, (proc.returncode, proc.stderr[-3000:])
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    for needle in needles:
+        assert needle in lines[0], (needle, lines[0])
+    return lines[0]
+
+
+def reference_run(encoder, corpus: Path, folder: Path, **settings) -> tuple[list[str], np.ndarray]:
+    """An uninterrupted in-process run of the same settings: what every faulted run must end up equal to."""
+    embed_corpus(encoder, corpus, folder, CorpusSettings(shard_rows=SHARD, **settings))
+    return load_shards(folder)
+
+
+def assert_same_output(out: Path, reference: tuple[list[str], np.ndarray]) -> None:
+    ids, vectors = load_shards(out)  # which also checks every shard's sha256 against the manifest
+    assert ids == reference[0]
+    assert vectors.shape == reference[1].shape and np.abs(vectors - reference[1]).max() <= 1e-6
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["complete"] and manifest["rows"] == len(ids)
+    assert sorted(p.name for p in out.glob("part-*")) == sorted(n for s in manifest["shards"] for n in (s["file"], s["ids"]))
+    assert not list(out.glob(".*.tmp"))
+
+
+@contextmanager
+def small_disk(folder: Path, size: str = "256k", readonly: bool = False):
+    """A folder on a tmpfs of `size` (read-only if asked): yields the driver flags that make it so.
+
+    Where mount is not allowed, the folder is a plain one and the flags make driver.py refuse every
+    write under it with ENOSPC or EROFS instead, from the first one on.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    options = f"size={size}" + (",ro" if readonly else "")
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(folder)], capture_output=True).returncode == 0
+    try:
+        yield [] if mounted else ["--refuse-writes", f"{folder}:{'EROFS' if readonly else 'ENOSPC'}"]
+    finally:
+        if mounted:
+            subprocess.run(["umount", "-l", str(folder)], check=True)
+
+
+def grow_disk(folder: Path, size: str) -> bool:
+    """Make room on small_disk's tmpfs; False where it is not a mount (the driver flags are then simply dropped)."""
+    return subprocess.run(["mount", "-o", f"remount,size={size}", str(folder)], capture_output=True).returncode == 0
