@@ -257,15 +257,19 @@ def prepare_output(out_dir: Path, identity: dict[str, Any], force: bool) -> dict
     return manifest
 
 
-def shard_problem(out_dir: Path, shard: dict[str, Any]) -> str | None:
-    """What is wrong with one listed shard (missing, wrong size, sha256 mismatch, of its .npy or ids), or None."""
-    for name, size, digest in ((shard["file"], shard.get("bytes"), shard.get("sha256")), (shard["ids"], None, shard.get("ids_sha256"))):
+def shard_problem(out_dir: Path, shard: dict[str, Any], vectors: bytes | None = None) -> str | None:
+    """What is wrong with one listed shard (missing, wrong size, sha256 mismatch, of its .npy or ids), or None.
+
+    vectors: the .npy's bytes when the caller has read them already (they are then hashed, not read again).
+    """
+    for name, size, digest, data in ((shard["file"], shard.get("bytes"), shard.get("sha256"), vectors), (shard["ids"], None, shard.get("ids_sha256"), None)):
         path = out_dir / name
-        if not path.is_file():
+        if data is None and not path.is_file():
             return f"{name} is missing"
-        if size is not None and path.stat().st_size != size:
-            return f"{name} is {path.stat().st_size:,} bytes, expected {size:,} (truncated or rewritten)"
-        if digest is None or _file_sha256(path) != digest:
+        actual = len(data) if data is not None else path.stat().st_size
+        if size is not None and actual != size:
+            return f"{name} is {actual:,} bytes, expected {size:,} (truncated or rewritten)"
+        if digest is None or (sha256_bytes(data) if data is not None else _file_sha256(path)) != digest:
             return f"{name}: sha256 differs from the manifest's (damaged or rewritten)"
     return None
 
@@ -464,7 +468,7 @@ def load_shards(out_dir: str | Path, dequantize_vectors: bool = True, allow_inco
     problems = []
     for shard in manifest["shards"]:
         vectors = (out_dir / shard["file"]).read_bytes() if (out_dir / shard["file"]).is_file() else None
-        if problem := _loaded_shard_problem(out_dir, shard, vectors):
+        if problem := shard_problem(out_dir, shard, vectors):
             problems.append(problem)
             continue
         parts.append(np.load(io.BytesIO(vectors)))
@@ -479,15 +483,3 @@ def load_shards(out_dir: str | Path, dequantize_vectors: bool = True, allow_inco
     if dequantize_vectors and precision not in ("float32", "binary", "ubinary"):
         return ids, dequantize(stored, precision, _ranges(manifest))
     return ids, stored
-
-
-def _loaded_shard_problem(out_dir: Path, shard: dict[str, Any], vectors: bytes | None) -> str | None:
-    """shard_problem for a shard whose .npy is already read (so it is hashed from memory, not read twice)."""
-    if vectors is None:
-        return f"{shard['file']} is missing"
-    if sha256_bytes(vectors) != shard.get("sha256"):
-        return f"{shard['file']}: sha256 differs from the manifest's (damaged or rewritten)"
-    ids = out_dir / shard["ids"]
-    if not ids.is_file() or _file_sha256(ids) != shard.get("ids_sha256"):
-        return f"{shard['ids']} is missing" if not ids.is_file() else f"{shard['ids']}: sha256 differs from the manifest's (damaged or rewritten)"
-    return None

@@ -1,0 +1,94 @@
+"""Defect 3: a resume trusted the manifest and never checked the shards.
+
+Each kind of damage to a finished folder is named by load_shards and by --verify, and the rerun of the
+same command embeds that shard again, and only it, back to the uninterrupted output.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from faultkit import assert_same_output, corpus_file, drive, error_line, reference_run, shard_args
+from minilm.corpus import DamagedShards, load_shards
+
+
+def truncate(out: Path) -> str:
+    path = out / "part-00003.npy"
+    path.write_bytes(path.read_bytes()[:-1000])
+    return "part-00003.npy is"
+
+
+def overwrite_with_ff(out: Path) -> str:
+    path = out / "part-00003.npy"
+    data = path.read_bytes()
+    path.write_bytes(data[:128] + b"\xff" * (len(data) - 128))  # same size, the header kept: NaN vectors
+    return "part-00003.npy: sha256 differs"
+
+
+def fewer_rows(out: Path) -> str:
+    path = out / "part-00003.npy"
+    np.save(path, np.load(path)[:150])  # a valid .npy of 150 rows where 200 were
+    return "part-00003.npy is"
+
+
+def delete(out: Path) -> str:
+    (out / "part-00003.npy").unlink()
+    return "part-00003.npy is missing"
+
+
+def edit_ids(out: Path) -> str:
+    path = out / "part-00003.ids.json"
+    ids = json.loads(path.read_text())
+    path.write_text(json.dumps(ids[:-1] + ["not-an-id"]) + "\n")
+    return "part-00003.ids.json: sha256 differs"
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory, tiny_checkpoint, tiny_encoder):
+    """(model, corpus, reference, a finished folder to copy) for this module's cases."""
+    folder = tmp_path_factory.mktemp("corruption")
+    corpus = corpus_file(folder)
+    reference = reference_run(tiny_encoder, corpus, folder / "reference")
+    out = folder / "finished"
+    proc = drive(args=shard_args(tiny_checkpoint, corpus, out))
+    assert proc.returncode == 0, proc.stderr
+    return tiny_checkpoint, corpus, reference, out
+
+
+@pytest.mark.parametrize("damage", [truncate, overwrite_with_ff, fewer_rows, delete, edit_ids])
+def test_damaged_shard_is_named_and_only_it_is_embedded_again(tmp_path: Path, finished, damage):
+    model, corpus, reference, original = finished
+    out = tmp_path / "out"
+    out.mkdir()
+    for path in original.iterdir():
+        (out / path.name).write_bytes(path.read_bytes())
+    named = damage(out)
+
+    with pytest.raises(DamagedShards, match=named.replace(".", r"\.")):
+        load_shards(out)
+    error_line(drive(args=["--verify", str(out)]), f"{out}: {named}", "rerun the command that embedded it")
+
+    untouched = {p.name: p.stat().st_mtime_ns for p in out.glob("part-*") if not p.name.startswith("part-00003")}
+    rerun = drive(args=shard_args(model, corpus, out))
+    assert rerun.returncode == 0, rerun.stderr
+    assert f"warning: {named}" in rerun.stderr and "embedding that shard again" in rerun.stderr
+    assert {p.name: p.stat().st_mtime_ns for p in out.glob("part-*") if not p.name.startswith("part-00003")} == untouched
+    assert_same_output(out, reference)
+    verified = drive(args=["--verify", str(out)])
+    assert verified.returncode == 0 and verified.stdout == f"ok: {out}: 3000 rows in 15 shards match the manifest (complete)\n"
+
+
+def test_a_manifest_that_is_not_an_object_is_one_line(tmp_path: Path, finished):
+    """Defect 9: a manifest that is a JSON list gave a traceback."""
+    model, corpus, _, _ = finished
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "manifest.json").write_text("[1, 2, 3]\n")
+    error_line(drive(args=shard_args(model, corpus, out)), f"{out / 'manifest.json'} is not a minilm shard manifest", "--force")
+    error_line(drive(args=["--verify", str(out)]), "is not a minilm shard manifest")
+    forced = drive(args=shard_args(model, corpus, out, "--force"))
+    assert forced.returncode == 0, forced.stderr
