@@ -21,6 +21,7 @@ import json
 import os
 import sys
 import warnings
+from contextlib import nullcontext
 from pathlib import Path
 from typing import TextIO
 
@@ -41,17 +42,20 @@ TABLE_MAX_TEXTS = 1000  # the table compares every pair; beyond this, jsonl or n
 def read_texts(path: str, text_field: str = "text") -> list[str]:
     """Texts from a file or from stdin when path is '-'.
 
-    A .txt file (or stdin) gives one text per line, empty lines included (an empty text is valid).
+    A .txt file (or stdin) gives one text per line, empty lines included (an empty text is valid),
+    unless every line is blank: that is an InputError, as it is for the shard writer.
     .jsonl, .csv, .tsv and .parquet files give their `text_field`, skipping blank lines; any other
     bad record stops with its file:line (minilm.textio.read_records).
     """
-    if path == "-":
-        return [line for _, line in _decoded_lines(sys.stdin.buffer, "<stdin>")]
-    require_input_file(path)
+    if path != "-":
+        require_input_file(path)
+    if path == "-" or Path(path).suffix.lower() not in RECORD_SUFFIXES:
+        with open_input(Path(path)) if path != "-" else nullcontext(sys.stdin.buffer) as stream:
+            lines = [line for _, line in _decoded_lines(stream, "<stdin>" if path == "-" else path)]
+        if lines and not any(line.strip() for line in lines):
+            raise InputError(f"{'<stdin>' if path == '-' else path} holds only blank lines: no texts to embed")
+        return lines
     file = Path(path)
-    if file.suffix.lower() not in RECORD_SUFFIXES:
-        with open_input(file) as stream:
-            return [line for _, line in _decoded_lines(stream, path)]
     texts = []
     for record in read_records(file, text_field):
         if isinstance(record, BadRecord):
@@ -265,6 +269,8 @@ def embed_to_shards(args: argparse.Namespace) -> int:
     encoder = load_encoder_for(args)
     manifest = embed_corpus(encoder, Path(args.input), Path(args.output), settings, force=args.force)
     shards = manifest["shards"]
+    if manifest["complete"] and not manifest["rows"]:
+        raise InputError(f"{args.input} holds no texts to embed ({manifest['skipped']['count']} bad lines skipped)")
     if n_truncated := sum(s.get("truncated", 0) for s in shards):
         longest = max(s.get("longest", 0) for s in shards)
         print(f"warning: {n_truncated} of {manifest['rows']} texts exceed {encoder.max_seq_length} tokens and were truncated (longest: {longest} tokens)", file=sys.stderr)
