@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from contextlib import contextmanager
@@ -23,6 +24,7 @@ from test_corpus import real_lines, write_lines
 DRIVER = Path(__file__).with_name("driver.py")
 LINES = 3000
 SHARD = 200  # so LINES make 15 shards
+PROGRESS_BAR = re.compile(r"^(Embedding|Training|Frozen layers):")  # tqdm's lines on stderr (split at its \r)
 
 
 def corpus_file(folder: Path, n: int = LINES, name: str = "corpus.txt") -> Path:
@@ -51,8 +53,8 @@ def spawn(*faults: str, module: str = "minilm.embed", args: list[str]) -> subpro
 
 
 def error_line(proc: subprocess.CompletedProcess, *needles: str, status: int = 2) -> str:
-    """The one `error:` line a refused command prints (and nothing else on stderr, no traceback)."""
-    lines = proc.stderr.splitlines()
+    """The one `error:` line a refused command prints (nothing else on stderr but its progress bar, no traceback)."""
+    lines = [line for line in proc.stderr.splitlines() if line.strip() and not PROGRESS_BAR.match(line)]
     assert proc.returncode == status, (proc.returncode, proc.stderr[-3000:])
     assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in proc.stderr, proc.stderr[-3000:]
     for needle in needles:
