@@ -300,7 +300,11 @@ def _current_umask() -> int:
 
 @contextmanager
 def atomic_output(path: Path, binary: bool) -> Iterator[TextIO | BinaryIO]:
-    """Write to a temporary file beside `path`, then rename it into place; on error nothing is left."""
+    """Write to a temporary file beside `path`, then rename it into place; on error nothing is left.
+
+    A symlink is written through, as a shell's `>` does: its target gets the new content, the link stays.
+    """
+    path = Path(os.path.realpath(path)) if os.path.islink(path) else path
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb" if binary else "w", encoding=None if binary else "utf-8") as f:

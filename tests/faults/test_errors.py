@@ -1,0 +1,158 @@
+"""Defect 9 and the rest of 10: every user error is one `error:` line with exit 2, never a traceback;
+a closed pipe is quiet; Ctrl-C and SIGTERM during the model load are one line too."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import ROOT, write_tiny_checkpoint
+from faultkit import DRIVER, corpus_file, drive, error_line, shard_args
+
+
+def config_copy(folder: Path, source: Path, raw: str) -> Path:
+    """A copy of the real checkpoint (links) whose config.json is `raw`."""
+    folder.mkdir()
+    for path in source.rglob("*"):
+        if path.is_file() and path.name != "config.json" or path.parent != source and path.is_file():
+            (folder / path.relative_to(source)).parent.mkdir(parents=True, exist_ok=True)
+            (folder / path.relative_to(source)).symlink_to(path)
+    (folder / "config.json").write_text(raw)
+    return folder
+
+
+@pytest.mark.parametrize(
+    "raw, with_verify, without_verify",
+    [
+        ('{"hidden_size": 3840000}', "config.json: sha256 mismatch", "does not fit the encoder built from config.json"),
+        ('{"vocab_size": "abc"}', "config.json: sha256 mismatch", "config.json: vocab_size is 'abc', expected a number (int)"),
+        ("[1, 2]", "config.json: sha256 mismatch", "config.json holds a JSON list, not an object of BERT settings"),
+    ],
+)
+def test_a_malformed_config_json_is_one_line_with_and_without_verify(tmp_path: Path, checkpoint_dir, raw, with_verify, without_verify):
+    """hidden_size 3,840,000 tried to allocate 468 GB; "abc" and a list were tracebacks."""
+    base = json.loads((checkpoint_dir / "config.json").read_text())
+    text = json.dumps({**base, **json.loads(raw)}) if raw.startswith("{") else raw
+    folder = config_copy(tmp_path / "copy", checkpoint_dir, text)
+    error_line(drive(args=["--model", str(folder), "A sentence."]), with_verify, "--no-verify")
+    error_line(drive(args=["--model", str(folder), "--no-verify", "A sentence."]), without_verify)
+
+
+def test_tokenizer_ids_beyond_the_vocabulary_are_one_line_without_verify(tmp_path: Path, checkpoint_dir):
+    """With --no-verify, a tokenizer whose ids exceed the vocabulary gave an IndexError."""
+    small = write_tiny_checkpoint(tmp_path / "small-vocab", checkpoint_dir, {"vocab_size": 1000})
+    error_line(drive(args=["--model", str(small), "--no-verify", "A sentence."]), "has token ids up to 30521, but config.json's vocab_size is 1000")
+
+
+@pytest.mark.parametrize(
+    "module, args, needle",
+    [
+        ("minilm.embed", ["--device", "tpu", "A sentence."], "unknown device 'tpu'; use cpu, cuda, cuda:N or mps"),
+        ("heads.predict", ["--device", "tpu", "A sentence."], "unknown device 'tpu'"),
+        ("minilm.embed", ["--model", "", "A sentence."], "the checkpoint name is empty"),
+        ("minilm.embed", ["--input", "/proc/self/mem"], "cannot read /proc/self/mem: Input/output error"),
+        ("heads.train", ["--limit", "sentiment=0", "--output", "{tmp}/m"], "--limit 'sentiment=0': train on at least 1 example"),
+        ("heads.train", ["--tasks", "question_type", "--data-dir", "{tmp}/data", "--output", "{tmp}/m"], "trec/train.txt holds 0 questions; more than 500 are needed"),
+        ("heads.predict", ["--model", "{checkpoint}", "A sentence."], "is an encoder checkpoint, not a heads folder"),
+    ],
+)
+def test_user_errors_are_one_line_exit_2(tmp_path: Path, checkpoint_dir, module, args, needle):
+    (tmp_path / "data" / "trec").mkdir(parents=True)
+    (tmp_path / "data" / "trec" / "train.txt").write_text("")  # an empty training set
+    args = [a.format(tmp=tmp_path, checkpoint=checkpoint_dir) for a in args]
+    error_line(drive(module=module, args=args), needle)
+    assert not (tmp_path / "m").exists()
+
+
+def test_an_unreadable_input_in_shard_mode_is_one_line(tmp_path: Path, tiny_checkpoint):
+    error_line(drive(args=shard_args(tiny_checkpoint, Path("/proc/self/mem"), tmp_path / "out")), "cannot read /proc/self/mem")
+
+
+@pytest.mark.parametrize(
+    "module, args",
+    [
+        ("heads.predict", ["Who founded Apple?", "A dull film."]),
+        ("minilm.explain", ["A sentence."]),
+        ("minilm.weights", ["list"]),
+        ("minilm.embed", ["--format", "jsonl", "A sentence.", "Another."]),
+    ],
+)
+def test_a_closed_pipe_is_quiet(module: str, args: list[str]):
+    """BrokenPipe tracebacks in heads.predict, minilm.explain and weights list when piped into `head -1`."""
+    read, write = os.pipe()
+    os.close(read)  # the reader is gone before the first line: every write fails with EPIPE
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.run([sys.executable, "-m", module, *args], stdout=write, stderr=subprocess.PIPE, cwd=ROOT, env=env, timeout=300)
+    os.close(write)
+    assert proc.returncode == 0 and proc.stderr == b"", proc.stderr.decode()[-2000:]
+
+
+@pytest.mark.parametrize("name, status, word", [("SIGINT", 130, "interrupted"), ("SIGTERM", 143, "terminated")])
+@pytest.mark.parametrize("module", ["minilm.embed", "heads.predict"])
+def test_ctrl_c_and_sigterm_during_the_model_load_are_one_line(module: str, name: str, status: int, word: str):
+    proc = drive("--signal-in", f"minilm.sentence_encoder.load_encoder:{name}", module=module, args=["A sentence."])
+    assert proc.returncode == status and proc.stderr == f"{word}\n", proc.stderr[-2000:]
+
+
+def test_ctrl_c_before_the_first_shard_leaves_a_resumable_folder(tmp_path: Path, tiny_checkpoint):
+    corpus = corpus_file(tmp_path, 500)
+    out = tmp_path / "out"
+    proc = drive("--signal-in", "minilm.corpus.read_records:SIGINT", args=shard_args(tiny_checkpoint, corpus, out))
+    assert proc.returncode == 130 and "Traceback" not in proc.stderr
+    assert json.loads((out / "manifest.json").read_text())["rows"] == 0
+    assert drive(args=shard_args(tiny_checkpoint, corpus, out)).returncode == 0
+
+
+def test_normalize_must_be_a_bool(tiny_encoder):
+    """normalize="no" normalized."""
+    with pytest.raises(TypeError, match="normalize must be True, False or None, got 'no'"):
+        tiny_encoder.encode(["A sentence."], normalize="no")
+    raw = tiny_encoder.encode(["A sentence."], normalize=False)
+    assert abs(np.linalg.norm(raw) - 1) > 1e-3  # the tiny model's raw vectors are not unit length
+
+
+def test_force_writes_through_a_symlink(tmp_path: Path, tiny_checkpoint):
+    """--force on a symlink replaced the link with a file."""
+    target = tmp_path / "real" / "vectors.npy"
+    target.parent.mkdir()
+    target.write_bytes(b"old")
+    link = tmp_path / "vectors.npy"
+    link.symlink_to(target)
+    proc = drive(args=["--model", str(tiny_checkpoint), "--no-verify", "One.", "Two.", "--format", "npy", "--output", str(link), "--force"])
+    assert proc.returncode == 0, proc.stderr
+    assert link.is_symlink() and os.readlink(link) == str(target)
+    assert np.load(target).shape == (2, 32)
+
+
+class CountingWindows(list):
+    """A list of windows that counts how often its items are read."""
+
+    reads = 0
+
+    def __getitem__(self, index):
+        CountingWindows.reads += 1
+        return super().__getitem__(index)
+
+    def __iter__(self):
+        for index in range(len(self)):
+            yield self[index]
+
+
+def test_the_window_merge_is_linear_in_the_text_length():
+    """Defect 10: heads.predict took 94 s on one 500 KB line: every token scanned every window."""
+    from heads.ner import token_windows, window_owners
+
+    for n in (2_000, 20_000):
+        windows = CountingWindows(token_windows(n, 254, 127))
+        CountingWindows.reads = 0
+        owners = window_owners(windows)
+        assert len(owners) == n and owners[0] == 0 and owners[-1] == len(windows) - 1
+        assert CountingWindows.reads <= 12 * (n + len(windows)), (n, CountingWindows.reads)  # scanning all: n x 157 = 3.1M at 20,000
