@@ -38,7 +38,7 @@ from tqdm.auto import tqdm
 from minilm import SentenceEncoder
 from minilm.cli import USER_ERRORS, run
 from minilm.embed import positive_int
-from minilm.weights import WeightsError, sha256_of
+from minilm.weights import sha256_of
 
 from .data import DataFormatError
 from .model import MultiTaskModel, load_model, run_layers, save_model

@@ -11,12 +11,9 @@ tests/faults/'s, at named points of the writer rather than at moments that race 
 from __future__ import annotations
 
 import json
-import os
 import random
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -15,14 +13,14 @@ import numpy as np
 import pytest
 
 from conftest import ROOT, write_tiny_checkpoint
-from faultkit import DRIVER, corpus_file, drive, error_line, shard_args
+from faultkit import corpus_file, drive, error_line, shard_args
 
 
 def config_copy(folder: Path, source: Path, raw: str) -> Path:
     """A copy of the real checkpoint (links) whose config.json is `raw`."""
     folder.mkdir()
     for path in source.rglob("*"):
-        if path.is_file() and path.name != "config.json" or path.parent != source and path.is_file():
+        if path.is_file() and path != source / "config.json":
             (folder / path.relative_to(source)).parent.mkdir(parents=True, exist_ok=True)
             (folder / path.relative_to(source)).symlink_to(path)
     (folder / "config.json").write_text(raw)
