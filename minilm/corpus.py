@@ -97,8 +97,9 @@ class DamagedShards(InputError):
 class Examples:
     """Things counted over a run (skipped lines, repeated ids): all counted, the first few quoted and printed."""
 
-    def __init__(self, what: str) -> None:
-        self.what = what
+    def __init__(self, what: str, more: str) -> None:
+        self.what = what  # what the warning line starts with: "skipped", "repeated id"
+        self.more = more  # the warning after the first few: "skipping more bad lines"
         self.count = 0
         self.examples: list[str] = []
 
@@ -112,7 +113,7 @@ class Examples:
         if self.count <= WARNED_SKIPS:
             tqdm.write(f"warning: {self.what} {example}", file=sys.stderr)
         elif self.count == WARNED_SKIPS + 1:
-            tqdm.write(f"warning: more {self.what} lines follow; the manifest counts them all", file=sys.stderr)
+            tqdm.write(f"warning: {self.more}; the manifest counts them all", file=sys.stderr)
 
 
 def good_records(records: Iterable[Record | BadRecord], skip_bad_lines: bool, skipped: Examples) -> Iterator[Record]:
@@ -332,7 +333,7 @@ def _embed_windows(
             damaged.add(i)
     stopped: list[int] = []
     previous = {s: signal.signal(s, lambda number, _: stopped.append(number)) for s in STOP_SIGNALS} if _main_thread() else {}
-    skipped, repeated = Examples("skipped"), Examples("repeated id")
+    skipped, repeated = Examples("skipped", "skipping more bad lines"), Examples("repeated id", "more ids repeat")
     records = good_records(read_records(path, settings.text_field, settings.id_field), settings.skip_bad_lines, skipped)
     seen_ids: dict[str, int] | None = {} if settings.id_field else None  # id -> line, to warn about repeats
     try:
