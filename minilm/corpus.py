@@ -10,8 +10,9 @@ rows come back in input order) and written as one shard:
     vectors/part-00000.npy        (rows, dim) float32, or the stored form of --precision (minilm.quantize)
     vectors/part-00000.ids.json   the ids of those rows, in order (line numbers, or --id-field)
     vectors/manifest.json         the run identity (below), int8 ranges, skipped lines, and every finished
-                                  shard with its row count, byte size and sha256, and its ids file's sha256
-    vectors/.minilm.lock          held (flock) by the run that writes the folder
+                                  shard with its row count, byte size and sha256, its ids file's sha256,
+                                  and the byte range and sha256 of the input it was read from
+    vectors/.minilm.lock          who holds the folder's lock (the lock itself is flock on the folder)
 
 The run identity is everything that shapes the rows: the sha256 of every checkpoint file
 (weights, config.json, tokenizer and pooling files), the dimension, precision, normalization,
@@ -25,16 +26,18 @@ int8 and uint8 ranges are calibrated on the first shard's embeddings and kept in
 so every shard, and a resumed run, uses the same ones.
 
 What makes it safe:
-  * One run at a time: the folder's lock file is held for the whole run, and a second run stops at
-    once naming the first. The kernel drops the lock when its process dies, so a killed run's lock
-    is simply taken over.
+  * One run at a time: the folder is locked for the whole run, and a second run stops at once
+    naming the first. The kernel drops the lock when its process dies, so a killed run's lock is
+    simply taken over.
   * Every file is written atomically (temporary file, then rename), and the manifest last: a shard
     counts only once the manifest lists it. The manifest is first written before the first shard,
     so a run killed at any point leaves a folder its rerun recognizes; stale temporary files are
     removed when the next run takes the lock.
-  * A rerun (and `load_shards`, and `--verify`) checks every listed shard's size and sha256 and
-    the ids file's sha256: a damaged or missing shard is named, and a rerun embeds it again, and
-    only it, before it carries on.
+  * A rerun (and `load_shards`, and `--verify`) checks the manifest field by field and every listed
+    shard's size and sha256 and the ids file's sha256: a damaged or missing shard is named, and a
+    rerun embeds it again, and only it, before it carries on. A rerun also embeds again a shard whose
+    input bytes no longer hash the same, and refuses to finish a pass over an input that changed
+    while it was read.
   * Ctrl-C or SIGTERM stops after the current shard; the rerun continues from there.
 """
 
@@ -61,7 +64,7 @@ from tqdm.auto import tqdm
 
 from .quantize import PRECISIONS, STORED_DTYPE, Precision, calibration_ranges, dequantize, quantize
 from .sentence_encoder import PROGRESS_BAR_MIN_TEXTS, SentenceEncoder
-from .textio import RECORD_SUFFIXES, BadRecord, InputError, Record, atomic_output, count_records, read_records, require_input_file
+from .textio import RECORD_SUFFIXES, BadRecord, InputError, ReadDigest, Record, atomic_output, count_records, read_records, require_input_file
 from .weights import checkpoint_fingerprint
 
 try:
@@ -190,67 +193,116 @@ def _reached(point: str) -> None:
 
 
 def _is_shard_folder(out_dir: Path) -> bool:
-    """Whether a folder is empty or one of ours (a manifest, or at least our lock file from a run killed early)."""
-    return not any(out_dir.iterdir()) or (out_dir / MANIFEST).is_file() or (out_dir / LOCK_FILE).is_file()
+    """Whether a folder is empty or one of ours: our lock file (left even by a run killed early), or our manifest."""
+    if not any(out_dir.iterdir()) or (out_dir / LOCK_FILE).is_file():
+        return True
+    try:
+        manifest = json.loads((out_dir / MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return False
+    return isinstance(manifest, dict) and str(manifest.get("format", "")).startswith("minilm-shards/")
 
 
 @contextmanager
 def run_lock(out_dir: Path) -> Iterator[None]:
-    """Hold `out_dir`'s lock file for the block; another holder is an InputError that names it.
+    """Hold the lock on `out_dir` for the block; another holder is an InputError that names it.
 
-    flock is released by the kernel when the holding process dies, however it dies, so a lock file left
-    by a killed run is taken over here without any clean-up; the file itself stays.
+    The lock is flock on the folder itself, so deleting or replacing the file that names the holder
+    (.minilm.lock) cannot let a second run in. The kernel releases it when the holding process dies,
+    however it dies, so a killed run's lock is simply taken over.
     """
-    path = out_dir / LOCK_FILE
     try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = os.open(out_dir, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
     except OSError as e:
-        raise InputError(f"cannot write in {out_dir} ({e.strerror or e}); choose a writable --output folder") from None
+        raise InputError(f"cannot open --output folder {out_dir} ({e.strerror or e}); choose another --output") from None
     try:
         if fcntl is not None:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
-                holder = os.pread(fd, 1000, 0).decode("utf-8", "replace").strip() or "another process"
-                raise InputError(f"{out_dir} is being written by another run ({holder}); wait for it to end, or stop it, before running again") from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%Y-%m-%d %H:%M:%S')}\n".encode(), 0)
+                raise InputError(f"{out_dir} is being written by another run ({_lock_holder(out_dir)}); wait for it to end, or stop it, before running again") from None
+        _name_holder(out_dir)
         yield
     finally:
         os.close(fd)
 
 
+def _lock_holder(out_dir: Path) -> str:
+    try:
+        return (out_dir / LOCK_FILE).read_text(encoding="utf-8", errors="replace").strip() or "another process"
+    except OSError:
+        return "another process"
+
+
+def _name_holder(out_dir: Path) -> None:
+    """Write who holds the lock into .minilm.lock, replacing whatever is there (never following a symlink)."""
+    path = out_dir / LOCK_FILE
+    if path.is_symlink() or path.is_dir():
+        raise InputError(f"{path} is not a plain file; remove it and rerun")
+    text = f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%Y-%m-%d %H:%M:%S')}\n"
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0), 0o644)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+    except OSError as e:
+        raise InputError(f"cannot write in {out_dir} ({e.strerror or e}); choose a writable --output folder") from None
+
+
 def _remove_stale_files(out_dir: Path, everything: bool) -> None:
-    """Temporary files of a killed run; with `everything` (--force) also the shards and the manifest."""
+    """Temporary files of a killed run; with `everything` (--force, or a new run) also the shards and the manifest."""
     patterns = [*TEMPORARY_FILES, *(("part-*.npy", "part-*.ids.json", MANIFEST) if everything else ())]
     for pattern in patterns:
         for path in out_dir.glob(pattern):
             path.unlink()
 
 
+MANIFEST_FIELDS = {"format": str, "complete": bool, "rows": int, "dim": int, "precision": str, "input": dict, "shards": list}
+SHARD_FIELDS = {"file": str, "ids": str, "rows": int, "bytes": int, "sha256": str, "ids_sha256": str, "input": dict}
+
+
 def _read_manifest_file(path: Path) -> dict[str, Any]:
+    """The manifest at `path`, checked field by field: a damaged or hand-edited one is an InputError, not a traceback."""
     try:
         manifest = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise InputError(f"{path} cannot be read ({e}); pass --force to start over") from None
     if not isinstance(manifest, dict) or not isinstance(manifest.get("shards"), list):
         raise InputError(f"{path} is not a minilm shard manifest (no list of shards); pass --force to start over")
+    if manifest.get("format") != FORMAT:
+        raise InputError(f"{path} is of format {manifest.get('format')!r}, not {FORMAT}; pass --force to start over")
+    problems = [f"{key} is not a {kind.__name__}" for key, kind in MANIFEST_FIELDS.items() if not _is(manifest.get(key), kind)]
+    for i, shard in enumerate(manifest["shards"]):
+        if not isinstance(shard, dict):
+            problems.append(f"shards[{i}] is not an object")
+            continue
+        problems += [f"shards[{i}].{key} is not a {kind.__name__}" for key, kind in SHARD_FIELDS.items() if not _is(shard.get(key), kind)]
+        if shard.get("file") != f"{shard_name(i)}.npy" or shard.get("ids") != f"{shard_name(i)}.ids.json":
+            problems.append(f"shards[{i}] names {shard.get('file')}, not {shard_name(i)}.npy")
+    if not problems and manifest["rows"] != sum(shard["rows"] for shard in manifest["shards"]):
+        problems.append(f"rows is {manifest['rows']}, but the shards hold {sum(shard['rows'] for shard in manifest['shards'])}")
+    if problems:
+        raise InputError(f"{path} is damaged ({'; '.join(problems[:3])}); pass --force to start over")
     return manifest
+
+
+def _is(value: Any, kind: type) -> bool:
+    return isinstance(value, kind) and not (kind is int and isinstance(value, bool))
 
 
 def prepare_output(out_dir: Path, identity: dict[str, Any], force: bool) -> dict[str, Any] | None:
     """The manifest of the same run written so far (None for a new run). Call with the lock held.
 
-    Refuses a folder that is not ours, and a different run unless `force` (which removes it).
+    Refuses a different run unless `force`, which (as a new run does) removes the earlier files.
     """
     manifest_path = out_dir / MANIFEST
-    _remove_stale_files(out_dir, everything=force)
-    if not manifest_path.is_file():
+    if force or not manifest_path.is_file():
+        _remove_stale_files(out_dir, everything=True)
         return None
+    _remove_stale_files(out_dir, everything=False)
     manifest = _read_manifest_file(manifest_path)
-    if manifest.get("format") != FORMAT:
-        raise InputError(f"{out_dir} holds shards of format {manifest.get('format')!r}, not {FORMAT}; pass --force to start over")
     differing = [key for key, value in identity.items() if manifest.get(key) != value]
+    if differing == ["input"] and manifest["input"].get("sha256") == identity["input"]["sha256"]:
+        raise InputError(f"{out_dir} was embedded from {manifest['input'].get('path')}, the same content at another path; give that path, or pass --force to start over")
     if differing:
         raise InputError(
             f"{out_dir} holds a run with a different {', '.join(differing)}; rerun with the same settings to resume, or pass --force to start over"
@@ -331,10 +383,11 @@ def _embed_windows(
         if problem := shard_problem(out_dir, shard):
             print(f"warning: {problem}; embedding that shard again", file=sys.stderr)
             damaged.add(i)
+    digest = ReadDigest()
     stopped: list[int] = []
     previous = {s: signal.signal(s, lambda number, _: stopped.append(number)) for s in STOP_SIGNALS} if _main_thread() else {}
     skipped, repeated = Examples("skipped", "skipping more bad lines"), Examples("repeated id", "more ids repeat")
-    records = good_records(read_records(path, settings.text_field, settings.id_field), settings.skip_bad_lines, skipped)
+    records = good_records(read_records(path, settings.text_field, settings.id_field, digest), settings.skip_bad_lines, skipped)
     seen_ids: dict[str, int] | None = {} if settings.id_field else None  # id -> line, to warn about repeats
     try:
         total = count_records(path)
@@ -348,18 +401,22 @@ def _embed_windows(
                         if (first := seen_ids.setdefault(r.id, r.line)) != r.line:
                             repeated.add(f"{r.id!r} at {path}:{r.line} (first at line {first})")
                 if not window:
+                    _check_input_unchanged(path, manifest["input"], digest)
                     manifest["complete"] = True
                     break
-                if index < len(shards) and index not in damaged:  # intact: keep it
-                    index += 1
-                    bar.update(len(window))
-                    continue
+                span = digest.cut()  # the input bytes this window was read from
+                if index < len(shards) and index not in damaged:
+                    if shards[index]["input"] == span and shards[index]["rows"] == len(window):  # intact, and still this window's
+                        index += 1
+                        bar.update(len(window))
+                        continue
+                    print(f"warning: {shards[index]['file']} was embedded from other input lines; embedding that shard again", file=sys.stderr)
                 result = encoder.encode_detailed(
                     [r.text for r in window], settings.batch_size, settings.normalize, show_progress_bar=False, max_batch_tokens=settings.max_batch_tokens
                 )
                 if settings.precision in ("int8", "uint8") and manifest["ranges"] is None:
                     manifest["ranges"] = calibration_ranges(result.embeddings).tolist()  # the first shard calibrates
-                shard = _write_shard(out_dir, index, quantize(result.embeddings, settings.precision, _ranges(manifest)), window, result.n_tokens, encoder.max_seq_length)
+                shard = _write_shard(out_dir, index, quantize(result.embeddings, settings.precision, _ranges(manifest)), window, span, result.n_tokens, encoder.max_seq_length)
                 shards[index : index + 1] = [shard]
                 manifest["rows"] = sum(s["rows"] for s in shards)
                 manifest["skipped"], manifest["repeated_ids"] = skipped.summary(), repeated.summary()
@@ -374,11 +431,24 @@ def _embed_windows(
         for s, handler in previous.items():
             signal.signal(s, handler)
     manifest["skipped"], manifest["repeated_ids"] = skipped.summary(), repeated.summary()
+    manifest["rows"] = sum(s["rows"] for s in shards)
     _write_json(out_dir / MANIFEST, manifest)
     return {**manifest, "stopped_by": signal.Signals(stopped[0]).name if stopped else None}
 
 
-def _write_shard(out_dir: Path, index: int, stored: np.ndarray, window: list[Record], n_tokens: list[int], max_seq_length: int) -> dict[str, Any]:
+def _check_input_unchanged(path: Path, fingerprint: dict[str, Any], digest: ReadDigest) -> None:
+    """At the end of a pass: what was read must be the input the run identity hashed at the start."""
+    read = digest.whole.hexdigest() if path.suffix.lower() != ".parquet" else input_fingerprint(path)["sha256"]
+    if read != fingerprint["sha256"]:
+        raise InputError(
+            f"{path} changed while it was being embedded; once it stops changing, rerun the same command "
+            "(it embeds again the shards read from other contents), or pass --force to start over"
+        )
+
+
+def _write_shard(
+    out_dir: Path, index: int, stored: np.ndarray, window: list[Record], span: dict[str, Any], n_tokens: list[int], max_seq_length: int
+) -> dict[str, Any]:
     """Write one shard's .npy and ids files atomically; returns its manifest entry (sizes, hashes, truncation)."""
     name = shard_name(index)
     vectors, ids = _encode_shard(stored, [r.id for r in window])
@@ -393,6 +463,7 @@ def _write_shard(out_dir: Path, index: int, stored: np.ndarray, window: list[Rec
         "bytes": len(vectors),
         "sha256": sha256_bytes(vectors),
         "ids_sha256": sha256_bytes(ids),
+        "input": span,  # the byte range of the input it was read from, and its sha256
         "truncated": sum(n > max_seq_length for n in n_tokens),
         "longest": max(n_tokens),
     }
@@ -444,6 +515,8 @@ def verify_shards(out_dir: str | Path) -> dict[str, Any]:
     out_dir = Path(out_dir)
     manifest = read_manifest(out_dir)
     problems = [problem for shard in manifest["shards"] if (problem := shard_problem(out_dir, shard))]
+    listed = {name for shard in manifest["shards"] for name in (shard["file"], shard["ids"])}
+    problems += [f"{p.name} is not listed in the manifest" for p in sorted(out_dir.glob("part-*")) if p.name not in listed]
     if problems:
         raise DamagedShards(f"{out_dir}: {'; '.join(problems)}; rerun the command that embedded it to embed those shards again")
     return manifest

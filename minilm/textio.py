@@ -30,6 +30,7 @@ file:line and skipping it with a count. Problems that could swallow other record
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import os
 import tempfile
@@ -49,6 +50,29 @@ class InputError(Exception):
     """Bad command-line input; the message names the file, the line and the fix."""
 
 
+class ReadDigest:
+    """sha256 of the bytes a reader has consumed: all of them, and those since the last `cut()`.
+
+    The shard writer cuts at every window, so each shard records the byte range and hash of the
+    input it was embedded from, and a rerun can tell which finished shards still match the file.
+    """
+
+    def __init__(self) -> None:
+        self.whole, self.part = hashlib.sha256(), hashlib.sha256()
+        self.offset, self.start = 0, 0
+
+    def update(self, data: bytes) -> None:
+        self.whole.update(data)
+        self.part.update(data)
+        self.offset += len(data)
+
+    def cut(self) -> dict[str, int | str]:
+        """{"start", "end", "sha256"} of the bytes read since the last cut; the next part starts here."""
+        span = {"start": self.start, "end": self.offset, "sha256": self.part.hexdigest()}
+        self.part, self.start = hashlib.sha256(), self.offset
+        return span
+
+
 class BadRecord(InputError):
     """One record of an input file that cannot be embedded; str() reads "file:line: what is wrong"."""
 
@@ -65,11 +89,11 @@ class Record:
     text: str
 
 
-def _lines(stream: BinaryIO, name: str, keep_ends: bool = False) -> Iterator[tuple[int, str | BadRecord]]:
+def _lines(stream: BinaryIO, name: str, keep_ends: bool = False, digest: ReadDigest | None = None) -> Iterator[tuple[int, str | BadRecord]]:
     """(line number, text) for each line; a line that is not UTF-8 comes as a BadRecord instead of its text.
 
     Lines end at "\n" (or "\r\n"). A "\r" anywhere else raises: in a file with old Mac line endings
-    it is the line break, and reading on would make the whole file one text.
+    it is the line break, and reading on would make the whole file one text. `digest` sees every byte read.
     """
     number = 0
     while True:
@@ -79,6 +103,8 @@ def _lines(stream: BinaryIO, name: str, keep_ends: bool = False) -> Iterator[tup
             raise InputError(f"cannot read {name}: {e.strerror or e}") from None
         if not raw:
             return
+        if digest is not None:
+            digest.update(raw)
         number += 1
         if number == 1 and raw.startswith(b"\xef\xbb\xbf"):
             raw = raw[3:]  # a UTF-8 byte-order mark is not part of the text
@@ -123,16 +149,19 @@ def require_input_file(path: str | Path) -> None:
         )
 
 
-def read_records(path: Path, text_field: str = "text", id_field: str | None = None) -> Iterator[Record | BadRecord]:
-    """Each record of a corpus file in order, streamed (format by suffix; see the module docstring)."""
+def read_records(path: Path, text_field: str = "text", id_field: str | None = None, digest: ReadDigest | None = None) -> Iterator[Record | BadRecord]:
+    """Each record of a corpus file in order, streamed (format by suffix; see the module docstring).
+
+    digest: fed every byte read, for the line formats (Parquet is read by pyarrow: it gets none).
+    """
     suffix = path.suffix.lower()
     if suffix == ".parquet":
         yield from _parquet_records(path, text_field, id_field)
     elif suffix in (".csv", ".tsv"):
-        yield from _csv_records(path, "\t" if suffix == ".tsv" else ",", text_field, id_field)
+        yield from _csv_records(path, "\t" if suffix == ".tsv" else ",", text_field, id_field, digest)
     else:
         with open_input(path) as stream:
-            for number, line in _lines(stream, str(path)):
+            for number, line in _lines(stream, str(path), digest=digest):
                 if isinstance(line, BadRecord) or not line.strip():
                     yield line if isinstance(line, BadRecord) else BadRecord(str(path), number, "empty line")
                 elif suffix == ".jsonl":
@@ -166,7 +195,12 @@ def _field_record(values: dict, name: str, line: int, text_field: str, id_field:
     text = values[text_field]
     if not isinstance(text, str):
         return BadRecord(name, line, f'"{text_field}" is {type(text).__name__}, expected a string')
-    return Record(line, str(values[id_field]) if id_field else str(line), text)
+    return Record(line, _id_text(values[id_field]) if id_field else str(line), text)
+
+
+def _id_text(value: object) -> str:
+    """An id as text: strings as they are, anything else as JSON (true, 1.5, [1, 2]), not Python's str()."""
+    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
 
 
 def _json_record(line: str, name: str, number: int, text_field: str, id_field: str | None) -> Record | BadRecord:
@@ -179,7 +213,7 @@ def _json_record(line: str, name: str, number: int, text_field: str, id_field: s
     return _field_record(values, name, number, text_field, id_field, "field")
 
 
-def _csv_records(path: Path, delimiter: str, text_field: str, id_field: str | None) -> Iterator[Record | BadRecord]:
+def _csv_records(path: Path, delimiter: str, text_field: str, id_field: str | None, digest: ReadDigest | None) -> Iterator[Record | BadRecord]:
     name = str(path)
     csv.field_size_limit(MAX_RECORD_BYTES)
     with open_input(path) as stream:
@@ -188,7 +222,7 @@ def _csv_records(path: Path, delimiter: str, text_field: str, id_field: str | No
         undecodable: list[BadRecord] = []
 
         def decoded() -> Iterator[str]:
-            for number, line in _lines(stream, name, keep_ends=True):
+            for number, line in _lines(stream, name, keep_ends=True, digest=digest):
                 if isinstance(line, BadRecord):
                     undecodable.append(line)
                     continue
@@ -208,6 +242,8 @@ def _csv_records(path: Path, delimiter: str, text_field: str, id_field: str | No
             if field is not None and field not in header:
                 flag = "--text-column" if field == text_field else "--id-field"
                 raise InputError(f"{name}:1: no \"{field}\" column (the header has {', '.join(header)}); name the column with {flag}")
+            if field is not None and header.count(field) > 1:
+                raise InputError(f"{name}:1: the header names \"{field}\" {header.count(field)} times; rename the columns so that one holds the text")
         while True:
             record_lines.clear()
             record_size[0] = 0
@@ -246,13 +282,14 @@ def _csv_problem(row: list[str] | csv.Error, header: list[str], delimiter: str) 
 
 
 def _rows_inside(lines: list[tuple[int, str]], header: list[str], delimiter: str) -> list[int]:
-    """Numbers of the lines (a multi-line record's continuation lines) that would parse as a full row by themselves."""
-    if len(header) < 2:
-        return []  # with one column every line is a row: nothing to tell
+    """Numbers of the lines (a multi-line record's continuation lines) that would parse as a full row by themselves.
+
+    With one column every non-blank line is a row, so there a field that holds two or more more lines is refused.
+    """
     found = []
     for number, text in lines:
         fields = next(csv.reader([text.rstrip("\r\n")], delimiter=delimiter), [])
-        if len(fields) == len(header):
+        if len(fields) == len(header) and any(f.strip() for f in fields):
             found.append(number)
     return found
 
@@ -286,7 +323,14 @@ def _parquet_records(path: Path, text_field: str, id_field: str | None) -> Itera
             flag = "--text-column" if column == text_field else "--id-field"
             raise InputError(f"{path}: no \"{column}\" column (it has {', '.join(file.schema_arrow.names)}); name the column with {flag}")
     row = 0
-    for batch in file.iter_batches(batch_size=PARQUET_BATCH_ROWS, columns=columns):
+    batches = file.iter_batches(batch_size=PARQUET_BATCH_ROWS, columns=columns)
+    while True:
+        try:
+            batch = next(batches, None)
+        except Exception as e:  # pyarrow's own errors (a corrupt page, a bad compression block)
+            raise InputError(f"{path}: rows after {row} cannot be read ({e}); the file is damaged, write it again") from None
+        if batch is None:
+            return
         for values in batch.to_pylist():
             row += 1
             yield _field_record(values, str(path), row, text_field, id_field, "column")

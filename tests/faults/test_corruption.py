@@ -7,6 +7,7 @@ same command embeds that shard again, and only it, back to the uninterrupted out
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -84,9 +85,9 @@ def test_damaged_shard_is_named_and_only_it_is_embedded_again(tmp_path: Path, fi
 
 def test_a_manifest_that_is_not_an_object_is_one_line(tmp_path: Path, finished):
     """Defect 9: a manifest that is a JSON list gave a traceback."""
-    model, corpus, _, _ = finished
+    model, corpus, _, original = finished
     out = tmp_path / "out"
-    out.mkdir()
+    shutil.copytree(original, out)
     (out / "manifest.json").write_text("[1, 2, 3]\n")
     error_line(drive(args=shard_args(model, corpus, out)), f"{out / 'manifest.json'} is not a minilm shard manifest", "--force")
     error_line(drive(args=["--verify", str(out)]), "is not a minilm shard manifest")
