@@ -12,6 +12,7 @@ Shape legend: B batch, T tokens, C hidden (384), K labels of a task.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -147,15 +148,17 @@ def save_model(model: MultiTaskModel, folder: Path, *, backbone_sha256: str, bac
     from safetensors.torch import save
 
     folder.mkdir(parents=True, exist_ok=True)
+    heads = save({k: v.detach().contiguous() for k, v in model.heads.state_dict().items()})
     with atomic_output(folder / HEADS_FILE, binary=True) as f:
-        f.write(save({k: v.detach().contiguous() for k, v in model.heads.state_dict().items()}))
+        f.write(heads)
     backbone = {"sha256": backbone_sha256, "file": None}
     if backbone_trained:
         with atomic_output(folder / BACKBONE_FILE, binary=True) as f:
             f.write(save({k: v.detach().contiguous() for k, v in model.encoder.state_dict().items()}))
         backbone = {"sha256": sha256_of(folder / BACKBONE_FILE), "file": BACKBONE_FILE, "base_sha256": backbone_sha256}
-    config = {
+    config = {  # written last, and it pins the files above: a save killed half-way is refused by load_model
         "tasks": [{**asdict(t), "labels": list(t.labels)} for t in model.tasks.values()],
+        "heads_sha256": hashlib.sha256(heads).hexdigest(),
         "pooling": model.pooling,
         "backbone": backbone,
         **(extra or {}),
@@ -179,6 +182,12 @@ def read_model_config(folder: Path) -> dict:
                 "(heads.safetensors and a config.json with its tasks), or leave it out for the shipped heads"
             )
         raise WeightsError(f"{path} lists no tasks and backbone, so it was not written by python -m heads.train; retrain or restore the model folder")
+    for i, task in enumerate(config["tasks"]):
+        ok = isinstance(task, dict) and isinstance(task.get("name"), str) and task.get("kind") in ("sentence", "token")
+        if not ok or not isinstance(task.get("labels"), list) or not task["labels"] or not all(isinstance(label, str) for label in task["labels"]):
+            raise WeightsError(f"{path}: tasks[{i}] needs a name, a kind (sentence or token) and a list of labels; retrain or restore the model folder")
+    if not isinstance(config["backbone"].get("sha256"), str):
+        raise WeightsError(f"{path}: the backbone has no sha256; retrain or restore the model folder")
     return config
 
 
@@ -201,7 +210,15 @@ def load_model(folder: Path, encoder: BertEncoder, stock_sha256: str, extra_task
         raise WeightsError(f"{folder / CONFIG_FILE}: heads were trained on backbone sha256 {backbone['sha256']}, but the loaded backbone is {stock_sha256}")
     new = [t for t in extra_tasks if t.name not in {s.name for s in saved}]
     model = MultiTaskModel(encoder, [*saved, *new], pooling=config.get("pooling", "mean"), seed=seed)
-    tensors = read_safetensors(folder / HEADS_FILE)
+    heads = folder / HEADS_FILE
+    if not heads.is_file():
+        raise WeightsError(f"{heads} is missing; retrain or restore the model folder")
+    if "heads_sha256" in config and sha256_of(heads) != config["heads_sha256"]:  # models saved before the pin have none
+        raise WeightsError(
+            f"{heads}: sha256 {sha256_of(heads)} is not the {config['heads_sha256']} that {folder / CONFIG_FILE} pins; "
+            "the folder mixes two saves (one was stopped half-way): retrain or restore it"
+        )
+    tensors = read_safetensors(heads)
     for task in saved:
         prefix = f"{task.name}."
         own = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}

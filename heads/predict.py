@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 
 from minilm import SentenceEncoder
-from minilm.cli import run
+from minilm.cli import ArgumentParser, run
 from minilm.embed import add_input_arguments, atomic_output, check_output_path, gather_texts, positive_int
 from minilm.tokenization import SentenceTokenizer
 from minilm.weights import WeightsError, sha256_of
@@ -113,7 +113,7 @@ class MultiTaskPredictor:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m heads.predict", description="Question type, sentiment and entities for each text, as JSON lines.")
+    parser = ArgumentParser(prog="python -m heads.predict", description="Question type, sentiment and entities for each text, as JSON lines.")
     add_input_arguments(parser)
     parser.add_argument("--model", "-m", default=None, help="a folder saved by python -m heads.train (default: weights/heads)")
     parser.add_argument("--output", "-o", metavar="FILE", help="write the JSON lines here (atomically) instead of stdout")

@@ -36,7 +36,7 @@ import torch
 from tqdm.auto import tqdm
 
 from minilm import SentenceEncoder
-from minilm.cli import USER_ERRORS, run
+from minilm.cli import USER_ERRORS, ArgumentParser, run
 from minilm.embed import positive_int
 from minilm.weights import sha256_of
 
@@ -297,8 +297,16 @@ def train(args: argparse.Namespace) -> dict:
 # --------------------------------------------------------------------------- command line
 
 
+def non_negative_int(value: str) -> int:
+    """argparse type for counts where 0 means "off", such as --max-steps."""
+    number = int(value)
+    if number < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {number}")
+    return number
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m heads.train", description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(prog="python -m heads.train", description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tasks", default="question_type,sentiment,ner", help="comma-separated tasks to train (default: all three)")
     parser.add_argument("--data-dir", default=str(DEFAULT_DATA_DIR), help="folder with trec/, sst2/, conll2003/ (default: ../shared/data)")
     parser.add_argument("--output", "-o", required=True, help="folder to save heads.safetensors, config.json (and backbone.safetensors)")
@@ -312,7 +320,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--temperature", type=float, default=2.0, help="T for --sampling temperature (default: 2)")
     parser.add_argument("--loss-weight", action="append", default=[], metavar="TASK=W", help="scale TASK's loss by W")
     parser.add_argument("--epochs", type=positive_int, default=3)
-    parser.add_argument("--max-steps", type=int, default=0, help="stop after this many steps (0: epochs decide)")
+    parser.add_argument("--max-steps", type=non_negative_int, default=0, help="stop after this many steps (0: epochs decide)")
     parser.add_argument("--batch-size", type=positive_int, default=32)
     parser.add_argument("--lr-backbone", type=float, default=5e-5)
     parser.add_argument("--lr-heads", type=float, default=1e-3)
@@ -320,11 +328,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--max-grad-norm", type=float, default=1.0, help="clip each step's gradient norm to this (0: no clipping; default: 1)")
     parser.add_argument("--warmup", type=float, default=0.1, help="fraction of steps for linear warmup (default: 0.1)")
     parser.add_argument("--dropout", type=float, default=0.1, help="head dropout (default: 0.1)")
-    parser.add_argument("--sentence-hidden", type=int, default=0, metavar="N", help="give sentence heads one hidden layer of N units (default: none)")
+    parser.add_argument("--sentence-hidden", type=non_negative_int, default=0, metavar="N", help="give sentence heads one hidden layer of N units (default: none)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--bf16", action="store_true", help="bfloat16 autocast on CPU (fast only where the CPU has AMX or AVX512-BF16)")
     parser.add_argument("--eval-test", action="store_true", help="also score the best model on the test sets")
-    parser.add_argument("--dev-limit", type=int, default=0, metavar="N", help="score only the first N dev examples per task (quick runs; default: all)")
+    parser.add_argument("--dev-limit", type=non_negative_int, default=0, metavar="N", help="score only the first N dev examples per task (quick runs; default: all)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines on stderr")
     args = parser.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)  # recorded in the saved config

@@ -6,6 +6,8 @@
 
 `run` turns what can go wrong into what a Unix tool does, never a traceback:
     a user error (InputError, WeightsError, ValueError)   one `error: ...` line on stderr, exit 2
+    a bad option (ArgumentParser, below)                  the same: `error: ...; see prog --help`
+    stdout cannot be written (full disk, closed)          `error: cannot write the output: ...`, exit 2
     the reader of stdout went away (`| head -1`)          quiet, exit 0
     Ctrl-C                                                `interrupted`, exit 130
     SIGTERM                                               `terminated`, exit 143 (raised as Terminated, so
@@ -15,6 +17,7 @@ The shard writer (minilm.corpus) catches both signals itself, to finish the shar
 
 from __future__ import annotations
 
+import argparse
 import os
 import signal
 import sys
@@ -30,6 +33,13 @@ EXIT_TERMINATED = 128 + signal.SIGTERM  # 143
 USER_ERRORS: tuple[type[Exception], ...] = (InputError, WeightsError, ValueError)
 
 
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse, but a bad option is one `error:` line pointing at --help, not the whole usage block."""
+
+    def error(self, message: str):
+        self.exit(EXIT_USER_ERROR, f"error: {message}; see {self.prog} --help\n")
+
+
 class Terminated(BaseException):
     """SIGTERM, raised where the program is, so that it unwinds as Ctrl-C's KeyboardInterrupt does."""
 
@@ -43,6 +53,8 @@ def run(work: Callable[[], int], user_errors: tuple[type[Exception], ...] = USER
     in_main = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _raise_terminated) if in_main else None
     try:
+        if sys.stdout is None:  # started with stdout closed (`>&-`): results would go nowhere
+            raise InputError("standard output is closed; redirect it to a file, or give --output")
         status = work()
         sys.stdout.flush()  # a closed pipe shows here, inside the try, and not at exit
         return status
@@ -53,6 +65,10 @@ def run(work: Callable[[], int], user_errors: tuple[type[Exception], ...] = USER
         # the reader (e.g. `| head`) went away: not an error; point stdout at /dev/null so the exit flush is quiet
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except OSError as e:  # what is left: stdout or stderr on a full disk (`> /dev/full`); files have their own errors
+        _quiet_stdout()
+        print(f"error: cannot write the output: {e.strerror or e}{f' ({e.filename})' if e.filename else ''}", file=sys.stderr)
+        return EXIT_USER_ERROR
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
@@ -62,3 +78,11 @@ def run(work: Callable[[], int], user_errors: tuple[type[Exception], ...] = USER
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
+
+
+def _quiet_stdout() -> None:
+    """Drop what is still buffered for a stdout that cannot take it, so the exit flush raises nothing."""
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except (OSError, AttributeError, ValueError):
+        pass

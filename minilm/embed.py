@@ -27,7 +27,7 @@ from typing import TextIO
 
 import numpy as np
 
-from .cli import EXIT_INTERRUPTED, EXIT_TERMINATED, run
+from .cli import EXIT_INTERRUPTED, EXIT_TERMINATED, ArgumentParser, run
 from .precision import DTYPES
 from .quantize import PRECISIONS
 from .textio import RECORD_SUFFIXES, BadRecord, InputError, _decoded_lines, atomic_output, open_input, read_records, require_input_file
@@ -95,6 +95,11 @@ def gather_texts(args: argparse.Namespace, default: list[str] | None = DEMO_SENT
         texts = read_texts("-")
     elif args.texts:
         texts = args.texts
+        for number, text in enumerate(texts, start=1):
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError:
+                raise InputError(f"text argument {number} is not valid UTF-8; pass UTF-8 text, or the texts in a file with --input") from None
     elif default is None:
         raise InputError("no texts given: pass them as arguments, with --input FILE, or '-' for stdin")
     else:
@@ -149,8 +154,8 @@ def check_output_path(output: str | None, force: bool) -> Path | None:
     if not output:
         return None
     path = Path(output)
-    if path.is_dir():
-        raise InputError(f"--output {path} is a folder; give a file name")
+    if path.is_dir() or output.endswith(("/", os.sep)):
+        raise InputError(f"--output {output} is a folder; give a file name")
     if not path.parent.is_dir():
         raise InputError(f"--output folder {path.parent} does not exist; create it first")
     if path.exists() and not force:
@@ -188,7 +193,7 @@ def _write_result(args: argparse.Namespace, output: Path | None, texts: list[str
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="python -m minilm.embed",
         description="Embed sentences with all-MiniLM-L6-v2 (or another BERT sentence-transformers checkpoint).",
         epilog="With no texts and no --input, embeds three demo sentences and prints their cosine similarities.",
@@ -203,7 +208,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="write here (atomically) instead of stdout; required for npy. A folder (existing, or ending in /) gets "
         "streamed, resumable shards of an --input file (minilm.corpus)",
     )  # fmt: skip
-    parser.add_argument("--shard-size", type=positive_int, default=10_000, metavar="N", help="texts per shard (default: 10000)")
+    parser.add_argument("--shard-size", type=positive_int, default=None, metavar="N", help="texts per shard (default: 10000)")
     parser.add_argument("--id-field", "--id-column", default=None, help="the field or column that holds the shards' ids (default: line numbers)")
     parser.add_argument(
         "--precision", choices=PRECISIONS, default="float32",
@@ -262,8 +267,10 @@ def embed_to_shards(args: argparse.Namespace) -> int:
         raise InputError("shard output streams a file: give it with --input FILE (not texts or stdin)")
     if not args.output:
         raise InputError("--format shards needs --output DIR/")
+    if args.id_field and Path(args.input).suffix.lower() not in RECORD_SUFFIXES:
+        raise InputError(f"--id-field names a field of .jsonl, .csv, .tsv or .parquet input; the ids of {args.input} are its line numbers")
     settings = CorpusSettings(
-        args.shard_size, args.text_field, args.id_field, args.batch_size, args.max_batch_tokens,
+        args.shard_size or CorpusSettings.shard_rows, args.text_field, args.id_field, args.batch_size, args.max_batch_tokens,
         False if args.no_normalize else None, args.precision, args.skip_bad_lines,
     )  # fmt: skip
     encoder = load_encoder_for(args)
@@ -340,8 +347,10 @@ def embed(args: argparse.Namespace) -> int:
         raise InputError("--ray-address and --concurrency need --engine ray")
     if wants_shards(args):
         return embed_to_shards(args)
-    if args.precision != "float32" or args.skip_bad_lines:
-        raise InputError("--precision and --skip-bad-lines apply to shard output: give --input FILE --output DIR/")
+    shard_only = [flag for flag, given in (("--precision", args.precision != "float32"), ("--skip-bad-lines", args.skip_bad_lines),
+                                           ("--shard-size", args.shard_size is not None), ("--id-field", args.id_field is not None)) if given]  # fmt: skip
+    if shard_only:
+        raise InputError(f"{' and '.join(shard_only)} apply to shard output: give --input FILE --output DIR/ (a folder ends in /)")
     args.format = args.format or "table"
     texts = gather_texts(args)
     output = check_output(args, len(texts))

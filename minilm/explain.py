@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .cli import run
+from .cli import ArgumentParser, run
 from .embed import DEMO_SENTENCES, shorten, check_output_path, write_table
 from .pooling import l2_normalize, pool
 from .sentence_encoder import SentenceEncoder
@@ -180,7 +180,7 @@ def plot(trace: Trace, path: Path) -> None:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="python -m minilm.explain",
         description="Show one forward pass of the encoder stage by stage: word pieces, shapes, attention, cosines.",
         epilog="With no sentences, explains the three demo sentences.",

@@ -53,6 +53,10 @@ def check_texts(texts: Sequence[str]) -> list[str]:
     for i, text in enumerate(texts):
         if not isinstance(text, str):
             raise TypeError(f"texts[{i}] is {type(text).__name__}, expected str")
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as e:  # a lone surrogate, as Python decodes bytes that are not UTF-8 in argv
+            raise ValueError(f"texts[{i}] is not valid Unicode (a lone surrogate at character {e.start}); decode it as UTF-8 first") from None
     return list(texts)
 
 

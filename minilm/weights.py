@@ -304,6 +304,8 @@ POOLING_FLAGS: dict[str, PoolingMode] = {"pooling_mode_mean_tokens": "mean", "po
 def _read_pooling_mode(path: Path) -> PoolingMode:
     """The one pooling mode a sentence-transformers Pooling config turns on (older flag style or newer "pooling_mode")."""
     config = _read_json(path)
+    if not isinstance(config, dict):
+        raise WeightsError(f"{path} holds a JSON {type(config).__name__}, not an object of pooling flags; re-download or reinstall it")
     if isinstance(config.get("pooling_mode"), str):
         enabled = [f"pooling_mode_{config['pooling_mode']}_tokens" if config["pooling_mode"] != "cls" else "pooling_mode_cls_token"]
     else:
@@ -320,12 +322,18 @@ def read_sentence_config(folder: Path, bert: BertConfig) -> SentenceConfig:
     position limit, as sentence-transformers does when it wraps a bare transformers model.
     """
     sbert = _read_json(folder / "sentence_bert_config.json") if (folder / "sentence_bert_config.json").exists() else {}
-    max_len = sbert.get("max_seq_length") or bert.max_position_embeddings
     modules = _read_json(folder / "modules.json") if (folder / "modules.json").exists() else []
+    if not isinstance(sbert, dict):
+        raise WeightsError(f"{folder / 'sentence_bert_config.json'} holds a JSON {type(sbert).__name__}, not an object; re-download or reinstall it")
+    if not isinstance(modules, list) or not all(isinstance(m, dict) and isinstance(m.get("type", ""), str) for m in modules):
+        raise WeightsError(f"{folder / 'modules.json'} is not a list of modules with a type each; re-download or reinstall it")
+    max_len = sbert.get("max_seq_length") or bert.max_position_embeddings
+    if isinstance(max_len, bool) or not isinstance(max_len, int) or max_len < 3:
+        raise WeightsError(f"{folder / 'sentence_bert_config.json'}: max_seq_length is {max_len!r}; it must be a whole number of 3 or more ([CLS], a token, [SEP])")
     types = {m.get("type", "").rsplit(".", 1)[-1]: m for m in modules}
     pooling: PoolingMode = "mean"
     if "Pooling" in types:
-        pooling = _read_pooling_mode(folder / types["Pooling"]["path"] / "config.json")
+        pooling = _read_pooling_mode(folder / str(types["Pooling"].get("path", "")) / "config.json")
     unsupported = sorted(set(types) - {"Transformer", "Pooling", "Normalize"})
     if unsupported:
         raise WeightsError(f"{folder / 'modules.json'}: modules {unsupported} are not supported (only Transformer, Pooling, Normalize)")
@@ -364,7 +372,7 @@ def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
     from safetensors.torch import load_file
 
     if not path.is_file():
-        raise WeightsError(_missing_safetensors(path.parent))
+        raise WeightsError(_missing_safetensors(path.parent) if path.name == "model.safetensors" else f"{path} is missing")
     try:
         return load_file(str(path))
     except Exception as e:  # safetensors raises its own SafetensorError, or OSError on short reads
@@ -498,7 +506,9 @@ def _cmd_download(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m minilm.weights", description="Find, verify and download checkpoints.")
+    from .cli import ArgumentParser, run  # here, not at the top: minilm.cli imports this module
+
+    parser = ArgumentParser(prog="python -m minilm.weights", description="Find, verify and download checkpoints.")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("list", help="known checkpoints and where each one resolves").set_defaults(run=_cmd_list)
     verify = sub.add_parser("verify", help="re-check the pinned sha256 hashes")
@@ -509,8 +519,6 @@ def main(argv: list[str] | None = None) -> int:
     download.add_argument("--force", action="store_true", help="replace an existing weights/NAME")
     download.set_defaults(run=_cmd_download)
     args = parser.parse_args(argv)
-    from .cli import run  # here, not at the top: minilm.cli imports this module
-
     # WeightsError by this module's own name: run as `python -m minilm.weights`, it is __main__.WeightsError
     return run(lambda: args.run(args), user_errors=(WeightsError, ValueError))
 
