@@ -15,6 +15,7 @@ import pytest
 
 from faultkit import assert_same_output, corpus_file, drive, error_line, reference_run, shard_args
 from minilm.corpus import DamagedShards, load_shards
+from minilm.textio import InputError
 
 
 def truncate(out: Path) -> str:
@@ -93,3 +94,52 @@ def test_a_manifest_that_is_not_an_object_is_one_line(tmp_path: Path, finished):
     error_line(drive(args=["--verify", str(out)]), "is not a minilm shard manifest")
     forced = drive(args=shard_args(model, corpus, out, "--force"))
     assert forced.returncode == 0, forced.stderr
+
+
+def drop_second_entry(manifest: dict) -> None:
+    del manifest["shards"][1]
+    manifest["rows"] -= 200
+
+
+def swap_two_entries(manifest: dict) -> None:
+    manifest["shards"][1], manifest["shards"][2] = manifest["shards"][2], manifest["shards"][1]
+
+
+def wrong_total(manifest: dict) -> None:
+    manifest["rows"] = 2900
+
+
+def bytes_as_text(manifest: dict) -> None:
+    manifest["shards"][0]["bytes"] = "25728x"
+
+
+def no_complete_flag(manifest: dict) -> None:
+    del manifest["complete"]
+
+
+def entry_not_an_object(manifest: dict) -> None:
+    manifest["shards"][0] = 1
+
+
+@pytest.mark.parametrize("edit", [drop_second_entry, swap_two_entries, wrong_total, bytes_as_text, no_complete_flag, entry_not_an_object])
+def test_a_hand_edited_manifest_is_refused_by_every_reader(tmp_path: Path, finished, edit):
+    """Second pass: a dropped or swapped entry lost and doubled rows with exit 0; odd fields were tracebacks."""
+    model, corpus, _, original = finished
+    out = tmp_path / "out"
+    shutil.copytree(original, out)
+    manifest = json.loads((out / "manifest.json").read_text())
+    edit(manifest)
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    needle = f"{out / 'manifest.json'} is damaged"
+    error_line(drive(args=shard_args(model, corpus, out)), needle, "--force")
+    error_line(drive(args=["--verify", str(out)]), needle)
+    with pytest.raises(InputError, match="is damaged"):
+        load_shards(out)
+
+
+def test_verify_names_a_part_file_the_manifest_does_not_list(tmp_path: Path, finished):
+    _, _, _, original = finished
+    out = tmp_path / "out"
+    shutil.copytree(original, out)
+    (out / "part-00015.npy").write_bytes((out / "part-00014.npy").read_bytes())
+    error_line(drive(args=["--verify", str(out)]), "part-00015.npy is not listed in the manifest")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -154,3 +155,91 @@ def test_the_window_merge_is_linear_in_the_text_length():
         owners = window_owners(windows)
         assert len(owners) == n and owners[0] == 0 and owners[-1] == len(windows) - 1
         assert CountingWindows.reads <= 12 * (n + len(windows)), (n, CountingWindows.reads)  # scanning all: n x 157 = 3.1M at 20,000
+
+
+@pytest.mark.parametrize("target", ["/dev/full", "closed"])
+def test_a_stdout_that_cannot_be_written_is_one_line(target: str, tiny_checkpoint):
+    """Second pass: > /dev/full and >&- were tracebacks."""
+    command = [sys.executable, "-m", "minilm.embed", "--model", str(tiny_checkpoint), "--no-verify", "--format", "jsonl", "One.", "Two."]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    if target == "/dev/full":
+        with open("/dev/full", "w") as full:
+            proc = subprocess.run(command, stdout=full, stderr=subprocess.PIPE, cwd=ROOT, env=env, timeout=300)
+        expected = "error: cannot write the output: No space left on device"
+    else:
+        proc = subprocess.run(command, stdout=None, stderr=subprocess.PIPE, cwd=ROOT, env=env, timeout=300, preexec_fn=lambda: os.close(1))
+        expected = "error: standard output is closed; redirect it to a file, or give --output"
+    assert proc.returncode == 2 and proc.stderr.decode().splitlines() == [expected], proc.stderr.decode()[-2000:]
+
+
+def test_a_text_argument_that_is_not_utf8_is_one_line(tiny_checkpoint):
+    command = [sys.executable.encode(), b"-m", b"minilm.embed", b"--model", str(tiny_checkpoint).encode(), b"--no-verify", b"\xff\xfe", b"ok"]
+    proc = subprocess.run(command, capture_output=True, cwd=ROOT, env={**os.environ, "HF_HUB_OFFLINE": "1"}, timeout=300)
+    assert proc.returncode == 2 and proc.stderr.decode().splitlines() == [
+        "error: text argument 1 is not valid UTF-8; pass UTF-8 text, or the texts in a file with --input"
+    ]
+
+
+@pytest.mark.parametrize(
+    "name, raw, needle",
+    [
+        ("modules.json", '{"a": 1}', "modules.json is not a list of modules"),
+        ("modules.json", '[{"idx": 0}, 5]', "modules.json is not a list of modules"),
+        ("sentence_bert_config.json", "[1]", "sentence_bert_config.json holds a JSON list"),
+        ("1_Pooling/config.json", "[1]", "1_Pooling/config.json holds a JSON list"),
+        ("sentence_bert_config.json", '{"max_seq_length": 1}', "max_seq_length is 1; it must be a whole number of 3 or more"),
+    ],
+)
+def test_odd_sentence_transformers_files_are_one_line(tmp_path: Path, tiny_checkpoint, name: str, raw: str, needle: str):
+    model = tmp_path / "model"
+    shutil.copytree(tiny_checkpoint, model)
+    (model / name).write_text(raw)
+    error_line(drive(args=["--model", str(model), "--no-verify", "A sentence."]), needle)
+
+
+@pytest.mark.parametrize(
+    "edit, needle",
+    [
+        (lambda c: c["tasks"][0].pop("labels"), "tasks[0] needs a name, a kind (sentence or token) and a list of labels"),
+        (lambda c: c["tasks"][0].update(kind="bogus"), "tasks[0] needs a name, a kind"),
+        (lambda c: c.update(tasks=["ner"]), "tasks[0] needs a name"),
+        (lambda c: c.update(backbone={}), "the backbone has no sha256"),
+        (lambda c: c.update(heads_sha256="0" * 64), "the folder mixes two saves (one was stopped half-way)"),
+        (None, "heads.safetensors is missing; retrain or restore the model folder"),
+    ],
+)
+def test_a_damaged_heads_folder_is_one_line(tmp_path: Path, edit, needle: str):
+    """Second pass: edited heads configs were tracebacks or wrong messages; a save killed between its files mixed two models."""
+    from heads.predict import SHIPPED_HEADS
+
+    folder = tmp_path / "heads"
+    shutil.copytree(SHIPPED_HEADS, folder)
+    if edit is None:
+        (folder / "heads.safetensors").unlink()
+    else:
+        config = json.loads((folder / "config.json").read_text())
+        edit(config)
+        (folder / "config.json").write_text(json.dumps(config))
+    error_line(drive(module="heads.predict", args=["--model", str(folder), "A sentence."]), needle)
+
+
+@pytest.mark.parametrize(
+    "module, args, message",
+    [
+        ("minilm.embed", ["--shard-size", "0", "x"], "error: argument --shard-size: must be at least 1, got 0; see python -m minilm.embed --help"),
+        ("minilm.embed", ["--precision", "float8", "x"], "error: argument --precision: invalid choice: 'float8'"),
+        ("minilm.weights", ["frob"], "error: argument command: invalid choice: 'frob'"),
+        ("heads.train", ["--max-steps", "-1", "--output", "m"], "error: argument --max-steps: must be 0 or more, got -1; see python -m heads.train --help"),
+        ("heads.train", ["--sentence-hidden", "-3", "--output", "m"], "error: argument --sentence-hidden: must be 0 or more, got -3"),
+        ("minilm.embed", ["--shard-size", "200", "--input", "{corpus}", "--output", "{tmp}/o"], "error: --shard-size apply to shard output"),
+        ("minilm.embed", ["--input", "{corpus}", "--output", "{tmp}/vectors/", "--format", "jsonl"], "is a folder; give a file name"),
+        ("minilm.embed", ["--input", "{corpus}", "--output", "{tmp}/out/", "--id-field", "id"], "--id-field names a field of .jsonl"),
+    ],
+)
+def test_a_bad_option_is_one_line(tmp_path: Path, module: str, args: list[str], message: str):
+    """Second pass: argparse printed its whole usage block; options that only shards use were ignored elsewhere."""
+    corpus = corpus_file(tmp_path, 10)
+    proc = drive(module=module, args=[a.format(tmp=tmp_path, corpus=corpus) for a in args])
+    line = error_line(proc)
+    assert message in line, line
+    assert not (tmp_path / "o").exists() and not (tmp_path / "vectors").exists()

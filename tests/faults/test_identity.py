@@ -72,3 +72,40 @@ def test_an_edited_input_is_refused_on_resume_and_reported_stale(tmp_path: Path,
     assert corpus.stat().st_size == size
     error_line(drive(args=shard_args(tiny_checkpoint, corpus, out, "--shard-size", "2000")), f"{out} holds a run with a different input", "--force")
     error_line(drive(args=["--verify", str(finished)]), f"{corpus} has changed since {finished} was embedded from it", "stale")
+
+
+@pytest.mark.parametrize("change", ["rewrite lines 501-1000", "truncate to 300 lines"])
+def test_an_input_changed_during_the_run_is_refused_and_the_rerun_repairs_it(tmp_path: Path, tiny_checkpoint, tiny_encoder, change: str):
+    """Second pass: rewriting or truncating the input while a run was stopped gave mixed rows with exit 0."""
+    import os
+    import time
+
+    from faultkit import assert_same_output, reference_run, spawn
+    from test_corpus import real_lines, write_lines
+
+    lines = real_lines(1000)
+    corpus = write_lines(tmp_path / "corpus.txt", lines)
+    reference = reference_run(tiny_encoder, corpus, tmp_path / "reference")
+    original = corpus.read_bytes()
+    out = tmp_path / "out"
+    run = spawn("--at", "after-npy:1:stop", args=shard_args(tiny_checkpoint, corpus, out))
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not (out / "part-00000.npy").is_file():
+        time.sleep(0.05)
+    time.sleep(0.2)
+    if change.startswith("rewrite"):
+        head = "".join(line + "\n" for line in lines[:500]).encode()
+        corpus.write_bytes(head + bytes(b if b in b"\n" else ord("x") for b in original[len(head) :]))  # same size
+    else:
+        write_lines(corpus, lines[:300])
+    os.kill(run.pid, signal.SIGCONT)
+    _, stderr = run.communicate(timeout=300)
+    assert run.returncode == 2 and stderr.splitlines()[-1] == (
+        f"error: {corpus} changed while it was being embedded; once it stops changing, rerun the same command "
+        "(it embeds again the shards read from other contents), or pass --force to start over"
+    )
+    assert not json.loads((out / "manifest.json").read_text())["complete"]
+    corpus.write_bytes(original)  # put back: the rerun embeds again what was read from the other contents
+    rerun = drive(args=shard_args(tiny_checkpoint, corpus, out))
+    assert rerun.returncode == 0, rerun.stderr
+    assert_same_output(out, reference)

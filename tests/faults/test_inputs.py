@@ -131,3 +131,39 @@ def test_a_file_of_blank_lines_is_refused_the_same_way_by_every_mode(tmp_path: P
     assert skipped.stderr.count("warning: skipped ") == 4 and "Traceback" not in skipped.stderr
     mixed = run_module("minilm.embed", "--model", str(tiny_checkpoint), "--no-verify", "-", "--format", "jsonl", stdin=b"one\n\nthree\n")
     assert mixed.returncode == 0 and [json.loads(l)["text"] for l in mixed.stdout.decode().splitlines()] == ["one", "", "three"]
+
+
+def test_a_stray_quote_in_a_one_column_csv_stops_the_run(tmp_path: Path, tiny_checkpoint):
+    """Second pass: with one column, a quote on line 101 closed on line 601 swallowed 500 records, exit 0."""
+    rows = [t.replace('"', "").replace(",", "") for t in real_lines(1000)]
+    rows[100], rows[600] = '"' + rows[100], rows[600] + '"'
+    path = tmp_path / "one.csv"
+    path.write_text("text\n" + "".join(r + "\n" for r in rows))
+    error_line(drive(args=shard_args(tiny_checkpoint, path, tmp_path / "out")), f"{path}:102-602: a CSV record runs on over 501 lines")
+
+
+def test_a_corrupt_parquet_page_is_one_line(tmp_path: Path, tiny_checkpoint):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = tmp_path / "corpus.parquet"
+    pq.write_table(pa.table({"text": real_lines(3000)}), path, compression="snappy")
+    data = bytearray(path.read_bytes())
+    middle = len(data) // 2
+    data[middle : middle + 400] = bytes(400)
+    path.write_bytes(bytes(data))
+    proc = drive(args=shard_args(tiny_checkpoint, path, tmp_path / "out"))
+    error_line(proc, f"{path}: rows after", "the file is damaged")
+
+
+def test_a_header_naming_the_text_column_twice_is_refused(tmp_path: Path, tiny_checkpoint):
+    path = tmp_path / "twice.csv"
+    path.write_text("text,text\na,b\n")
+    error_line(drive(args=shard_args(tiny_checkpoint, path, tmp_path / "out")), f'{path}:1: the header names "text" 2 times')
+
+
+def test_json_ids_keep_their_json_spelling(tmp_path: Path, tiny_checkpoint):
+    path = tmp_path / "ids.jsonl"
+    path.write_text("".join(json.dumps({"id": i, "text": t}) + "\n" for i, t in zip([True, 1.0, 7, "x"], real_lines(4))))
+    assert drive(args=shard_args(tiny_checkpoint, path, tmp_path / "out", "--id-field", "id")).returncode == 0
+    assert load_shards(tmp_path / "out")[0] == ["true", "1.0", "7", "x"]

@@ -110,3 +110,41 @@ def test_a_second_run_into_a_folder_in_use_stops_at_once_naming_the_first(tmp_pa
     _, stderr = first.communicate(timeout=300)
     assert first.returncode == 0, stderr
     assert_same_output(out, reference)
+
+
+def test_deleting_or_symlinking_the_lock_file_lets_no_second_run_in(tmp_path: Path, setup):
+    """Second pass: with .minilm.lock deleted, a second run got in; a symlinked one had its target overwritten."""
+    model, corpus, reference = setup
+    out = tmp_path / "out"
+    first = spawn("--at", "after-ids:2:stop", args=shard_args(model, corpus, out))
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not (out / "part-00001.ids.json").is_file():
+            time.sleep(0.05)
+        time.sleep(0.2)
+        (out / ".minilm.lock").unlink()
+        error_line(drive(args=shard_args(model, corpus, out, "--force", "--precision", "float16")), "is being written by another run")
+    finally:
+        os.kill(first.pid, signal.SIGCONT)
+    _, stderr = first.communicate(timeout=300)
+    assert first.returncode == 0, stderr
+    assert_same_output(out, reference)
+
+    precious = tmp_path / "precious.txt"
+    precious.write_text("mine")
+    (out / ".minilm.lock").unlink(missing_ok=True)  # the first run wrote it before the test deleted it
+    (out / ".minilm.lock").symlink_to(precious)
+    error_line(drive(args=shard_args(model, corpus, out)), ".minilm.lock is not a plain file")
+    assert precious.read_text() == "mine"
+
+
+def test_a_folder_with_someone_elses_manifest_is_not_touched_even_with_force(tmp_path: Path, setup):
+    """Second pass: any manifest.json passed for ours, and --force overwrote it."""
+    model, corpus, _ = setup
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "manifest.json").write_text('{"name": "app"}')
+    (site / "index.html").write_text("<html></html>")
+    for extra in ([], ["--force"]):
+        error_line(drive(args=shard_args(model, corpus, site, *extra)), f"{site} exists and is not a minilm shard folder")
+    assert sorted(p.name for p in site.iterdir()) == ["index.html", "manifest.json"] and (site / "manifest.json").read_text() == '{"name": "app"}'
