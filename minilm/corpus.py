@@ -393,7 +393,7 @@ def _embed_windows(
         total = count_records(path)
         show = total >= PROGRESS_BAR_MIN_TEXTS if show_progress_bar is None else show_progress_bar
         with tqdm(total=total, desc="Embedding", unit="text", disable=not show, file=sys.stderr) as bar:
-            tokens, index = 0, 0
+            tokens, index, passed = 0, 0, 0
             while not stopped:
                 window = [record for _, record in zip(range(settings.shard_rows), records)]
                 if seen_ids is not None:
@@ -402,13 +402,15 @@ def _embed_windows(
                             repeated.add(f"{r.id!r} at {path}:{r.line} (first at line {first})")
                 if not window:
                     _check_input_unchanged(path, manifest["input"], digest)
+                    del shards[index:]  # listed beyond the input's end: a hand-made entry, not rows of this input
                     manifest["complete"] = True
                     break
+                passed += len(window)
                 span = digest.cut()  # the input bytes this window was read from
                 if index < len(shards) and index not in damaged:
                     if shards[index]["input"] == span and shards[index]["rows"] == len(window):  # intact, and still this window's
                         index += 1
-                        bar.update(len(window))
+                        bar.update(passed + skipped.count - bar.n)
                         continue
                     print(f"warning: {shards[index]['file']} was embedded from other input lines; embedding that shard again", file=sys.stderr)
                 result = encoder.encode_detailed(
@@ -424,7 +426,7 @@ def _embed_windows(
                 _write_json(out_dir / MANIFEST, manifest)  # last: the shard counts from here on
                 index += 1
                 tokens += sum(min(n, encoder.max_seq_length) for n in result.n_tokens)
-                bar.update(len(window))
+                bar.update(passed + skipped.count - bar.n)
                 release_freed_memory()
                 bar.set_postfix(tokens_per_s=f"{tokens / max(bar.format_dict['elapsed'], 1e-9):,.0f}", skipped=skipped.count)
     finally:

@@ -12,6 +12,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -50,6 +51,17 @@ def spawn(*faults: str, module: str = "minilm.embed", args: list[str]) -> subpro
     return subprocess.Popen(
         [sys.executable, str(DRIVER), *faults, "--", module, *args], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
     )
+
+
+def wait_until_stopped(process: subprocess.Popen, timeout: float = 120) -> None:
+    """Wait for a spawned run to stop itself (driver.py's `stop` action): its state in /proc turns to T."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and process.poll() is None:
+        with open(f"/proc/{process.pid}/stat") as f:
+            if f.read().rsplit(")", 1)[1].split()[0] == "T":
+                return
+        time.sleep(0.02)
+    raise AssertionError(f"the run did not stop (exit status {process.poll()}): {process.communicate()}")
 
 
 def error_line(proc: subprocess.CompletedProcess, *needles: str, status: int = 2) -> str:

@@ -78,9 +78,8 @@ def test_an_edited_input_is_refused_on_resume_and_reported_stale(tmp_path: Path,
 def test_an_input_changed_during_the_run_is_refused_and_the_rerun_repairs_it(tmp_path: Path, tiny_checkpoint, tiny_encoder, change: str):
     """Second pass: rewriting or truncating the input while a run was stopped gave mixed rows with exit 0."""
     import os
-    import time
 
-    from faultkit import assert_same_output, reference_run, spawn
+    from faultkit import assert_same_output, reference_run, spawn, wait_until_stopped
     from test_corpus import real_lines, write_lines
 
     lines = real_lines(1000)
@@ -89,10 +88,7 @@ def test_an_input_changed_during_the_run_is_refused_and_the_rerun_repairs_it(tmp
     original = corpus.read_bytes()
     out = tmp_path / "out"
     run = spawn("--at", "after-npy:1:stop", args=shard_args(tiny_checkpoint, corpus, out))
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and not (out / "part-00000.npy").is_file():
-        time.sleep(0.05)
-    time.sleep(0.2)
+    wait_until_stopped(run)
     if change.startswith("rewrite"):
         head = "".join(line + "\n" for line in lines[:500]).encode()
         corpus.write_bytes(head + bytes(b if b in b"\n" else ord("x") for b in original[len(head) :]))  # same size

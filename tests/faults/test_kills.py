@@ -9,12 +9,11 @@ from __future__ import annotations
 import json
 import os
 import signal
-import time
 from pathlib import Path
 
 import pytest
 
-from faultkit import SHARD, assert_same_output, corpus_file, drive, error_line, reference_run, shard_args, spawn
+from faultkit import SHARD, assert_same_output, corpus_file, drive, error_line, reference_run, shard_args, spawn, wait_until_stopped
 
 
 @pytest.fixture(scope="module")
@@ -94,11 +93,7 @@ def test_a_second_run_into_a_folder_in_use_stops_at_once_naming_the_first(tmp_pa
     out = tmp_path / "out"
     first = spawn("--at", "after-ids:2:stop", args=shard_args(model, corpus, out))
     try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and not (out / "part-00001.ids.json").is_file():
-            time.sleep(0.05)
-        time.sleep(0.2)
-        assert first.poll() is None, first.communicate()
+        wait_until_stopped(first)
         before = {p.name: p.read_bytes() for p in out.iterdir()}
         second = drive(args=shard_args(model, other, out))
         error_line(second, f"{out} is being written by another run (pid {first.pid} on ", "wait for it to end")
@@ -118,10 +113,7 @@ def test_deleting_or_symlinking_the_lock_file_lets_no_second_run_in(tmp_path: Pa
     out = tmp_path / "out"
     first = spawn("--at", "after-ids:2:stop", args=shard_args(model, corpus, out))
     try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and not (out / "part-00001.ids.json").is_file():
-            time.sleep(0.05)
-        time.sleep(0.2)
+        wait_until_stopped(first)
         (out / ".minilm.lock").unlink()
         error_line(drive(args=shard_args(model, corpus, out, "--force", "--precision", "float16")), "is being written by another run")
     finally:
