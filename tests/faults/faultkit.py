@@ -2,18 +2,20 @@
 and a full or read-only folder (a real tmpfs where this machine lets us mount one, else driver.py's hook).
 
 Pipeline tests run on a small random-weight checkpoint (conftest.write_tiny_checkpoint), so that every
-subprocess embeds its 3,000 lines in well under a second; the model's numbers are tested elsewhere.
+run embeds its 3,000 lines in well under a second; the model's numbers are tested elsewhere.
 """
 
 from __future__ import annotations
 
+import importlib
+import io
 import json
 import os
 import re
 import subprocess
 import sys
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, redirect_stderr, redirect_stdout
 from pathlib import Path
 
 import numpy as np
@@ -38,12 +40,35 @@ def shard_args(model: Path, corpus: Path, out: Path, *extra: str) -> list[str]:
 
 
 def drive(*faults: str, module: str = "minilm.embed", args: list[str], stdin: bytes | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
-    """`python -m module args` under driver.py's faults; stdout and stderr as text."""
+    """`python -m module args` under driver.py's faults; stdout and stderr as text.
+
+    With no faults, the command's `main(argv)` runs in this process (what driver.py would run, without
+    the 2-3 s of a new interpreter importing torch); faults that act on a process (kill, stop, signals,
+    the audit hook) get a real one. tests/test_cli.py runs the commands themselves as subprocesses.
+    """
+    if not faults:
+        return run_in_process(module, args, stdin)
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     proc = subprocess.run(
         [sys.executable, str(DRIVER), *faults, "--", module, *args], cwd=ROOT, input=stdin, capture_output=True, env=env, timeout=timeout
     )
     return subprocess.CompletedProcess(proc.args, proc.returncode, proc.stdout.decode("utf-8", "replace"), proc.stderr.decode("utf-8", "replace"))
+
+
+def run_in_process(module: str, args: list[str], stdin: bytes | None) -> subprocess.CompletedProcess:
+    main = importlib.import_module(module).main
+    out, err = io.StringIO(), io.StringIO()
+    real_stdin = sys.stdin
+    sys.stdin = io.TextIOWrapper(io.BytesIO(stdin or b""), encoding="utf-8")
+    try:
+        with redirect_stdout(out), redirect_stderr(err):
+            try:
+                status = main(list(args))
+            except SystemExit as e:  # argparse's errors and --help
+                status = e.code if isinstance(e.code, int) else 2
+    finally:
+        sys.stdin = real_stdin
+    return subprocess.CompletedProcess([module, *args], status, out.getvalue(), err.getvalue())
 
 
 def spawn(*faults: str, module: str = "minilm.embed", args: list[str]) -> subprocess.Popen:
