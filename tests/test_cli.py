@@ -122,6 +122,7 @@ def assert_matches_encoder(records: list[dict], texts: list[str], encoder) -> No
 # --------------------------------------------------------------------------- results
 
 
+@pytest.mark.slow
 def test_demo_prints_shape_and_cosines_highest_first(cli):
     proc = cli.run("demo")
     assert proc.returncode == 0, proc.stderr.decode()
@@ -133,6 +134,7 @@ def test_demo_prints_shape_and_cosines_highest_first(cli):
     assert lines[2].endswith("The cat jumped into the weeds.") and "The dog ran across the grass." in lines[2]
 
 
+@pytest.mark.slow
 def test_arguments_to_jsonl_match_the_encoder_and_report_truncation(cli, encoder):
     proc = cli.run("arguments_jsonl")
     assert proc.returncode == 0, proc.stderr.decode()
@@ -145,6 +147,7 @@ def test_arguments_to_jsonl_match_the_encoder_and_report_truncation(cli, encoder
     assert "1 of 2" in warnings[0] and "302" in warnings[0]
 
 
+@pytest.mark.slow
 def test_stdin_dash_reads_one_text_per_line_keeping_the_empty_line(cli, encoder):
     proc = cli.run("stdin_lf")
     assert proc.returncode == 0, proc.stderr.decode()
@@ -153,6 +156,7 @@ def test_stdin_dash_reads_one_text_per_line_keeping_the_empty_line(cli, encoder)
     assert records[1]["n_tokens"] == 2  # the empty text is [CLS] [SEP]
 
 
+@pytest.mark.slow
 def test_crlf_input_file_gives_the_same_texts_and_vectors_as_lf(cli):
     lf, crlf = cli.run("stdin_lf"), cli.run("file_crlf")
     assert crlf.returncode == 0, crlf.stderr.decode()
@@ -160,6 +164,7 @@ def test_crlf_input_file_gives_the_same_texts_and_vectors_as_lf(cli):
     assert crlf.stdout == lf.stdout
 
 
+@pytest.mark.slow
 def test_jsonl_input_to_npy_output_is_float32_and_matches_the_encoder(cli, encoder):
     proc = cli.run("jsonl_to_npy")
     assert proc.returncode == 0, proc.stderr.decode()
@@ -171,6 +176,7 @@ def test_jsonl_input_to_npy_output_is_float32_and_matches_the_encoder(cli, encod
     np.testing.assert_allclose(vectors, encoder.encode(JSONL_TEXTS), rtol=0, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_force_replaces_output_and_no_normalize_keeps_raw_norms(cli, encoder):
     proc = cli.run("forced_unnormalized")
     assert proc.returncode == 0, proc.stderr.decode()

@@ -44,6 +44,7 @@ def write_lines(path: Path, lines: list[str]) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_shards_hold_every_line_in_order(tmp_path: Path, encoder):
     lines = real_lines(1200)
     corpus = write_lines(tmp_path / "corpus.txt", lines)
@@ -90,6 +91,7 @@ def streamed_50k(tmp_path_factory, tiny_checkpoint) -> tuple[list[str], np.ndarr
     return lines, vectors, peak
 
 
+@pytest.mark.slow
 def test_memory_stays_flat_from_5k_to_50k_lines(tmp_path: Path, streamed_50k, tiny_checkpoint):
     lines, vectors, peak_50k = streamed_50k
     peak_5k = stream_with_peak_rss(tiny_checkpoint, write_lines(tmp_path / "corpus.txt", lines[:5000]), tmp_path / "out")
@@ -98,6 +100,7 @@ def test_memory_stays_flat_from_5k_to_50k_lines(tmp_path: Path, streamed_50k, ti
     assert np.abs(load_shards(tmp_path / "out")[1] - vectors[:5000]).max() <= 1e-6
 
 
+@pytest.mark.slow
 def test_a_different_run_is_refused_without_force(tmp_path: Path):
     corpus = write_lines(tmp_path / "corpus.txt", real_lines(60))
     out = f"{tmp_path / 'out'}/"
@@ -120,6 +123,7 @@ def test_a_different_run_is_refused_without_force(tmp_path: Path):
     assert (stranger / "notes.txt").read_text() == "mine"
 
 
+@pytest.mark.slow
 def test_jsonl_ids_and_bad_lines(tmp_path: Path, encoder):
     texts = real_lines(5)
     records = tmp_path / "corpus.jsonl"
@@ -138,6 +142,7 @@ def test_jsonl_ids_and_bad_lines(tmp_path: Path, encoder):
     assert len(proc.stderr.decode().splitlines()) == 1
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("extra", [["some text"], ["-"]])
 def test_shards_need_an_input_file(tmp_path: Path, extra: list[str]):
     proc = run_module("minilm.embed", *extra, "--output", f"{tmp_path}/out/", stdin=b"x\n")

@@ -73,6 +73,7 @@ BAD_JSONL = b"".join(
 )
 
 
+@pytest.mark.slow
 def test_bad_lines_stop_at_file_line_or_are_skipped_and_counted(tmp_path: Path, encoder):
     path = tmp_path / "corpus.jsonl"
     path.write_bytes(BAD_JSONL)

@@ -60,6 +60,7 @@ def vectors_of(table: pa.Table) -> np.ndarray:
     return column.flatten().to_numpy().reshape(len(table), column.type.list_size)  # flatten honours slicing
 
 
+@pytest.mark.slow
 def test_embed_dataset_matches_encode_in_order(checkpoint_dir, sentences, reference):
     # 16 blocks on two actors finish out of order; only preserve_order keeps rows and ids in line.
     ds = ray.data.from_items([{"text": s} for s in sentences], override_num_blocks=16)
@@ -71,6 +72,7 @@ def test_embed_dataset_matches_encode_in_order(checkpoint_dir, sentences, refere
     assert diff <= 1e-6
 
 
+@pytest.mark.slow
 def test_embed_files_txt_writes_line_numbered_parquet(tmp_path: Path, checkpoint_dir, sentences, reference):
     corpus = tmp_path / "corpus.txt"
     corpus.write_text("".join(s + "\n" for s in sentences[:300]), encoding="utf-8")
@@ -143,6 +145,7 @@ def test_import_works_without_ray_and_says_how_to_install(monkeypatch):
         module.embed_files("corpus.txt", "out")
 
 
+@pytest.mark.slow
 def test_cli_engine_ray_joins_a_cluster_and_writes_parquet(tmp_path: Path, checkpoint_dir, sentences, reference):
     corpus = tmp_path / "corpus.jsonl"
     # ids "00000"...: digits that must stay strings (a reader that infers types would make them numbers)

@@ -45,6 +45,7 @@ def test_strongest_links_by_hand(encoder):
     assert weights[0] == pytest.approx(max(word_links), abs=1e-6)
 
 
+@pytest.mark.slow
 def test_explain_cli_report_and_picture(tmp_path):
     from PIL import Image
 
@@ -64,6 +65,7 @@ def test_explain_cli_report_and_picture(tmp_path):
     assert again.returncode == 2 and "already exists; pass --force" in again.stderr.decode() and b"Traceback" not in again.stderr
 
 
+@pytest.mark.slow
 def test_explain_without_matplotlib(tmp_path):
     blocker = tmp_path / "blocked" / "matplotlib"
     blocker.mkdir(parents=True)

@@ -361,6 +361,7 @@ def test_from_pretrained_bfloat16_falls_back_to_float32_with_a_warning(monkeypat
 # --------------------------------------------------------------------------- CLI
 
 
+@pytest.mark.slow
 def test_cli_bfloat16_prints_one_note_and_float32_embeddings(encoder):
     sentences = ["A man is playing a guitar.", "The stock market fell today."]
     # the CLI in a subprocess that sees a CPU without bfloat16, whatever this one has

@@ -146,6 +146,7 @@ def shipped_config() -> dict:
     return json.loads((SHIPPED_HEADS / "config.json").read_text())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("task", ["question_type", "sentiment", "ner"])
 def test_shipped_heads_reach_their_recorded_test_scores(shipped, shipped_config, task):
     """On the first 200 test items, at most 5 points below the full-test score written in the config."""
@@ -200,6 +201,7 @@ def test_windowing_finds_an_entity_after_token_300(shipped):
 # --------------------------------------------------------------------------- command lines
 
 
+@pytest.mark.slow
 def test_predict_cli_prints_one_json_record_per_text():
     proc = run_module("heads.predict", "Who is the president of France?", "", "A tedious, joyless movie .")
     assert proc.returncode == 0, proc.stderr.decode()
@@ -219,6 +221,7 @@ def test_predict_cli_prints_one_json_record_per_text():
         (["--input", "/no/such/file.txt"], "does not exist"),
     ],
 )
+@pytest.mark.slow
 def test_predict_cli_errors_are_one_line(args, message):
     proc = run_module("heads.predict", *args)
     assert proc.returncode == 2
@@ -226,6 +229,7 @@ def test_predict_cli_errors_are_one_line(args, message):
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], lines
 
 
+@pytest.mark.slow
 def test_train_cli_runs_saves_and_refuses_to_overwrite(tmp_path):
     require_data("")
     out = tmp_path / "run"

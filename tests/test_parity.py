@@ -38,6 +38,7 @@ def reference_outputs(reference, stsb_sentences):
     return sentences, tokens
 
 
+@pytest.mark.slow
 def test_stsb_sentence_embeddings_match_sentence_transformers(encoder, reference_outputs, stsb_sentences):
     ours = encoder.encode(stsb_sentences, batch_size=32, show_progress_bar=False)
     expected, _ = reference_outputs
@@ -48,6 +49,7 @@ def test_stsb_sentence_embeddings_match_sentence_transformers(encoder, reference
     assert max_delta <= SENTENCE_TOL
 
 
+@pytest.mark.slow
 def test_stsb_token_embeddings_match_sentence_transformers(encoder, reference_outputs, stsb_sentences):
     ours = encoder.encode_tokens(stsb_sentences, batch_size=32, show_progress_bar=False)
     _, expected = reference_outputs
@@ -81,6 +83,7 @@ def test_mixed_1_and_255_token_batch_matches(encoder, reference):
     assert float(np.abs(ours - expected).max()) <= SENTENCE_TOL
 
 
+@pytest.mark.slow
 def test_a_sentence_alone_equals_it_inside_a_mixed_batch(encoder, stsb_sentences):
     batch = [stsb_sentences[i] for i in range(0, 64 * 37, 37)]
     batch[5] = "token " * 300  # one long, truncated text among short ones
@@ -97,6 +100,7 @@ def test_seed_demo_cosines(encoder):
     assert round(float(sky @ cat), 6) == 0.021868
 
 
+@pytest.mark.slow
 def test_stsb_test_spearman_is_82_03(encoder):
     from scipy.stats import spearmanr
 

@@ -26,6 +26,7 @@ def stsb_test(encoder) -> tuple[list[float], np.ndarray, np.ndarray]:
     return gold, vectors[[row[t] for t in first]], vectors[[row[t] for t in second]]
 
 
+@pytest.mark.slow
 def test_quantize_matches_sentence_transformers(stsb_test):
     from sentence_transformers.util.quantization import quantize_embeddings
 
@@ -57,6 +58,7 @@ def test_hand_computed_cases():
         quantize(values, "int8")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("precision", PRECISIONS)
 def test_every_precision_round_trips_through_shards(tmp_path: Path, encoder, precision: str):
     lines = real_lines(300)
@@ -82,6 +84,7 @@ def test_every_precision_round_trips_through_shards(tmp_path: Path, encoder, pre
     assert np.abs(loaded - np.clip(exact, ranges[0], ranges[1])).max() <= half_step * 1.001
 
 
+@pytest.mark.slow
 def test_stsb_cost_of_each_precision(stsb_test):
     """STS-B test Spearman × 100 for each stored precision, with ranges calibrated on the whole test set
     (as one shard of it would be). Measured: float32 82.0325, float16 82.0329, int8 82.0313, binary 80.8615;

@@ -7,12 +7,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from conftest import ROOT, require_data
 
 REFERENCE = "sentence-transformers fp32"
 COLUMNS = ["engine", "corpus", "sent/s", "tokens/s", "peak RSS MB", "× ST fp32", "roofline", "STS-B ρ×100", "min cos vs fp32", "note"]
 
 
+@pytest.mark.slow
 def test_quick_benchmark_prints_every_column(tmp_path: Path):
     require_data("stsbenchmark/sts-test.csv")
     require_data("conll2003/train.txt")

@@ -320,6 +320,7 @@ def test_empty_hf_cache_gives_none(tmp_path):
     assert find_in_hf_cache(HUB_ID, cache_dir=tmp_path) is None
 
 
+@pytest.mark.slow
 def test_resolution_falls_through_to_hf_cache_without_the_package(cli, hf_cache):
     proc = cli.run("hf_fall_through")
     assert proc.returncode == 0, proc.stderr.decode()
@@ -351,6 +352,7 @@ def test_truncated_file_without_verify_is_unreadable_safetensors(truncated_dir):
     assert str(truncated_dir / "model.safetensors") in message and "truncated or corrupt" in message and "re-download" in message
 
 
+@pytest.mark.slow
 def test_truncated_file_on_the_command_line(cli, truncated_dir):
     assert_one_line_error(cli.run("embed_truncated_no_verify"), str(truncated_dir / "model.safetensors"), "truncated or corrupt")
 
@@ -364,6 +366,7 @@ def test_flipped_byte_found_by_name_names_both_hashes(flipped):
     assert str(folder / "model.safetensors") in message and "re-download or reinstall" in message
 
 
+@pytest.mark.slow
 def test_flipped_byte_on_the_command_line(cli, flipped):
     folder, actual = flipped
     assert_one_line_error(cli.run("embed_flipped"), str(folder / "model.safetensors"), SHA_MODEL, actual)
@@ -445,6 +448,7 @@ def test_pickle_file_given_directly_is_refused_unread(pickle_dir):
     assert not marker.exists()
 
 
+@pytest.mark.slow
 def test_pickle_checkpoint_on_the_command_line(cli, pickle_dir):
     folder, marker = pickle_dir
     assert_one_line_error(cli.run("embed_pickle_dir"), str(folder / "pytorch_model.bin"), "pickle")

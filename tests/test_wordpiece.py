@@ -127,6 +127,7 @@ def test_wordpiece_by_hand():
     assert tokenizer.normalize("Crème\u200b北") == ("creme 北 ", [0, 1, 2, 3, 4, 6, 6, 6])  # é -> e; U+200B dropped; spaces around 北
 
 
+@pytest.mark.slow
 def test_every_code_point_normalizes_and_splits_like_tokenizers(fast, python):
     """All 1,112,064 code points, each between spaces (so none changes its neighbour), through the
     normalizer, and between two letters through the pre-tokenizer. This checks UNICODE_DIFFERENCES."""
@@ -152,6 +153,7 @@ def test_edge_cases(fast, python, truncation):
     assert_same_encodings(fast, python, WORD_LISTS, truncation=truncation, is_pretokenized=True)
 
 
+@pytest.mark.slow
 def test_every_sentence_of_the_shared_data(fast, python):
     """STS-B, SST-2 and TREC sentences, and CoNLL-2003 both as text and as its word lists;
     without truncation, and truncated to 16 tokens (most of them are longer)."""
@@ -170,6 +172,7 @@ def test_every_sentence_of_the_shared_data(fast, python):
     assert compared > 1_000_000
 
 
+@pytest.mark.slow
 def test_stdlib_docstrings(fast, python):
     """Long, messy real text: code, tables, non-ASCII. Without truncation and at the model's 256."""
     docstrings = stdlib_module_docstrings()
@@ -178,6 +181,7 @@ def test_stdlib_docstrings(fast, python):
     assert_same_encodings(fast, python, docstrings, truncation=256)
 
 
+@pytest.mark.slow
 def test_encoder_with_the_python_tokenizer_gives_the_same_embeddings(encoder, checkpoint_dir, stsb_sentences):
     from minilm import SentenceEncoder
 
@@ -188,6 +192,7 @@ def test_encoder_with_the_python_tokenizer_gives_the_same_embeddings(encoder, ch
         SentenceEncoder.from_pretrained(str(checkpoint_dir), tokenizer="slow")
 
 
+@pytest.mark.slow
 def test_cli_tokenizer_python(tmp_path, encoder):
     texts = ["Crème brûlée", "北京 [MASK] 😀"]
     out = tmp_path / "python.jsonl"

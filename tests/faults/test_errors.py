@@ -84,6 +84,7 @@ def test_an_unreadable_input_in_shard_mode_is_one_line(tmp_path: Path, tiny_chec
         ("minilm.embed", ["--format", "jsonl", "A sentence.", "Another."]),
     ],
 )
+@pytest.mark.slow
 def test_a_closed_pipe_is_quiet(module: str, args: list[str]):
     """BrokenPipe tracebacks in heads.predict, minilm.explain and weights list when piped into `head -1`."""
     read, write = os.pipe()
@@ -96,11 +97,13 @@ def test_a_closed_pipe_is_quiet(module: str, args: list[str]):
 
 @pytest.mark.parametrize("name, status, word", [("SIGINT", 130, "interrupted"), ("SIGTERM", 143, "terminated")])
 @pytest.mark.parametrize("module", ["minilm.embed", "heads.predict"])
+@pytest.mark.slow
 def test_ctrl_c_and_sigterm_during_the_model_load_are_one_line(module: str, name: str, status: int, word: str):
     proc = drive("--signal-in", f"minilm.sentence_encoder.load_encoder:{name}", module=module, args=["A sentence."])
     assert proc.returncode == status and proc.stderr == f"{word}\n", proc.stderr[-2000:]
 
 
+@pytest.mark.slow
 def test_ctrl_c_before_the_first_shard_leaves_a_resumable_folder(tmp_path: Path, tiny_checkpoint):
     corpus = corpus_file(tmp_path, 500)
     out = tmp_path / "out"
@@ -158,6 +161,7 @@ def test_the_window_merge_is_linear_in_the_text_length():
 
 
 @pytest.mark.parametrize("target", ["/dev/full", "closed"])
+@pytest.mark.slow
 def test_a_stdout_that_cannot_be_written_is_one_line(target: str, tiny_checkpoint):
     """Second pass: > /dev/full and >&- were tracebacks."""
     command = [sys.executable, "-m", "minilm.embed", "--model", str(tiny_checkpoint), "--no-verify", "--format", "jsonl", "One.", "Two."]
@@ -172,6 +176,7 @@ def test_a_stdout_that_cannot_be_written_is_one_line(target: str, tiny_checkpoin
     assert proc.returncode == 2 and proc.stderr.decode().splitlines() == [expected], proc.stderr.decode()[-2000:]
 
 
+@pytest.mark.slow
 def test_a_text_argument_that_is_not_utf8_is_one_line(tiny_checkpoint):
     command = [sys.executable.encode(), b"-m", b"minilm.embed", b"--model", str(tiny_checkpoint).encode(), b"--no-verify", b"\xff\xfe", b"ok"]
     proc = subprocess.run(command, capture_output=True, cwd=ROOT, env={**os.environ, "HF_HUB_OFFLINE": "1"}, timeout=300)

@@ -17,6 +17,7 @@ from conftest import run_module
 from faultkit import SHARD, corpus_file, drive, error_line, shard_args
 
 
+@pytest.mark.slow
 def test_weights_verify_names_a_changed_config_json(tmp_path: Path, checkpoint_dir):
     copy = tmp_path / "copy"
     shutil.copytree(checkpoint_dir, copy)
@@ -60,6 +61,7 @@ def join_two_lines(data: bytes) -> bytes:
 
 
 @pytest.mark.parametrize("edit", [edit_before_the_first_mib, edit_after_the_first_mib, join_two_lines])
+@pytest.mark.slow
 def test_an_edited_input_is_refused_on_resume_and_reported_stale(tmp_path: Path, tiny_checkpoint, edit):
     corpus = corpus_file(tmp_path, 18_000)
     assert corpus.stat().st_size > (1 << 20) + 10_000
@@ -75,6 +77,7 @@ def test_an_edited_input_is_refused_on_resume_and_reported_stale(tmp_path: Path,
 
 
 @pytest.mark.parametrize("change", ["rewrite lines 501-1000", "truncate to 300 lines"])
+@pytest.mark.slow
 def test_an_input_changed_during_the_run_is_refused_and_the_rerun_repairs_it(tmp_path: Path, tiny_checkpoint, tiny_encoder, change: str):
     """Second pass: rewriting or truncating the input while a run was stopped gave mixed rows with exit 0."""
     import os

@@ -24,6 +24,7 @@ def setup(tmp_path_factory, tiny_checkpoint, tiny_encoder):
     return tiny_checkpoint, corpus, reference_run(tiny_encoder, corpus, folder / "reference")
 
 
+@pytest.mark.slow
 def test_kill_before_the_first_manifest_leaves_a_folder_that_the_rerun_and_force_accept(tmp_path: Path, setup):
     """Defect 7: a folder killed before its first manifest was 'not a minilm shard folder' to the rerun and to --force."""
     model, corpus, reference = setup
@@ -43,6 +44,7 @@ def test_kill_before_the_first_manifest_leaves_a_folder_that_the_rerun_and_force
 
 
 @pytest.mark.parametrize("point", ["after-npy", "after-ids", "before-manifest"])
+@pytest.mark.slow
 def test_kill_inside_a_shard_write_resumes_to_the_uninterrupted_output(tmp_path: Path, setup, point: str):
     """kill -9 after a shard's .npy and before its ids, after the ids, and before the manifest lists them."""
     model, corpus, reference = setup
@@ -72,6 +74,7 @@ def test_stale_temporary_files_of_a_killed_write_are_removed_by_the_rerun(tmp_pa
 
 
 @pytest.mark.parametrize("action, status, word", [("term", 143, "terminated"), ("int", 130, "interrupted")])
+@pytest.mark.slow
 def test_sigterm_and_ctrl_c_finish_the_shard_then_stop_with_a_message(tmp_path: Path, setup, action: str, status: int, word: str):
     """Defect 10: SIGTERM exited 143 with no message. Now it stops after the current shard, as Ctrl-C does."""
     model, corpus, reference = setup
@@ -86,6 +89,7 @@ def test_sigterm_and_ctrl_c_finish_the_shard_then_stop_with_a_message(tmp_path: 
     assert_same_output(out, reference)
 
 
+@pytest.mark.slow
 def test_a_second_run_into_a_folder_in_use_stops_at_once_naming_the_first(tmp_path: Path, setup):
     """Defect 2: two runs with different inputs into one new folder both exited 0, their rows mixed."""
     model, corpus, reference = setup
@@ -107,6 +111,7 @@ def test_a_second_run_into_a_folder_in_use_stops_at_once_naming_the_first(tmp_pa
     assert_same_output(out, reference)
 
 
+@pytest.mark.slow
 def test_deleting_or_symlinking_the_lock_file_lets_no_second_run_in(tmp_path: Path, setup):
     """Second pass: with .minilm.lock deleted, a second run got in; a symlinked one had its target overwritten."""
     model, corpus, reference = setup
