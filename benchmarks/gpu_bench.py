@@ -50,7 +50,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
 from minilm import SentenceEncoder  # noqa: E402
-from minilm.embed import positive_int  # noqa: E402
+from minilm.cli import positive_int  # noqa: E402
 from minilm.packed import PackedEncoder  # noqa: E402
 from minilm.weights import WeightsError  # noqa: E402
 

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from minilm.embed import atomic_output
+from minilm.textio import atomic_output
 from minilm.encoder import BertEncoder
 from minilm.pooling import PoolingMode, pool
 from minilm.weights import WeightsError, load_state_strict, read_safetensors, sha256_of

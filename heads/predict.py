@@ -26,8 +26,8 @@ from pathlib import Path
 import torch
 
 from minilm import SentenceEncoder
-from minilm.cli import ArgumentParser, run
-from minilm.embed import add_input_arguments, atomic_output, check_output_path, gather_texts, positive_int
+from minilm.cli import ArgumentParser, add_input_arguments, check_output_path, gather_texts, positive_int, run
+from minilm.textio import atomic_output
 from minilm.tokenization import SentenceTokenizer
 from minilm.weights import WeightsError, sha256_of
 

@@ -36,8 +36,7 @@ import torch
 from tqdm.auto import tqdm
 
 from minilm import SentenceEncoder
-from minilm.cli import USER_ERRORS, ArgumentParser, run
-from minilm.embed import positive_int
+from minilm.cli import USER_ERRORS, ArgumentParser, positive_int, run
 from minilm.weights import sha256_of
 
 from .data import DataFormatError

@@ -21,92 +21,31 @@ import json
 import os
 import sys
 import warnings
-from contextlib import nullcontext
 from pathlib import Path
 from typing import TextIO
 
 import numpy as np
 
-from .cli import EXIT_INTERRUPTED, EXIT_TERMINATED, ArgumentParser, run
+from .cli import (  # noqa: F401  (read_texts, DEMO_SENTENCES: also importable from here)
+    DEMO_SENTENCES,
+    EXIT_INTERRUPTED,
+    EXIT_TERMINATED,
+    ArgumentParser,
+    add_input_arguments,
+    check_output_path,
+    gather_texts,
+    positive_int,
+    read_texts,
+    run,
+)
 from .precision import DTYPES
 from .quantize import PRECISIONS
-from .textio import RECORD_SUFFIXES, BadRecord, InputError, _decoded_lines, atomic_output, open_input, read_records, require_input_file
+from .textio import RECORD_SUFFIXES, InputError, atomic_output
 from .sentence_encoder import EncodeResult, SentenceEncoder
 from .tokenization import TOKENIZER_KINDS
 from .weights import DEFAULT_CHECKPOINT
 
-DEMO_SENTENCES = ["The dog ran across the grass.", "Why is the sky blue?", "The cat jumped into the weeds."]
 TABLE_MAX_TEXTS = 1000  # the table compares every pair; beyond this, jsonl or npy is the useful output
-
-
-def read_texts(path: str, text_field: str = "text") -> list[str]:
-    """Texts from a file or from stdin when path is '-'.
-
-    A .txt file (or stdin) gives one text per line, empty lines included (an empty text is valid),
-    unless every line is blank: that is an InputError, as it is for the shard writer.
-    .jsonl, .csv, .tsv and .parquet files give their `text_field`, skipping blank lines; any other
-    bad record stops with its file:line (minilm.textio.read_records).
-    """
-    if path != "-":
-        require_input_file(path)
-    if path == "-" or Path(path).suffix.lower() not in RECORD_SUFFIXES:
-        with open_input(Path(path)) if path != "-" else nullcontext(sys.stdin.buffer) as stream:
-            lines = [line for _, line in _decoded_lines(stream, "<stdin>" if path == "-" else path)]
-        if lines and not any(line.strip() for line in lines):
-            raise InputError(f"{'<stdin>' if path == '-' else path} holds only blank lines: no texts to embed")
-        return lines
-    file = Path(path)
-    texts = []
-    for record in read_records(file, text_field):
-        if isinstance(record, BadRecord):
-            if record.problem == "empty line":
-                continue
-            raise record
-        texts.append(record.text)
-    return texts
-
-
-def positive_int(value: str) -> int:
-    """argparse type for counts such as --batch-size."""
-    number = int(value)
-    if number < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {number}")
-    return number
-
-
-def add_input_arguments(parser: argparse.ArgumentParser) -> None:
-    """The `TEXT ...` / `-` / `--input FILE` / `--text-field` options, shared with `python -m heads.predict`."""
-    parser.add_argument("texts", nargs="*", help="texts as arguments; '-' reads one text per line from stdin")
-    parser.add_argument(
-        "--input", "-i", metavar="FILE", help="one text per line, or .jsonl/.csv/.tsv/.parquet with a text field; '-' for stdin"
-    )
-    parser.add_argument(
-        "--text-field", "--text-column", default="text", help='the text field or column of .jsonl, .csv, .tsv and .parquet input (default: "text")'
-    )
-
-
-def gather_texts(args: argparse.Namespace, default: list[str] | None = DEMO_SENTENCES) -> list[str]:
-    """Texts from the arguments, --input or stdin; `default` when none are given (None: that is an error)."""
-    if args.texts and args.input:
-        raise InputError("give texts either as arguments or with --input, not both")
-    if args.input:
-        texts = read_texts(args.input, args.text_field)
-    elif args.texts == ["-"]:
-        texts = read_texts("-")
-    elif args.texts:
-        texts = args.texts
-        for number, text in enumerate(texts, start=1):
-            try:
-                text.encode("utf-8")
-            except UnicodeEncodeError:
-                raise InputError(f"text argument {number} is not valid UTF-8; pass UTF-8 text, or the texts in a file with --input") from None
-    elif default is None:
-        raise InputError("no texts given: pass them as arguments, with --input FILE, or '-' for stdin")
-    else:
-        texts = default
-    if not texts:
-        raise InputError(f"{args.input or '<stdin>'} holds no texts to embed")
-    return texts
 
 
 # --------------------------------------------------------------------------- writing output
@@ -147,22 +86,6 @@ def check_output(args: argparse.Namespace, n_texts: int) -> Path | None:
     if args.format == "table" and n_texts > TABLE_MAX_TEXTS:
         raise InputError(f"{n_texts} texts is too many for the pairwise table (at most {TABLE_MAX_TEXTS}); use --format jsonl or --format npy --output FILE.npy")
     return check_output_path(args.output, args.force)
-
-
-def check_output_path(output: str | None, force: bool) -> Path | None:
-    """An --output that can be written: not a folder, in an existing writable folder, not there yet unless --force."""
-    if not output:
-        return None
-    path = Path(output)
-    if path.is_dir() or output.endswith(("/", os.sep)):
-        raise InputError(f"--output {output} is a folder; give a file name")
-    if not path.parent.is_dir():
-        raise InputError(f"--output folder {path.parent} does not exist; create it first")
-    if path.exists() and not force:
-        raise InputError(f"{path} already exists; pass --force to overwrite it")
-    if not os.access(path.parent, os.W_OK):
-        raise InputError(f"--output folder {path.parent} is not writable; choose another --output")
-    return path
 
 
 def write_result(args: argparse.Namespace, output: Path | None, texts: list[str], result: EncodeResult) -> None:

@@ -26,8 +26,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .cli import ArgumentParser, run
-from .embed import DEMO_SENTENCES, shorten, check_output_path, write_table
+from .cli import DEMO_SENTENCES, ArgumentParser, check_output_path, run
+from .embed import shorten, write_table
 from .pooling import l2_normalize, pool
 from .sentence_encoder import SentenceEncoder
 from .textio import InputError
