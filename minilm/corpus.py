@@ -136,14 +136,11 @@ def sha256_bytes(data: bytes) -> str:
 
 def input_fingerprint(path: Path) -> dict[str, Any]:
     """Path, size and the sha256 of the whole file: any edit, anywhere in it, is a different input."""
-    digest = hashlib.sha256()
     try:
-        with open(path, "rb") as f:
-            while block := f.read(1 << 22):
-                digest.update(block)
+        digest = _file_sha256(path)
     except OSError as e:
         raise InputError(f"cannot read {path}: {e.strerror or e}") from None
-    return {"path": str(path.resolve()), "size": path.stat().st_size, "sha256": digest.hexdigest()}
+    return {"path": str(path.resolve()), "size": path.stat().st_size, "sha256": digest}
 
 
 def run_identity(encoder: SentenceEncoder, path: Path, settings: CorpusSettings) -> dict[str, Any]:
