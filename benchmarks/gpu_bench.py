@@ -51,7 +51,7 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 
 from minilm import SentenceEncoder  # noqa: E402
 from minilm.cli import positive_int  # noqa: E402
-from minilm.packed import PackedEncoder  # noqa: E402
+from minilm.model.packed import PackedEncoder  # noqa: E402
 from minilm.weights import WeightsError  # noqa: E402
 
 DEFAULT_FOLDER = REPO / "weights" / "all-MiniLM-L6-v2-fp16"

@@ -42,10 +42,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from corpora import long_corpus, mixed_corpus, read_stsb_test, short_corpus  # noqa: E402
 
 from minilm import SentenceEncoder  # noqa: E402
-from minilm.packed import PackedEncoder  # noqa: E402
-from minilm.pooling import l2_normalize, mean_pool  # noqa: E402
-from minilm.precision import inference_model, resolve_dtype  # noqa: E402
-from minilm.sentence_encoder import length_sorted_batches  # noqa: E402
+from minilm.model.packed import PackedEncoder  # noqa: E402
+from minilm.model.pooling import l2_normalize, mean_pool  # noqa: E402
+from minilm.model.precision import inference_model, resolve_dtype  # noqa: E402
+from minilm.text.tokenization import length_sorted_batches  # noqa: E402
 
 REFERENCE = "sentence-transformers fp32"
 OURS_FP32 = "ours fp32 (default)"  # the min-cosine column compares every engine with this one

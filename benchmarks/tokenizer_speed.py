@@ -58,7 +58,7 @@ def main() -> None:
     encode_s = best_of(1, lambda: fast.encode(sample, show_progress_bar=False)) * len(texts) / len(sample)
     print(f"{len(texts)} sentences (STS-B test, SST-2 train, TREC train); {os.cpu_count()} cores")
     print(f"tokenizers (Rust), 1 thread : {len(texts) / fast_s:10.0f} texts/s   through SentenceTokenizer.encode")
-    print(f"minilm.wordpiece (Python)   : {len(texts) / python_s:10.0f} texts/s   {python_s / fast_s:.1f}x slower")
+    print(f"minilm.text.wordpiece (Python)   : {len(texts) / python_s:10.0f} texts/s   {python_s / fast_s:.1f}x slower")
     rust, plain = fast.tokenizer.tokenizer, python.tokenizer.tokenizer  # the bare tokenizers
     for name, corpus in (("sentences", texts), ("stdlib docstrings", stdlib_module_docstrings())):
         rust_s = best_of(3, lambda: rust.encode_batch(corpus))

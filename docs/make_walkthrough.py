@@ -4,7 +4,7 @@
     .venv/bin/python docs/make_walkthrough.py --check   # exit 1 if it is out of date (tests/test_walkthrough.py)
 
 The template holds the prose. Two kinds of placeholder are filled in:
-    {{link:minilm/encoder.py:BertEmbeddings.forward}}  a link to the line where that function or class starts
+    {{link:minilm/model/encoder.py:BertEmbeddings.forward}}  a link to the line where that function or class starts
     {{name}}                                           a number or table computed by `values()` below
 so when the code moves or the model's numbers change, the check fails until this script is rerun.
 """
@@ -24,9 +24,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from minilm import SentenceEncoder  # noqa: E402
-from minilm.embed import DEMO_SENTENCES, write_table  # noqa: E402
+from minilm.cli import DEMO_SENTENCES, write_table  # noqa: E402
 from minilm.explain import first_values, strongest_links, trace  # noqa: E402
-from minilm.textio import atomic_output  # noqa: E402
+from minilm.corpus.textio import atomic_output  # noqa: E402
 
 TEMPLATE = ROOT / "docs" / "walkthrough.in.md"
 OUTPUT = ROOT / "docs" / "walkthrough.md"
@@ -45,7 +45,7 @@ def definition_line(path: Path, qualname: str) -> int:
 
 
 def link(spec: str) -> str:
-    """'minilm/encoder.py:BertEmbeddings.forward' -> [`BertEmbeddings.forward`](../minilm/encoder.py#L76)."""
+    """'minilm/model/encoder.py:BertEmbeddings.forward' -> [`BertEmbeddings.forward`](../minilm/model/encoder.py#L76)."""
     path, _, qualname = spec.partition(":")
     line = definition_line(ROOT / path, qualname)
     return f"[`{qualname}`](../{path}#L{line}) ({path}:{line})"
@@ -108,7 +108,7 @@ def values(encoder: SentenceEncoder) -> dict[str, str]:
     table = io.StringIO()
     write_table(table, DEMO_SENTENCES, result.embeddings)
     out["cosine_table"] = table.getvalue().rstrip("\n")
-    out["encoder_lines"] = str(len((ROOT / "minilm" / "encoder.py").read_text(encoding="utf-8").splitlines()))
+    out["encoder_lines"] = str(len((ROOT / "minilm" / "model" / "encoder.py").read_text(encoding="utf-8").splitlines()))
     return out
 
 

@@ -7,7 +7,7 @@ Reproduces the published files line for line, with no cleaning:
   * CoNLL-2003 English NER (Tjong Kim Sang & De Meulder 2003): `word POS chunk NER`, one token a line,
     blank line between sentences, tags in IOB2.
 
-Every reader decodes the file line by line from bytes, so that a bad byte, a bad label or a malformed
+Every reader decodes the file line by line from bytes (minilm.corpus.textio's reader), so that a bad byte, a bad label or a malformed
 line fails with `path:line:` in the message instead of a bare UnicodeDecodeError or KeyError.
 """
 
@@ -17,6 +17,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
+
+from minilm.corpus.textio import BadRecord, decoded_lines
 
 TREC_LABELS = ("ABBR", "DESC", "ENTY", "HUM", "LOC", "NUM")
 SST2_LABELS = ("negative", "positive")  # index = the file's 0/1 label
@@ -53,24 +55,19 @@ def _show(line: str, limit: int = 80) -> str:
 def _lines(path: str | os.PathLike[str]) -> Iterator[tuple[int, str]]:
     """Yield (1-based line number, text without its line ending) for each line of a UTF-8 file.
 
-    Reads bytes and decodes each line on its own so a decoding error can name its line.
-    A missing final newline yields no extra empty line.
+    minilm.corpus.textio's line reader: a byte-order mark and Windows line endings are dropped, and
+    a line that is not UTF-8 fails naming its line. A missing final newline yields no extra empty line.
     """
     try:
-        data = Path(path).read_bytes()
+        stream = open(path, "rb")
     except FileNotFoundError:
         # FileNotFoundError, not DataFormatError: the file is absent, not malformed. Name where data lives.
         raise FileNotFoundError(f"{path}: data file not found (the data sets live in ../shared/data, see its README.md)") from None
-    raw_lines = data.split(b"\n")
-    if raw_lines and raw_lines[-1] == b"":
-        raw_lines.pop()  # the text after the final "\n" is not a line
-    for number, raw in enumerate(raw_lines, start=1):
+    with stream:
         try:
-            # utf-8-sig on line 1 drops a byte-order mark that some editors add; it would otherwise join the first label.
-            text = raw.decode("utf-8-sig" if number == 1 else "utf-8")
-        except UnicodeDecodeError as exc:
-            raise DataFormatError(f"{path}:{number}: not valid UTF-8 ({exc.reason} at byte {exc.start} of the line)") from None
-        yield number, text.removesuffix("\r")  # tolerate Windows line endings; the published files have none
+            yield from decoded_lines(stream, str(path))
+        except BadRecord as e:  # its message is already "path:line: not valid UTF-8 (...)"
+            raise DataFormatError(str(e)) from None
 
 
 def read_trec(path: str | os.PathLike[str]) -> list[SentenceExample]:

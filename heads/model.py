@@ -23,10 +23,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from minilm.textio import atomic_output
-from minilm.encoder import BertEncoder
-from minilm.pooling import PoolingMode, pool
-from minilm.weights import WeightsError, load_state_strict, read_safetensors, sha256_of
+from minilm.corpus.textio import atomic_output
+from minilm.model.encoder import BertModel
+from minilm.model.loading import StateMismatch, load_state_strict
+from minilm.model.pooling import PoolingMode, pool
+from minilm.weights import WeightsError, fill_from_safetensors, read_safetensors, sha256_of
 
 from .ner import IGNORE_INDEX
 
@@ -81,29 +82,18 @@ class MultiTaskOutput:
     losses: dict[str, torch.Tensor] = field(default_factory=dict)  # only the tasks whose labels were given
 
 
-def run_layers(encoder: BertEncoder, x: torch.Tensor, attention_mask: torch.Tensor, first: int, last: int | None = None) -> torch.Tensor:
-    """Run encoder blocks first..last-1 on hidden states x: (B, T, C) -> (B, T, C).
-
-    Split out of BertEncoder.forward so that the frozen bottom of the encoder can be run once and cached.
-    """
-    B, T = attention_mask.shape
-    key_mask = attention_mask.bool().view(B, 1, 1, T)  # (B, 1, 1, T), as in BertEncoder.forward
-    for block in encoder.encoder.layer[first:last]:
-        x = block(x, key_mask)
-    return x
-
-
 class MultiTaskModel(nn.Module):
-    """A BertEncoder and a named set of heads, all fed by one encoder pass."""
+    """A BertModel (`bert`, as in transformers' BertForSequenceClassification) and a named set of heads,
+    all fed by one encoder pass."""
 
-    def __init__(self, encoder: BertEncoder, tasks: Sequence[TaskSpec], pooling: PoolingMode = "mean", dropout: float = 0.1, seed: int = 0):
+    def __init__(self, bert: BertModel, tasks: Sequence[TaskSpec], pooling: PoolingMode = "mean", dropout: float = 0.1, seed: int = 0):
         super().__init__()
-        self.encoder = encoder
+        self.bert = bert
         self.pooling = pooling
         self.tasks = {t.name: t for t in tasks}
         generator_state = torch.random.get_rng_state()
         torch.manual_seed(seed)  # seeded head initialization: an untrained model is reproducible
-        size = encoder.config.hidden_size
+        size = bert.config.hidden_size
         self.heads = nn.ModuleDict(
             {
                 t.name: SentenceClassificationHead(size, len(t.labels), t.hidden, dropout) if t.kind == "sentence" else TokenClassificationHead(size, len(t.labels), dropout)
@@ -114,21 +104,24 @@ class MultiTaskModel(nn.Module):
 
     @property
     def num_layers(self) -> int:
-        return len(self.encoder.encoder.layer)
+        return self.bert.num_layers
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: dict[str, torch.Tensor] | None = None) -> MultiTaskOutput:
         """(B, T) ids and mask -> every head's logits; a loss per task for the tasks in `labels`.
 
         labels: task -> (B,) label ids for sentence tasks, (B, T) for token tasks (IGNORE_INDEX where unlabelled).
         """
-        x = self.encoder.embeddings(input_ids)  # (B, T, C); token types are all 0 for single sentences
+        x = self.bert.embeddings(input_ids)  # (B, T, C); token types are all 0 for single sentences
         return self.forward_from_layer(x, attention_mask, 0, labels)
 
     def forward_from_layer(
         self, x: torch.Tensor, attention_mask: torch.Tensor, first_layer: int, labels: dict[str, torch.Tensor] | None = None
     ) -> MultiTaskOutput:
-        """Continue from the input of block `first_layer` (0 = the embeddings' output), then apply every head."""
-        hidden = run_layers(self.encoder, x, attention_mask, first_layer)  # (B, T, C)
+        """Continue from the input of block `first_layer` (0 = the embeddings' output), then apply every head.
+
+        The frozen bottom of the encoder is run once and cached (heads.train), so training resumes here.
+        """
+        hidden = self.bert.run_layers(x, attention_mask, slice(first_layer, None))  # (B, T, C)
         sentence = pool(hidden, attention_mask, self.pooling)  # (B, C)
         logits = {name: head(sentence if self.tasks[name].kind == "sentence" else hidden) for name, head in self.heads.items()}
         losses = {}
@@ -154,7 +147,7 @@ def save_model(model: MultiTaskModel, folder: Path, *, backbone_sha256: str, bac
     backbone = {"sha256": backbone_sha256, "file": None}
     if backbone_trained:
         with atomic_output(folder / BACKBONE_FILE, binary=True) as f:
-            f.write(save({k: v.detach().contiguous() for k, v in model.encoder.state_dict().items()}))
+            f.write(save({k: v.detach().contiguous() for k, v in model.bert.state_dict().items()}))
         backbone = {"sha256": sha256_of(folder / BACKBONE_FILE), "file": BACKBONE_FILE, "base_sha256": backbone_sha256}
     config = {  # written last, and it pins the files above: a save killed half-way is refused by load_model
         "tasks": [{**asdict(t), "labels": list(t.labels)} for t in model.tasks.values()],
@@ -191,8 +184,8 @@ def read_model_config(folder: Path) -> dict:
     return config
 
 
-def load_model(folder: Path, encoder: BertEncoder, stock_sha256: str, extra_tasks: Sequence[TaskSpec] = (), seed: int = 0) -> tuple[MultiTaskModel, dict]:
-    """Rebuild a saved MultiTaskModel on `encoder` (the stock backbone, replaced by backbone.safetensors when saved).
+def load_model(folder: Path, bert: BertModel, stock_sha256: str, extra_tasks: Sequence[TaskSpec] = (), seed: int = 0) -> tuple[MultiTaskModel, dict]:
+    """Rebuild a saved MultiTaskModel on `bert` (the stock backbone, replaced by backbone.safetensors when saved).
 
     The config's backbone sha256 must match what is loaded, so heads never run on a backbone they were
     not trained with. `extra_tasks` not in the saved model get new, seeded heads (to train them next).
@@ -205,11 +198,11 @@ def load_model(folder: Path, encoder: BertEncoder, stock_sha256: str, extra_task
         if not path.is_file() or sha256_of(path) != backbone["sha256"]:
             actual = sha256_of(path) if path.is_file() else "missing"
             raise WeightsError(f"{path}: sha256 mismatch: expected {backbone['sha256']}, actual {actual}; retrain or restore the model folder")
-        load_state_strict(encoder, read_safetensors(path), path)
+        fill_from_safetensors(bert, path)
     elif backbone["sha256"] != stock_sha256:
         raise WeightsError(f"{folder / CONFIG_FILE}: heads were trained on backbone sha256 {backbone['sha256']}, but the loaded backbone is {stock_sha256}")
     new = [t for t in extra_tasks if t.name not in {s.name for s in saved}]
-    model = MultiTaskModel(encoder, [*saved, *new], pooling=config.get("pooling", "mean"), seed=seed)
+    model = MultiTaskModel(bert, [*saved, *new], pooling=config.get("pooling", "mean"), seed=seed)
     heads = folder / HEADS_FILE
     if not heads.is_file():
         raise WeightsError(f"{heads} is missing; retrain or restore the model folder")
@@ -222,5 +215,8 @@ def load_model(folder: Path, encoder: BertEncoder, stock_sha256: str, extra_task
     for task in saved:
         prefix = f"{task.name}."
         own = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
-        load_state_strict(model.heads[task.name], own, folder / HEADS_FILE)
+        try:
+            load_state_strict(model.heads[task.name], own)
+        except StateMismatch as e:
+            raise WeightsError(f"{heads}: the {task.name} head does not fit its config.json entry ({e}); retrain or restore the model folder") from None
     return model.eval(), config

@@ -27,13 +27,12 @@ import torch
 
 from minilm import SentenceEncoder
 from minilm.cli import ArgumentParser, add_input_arguments, check_output_path, gather_texts, positive_int, run
-from minilm.textio import atomic_output
-from minilm.tokenization import SentenceTokenizer
-from minilm.weights import WeightsError, sha256_of
+from minilm.corpus.textio import atomic_output
+from minilm.text.tokenization import SentenceTokenizer, length_sorted_batches, right_pad
+from minilm.weights import WeightsError
 
 from .model import MultiTaskModel, load_model
 from .ner import bio_to_spans, first_subtoken_predictions, merge_windows, token_windows
-from .tasks import pad_batch
 
 SHIPPED_HEADS = Path(__file__).resolve().parent.parent / "weights" / "heads"
 TOKEN_TASK_KEY = {"ner": "entities"}  # output key of a token task's spans
@@ -56,7 +55,7 @@ class MultiTaskPredictor:
         if not folder.is_dir():
             raise WeightsError(f"model folder {folder} does not exist; train one with python -m heads.train --output {folder}")
         stock = SentenceEncoder.from_pretrained(device=device)
-        model, _ = load_model(folder, stock.model, sha256_of(stock.folder / "model.safetensors"))
+        model, _ = load_model(folder, stock.model, stock.checkpoint.sha256)
         return cls(model.to(stock.device), stock.tokenizer, stock.device)
 
     @torch.no_grad()
@@ -70,10 +69,9 @@ class MultiTaskPredictor:
             for w, (start, end) in enumerate(spans):
                 rows.append((t, w, [self.tokenizer.cls_id, *ids[start:end], self.tokenizer.sep_id]))
         probs: dict[tuple[int, int], dict[str, torch.Tensor]] = {}
-        order = sorted(range(len(rows)), key=lambda r: -len(rows[r][2]))
-        for start in range(0, len(order), batch_size):
-            chunk = [rows[r] for r in order[start : start + batch_size]]
-            ids, mask = pad_batch([ids for _, _, ids in chunk])
+        for batch in length_sorted_batches([len(ids) for _, _, ids in rows], batch_size):
+            chunk = [rows[r] for r in batch]
+            ids, mask = right_pad([ids for _, _, ids in chunk])
             logits = self.model(ids.to(self.device), mask.to(self.device)).logits  # the encoder runs once for every head
             for row, (t, w, row_ids) in enumerate(chunk):
                 probs[t, w] = {name: logits[name][row].softmax(-1).cpu() for name in logits}

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from minilm.tokenization import SentenceTokenizer
+from minilm.text.tokenization import SentenceTokenizer, length_sorted_batches, right_pad
 
 from .data import CONLL_TAGS, SST2_LABELS, TREC_LABELS, SentenceExample, TokenExample, read_conll, read_sst2, read_trec
 from .metrics import accuracy, entity_scores
@@ -74,28 +74,10 @@ def encode_examples(task: TaskSpec, examples: list, tokenizer: SentenceTokenizer
     return Encoded(task, [e.ids for e in encodings], labels, word_ids, gold=[list(ex.tags) for ex in examples])
 
 
-def pad_batch(rows: list[torch.Tensor | list[int]], pad_value: float | int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """Right-pad id lists (-> (B, T)) or cached state tensors (-> (B, T, C)); returns them and the (B, T) mask."""
-    lengths = [len(r) for r in rows]
-    T = max(lengths)
-    mask = torch.zeros(len(rows), T, dtype=torch.long)
-    for i, n in enumerate(lengths):
-        mask[i, :n] = 1
-    if isinstance(rows[0], torch.Tensor):
-        out = rows[0].new_zeros((len(rows), T, rows[0].shape[-1]))
-        for i, r in enumerate(rows):
-            out[i, : len(r)] = r
-        return out, mask
-    out = torch.full((len(rows), T), pad_value, dtype=torch.long)
-    for i, r in enumerate(rows):
-        out[i, : len(r)] = torch.tensor(r, dtype=torch.long)
-    return out, mask
-
-
 def batch_labels(data: Encoded, indices: list[int], T: int) -> torch.Tensor:
     if data.task.kind == "sentence":
         return torch.tensor([data.labels[i] for i in indices], dtype=torch.long)
-    padded, _ = pad_batch([data.labels[i] for i in indices], pad_value=IGNORE_INDEX)
+    padded, _ = right_pad([data.labels[i] for i in indices], IGNORE_INDEX)
     return padded[:, :T]
 
 
@@ -104,15 +86,13 @@ def predict_logits(model: MultiTaskModel, data: Encoded, states: list[torch.Tens
     """Every example's logits for its task, longest first in batches, returned in input order (unpadded)."""
     was_training = model.training
     model.eval()
-    order = sorted(range(len(data)), key=lambda i: -len(data.ids[i]))
     out: list[torch.Tensor] = [torch.empty(0)] * len(data)
-    for start in range(0, len(order), batch_size):
-        indices = order[start : start + batch_size]
+    for indices in length_sorted_batches([len(ids) for ids in data.ids], batch_size):
         if states is None:
-            ids, mask = pad_batch([data.ids[i] for i in indices])
+            ids, mask = right_pad([data.ids[i] for i in indices])
             logits = model(ids, mask).logits[data.task.name]
         else:
-            x, mask = pad_batch([states[i] for i in indices])
+            x, mask = right_pad([states[i] for i in indices])
             logits = model.forward_from_layer(x, mask, first_layer).logits[data.task.name]
         for row, i in enumerate(indices):
             out[i] = logits[row, : len(data.ids[i])] if data.task.kind == "token" else logits[row]

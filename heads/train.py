@@ -28,7 +28,7 @@ import sys
 import tempfile
 import time
 from contextlib import nullcontext
-from dataclasses import replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -37,13 +37,75 @@ from tqdm.auto import tqdm
 
 from minilm import SentenceEncoder
 from minilm.cli import USER_ERRORS, ArgumentParser, positive_int, run
-from minilm.weights import sha256_of
+from minilm.text.tokenization import SentenceTokenizer, length_sorted_batches, right_pad
 
 from .data import DataFormatError
-from .model import MultiTaskModel, load_model, run_layers, save_model
-from .tasks import TASKS, Encoded, batch_labels, encode_examples, pad_batch, predict_logits, read_split, score
+from .model import MultiTaskModel, load_model, save_model
+from .tasks import TASKS, Encoded, batch_labels, encode_examples, predict_logits, read_split, score
 
 DEFAULT_DATA_DIR = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
+
+
+# --------------------------------------------------------------------------- the job
+
+
+@dataclass
+class TrainConfig:
+    """One training job: `python -m heads.train`'s options, one field each (see --help for what they do)."""
+
+    output: Path
+    tasks: list[str] = field(default_factory=lambda: list(TASKS))
+    data_dir: Path = DEFAULT_DATA_DIR
+    backbone: str | None = None  # checkpoint name or folder; None: all-MiniLM-L6-v2
+    init_from: Path | None = None
+    freeze: str = "none"  # none | embeddings | layers:K | backbone
+    freeze_heads: list[str] = field(default_factory=list)
+    limit: dict[str, int] = field(default_factory=dict)  # task -> training examples (a seeded sample)
+    sampling: str = "proportional"  # proportional | uniform | temperature
+    temperature: float = 2.0
+    loss_weight: dict[str, float] = field(default_factory=dict)
+    epochs: int = 3
+    max_steps: int = 0  # 0: the epochs decide
+    batch_size: int = 32
+    lr_backbone: float = 5e-5
+    lr_heads: float = 1e-3
+    weight_decay: float = 0.01
+    max_grad_norm: float = 1.0  # 0: no clipping
+    warmup: float = 0.1  # fraction of the steps
+    dropout: float = 0.1
+    sentence_hidden: int = 0  # 0: sentence heads are one linear layer
+    seed: int = 0
+    bf16: bool = False
+    eval_test: bool = False
+    dev_limit: int = 0  # 0: every dev example
+    quiet: bool = False
+    command: str = "python -m heads.train"  # recorded in the saved config
+
+    def __post_init__(self) -> None:
+        unknown = [t for t in self.tasks if t not in TASKS]
+        if unknown or not self.tasks:
+            raise ValueError(f"--tasks {','.join(self.tasks)!r}: choose from {', '.join(TASKS)}")
+        for option, values in (("--limit", self.limit), ("--loss-weight", self.loss_weight)):
+            for name, value in values.items():
+                if name not in TASKS:
+                    raise ValueError(f"{option} '{name}={value}': expected TASK=VALUE with TASK in {', '.join(TASKS)}")
+                if option == "--limit" and value < 1:
+                    raise ValueError(f"{option} '{name}={value}': train on at least 1 example (leave the task out of --tasks to train none)")
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> "TrainConfig":
+        """The job that parse_args' Namespace describes; a bad TASK=VALUE is a ValueError naming the option."""
+        values = {f.name: getattr(args, f.name) for f in fields(cls) if hasattr(args, f.name)}
+        values |= {
+            "output": Path(args.output),
+            "tasks": [t.strip() for t in args.tasks.split(",") if t.strip()],
+            "data_dir": Path(args.data_dir),
+            "init_from": Path(args.init_from) if args.init_from else None,
+            "limit": parse_assignments(args.limit, "--limit", int),
+            "loss_weight": parse_assignments(args.loss_weight, "--loss-weight", float),
+            "command": "python -m heads.train " + shlex.join(args.argv),
+        }
+        return cls(**values)
 
 
 # --------------------------------------------------------------------------- freezing
@@ -65,9 +127,8 @@ def frozen_layers(policy: str, num_layers: int) -> int | None:
 def apply_freezing(model: MultiTaskModel, n_frozen: int | None, frozen_heads: list[str]) -> None:
     model.requires_grad_(True)
     if n_frozen is not None:
-        model.encoder.embeddings.requires_grad_(False)
-        for block in model.encoder.encoder.layer[:n_frozen]:
-            block.requires_grad_(False)
+        model.bert.embeddings.requires_grad_(False)
+        model.bert.encoder.layer[:n_frozen].requires_grad_(False)
     for name in frozen_heads:
         model.heads[name].requires_grad_(False)
 
@@ -75,13 +136,11 @@ def apply_freezing(model: MultiTaskModel, n_frozen: int | None, frozen_heads: li
 @torch.no_grad()
 def frozen_states(model: MultiTaskModel, data: Encoded, n_frozen: int, batch_size: int = 64) -> list[torch.Tensor]:
     """Output of the frozen bottom (embeddings + n_frozen blocks) for every example: (T_i, C) each."""
-    model.encoder.eval()
-    order = sorted(range(len(data)), key=lambda i: -len(data.ids[i]))
+    model.bert.eval()
     states: list[torch.Tensor] = [torch.empty(0)] * len(data)
-    for start in range(0, len(order), batch_size):
-        indices = order[start : start + batch_size]
-        ids, mask = pad_batch([data.ids[i] for i in indices])
-        x = run_layers(model.encoder, model.encoder.embeddings(ids), mask, 0, n_frozen)  # (B, T, C)
+    for indices in length_sorted_batches([len(ids) for ids in data.ids], batch_size):
+        ids, mask = right_pad([data.ids[i] for i in indices])
+        x = model.bert.run_layers(model.bert.embeddings(ids), mask, slice(0, n_frozen))  # (B, T, C)
         for row, i in enumerate(indices):
             states[i] = x[row, : len(data.ids[i])].clone()
     return states
@@ -141,155 +200,204 @@ def make_optimizer(model: MultiTaskModel, lr_backbone: float, lr_heads: float, w
 
 
 def parse_assignments(items: list[str], option: str, cast) -> dict[str, float]:
-    """['ner=500', ...] -> {'ner': 500}, with errors that name the option."""
+    """['ner=500', ...] -> {'ner': 500}, with errors that name the option (TrainConfig checks the task names)."""
     out = {}
     for item in items:
         name, _, value = item.partition("=")
-        if name not in TASKS or not value:
+        if not name or not value:
             raise ValueError(f"{option} {item!r}: expected TASK=VALUE with TASK in {', '.join(TASKS)}")
         try:
             out[name] = cast(value)
         except ValueError:
             raise ValueError(f"{option} {item!r}: {value!r} is not a number") from None
-        if option == "--limit" and out[name] < 1:
-            raise ValueError(f"{option} {item!r}: train on at least 1 example (leave the task out of --tasks to train none)")
     return out
 
 
-def train(args: argparse.Namespace) -> dict:
-    """Run one training job; returns the summary that is also printed as JSON."""
-    t0 = time.time()
-    random.seed(args.seed)
-    np.random.seed(args.seed)
-    torch.manual_seed(args.seed)
-    data_dir = Path(args.data_dir)
-    train_tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
-    unknown = [t for t in train_tasks if t not in TASKS]
-    if unknown or not train_tasks:
-        raise ValueError(f"--tasks {args.tasks!r}: choose from {', '.join(TASKS)}")
-    limits = parse_assignments(args.limit, "--limit", int)
-    loss_weights = {t: 1.0 for t in train_tasks} | parse_assignments(args.loss_weight, "--loss-weight", float)
+@dataclass
+class Job:
+    """What the build step makes: the model on the stock backbone, its tokenizer, and how much of it is frozen."""
 
-    stock = SentenceEncoder.from_pretrained(args.backbone)
-    stock_sha = sha256_of(stock.folder / "model.safetensors")
-    init_backbone_trained = False
-    if args.init_from:
-        new_tasks = [TASKS[t] for t in train_tasks]
-        model, init_config = load_model(Path(args.init_from), stock.model, stock_sha, extra_tasks=new_tasks, seed=args.seed)
-        init_backbone_trained = bool(init_config["backbone"].get("file"))
+    model: MultiTaskModel
+    tokenizer: SentenceTokenizer
+    stock_sha256: str  # the backbone the heads are pinned to
+    n_frozen: int | None  # frozen blocks (None: nothing frozen, not even the embeddings)
+    backbone_trained_before: bool  # --init-from a model whose backbone was trained
+
+    @property
+    def first_layer(self) -> int:
+        """The first block that trains: the cached frozen states are its input."""
+        return self.n_frozen or 0
+
+
+def build(config: TrainConfig) -> Job:
+    """1. The model: the stock backbone with new heads, or a saved model (--init-from), frozen as asked."""
+    stock = SentenceEncoder.from_pretrained(config.backbone)
+    backbone_trained = False
+    if config.init_from:
+        new_tasks = [TASKS[t] for t in config.tasks]
+        model, init_config = load_model(config.init_from, stock.model, stock.checkpoint.sha256, extra_tasks=new_tasks, seed=config.seed)
+        backbone_trained = bool(init_config["backbone"].get("file"))
     else:
-        specs = [replace(TASKS[t], hidden=args.sentence_hidden or None) if TASKS[t].kind == "sentence" else TASKS[t] for t in train_tasks]
-        model = MultiTaskModel(stock.model, specs, pooling=stock.config.pooling, dropout=args.dropout, seed=args.seed)
-    bad_heads = [h for h in args.freeze_heads if h not in model.tasks]
-    if bad_heads:
+        hidden = config.sentence_hidden or None
+        specs = [replace(TASKS[t], hidden=hidden) if TASKS[t].kind == "sentence" else TASKS[t] for t in config.tasks]
+        model = MultiTaskModel(stock.model, specs, pooling=stock.config.pooling, dropout=config.dropout, seed=config.seed)
+    if bad_heads := [h for h in config.freeze_heads if h not in model.tasks]:
         raise ValueError(f"--freeze-heads {','.join(bad_heads)}: the model has heads {', '.join(model.tasks)}")
-    n_frozen = frozen_layers(args.freeze, model.num_layers)
-    apply_freezing(model, n_frozen, args.freeze_heads)
-    first_layer = 0 if n_frozen is None else n_frozen
+    n_frozen = frozen_layers(config.freeze, model.num_layers)
+    apply_freezing(model, n_frozen, config.freeze_heads)
+    return Job(model, stock.tokenizer, stock.checkpoint.sha256, n_frozen, backbone_trained)
 
-    # data: train for the trained tasks; dev (and test) for every head the model has
-    tokenizer = stock.tokenizer
-    train_sets, dev_sets, test_sets = {}, {}, {}
-    for name in model.tasks:
-        if name in train_tasks:
-            examples = read_split(name, "train", data_dir)
+
+def load_data(config: TrainConfig, job: Job) -> dict[str, dict[str, Encoded]]:
+    """2. The data, tokenized: split -> task -> examples. Train for the trained tasks; dev (and test) for every head."""
+    splits: dict[str, dict[str, Encoded]] = {"train": {}, "dev": {}, "test": {}}
+    for name in job.model.tasks:
+        if name in config.tasks:
+            examples = read_split(name, "train", config.data_dir)
             if not examples:
-                raise ValueError(f"no {name} training examples in {data_dir}; check --data-dir")
-            if name in limits:
-                examples = random.Random(args.seed).sample(examples, min(int(limits[name]), len(examples)))
-            train_sets[name] = encode_examples(TASKS[name], examples, tokenizer)
-        dev_sets[name] = encode_examples(TASKS[name], read_split(name, "dev", data_dir)[: args.dev_limit or None], tokenizer)
-        if args.eval_test:
-            test_sets[name] = encode_examples(TASKS[name], read_split(name, "test", data_dir), tokenizer)
+                raise ValueError(f"no {name} training examples in {config.data_dir}; check --data-dir")
+            if name in config.limit:
+                examples = random.Random(config.seed).sample(examples, min(int(config.limit[name]), len(examples)))
+            splits["train"][name] = encode_examples(TASKS[name], examples, job.tokenizer)
+        dev = read_split(name, "dev", config.data_dir)[: config.dev_limit or None]
+        splits["dev"][name] = encode_examples(TASKS[name], dev, job.tokenizer)
+        if config.eval_test:
+            splits["test"][name] = encode_examples(TASKS[name], read_split(name, "test", config.data_dir), job.tokenizer)
+    return splits
 
-    cached = n_frozen is not None
+
+def cache_frozen(config: TrainConfig, job: Job, splits: dict[str, dict[str, Encoded]]) -> dict[tuple[str, str], list[torch.Tensor]]:
+    """3. The frozen bottom's output for every example, run once: (split, task) -> (T_i, C) states. Empty when nothing is frozen."""
+    if job.n_frozen is None:
+        return {}
     states = {}
-    if cached:
-        with tqdm(total=sum(map(len, [*train_sets.values(), *dev_sets.values(), *test_sets.values()])), desc="Frozen layers", unit="ex", file=sys.stderr, disable=args.quiet) as bar:
-            for split, sets in (("train", train_sets), ("dev", dev_sets), ("test", test_sets)):
-                for name, data in sets.items():
-                    states[split, name] = frozen_states(model, data, first_layer)
-                    bar.update(len(data))
+    total = sum(len(data) for sets in splits.values() for data in sets.values())
+    with tqdm(total=total, desc="Frozen layers", unit="ex", file=sys.stderr, disable=config.quiet) as bar:
+        for split, sets in splits.items():
+            for name, data in sets.items():
+                states[split, name] = frozen_states(job.model, data, job.first_layer)
+                bar.update(len(data))
+    return states
 
+
+@dataclass
+class Fit:
+    """What the fit step reports: the best epoch (its weights are loaded into the model) and the whole history."""
+
+    history: list[dict]
+    best_epoch: dict
+    steps: int
+    task_probabilities: dict[str, float]
+    loss_weights: dict[str, float]
+
+
+def fit(config: TrainConfig, job: Job, splits: dict[str, dict[str, Encoded]], states: dict) -> Fit:
+    """4. Train: each step draws a task and a batch of it; dev is scored after every epoch and the best epoch kept."""
+    model, first_layer, train_sets = job.model, job.first_layer, splits["train"]
+    loss_weights = {t: 1.0 for t in config.tasks} | config.loss_weight
     sizes = {t: len(d) for t, d in train_sets.items()}
-    probs = task_probabilities(sizes, args.sampling, args.temperature)
-    steps_per_epoch = math.ceil(sum(sizes.values()) / args.batch_size)
-    total_steps = args.max_steps or steps_per_epoch * args.epochs
-    optimizer = make_optimizer(model, args.lr_backbone, args.lr_heads, args.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, linear_schedule(max(1, int(args.warmup * total_steps)), total_steps))
-    rng = random.Random(args.seed)
-    queues = {t: [] for t in train_sets}
-    autocast = torch.autocast("cpu", dtype=torch.bfloat16) if args.bf16 else nullcontext()
-
-    def evaluate(sets: dict[str, Encoded], split: str) -> dict[str, float]:
-        with autocast:
-            return {name: round(score(d, predict_logits(model, d, states.get((split, name)), first_layer)), 2) for name, d in sets.items()}
+    probs = task_probabilities(sizes, config.sampling, config.temperature)
+    steps_per_epoch = math.ceil(sum(sizes.values()) / config.batch_size)
+    total_steps = config.max_steps or steps_per_epoch * config.epochs
+    optimizer = make_optimizer(model, config.lr_backbone, config.lr_heads, config.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, linear_schedule(max(1, int(config.warmup * total_steps)), total_steps))
+    rng = random.Random(config.seed)
+    queues: dict[str, list[list[int]]] = {t: [] for t in train_sets}
 
     history, best_epoch, best_selection, best_state, step, losses = [], None, 0.0, None, 0, []
     model.train()
-    if cached:
-        model.encoder.encoder.layer[:first_layer].eval()  # (already run) keep the frozen bottom's dropout off
-    epochs = math.ceil(total_steps / steps_per_epoch)
-    with tqdm(total=total_steps, desc="Training", unit="step", file=sys.stderr, disable=args.quiet) as bar:
-        for epoch in range(epochs):
+    if states:
+        model.bert.encoder.layer[:first_layer].eval()  # (already run) keep the frozen bottom's dropout off
+    with tqdm(total=total_steps, desc="Training", unit="step", file=sys.stderr, disable=config.quiet) as bar:
+        for epoch in range(math.ceil(total_steps / steps_per_epoch)):
             for _ in range(min(steps_per_epoch, total_steps - step)):
                 name = rng.choices(list(probs), weights=list(probs.values()))[0]
                 if not queues[name]:
-                    queues[name] = batches_of(train_sets[name], args.batch_size, rng)
+                    queues[name] = batches_of(train_sets[name], config.batch_size, rng)
                 indices = queues[name].pop()
                 data = train_sets[name]
-                with autocast:
-                    if cached:
-                        x, mask = pad_batch([states["train", name][i] for i in indices])
+                with autocast(config):
+                    if states:
+                        x, mask = right_pad([states["train", name][i] for i in indices])
                         out = model.forward_from_layer(x, mask, first_layer, {name: batch_labels(data, indices, mask.shape[1])})
                     else:
-                        ids, mask = pad_batch([data.ids[i] for i in indices])
+                        ids, mask = right_pad([data.ids[i] for i in indices])
                         out = model(ids, mask, {name: batch_labels(data, indices, mask.shape[1])})
                 loss = loss_weights.get(name, 1.0) * out.losses[name].float()
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
-                if args.max_grad_norm > 0:
-                    torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], args.max_grad_norm)
+                if config.max_grad_norm > 0:
+                    torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], config.max_grad_norm)
                 optimizer.step()
                 scheduler.step()
                 step += 1
                 losses.append(loss.item())
                 bar.update(1)
                 bar.set_postfix(loss=f"{np.mean(losses[-50:]):.3f}")
-            dev = evaluate(dev_sets, "dev")
+            dev = evaluate(config, job, splits["dev"], states, "dev")
             selection = float(np.mean([dev[t] for t in train_sets]))
             history.append({"epoch": epoch + 1, "step": step, "train_loss": round(float(np.mean(losses[-steps_per_epoch:])), 4), "dev": dev})
-            if not args.quiet:
+            if not config.quiet:
                 print(f"epoch {epoch + 1}: dev {dev}", file=sys.stderr)
             if best_epoch is None or selection > best_selection:
                 best_selection, best_epoch = selection, history[-1]
                 best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     model.load_state_dict(best_state)
     model.eval()
+    return Fit(history, best_epoch, step, probs, loss_weights)
+
+
+def autocast(config: TrainConfig):
+    return torch.autocast("cpu", dtype=torch.bfloat16) if config.bf16 else nullcontext()
+
+
+def evaluate(config: TrainConfig, job: Job, sets: dict[str, Encoded], states: dict, split: str) -> dict[str, float]:
+    """Each task's score (0..100) on one split, from the cached frozen states where there are some."""
+    with autocast(config):
+        return {name: round(score(d, predict_logits(job.model, d, states.get((split, name)), job.first_layer)), 2) for name, d in sets.items()}
+
+
+def summarize(config: TrainConfig, job: Job, splits: dict[str, dict[str, Encoded]], states: dict, result: Fit, started: float) -> dict:
+    """5. The summary printed as JSON and saved in the model's config.json, with the test scores under --eval-test."""
     summary = {
-        "command": "python -m heads.train " + shlex.join(args.argv),
-        "tasks_trained": train_tasks,
-        "freeze": args.freeze,
-        "frozen_heads": args.freeze_heads,
-        "sampling": args.sampling if args.sampling != "temperature" else f"temperature T={args.temperature}",
-        "task_probabilities": {t: round(p, 4) for t, p in probs.items()},
-        "loss_weights": loss_weights,
-        "max_grad_norm": args.max_grad_norm,
-        "train_sizes": sizes,
-        "steps": step,
-        "best_epoch": best_epoch["epoch"],
-        "history": history,
-        "scores": {"dev": best_epoch["dev"]},
-        "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
-        "seed": args.seed,
-        "bf16": args.bf16,
+        "command": config.command,
+        "tasks_trained": config.tasks,
+        "freeze": config.freeze,
+        "frozen_heads": config.freeze_heads,
+        "sampling": config.sampling if config.sampling != "temperature" else f"temperature T={config.temperature}",
+        "task_probabilities": {t: round(p, 4) for t, p in result.task_probabilities.items()},
+        "loss_weights": result.loss_weights,
+        "max_grad_norm": config.max_grad_norm,
+        "train_sizes": {t: len(d) for t, d in splits["train"].items()},
+        "steps": result.steps,
+        "best_epoch": result.best_epoch["epoch"],
+        "history": result.history,
+        "scores": {"dev": result.best_epoch["dev"]},
+        "trainable_parameters": sum(p.numel() for p in job.model.parameters() if p.requires_grad),
+        "seed": config.seed,
+        "bf16": config.bf16,
     }
-    if test_sets:
-        summary["scores"]["test"] = evaluate(test_sets, "test")
-    summary["wall_seconds"] = round(time.time() - t0, 1)
+    if splits["test"]:
+        summary["scores"]["test"] = evaluate(config, job, splits["test"], states, "test")
+    summary["wall_seconds"] = round(time.time() - started, 1)
     summary["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
-    backbone_trained = n_frozen != model.num_layers or init_backbone_trained
-    save_model(model, Path(args.output), backbone_sha256=stock_sha, backbone_trained=backbone_trained, extra={"training": summary, "scores": summary["scores"]})
+    return summary
+
+
+def train(config: TrainConfig) -> dict:
+    """Run one training job and save the best epoch's model to config.output; returns the summary."""
+    started = time.time()
+    random.seed(config.seed)
+    np.random.seed(config.seed)
+    torch.manual_seed(config.seed)
+    job = build(config)
+    splits = load_data(config, job)
+    states = cache_frozen(config, job, splits)
+    result = fit(config, job, splits, states)
+    summary = summarize(config, job, splits, states, result, started)
+    backbone_trained = job.n_frozen != job.model.num_layers or job.backbone_trained_before
+    extra = {"training": summary, "scores": summary["scores"]}
+    save_model(job.model, config.output, backbone_sha256=job.stock_sha256, backbone_trained=backbone_trained, extra=extra)
     return summary
 
 
@@ -358,8 +466,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
 
     def work() -> int:
-        check_output_folder(Path(args.output), args.force)
-        print(json.dumps(train(args)))
+        config = TrainConfig.from_args(args)
+        check_output_folder(config.output, args.force)
+        print(json.dumps(train(config)))
         return 0
 
     return run(work, user_errors=(*USER_ERRORS, DataFormatError, FileNotFoundError))

@@ -12,15 +12,17 @@
     Ctrl-C                                                `interrupted`, exit 130
     SIGTERM                                               `terminated`, exit 143 (raised as Terminated, so
                                                           it unwinds like Ctrl-C: atomic writes leave nothing)
-The shard writer (minilm.corpus) catches both signals itself, to finish the shard in hand first.
+The shard writer (minilm.corpus.shards) catches both signals itself, to finish the shard in hand first.
 
 It also holds the options and input handling that several commands share (`add_input_arguments`,
-`gather_texts`, `check_output_path`, `positive_int`), so no command imports another.
+`gather_texts`, `check_output_path`, `positive_int`), so no command imports another: entry points
+import the library and this module, and the library never imports an entry point.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import signal
 import sys
@@ -28,8 +30,12 @@ import threading
 from collections.abc import Callable
 from contextlib import nullcontext
 from pathlib import Path
+from typing import TextIO
 
-from .textio import RECORD_SUFFIXES, BadRecord, InputError, _decoded_lines, open_input, read_records, require_input_file
+import numpy as np
+
+from .corpus.textio import RECORD_SUFFIXES, BadRecord, EmptyLine, InputError, decoded_lines, open_input, read_records, require_input_file
+from .sentence_encoder import cosine_similarity
 from .weights import WeightsError
 
 DEMO_SENTENCES = ["The dog ran across the grass.", "Why is the sky blue?", "The cat jumped into the weeds."]
@@ -110,16 +116,16 @@ def read_texts(path: str, text_field: str = "text") -> list[str]:
         require_input_file(path)
     if path == "-" or Path(path).suffix.lower() not in RECORD_SUFFIXES:
         with open_input(Path(path)) if path != "-" else nullcontext(sys.stdin.buffer) as stream:
-            lines = [line for _, line in _decoded_lines(stream, "<stdin>" if path == "-" else path)]
+            lines = [line for _, line in decoded_lines(stream, "<stdin>" if path == "-" else path)]
         if lines and not any(line.strip() for line in lines):
             raise InputError(f"{'<stdin>' if path == '-' else path} holds only blank lines: no texts to embed")
         return lines
     file = Path(path)
     texts = []
     for record in read_records(file, text_field):
+        if isinstance(record, EmptyLine):
+            continue
         if isinstance(record, BadRecord):
-            if record.problem == "empty line":
-                continue
             raise record
         texts.append(record.text)
     return texts
@@ -182,3 +188,26 @@ def check_output_path(output: str | None, force: bool) -> Path | None:
     if not os.access(path.parent, os.W_OK):
         raise InputError(f"--output folder {path.parent} is not writable; choose another --output")
     return path
+
+
+# --------------------------------------------------------------------------- output shared by the commands
+
+
+def shorten(text: str, width: int = 48) -> str:
+    """One line of at most `width` characters, for tables and titles."""
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def write_table(out: TextIO, texts: list[str], embeddings: np.ndarray) -> None:
+    """The embedding shape, then every pair's cosine similarity, highest first (as in the project's seed demo)."""
+    out.write(f"Embeddings shape: {embeddings.shape}\n")
+    if len(texts) < 2:
+        out.write("(one text: no pairs to compare)\n")
+        return
+    sims = cosine_similarity(embeddings, embeddings)  # (N, N)
+    pairs = sorted(itertools.combinations(range(len(texts)), 2), key=lambda p: -sims[p])
+    width = max(len(shorten(texts[i])) for i, _ in pairs)
+    out.write(f"{'cosine_sim':>10}  {'sentence_1':<{width}}  sentence_2\n")
+    for i, j in pairs:
+        out.write(f"{sims[i, j]:>10.6f}  {shorten(texts[i]):<{width}}  {shorten(texts[j])}\n")

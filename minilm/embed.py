@@ -4,8 +4,8 @@
     python -m minilm.embed "First sentence." "Second one."
     python -m minilm.embed --input texts.txt --format jsonl  # one text per line (or .jsonl with "text")
     cat texts.txt | python -m minilm.embed - --format npy --output vectors.npy
-    python -m minilm.embed --input corpus.txt --output vectors/  # streamed, resumable shards (minilm.corpus)
-    python -m minilm.embed --engine ray --input corpus.txt --output vectors/  # Parquet, on Ray (minilm.distributed)
+    python -m minilm.embed --input corpus.txt --output vectors/  # streamed, resumable shards (minilm.corpus.shards)
+    python -m minilm.embed --engine ray --input corpus.txt --output vectors/  # Parquet, on Ray (minilm.corpus.ray)
 
     python -m minilm.embed --verify vectors/                     # check a shard folder's files against its manifest
 
@@ -16,7 +16,6 @@ User errors print one line and exit with status 2 (minilm.cli).
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import os
 import sys
@@ -26,8 +25,7 @@ from typing import TextIO
 
 import numpy as np
 
-from .cli import (  # noqa: F401  (read_texts, DEMO_SENTENCES: also importable from here)
-    DEMO_SENTENCES,
+from .cli import (
     EXIT_INTERRUPTED,
     EXIT_TERMINATED,
     ArgumentParser,
@@ -35,41 +33,20 @@ from .cli import (  # noqa: F401  (read_texts, DEMO_SENTENCES: also importable f
     check_output_path,
     gather_texts,
     positive_int,
-    read_texts,
     run,
+    write_table,
 )
-from .precision import DTYPES
-from .quantize import PRECISIONS
-from .textio import RECORD_SUFFIXES, InputError, atomic_output
+from .corpus.quantize import STORED_PRECISIONS
+from .corpus.textio import RECORD_SUFFIXES, InputError, atomic_output
+from .model.precision import COMPUTE_DTYPES
 from .sentence_encoder import EncodeResult, SentenceEncoder
-from .tokenization import TOKENIZER_KINDS
+from .text.tokenization import TOKENIZER_KINDS
 from .weights import DEFAULT_CHECKPOINT
 
 TABLE_MAX_TEXTS = 1000  # the table compares every pair; beyond this, jsonl or npy is the useful output
 
 
 # --------------------------------------------------------------------------- writing output
-
-
-def shorten(text: str, width: int = 48) -> str:
-    """One line of at most `width` characters, for tables and titles."""
-    text = " ".join(text.split())
-    return text if len(text) <= width else text[: width - 1] + "…"
-
-
-def write_table(out: TextIO, texts: list[str], embeddings: np.ndarray) -> None:
-    """The embedding shape, then every pair's cosine similarity, highest first (as in the project's seed demo)."""
-    out.write(f"Embeddings shape: {embeddings.shape}\n")
-    if len(texts) < 2:
-        out.write("(one text: no pairs to compare)\n")
-        return
-    unit = embeddings / np.maximum(np.linalg.norm(embeddings, axis=1, keepdims=True), 1e-12)
-    sims = unit @ unit.T  # (N, N)
-    pairs = sorted(itertools.combinations(range(len(texts)), 2), key=lambda p: -sims[p])
-    width = max(len(shorten(texts[i])) for i, _ in pairs)
-    out.write(f"{'cosine_sim':>10}  {'sentence_1':<{width}}  sentence_2\n")
-    for i, j in pairs:
-        out.write(f"{sims[i, j]:>10.6f}  {shorten(texts[i]):<{width}}  {shorten(texts[j])}\n")
 
 
 def write_jsonl(out: TextIO, texts: list[str], result: EncodeResult) -> None:
@@ -79,12 +56,32 @@ def write_jsonl(out: TextIO, texts: list[str], result: EncodeResult) -> None:
         out.write(f'{{"text": {json.dumps(text, ensure_ascii=False)}, "embedding": {embedding}, "n_tokens": {n_tokens}, "truncated": {json.dumps(truncated)}}}\n')
 
 
+def output_format(output: str | None) -> str:
+    """The format when --format is not given: what a .npy or .jsonl --output names, else the table.
+
+    An --output with no suffix at all is most often a folder meant for shards whose trailing / was left
+    out; it is refused with both spellings rather than guessed.
+    """
+    suffix = Path(output).suffix.lower() if output else ".txt"
+    if suffix in (".npy", ".jsonl"):
+        return suffix[1:]
+    if not suffix:
+        raise InputError(
+            f"--output {output} names neither a folder nor a file format: for streamed, resumable shards of an --input file "
+            f"give a folder, --output {output}/; for all texts at once give {output}.npy or {output}.jsonl (or pass --format)"
+        )
+    return "table"
+
+
 def check_output(args: argparse.Namespace, n_texts: int) -> Path | None:
     """Validate --format/--output before any work is done."""
     if args.format == "npy" and not args.output:
         raise InputError("--format npy needs --output FILE.npy")
     if args.format == "table" and n_texts > TABLE_MAX_TEXTS:
-        raise InputError(f"{n_texts} texts is too many for the pairwise table (at most {TABLE_MAX_TEXTS}); use --format jsonl or --format npy --output FILE.npy")
+        raise InputError(
+            f"{n_texts} texts is too many for the pairwise table (at most {TABLE_MAX_TEXTS}); use --format jsonl, "
+            "--output FILE.npy, or --input FILE --output DIR/ for resumable shards"
+        )
     return check_output_path(args.output, args.force)
 
 
@@ -115,64 +112,77 @@ def _write_result(args: argparse.Namespace, output: Path | None, texts: list[str
 # --------------------------------------------------------------------------- main
 
 
+MODES = """modes (chosen by --output and --engine):
+  (no --output)  or  --output FILE   all texts at once: a cosine table (default), --format jsonl, or
+                                     --format npy with --output FILE.npy (.npy and .jsonl names pick their format)
+  --input FILE --output DIR/         streamed, resumable shards: a folder ends in / (docs/corpus.md)
+  --engine ray --output DIR/         Parquet files written by Ray Data, here or on a cluster (docs/ray.md)
+  --verify DIR                       embed nothing: check a shard folder against its manifest
+
+--dtype is the compute precision (what the model runs in); --precision is how shards store the vectors."""
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = ArgumentParser(
         prog="python -m minilm.embed",
-        description="Embed sentences with all-MiniLM-L6-v2 (or another BERT sentence-transformers checkpoint).",
-        epilog="With no texts and no --input, embeds three demo sentences and prints their cosine similarities.",
+        description="Embed sentences with all-MiniLM-L6-v2 (or another BERT sentence-transformers checkpoint). "
+        "With no texts and no --input, embeds three demo sentences and prints their cosine similarities.",
+        epilog=MODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    add_input_arguments(parser)
-    parser.add_argument(
-        "--format", "-f", choices=["table", "jsonl", "npy", "shards"], default=None,
-        help="output format (default: table; shards when --output is a folder)",
-    )  # fmt: skip
-    parser.add_argument(
+    add_input_arguments(parser.add_argument_group("input"))
+    output = parser.add_argument_group("output (the mode follows from --output; see below)")
+    output.add_argument(
         "--output", "-o", metavar="FILE|DIR/",
-        help="write here (atomically) instead of stdout; required for npy. A folder (existing, or ending in /) gets "
-        "streamed, resumable shards of an --input file (minilm.corpus)",
+        help="write here (atomically) instead of stdout. A folder (existing, or ending in /) gets streamed, resumable "
+        "shards of an --input file",
     )  # fmt: skip
-    parser.add_argument("--shard-size", type=positive_int, default=None, metavar="N", help="texts per shard (default: 10000)")
-    parser.add_argument("--id-field", "--id-column", default=None, help="the field or column that holds the shards' ids (default: line numbers)")
-    parser.add_argument(
-        "--precision", choices=PRECISIONS, default="float32",
-        help="how shards store the vectors: float32 (default), float16, int8/uint8 (ranges calibrated on the first shard), "
-        "binary/ubinary (packed sign bits)",
+    output.add_argument(
+        "--format", "-f", choices=["table", "jsonl", "npy", "shards"], default=None,
+        help="table, jsonl or npy for all texts at once (default: table, or what a .jsonl/.npy --output names); "
+        "shards when --output is a folder",
     )  # fmt: skip
-    parser.add_argument(
+    output.add_argument("--force", action="store_true", help="overwrite an existing --output file, or start a shard folder over")
+    output.add_argument(
+        "--verify", metavar="DIR", help="embed nothing: check every shard of DIR against its manifest (sizes, sha256) and the input's hash"
+    )
+    model = parser.add_argument_group("model and compute")
+    model.add_argument("--model", "-m", default=None, help=f"checkpoint name or folder (default: {DEFAULT_CHECKPOINT})")
+    model.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default: cpu)")
+    model.add_argument(
+        "--dtype", choices=COMPUTE_DTYPES, default="float32",
+        help="compute precision, what the model runs in: float32 is exact (default); bfloat16/float16 are faster on GPUs "
+        "and AMX CPUs, and fall back to float32 with a note on CPUs without native support. Not how vectors are stored: see --precision",
+    )  # fmt: skip
+    model.add_argument(
+        "--tokenizer", choices=TOKENIZER_KINDS, default="fast",
+        help="fast: the Rust tokenizers library (default); python: minilm.text.wordpiece, the same ids in plain Python (slower)",
+    )  # fmt: skip
+    model.add_argument("--batch-size", "-b", type=positive_int, default=32, help="texts per forward pass (default: 32)")
+    model.add_argument("--max-batch-tokens", type=positive_int, default=None, metavar="N", help="also cap each batch at N tokens, padding included")
+    model.add_argument("--no-normalize", action="store_true", help="skip L2 normalization of the embeddings")
+    model.add_argument("--no-verify", action="store_true", help="skip the sha256 check (for your own checkpoints)")
+    model.add_argument("--download", action="store_true", help="if the checkpoint is not found locally, download it from the hub")
+    shards = parser.add_argument_group("shards (--input FILE --output DIR/)")
+    shards.add_argument("--shard-size", type=positive_int, default=None, metavar="N", help="texts per shard (default: 10000)")
+    shards.add_argument("--id-field", "--id-column", default=None, help="the field or column that holds the ids, also for --engine ray (default: line numbers)")
+    shards.add_argument(
+        "--precision", choices=STORED_PRECISIONS, default="float32",
+        help="storage precision, how shards store the vectors: float32 (default), float16, int8/uint8 (ranges calibrated on the "
+        "first shard), binary/ubinary (packed sign bits). Not what the model computes in: see --dtype",
+    )  # fmt: skip
+    shards.add_argument(
         "--skip-bad-lines", action="store_true",
         help="skip and count input records that cannot be embedded (invalid JSON, missing field, not UTF-8, empty line) "
         "instead of stopping at the first",
     )  # fmt: skip
-    parser.add_argument(
+    ray = parser.add_argument_group("Ray (--engine ray --input FILE --output DIR/)")
+    ray.add_argument(
         "--engine", choices=["local", "ray"], default="local",
-        help="local: this process (default); ray: Ray Data on a cluster, writing Parquet files of (id, embedding) to --output DIR/",
+        help="local: this process (default); ray: Ray Data, writing Parquet files of (id, embedding) to --output DIR/",
     )  # fmt: skip
-    parser.add_argument("--ray-address", metavar="ADDR", help="--engine ray: the cluster to join (auto, HEAD:6379, ray://...); default: a local one")
-    parser.add_argument("--concurrency", type=positive_int, metavar="N", help="--engine ray: actors, i.e. model copies (default: as many as fit)")
-    parser.add_argument("--force", action="store_true", help="overwrite an existing --output file")
-    parser.add_argument("--model", "-m", default=None, help=f"checkpoint name or folder (default: {DEFAULT_CHECKPOINT})")
-    parser.add_argument("--batch-size", "-b", type=positive_int, default=32, help="texts per forward pass (default: 32)")
-    parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default: cpu)")
-    parser.add_argument(
-        "--dtype",
-        choices=DTYPES,
-        default="float32",
-        help="precision: float32 is exact (default); bfloat16/float16 are faster on GPUs and AMX CPUs, "
-        "and fall back to float32 with a note on CPUs without native support",
-    )
-    parser.add_argument(
-        "--tokenizer", choices=TOKENIZER_KINDS, default="fast",
-        help="fast: the Rust tokenizers library (default); python: minilm.wordpiece, the same ids in plain Python (slower)",
-    )  # fmt: skip
-    parser.add_argument(
-        "--max-batch-tokens", type=positive_int, default=None, metavar="N", help="also cap each batch at N tokens, padding included"
-    )
-    parser.add_argument("--no-normalize", action="store_true", help="skip L2 normalization of the embeddings")
-    parser.add_argument("--no-verify", action="store_true", help="skip the sha256 check (for your own checkpoints)")
-    parser.add_argument("--download", action="store_true", help="if the checkpoint is not found locally, download it from the hub")
-    parser.add_argument(
-        "--verify", metavar="DIR", help="embed nothing: check every shard of DIR against its manifest (sizes, sha256) and the input's hash"
-    )
+    ray.add_argument("--ray-address", metavar="ADDR", help="the cluster to join (auto, HEAD:6379, ray://...); default: a local one")
+    ray.add_argument("--concurrency", type=positive_int, metavar="N", help="actors, i.e. model copies (default: as many as fit)")
     return parser.parse_args(argv)
 
 
@@ -184,7 +194,7 @@ def wants_shards(args: argparse.Namespace) -> bool:
 
 
 def embed_to_shards(args: argparse.Namespace) -> int:
-    from .corpus import CorpusSettings, embed_corpus
+    from .corpus.shards import CorpusSettings, embed_corpus
 
     if not args.input or args.input == "-" or args.texts:
         raise InputError("shard output streams a file: give it with --input FILE (not texts or stdin)")
@@ -217,7 +227,7 @@ def embed_to_shards(args: argparse.Namespace) -> int:
 
 def verify_folder(folder: str) -> int:
     """--verify DIR: every shard against the manifest, and the input (when it is still there) against its sha256."""
-    from .corpus import input_fingerprint, verify_shards
+    from .corpus.shards import input_fingerprint, verify_shards
 
     manifest = verify_shards(folder)
     where = manifest["input"]["path"]
@@ -229,7 +239,7 @@ def verify_folder(folder: str) -> int:
 
 
 def embed_with_ray(args: argparse.Namespace) -> int:
-    from .distributed import embed_files
+    from .corpus.ray import embed_files
 
     if not args.input or args.input == "-" or args.texts:
         raise InputError("--engine ray reads a file: give it with --input FILE (a local path or s3://...)")
@@ -274,7 +284,7 @@ def embed(args: argparse.Namespace) -> int:
                                            ("--shard-size", args.shard_size is not None), ("--id-field", args.id_field is not None)) if given]  # fmt: skip
     if shard_only:
         raise InputError(f"{' and '.join(shard_only)} apply to shard output: give --input FILE --output DIR/ (a folder ends in /)")
-    args.format = args.format or "table"
+    args.format = args.format or output_format(args.output)
     texts = gather_texts(args)
     output = check_output(args, len(texts))
     encoder = load_encoder_for(args)

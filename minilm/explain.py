@@ -26,12 +26,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .cli import DEMO_SENTENCES, ArgumentParser, check_output_path, run
-from .embed import shorten, write_table
-from .pooling import l2_normalize, pool
-from .sentence_encoder import SentenceEncoder
-from .textio import InputError
-from .tokenization import TOKENIZER_KINDS, AnyEncoding
+from .cli import DEMO_SENTENCES, ArgumentParser, check_output_path, run, shorten, write_table
+from .corpus.textio import InputError
+from .model.encoder import key_mask
+from .model.pooling import l2_normalize, pool
+from .sentence_encoder import SentenceEncoder, cosine_similarity
+from .text.tokenization import TOKENIZER_KINDS, AnyEncoding
 from .weights import DEFAULT_CHECKPOINT
 
 PLOT_INCHES, PLOT_DPI = (26, 13), 100  # the PNG is 2600 x 1300 pixels
@@ -64,17 +64,16 @@ def trace(encoder: SentenceEncoder, texts: list[str]) -> Trace:
     encodings, _ = encoder.tokenizer.encode(texts)
     batch = encoder.tokenizer.pad(encodings)  # one padded batch: (B, T) ids, mask, types
     model = encoder.model
-    B, T = batch.input_ids.shape
-    key_mask = batch.attention_mask.bool().view(B, 1, 1, T)  # as BertEncoder.forward builds it
+    mask = key_mask(batch.attention_mask)  # (B, 1, 1, T), as BertModel.run_layers builds it
     stages = [Stage("token ids ([CLS] ... [SEP], padded to the longest)", batch.input_ids)]
     attention = []
     with torch.inference_mode():
         x = model.embeddings(batch.input_ids, batch.token_type_ids)  # (B, T, C)
         stages.append(Stage("embeddings: word + position + token type, then LayerNorm", x))
-        for i, layer in enumerate(model.encoder.layer, start=1):
-            attention.append(layer.attention.self.weights(x, key_mask))  # (B, H, T, T)
-            x = layer(x, key_mask)  # (B, T, C)
-            stages.append(Stage(f"layer {i}: self-attention, then feed-forward", x))
+        for i, layer in enumerate(model.encoder.layer):
+            attention.append(layer.attention.self.attention_probs(x, mask))  # (B, H, T, T): what block i attends to
+            x = model.run_layers(x, batch.attention_mask, slice(i, i + 1))  # (B, T, C): block i's output
+            stages.append(Stage(f"layer {i + 1}: self-attention, then feed-forward", x))
         pooled = pool(x, batch.attention_mask, encoder.config.pooling)  # (B, C)
         stages.append(Stage(f"{encoder.config.pooling} pooling over the real tokens", pooled))
         if encoder.config.normalize:
@@ -158,8 +157,7 @@ def plot(trace: Trace, path: Path) -> None:
     scale = fig.colorbar(image, cax=fig.add_axes((0.77, 0.1, 0.2, 0.015)), orientation="horizontal")
     scale.set_label("attention weight (each row sums to 1)", fontsize=9)
     ax = fig.add_subplot(right)
-    unit = trace.embeddings / np.linalg.norm(trace.embeddings, axis=1, keepdims=True)
-    sims = unit @ unit.T  # (N, N)
+    sims = cosine_similarity(trace.embeddings, trace.embeddings)  # (N, N)
     ax.imshow(sims, vmin=-1, vmax=1, cmap="RdBu_r")
     numbers = [str(i + 1) for i in range(len(trace.texts))]
     ax.set_xticks(range(len(numbers)), numbers)

@@ -1,10 +1,11 @@
 """`SentenceEncoder`: texts in, sentence embeddings out, the same numbers as sentence-transformers.
 
 The pipeline mirrors sentence-transformers' `Transformer -> Pooling -> Normalize` modules:
-tokenize and truncate (minilm.tokenization), run the encoder (minilm.encoder), pool over the
-attention mask and L2-normalize (minilm.pooling). Texts are batched longest-first, so each batch
-carries little padding, and the results are put back in input order. `dtype` picks the precision
-(minilm.precision): float32, the default, is the exact parity path.
+tokenize and truncate (minilm.text.tokenization), run the model (minilm.model.encoder), pool over
+the attention mask and L2-normalize (minilm.model.pooling). Texts are batched longest-first, so
+each batch carries little padding, and the results are put back in input order. `dtype` picks the
+compute precision (minilm.model.precision): float32, the default, is the exact parity path.
+Finding and checking the checkpoint is minilm.weights' job (`load_checkpoint`).
 """
 
 from __future__ import annotations
@@ -19,22 +20,11 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .encoder import BertEncoder
-from .pooling import PoolingMode, l2_normalize, pool
-from .precision import inference_model, resolve_dtype
-from .tokenization import TOKENIZER_KINDS, AnyEncoding, SentenceTokenizer, TokenBatch, TokenizerKind
-from .weights import (
-    DEFAULT_CHECKPOINT,
-    SentenceConfig,
-    WeightsError,
-    download_checkpoint,
-    load_encoder,
-    lookup_known,
-    read_bert_config,
-    read_sentence_config,
-    resolve_checkpoint,
-    verify_checkpoint,
-)
+from .model.encoder import BertModel
+from .model.pooling import PoolingMode, l2_normalize, pool
+from .model.precision import ComputeDtype, inference_model, resolve_dtype
+from .text.tokenization import AnyEncoding, SentenceTokenizer, TokenBatch, TokenizerKind, length_sorted_batches
+from .weights import Checkpoint, SentenceConfig, load_checkpoint
 
 PROGRESS_BAR_MIN_TEXTS = 1000  # auto mode shows a progress bar from this many texts on
 
@@ -75,25 +65,11 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     return device
 
 
-def length_sorted_batches(lengths: Sequence[int], batch_size: int, max_batch_tokens: int | None = None) -> list[list[int]]:
-    """Indices into `lengths`, longest first, cut into batches of at most batch_size texts and, when
-    max_batch_tokens is set, at most that many padded tokens (count x longest length).
-
-    A text longer than max_batch_tokens still gets a batch of its own.
-    """
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-    if max_batch_tokens is not None and max_batch_tokens < 1:
-        raise ValueError(f"max_batch_tokens must be at least 1, got {max_batch_tokens}")
-    batches: list[list[int]] = []
-    for i in sorted(range(len(lengths)), key=lambda i: -lengths[i]):
-        batch = batches[-1] if batches else []
-        longest = lengths[batch[0]] if batch else 0  # sorted: the first in a batch is its longest
-        if not batch or len(batch) == batch_size or (max_batch_tokens is not None and (len(batch) + 1) * longest > max_batch_tokens):
-            batches.append([i])
-        else:
-            batch.append(i)
-    return batches
+def cosine_similarity(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Cosine similarity of every row of a (N, C) with every row of b (M, C): (N, M) float32."""
+    a = a.astype(np.float32) / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-12)
+    b = b.astype(np.float32) / np.maximum(np.linalg.norm(b, axis=1, keepdims=True), 1e-12)
+    return a @ b.T  # (N, M)
 
 
 class SentenceEncoder:
@@ -101,22 +77,23 @@ class SentenceEncoder:
 
     def __init__(
         self,
-        model: BertEncoder,
+        model: BertModel,
         tokenizer: SentenceTokenizer,
         config: SentenceConfig,
         device: str | torch.device | None = None,
-        folder: Path | None = None,
-        dtype: str = "float32",
+        dtype: ComputeDtype = "float32",
+        checkpoint: Checkpoint | None = None,
     ):
         """dtype: "float32" (exact), "bfloat16" or "float16". Half precision on a CPU without native
         support falls back to float32 with a warning; `self.dtype` says what runs.
+        checkpoint: what `model` and `tokenizer` were loaded from, if anything (its folder and hashes).
         """
-        self.folder = folder  # the checkpoint folder it was loaded from, if any
+        self.checkpoint = checkpoint
         self.device = resolve_device(device)
         self.dtype, self.precision_note = resolve_dtype(dtype, self.device)
         if self.precision_note:
             warnings.warn(self.precision_note, RuntimeWarning, stacklevel=3)
-        self.model = model.to(self.device).eval()  # the plain encoder; its weights are cast to self.dtype
+        self.model = model.to(self.device).eval()  # the plain model; its weights are cast to self.dtype
         self.runner = inference_model(self.model, self.dtype)  # what encode() calls: the model, or its packed half-precision twin
         self.tokenizer = tokenizer
         self.config = config
@@ -129,50 +106,25 @@ class SentenceEncoder:
         device: str | torch.device | None = None,
         verify: bool = True,
         download: bool = False,
-        dtype: str = "float32",
+        dtype: ComputeDtype = "float32",
         tokenizer: TokenizerKind = "fast",
     ) -> "SentenceEncoder":
-        """Load a checkpoint by name or folder (default all-MiniLM-L6-v2), offline.
+        """Load a checkpoint by name or folder (default all-MiniLM-L6-v2), offline; see `minilm.weights.load_checkpoint`.
 
-        dtype: "float32" (default, exact), "bfloat16" or "float16"; see minilm.precision.
-        tokenizer: "fast" (default), the Rust `tokenizers` library, or "python", minilm.wordpiece:
+        dtype: the compute precision, "float32" (default, exact), "bfloat16" or "float16"; see minilm.model.precision.
+        tokenizer: "fast" (default), the Rust `tokenizers` library, or "python", minilm.text.wordpiece:
             the same ids, so the same embeddings, in plain Python (slower).
-
         verify: check pinned sha256 hashes (turn off for your own checkpoints).
         download: if the checkpoint is not found locally, fetch it from the hub into weights/.
         Raises WeightsError with a one-line fix when files are missing, corrupt or do not fit.
         """
-        if tokenizer not in TOKENIZER_KINDS:
-            raise ValueError(f"tokenizer={tokenizer!r}: choose one of {', '.join(TOKENIZER_KINDS)}")
-        try:
-            resolved = resolve_checkpoint(model)
-        except WeightsError:
-            known = lookup_known(model or DEFAULT_CHECKPOINT)
-            if not (download and known):
-                raise
-            download_checkpoint(known.name)
-            resolved = resolve_checkpoint(model)
-        if verify:
-            verify_checkpoint(resolved)
-        folder = resolved.path
-        sentence_config = read_sentence_config(folder, read_bert_config(folder))
-        needed = ["tokenizer.json"] + (["vocab.txt"] if tokenizer == "python" else [])
-        for name in needed:
-            if not (folder / name).is_file():
-                raise WeightsError(f"{folder / name} is missing; re-download or reinstall the checkpoint")
-        try:
-            text_tokenizer = SentenceTokenizer.from_file(
-                folder / "tokenizer.json", sentence_config.max_seq_length, sentence_config.do_lower_case, kind=tokenizer
-            )
-        except Exception as e:  # the tokenizers library raises a bare Exception for unreadable files
-            raise WeightsError(f"{folder / 'tokenizer.json'} could not be read ({e}); re-download or reinstall the checkpoint") from None
-        encoder = load_encoder(folder)
-        if (largest := text_tokenizer.largest_id()) >= encoder.config.vocab_size:
-            raise WeightsError(
-                f"{folder / 'tokenizer.json'} has token ids up to {largest}, but config.json's vocab_size is {encoder.config.vocab_size}; "
-                "the tokenizer does not belong to these weights"
-            )
-        return cls(encoder, text_tokenizer, sentence_config, device, folder, dtype)
+        checkpoint = load_checkpoint(model, verify=verify, download=download, tokenizer=tokenizer)
+        return cls(checkpoint.model, checkpoint.tokenizer, checkpoint.sentence_config, device, dtype, checkpoint)
+
+    @property
+    def folder(self) -> Path | None:
+        """The checkpoint folder it was loaded from, if any."""
+        return self.checkpoint.folder if self.checkpoint else None
 
     @property
     def dim(self) -> int:
@@ -264,9 +216,7 @@ class SentenceEncoder:
     def similarity(self, a: str | Sequence[str] | np.ndarray, b: str | Sequence[str] | np.ndarray) -> np.ndarray | float:
         """Cosine similarity between texts or embeddings. (N, C) and (M, C) give (N, M); two single texts give a float."""
         single = isinstance(a, str) and isinstance(b, str)
-        va = np.atleast_2d(self.encode(a) if not isinstance(a, np.ndarray) else a).astype(np.float32)
-        vb = np.atleast_2d(self.encode(b) if not isinstance(b, np.ndarray) else b).astype(np.float32)
-        va = va / np.maximum(np.linalg.norm(va, axis=1, keepdims=True), 1e-12)
-        vb = vb / np.maximum(np.linalg.norm(vb, axis=1, keepdims=True), 1e-12)
-        sims = va @ vb.T  # (N, M)
+        va = np.atleast_2d(self.encode(a) if not isinstance(a, np.ndarray) else a)
+        vb = np.atleast_2d(self.encode(b) if not isinstance(b, np.ndarray) else b)
+        sims = cosine_similarity(va, vb)  # (N, M)
         return float(sims[0, 0]) if single else sims

@@ -118,12 +118,13 @@ def write_tiny_checkpoint(folder: Path, source: Path, config: dict | None = None
     import torch
     from safetensors.torch import save_file
 
-    from minilm.encoder import BertConfig, BertEncoder
+    from minilm.model.encoder import BertModel
+    from minilm.model.loading import bert_config
 
     config = {**TINY_CONFIG, **(config or {})}
     folder.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(0)
-    model = BertEncoder(BertConfig.from_dict(config))
+    model = BertModel(bert_config(config))
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(folder / "model.safetensors"))
     (folder / "config.json").write_text(json.dumps(config, indent=2))
     for name in ("tokenizer.json", "vocab.txt", "tokenizer_config.json", "special_tokens_map.json", "sentence_bert_config.json"):
@@ -145,3 +146,24 @@ def tiny_encoder(tiny_checkpoint):
     from minilm import SentenceEncoder
 
     return SentenceEncoder.from_pretrained(str(tiny_checkpoint), verify=False)
+
+
+def real_lines(n: int) -> list[str]:
+    """n real lines: TREC train questions, then CoNLL-2003 train sentences (about 19,400,
+    mean 15 tokens: short texts keep the long runs of this file quick), then the same again with
+    " (copy k)" appended, as many times as needed."""
+    lines = [line.split(" ", 1)[1].rstrip("\n") for line in open(require_data("trec/train.txt"), encoding="utf-8")]
+    words: list[str] = []
+    for line in open(require_data("conll2003/train.txt"), encoding="utf-8"):
+        word = line.split(" ", 1)[0].strip()
+        if word:
+            words.append(word)
+        elif words:
+            lines.append(" ".join(words))
+            words = []
+    return [lines[i % len(lines)] + (f" (copy {i // len(lines)})" if i >= len(lines) else "") for i in range(n)]
+
+
+def write_lines(path: Path, lines: list[str]) -> Path:
+    path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+    return path

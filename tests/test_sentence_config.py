@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from minilm import SentenceEncoder
-from minilm.encoder import BertConfig
+from minilm.model.encoder import BertConfig
 from minilm.weights import WeightsError, read_sentence_config
 
 

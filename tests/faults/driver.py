@@ -3,7 +3,7 @@
     python tests/faults/driver.py [--at POINT:N:ACTION ...] [--signal-in MODULE.FUNCTION:SIGNAL]
                                   [--refuse-writes DIR:ERRNO] -- MODULE ARGS...
 
---at POINT:N:ACTION   at the Nth time the shard writer reaches POINT (minilm.corpus._reached:
+--at POINT:N:ACTION   at the Nth time the shard writer reaches POINT (minilm.corpus.shards._reached:
                       before-first-manifest, after-npy, after-ids, before-manifest), `kill` the process
                       with SIGKILL (no handler, no clean-up), `stop` it with SIGSTOP (it keeps its lock),
                       or send it SIGTERM (`term`) or SIGINT (`int`)
@@ -24,7 +24,7 @@ import sys
 
 
 def at_points(specs: list[str]) -> None:
-    import minilm.corpus as corpus
+    import minilm.corpus.shards as corpus
 
     counts: dict[str, int] = {}
     actions = {}
@@ -71,6 +71,12 @@ def refuse_writes(spec: str) -> None:
     sys.addaudithook(hook)
 
 
+def entry_point(module: str):
+    """The main(argv) that `python -m module` runs: the module's own, or its package's __main__ (minilm.weights)."""
+    loaded = importlib.import_module(module)
+    return loaded.main if hasattr(loaded, "main") else importlib.import_module(f"{module}.__main__").main
+
+
 def main(argv: list[str]) -> int:
     split = argv.index("--")
     options, (module, *args) = argv[:split], argv[split + 1 :]
@@ -80,7 +86,7 @@ def main(argv: list[str]) -> int:
     for flag, value in pairs:
         if flag != "--at":
             {"--signal-in": signal_in, "--refuse-writes": refuse_writes}[flag](value)
-    return importlib.import_module(module).main(args)
+    return entry_point(module)(args)
 
 
 if __name__ == "__main__":

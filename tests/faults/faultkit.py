@@ -7,7 +7,6 @@ run embeds its 3,000 lines in well under a second; the model's numbers are teste
 
 from __future__ import annotations
 
-import importlib
 import io
 import json
 import os
@@ -20,9 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
-from conftest import ROOT
+from conftest import ROOT, real_lines, write_lines
+from driver import entry_point
 from minilm.corpus import CorpusSettings, embed_corpus, load_shards
-from test_corpus import real_lines, write_lines
 
 DRIVER = Path(__file__).with_name("driver.py")
 LINES = 3000
@@ -56,7 +55,7 @@ def drive(*faults: str, module: str = "minilm.embed", args: list[str], stdin: by
 
 
 def run_in_process(module: str, args: list[str], stdin: bytes | None) -> subprocess.CompletedProcess:
-    main = importlib.import_module(module).main
+    main = entry_point(module)
     out, err = io.StringIO(), io.StringIO()
     real_stdin = sys.stdin
     sys.stdin = io.TextIOWrapper(io.BytesIO(stdin or b""), encoding="utf-8")

@@ -15,7 +15,7 @@ import pytest
 
 from faultkit import assert_same_output, corpus_file, drive, error_line, reference_run, shard_args
 from minilm.corpus import DamagedShards, load_shards
-from minilm.textio import InputError
+from minilm.corpus.textio import InputError
 
 
 def truncate(out: Path) -> str:

@@ -99,7 +99,7 @@ def test_a_closed_pipe_is_quiet(module: str, args: list[str]):
 @pytest.mark.parametrize("module", ["minilm.embed", "heads.predict"])
 @pytest.mark.slow
 def test_ctrl_c_and_sigterm_during_the_model_load_are_one_line(module: str, name: str, status: int, word: str):
-    proc = drive("--signal-in", f"minilm.sentence_encoder.load_encoder:{name}", module=module, args=["A sentence."])
+    proc = drive("--signal-in", f"minilm.weights.load_model:{name}", module=module, args=["A sentence."])
     assert proc.returncode == status and proc.stderr == f"{word}\n", proc.stderr[-2000:]
 
 

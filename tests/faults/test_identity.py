@@ -83,7 +83,7 @@ def test_an_input_changed_during_the_run_is_refused_and_the_rerun_repairs_it(tmp
     import os
 
     from faultkit import assert_same_output, reference_run, spawn, wait_until_stopped
-    from test_corpus import real_lines, write_lines
+    from conftest import real_lines, write_lines
 
     lines = real_lines(1000)
     corpus = write_lines(tmp_path / "corpus.txt", lines)

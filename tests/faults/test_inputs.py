@@ -12,7 +12,7 @@ import pytest
 from conftest import run_module
 from faultkit import drive, error_line, shard_args
 from minilm.corpus import load_shards
-from test_corpus import real_lines
+from conftest import real_lines
 
 ROWS = 900
 
@@ -48,7 +48,7 @@ def test_a_stray_csv_quote_stops_every_reader_with_the_lines_it_swallowed(tmp_pa
 def test_a_quoted_line_break_with_commas_is_still_one_record(tmp_path: Path, tiny_encoder):
     path = tmp_path / "ok.csv"
     path.write_text('id,text\n1,"Dear Bob,\nthanks, see you"\n2,"a ""quoted"" word"\n3,plain\n')
-    from minilm.embed import read_texts
+    from minilm.cli import read_texts
 
     assert read_texts(str(path)) == ["Dear Bob,\nthanks, see you", 'a "quoted" word', "plain"]
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from conftest import run_module
-from minilm.embed import DEMO_SENTENCES
+from minilm.cli import DEMO_SENTENCES
 from minilm.explain import strongest_links, trace
 
 

@@ -1,4 +1,4 @@
-"""Stored precisions (minilm.quantize, `--precision`): the maths against sentence-transformers'
+"""Stored precisions (minilm.corpus.quantize, `--precision`): the maths against sentence-transformers'
 `quantize_embeddings` and hand-computed cases, the round trip through a shard folder, and the
 STS-B cost of each precision."""
 
@@ -12,8 +12,8 @@ from scipy.stats import spearmanr
 
 from conftest import read_stsb
 from minilm.corpus import CorpusSettings, embed_corpus, load_shards, read_manifest
-from minilm.quantize import PRECISIONS, binary_similarity, calibration_ranges, dequantize, hamming_distance, quantize
-from test_corpus import real_lines, write_lines
+from minilm.corpus.quantize import STORED_PRECISIONS, binary_similarity, calibration_ranges, dequantize, hamming_distance, quantize
+from conftest import real_lines, write_lines
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +59,7 @@ def test_hand_computed_cases():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("precision", PRECISIONS)
+@pytest.mark.parametrize("precision", STORED_PRECISIONS)
 def test_every_precision_round_trips_through_shards(tmp_path: Path, encoder, precision: str):
     lines = real_lines(300)
     manifest = embed_corpus(encoder, write_lines(tmp_path / "corpus.txt", lines), tmp_path / "out", CorpusSettings(shard_rows=100, precision=precision))
@@ -92,7 +92,7 @@ def test_stsb_cost_of_each_precision(stsb_test):
     gold, first, second = stsb_test
     ranges = calibration_ranges(np.concatenate([first, second]))
     scores, sims = {}, {}
-    for precision in PRECISIONS:
+    for precision in STORED_PRECISIONS:
         a, b = quantize(first, precision, ranges), quantize(second, precision, ranges)
         if precision in ("binary", "ubinary"):
             sims[precision] = binary_similarity(a, b, dim=first.shape[1]).astype(np.float64)
@@ -100,8 +100,8 @@ def test_stsb_cost_of_each_precision(stsb_test):
             a, b = dequantize(a, precision, ranges), dequantize(b, precision, ranges)
             sims[precision] = (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
         scores[precision] = 100 * spearmanr(gold, sims[precision])[0]
-    agreement = {p: spearmanr(sims["float32"], sims[p])[0] for p in PRECISIONS}
-    print({p: (round(scores[p], 4), round(agreement[p], 5)) for p in PRECISIONS})
+    agreement = {p: spearmanr(sims["float32"], sims[p])[0] for p in STORED_PRECISIONS}
+    print({p: (round(scores[p], 4), round(agreement[p], 5)) for p in STORED_PRECISIONS})
     assert scores["float32"] == pytest.approx(82.03, abs=0.01)
     assert abs(scores["float16"] - scores["float32"]) <= 0.01
     for precision in ("int8", "uint8"):

@@ -14,9 +14,9 @@ import pytest
 
 from conftest import run_module
 from minilm.corpus import CorpusSettings, embed_corpus, load_shards, read_manifest
-from minilm.embed import read_texts
-from minilm.textio import InputError
-from test_corpus import real_lines, write_lines
+from minilm.cli import read_texts
+from minilm.corpus.textio import InputError
+from conftest import real_lines, write_lines
 
 TRICKY = '"No, thanks," he said; tabs\tand commas, too'  # quotes, commas and a tab inside one text (csv quotes it)
 

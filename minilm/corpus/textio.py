@@ -1,8 +1,6 @@
 """Reading texts and writing files safely, for every command line of the project.
 
-`InputError` is the one exception the CLIs turn into an `error:` line and exit status 2. It lives
-here, not in minilm.embed, so that modules imported by `python -m minilm.embed` (which runs as
-`__main__`) raise the very class its `except` catches.
+`InputError` is the exception for bad input: minilm.cli turns it into one `error:` line and exit 2.
 
 `read_records` streams the texts of a corpus file in any of the input formats:
 
@@ -41,7 +39,8 @@ from pathlib import Path
 from typing import BinaryIO, TextIO
 
 PARQUET_BATCH_ROWS = 4096  # rows decoded at a time from a Parquet file: memory stays flat
-RECORD_SUFFIXES = (".jsonl", ".csv", ".tsv", ".parquet")  # formats with named fields; anything else is one text per line
+INPUT_SUFFIXES = (".txt", ".jsonl", ".csv", ".tsv", ".parquet")  # the formats above; any other suffix reads as .txt
+RECORD_SUFFIXES = INPUT_SUFFIXES[1:]  # the formats with named fields (a text field, an id field)
 MAX_RECORD_LINES = 1000  # a CSV record (quoted line breaks) over this many lines is a quote that never closes
 MAX_RECORD_BYTES = 16 << 20  # and one over 16 MiB too (the csv module's own limit, 128 KiB, is raised to this)
 
@@ -80,6 +79,13 @@ class BadRecord(InputError):
         super().__init__(f"{name}:{line}: {problem}")
         self.line = line
         self.problem = problem
+
+
+class EmptyLine(BadRecord):
+    """A blank line (or CSV row): no text to embed. Skipped by `minilm.cli.read_texts`, a bad record for the shard writer."""
+
+    def __init__(self, name: str, line: int):
+        super().__init__(name, line, "empty line")
 
 
 @dataclass(frozen=True)
@@ -122,7 +128,7 @@ def _lines(stream: BinaryIO, name: str, keep_ends: bool = False, digest: ReadDig
         yield number, line if keep_ends else line.rstrip("\r\n")
 
 
-def _decoded_lines(stream: BinaryIO, name: str) -> Iterator[tuple[int, str]]:
+def decoded_lines(stream: BinaryIO, name: str) -> Iterator[tuple[int, str]]:
     """(line number, text) for each line, without its line ending; a non-UTF-8 line is an InputError."""
     for number, line in _lines(stream, name):
         if isinstance(line, BadRecord):
@@ -163,7 +169,7 @@ def read_records(path: Path, text_field: str = "text", id_field: str | None = No
         with open_input(path) as stream:
             for number, line in _lines(stream, str(path), digest=digest):
                 if isinstance(line, BadRecord) or not line.strip():
-                    yield line if isinstance(line, BadRecord) else BadRecord(str(path), number, "empty line")
+                    yield line if isinstance(line, BadRecord) else EmptyLine(str(path), number)
                 elif suffix == ".jsonl":
                     yield _json_record(line, str(path), number, text_field, id_field)
                 else:
@@ -264,7 +270,7 @@ def _csv_records(path: Path, delimiter: str, text_field: str, id_field: str | No
             if problem:
                 yield BadRecord(name, line, problem)
             elif not row:
-                yield BadRecord(name, line, "empty line")
+                yield EmptyLine(name, line)
             elif len(record_lines) > 1 and len(rows_inside := _rows_inside(record_lines[1:], header, delimiter)) >= 2:
                 raise InputError(_run_on(name, record_lines, f"lines {rows_inside[0]} and {rows_inside[1]} inside it read as rows of their own"))
             else:

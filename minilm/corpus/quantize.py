@@ -19,8 +19,9 @@ from typing import Literal
 
 import numpy as np
 
-Precision = Literal["float32", "float16", "int8", "uint8", "binary", "ubinary"]
-PRECISIONS: tuple[str, ...] = ("float32", "float16", "int8", "uint8", "binary", "ubinary")
+# How vectors are stored (--precision), not what the model computes in (that is minilm.model.precision's dtype).
+StoredPrecision = Literal["float32", "float16", "int8", "uint8", "binary", "ubinary"]
+STORED_PRECISIONS: tuple[StoredPrecision, ...] = ("float32", "float16", "int8", "uint8", "binary", "ubinary")
 STORED_DTYPE = {"float32": "float32", "float16": "float16", "int8": "int8", "uint8": "uint8", "binary": "int8", "ubinary": "uint8"}
 _POPCOUNT = np.array([bin(byte).count("1") for byte in range(256)], dtype=np.uint8)  # set bits of each byte value
 
@@ -38,7 +39,7 @@ def _buckets(ranges: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return starts, np.where(steps == 0, 1, steps)  # a constant dimension: any step maps it to bucket 0
 
 
-def quantize(embeddings: np.ndarray, precision: Precision, ranges: np.ndarray | None = None) -> np.ndarray:
+def quantize(embeddings: np.ndarray, precision: StoredPrecision, ranges: np.ndarray | None = None) -> np.ndarray:
     """(N, C) float embeddings in the stored form of `precision`: (N, C), or (N, B) bytes for the binary ones.
 
     int8 and uint8 need `ranges` from `calibration_ranges`, the same for every vector that will be
@@ -55,10 +56,10 @@ def quantize(embeddings: np.ndarray, precision: Precision, ranges: np.ndarray | 
     if precision in ("binary", "ubinary"):
         packed = np.packbits(embeddings > 0, axis=-1)  # (N, B)
         return packed if precision == "ubinary" else (packed.astype(np.int16) - 128).astype(np.int8)
-    raise ValueError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+    raise ValueError(f"unknown precision {precision!r}; choose one of {', '.join(STORED_PRECISIONS)}")
 
 
-def dequantize(stored: np.ndarray, precision: Precision, ranges: np.ndarray | None = None) -> np.ndarray:
+def dequantize(stored: np.ndarray, precision: StoredPrecision, ranges: np.ndarray | None = None) -> np.ndarray:
     """(N, C) float32 from the stored form: exact for float16; for int8/uint8 the middle of each bucket.
 
     The middle, not the bucket's lower edge (what sentence-transformers' `_dequantize_embeddings`

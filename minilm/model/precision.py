@@ -1,6 +1,6 @@
 """Precision modes for inference: which dtype actually runs, and the model prepared for it.
 
-float32 is the default and the parity path: the plain `BertEncoder`, the same numbers as
+float32 is the default and the parity path: the plain `BertModel`, the same numbers as
 sentence-transformers. bfloat16 and float16 hold the weights in half precision (cast once, not
 re-cast by autocast on every call) and run the padding-free `PackedEncoder`; pooling still sums
 in float32.
@@ -15,13 +15,15 @@ from __future__ import annotations
 
 import functools
 import platform
+from typing import Literal
 
 import torch
 
-from .encoder import BertEncoder
+from .encoder import BertModel
 from .packed import PackedEncoder
 
-DTYPES = ("float32", "bfloat16", "float16")
+ComputeDtype = Literal["float32", "bfloat16", "float16"]  # what the matmuls run in; the stored form is StoredPrecision
+COMPUTE_DTYPES: tuple[ComputeDtype, ...] = ("float32", "bfloat16", "float16")
 TORCH_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 # /proc/cpuinfo flags that give native half-precision matmuls on x86 CPUs
@@ -46,8 +48,8 @@ def resolve_dtype(dtype: str, device: torch.device) -> tuple[str, str | None]:
 
     Raises ValueError for a name that is not a supported dtype.
     """
-    if dtype not in DTYPES:
-        raise ValueError(f"dtype {dtype!r} is not supported; choose one of {', '.join(DTYPES)}")
+    if dtype not in COMPUTE_DTYPES:
+        raise ValueError(f"dtype {dtype!r} is not supported; choose one of {', '.join(COMPUTE_DTYPES)}")
     if dtype == "float32" or device.type != "cpu":
         return dtype, None
     flags = CPU_HALF_FLAGS[dtype]
@@ -60,13 +62,13 @@ def resolve_dtype(dtype: str, device: torch.device) -> tuple[str, str | None]:
     return "float32", note
 
 
-def inference_model(encoder: BertEncoder, dtype: str) -> torch.nn.Module:
-    """The module `SentenceEncoder` runs for `dtype` (already resolved). Same call signature as BertEncoder.
+def inference_model(model: BertModel, dtype: str) -> torch.nn.Module:
+    """The module `SentenceEncoder` runs for `dtype` (already resolved). Same call signature as BertModel.
 
-    float32 returns `encoder` itself. Half precision casts `encoder`'s weights in place (they are
+    float32 returns `model` itself. Half precision casts `model`'s weights in place (they are
     shared with the packed twin it returns) so the float32 copy does not stay in memory.
     """
     if dtype == "float32":
-        return encoder
+        return model
     half = TORCH_DTYPES[dtype]
-    return PackedEncoder(encoder.to(half)).to(half).eval()  # the second cast covers the new fused QKV weights
+    return PackedEncoder(model.to(half)).to(half).eval()  # the second cast covers the new fused QKV weights

@@ -7,7 +7,7 @@ The input is read in windows of `shard_rows` texts, so memory does not grow with
 window is embedded (sorted by length inside it, as `SentenceEncoder.encode` always does; the
 rows come back in input order) and written as one shard:
 
-    vectors/part-00000.npy        (rows, dim) float32, or the stored form of --precision (minilm.quantize)
+    vectors/part-00000.npy        (rows, dim) float32, or the stored form of --precision (minilm.corpus.quantize)
     vectors/part-00000.ids.json   the ids of those rows, in order (line numbers, or --id-field)
     vectors/manifest.json         the run identity (below), int8 ranges, skipped lines, and every finished
                                   shard with its row count, byte size and sha256, its ids file's sha256,
@@ -19,7 +19,7 @@ The run identity is everything that shapes the rows: the sha256 of every checkpo
 the input's path, size and full sha256, and the settings. A rerun continues only an identical
 run; anything else is refused unless --force starts over.
 
-The input is any format of `minilm.textio.read_records` (.txt, .jsonl, .csv, .tsv, .parquet). A
+The input is any format of `minilm.corpus.textio.read_records` (.txt, .jsonl, .csv, .tsv, .parquet). A
 bad record (invalid JSON, a missing field, a byte that is not UTF-8, an empty line) stops the run
 with its file:line, or with `skip_bad_lines` is skipped, counted in the manifest and reported.
 int8 and uint8 ranges are calibrated on the first shard's embeddings and kept in the manifest,
@@ -62,10 +62,10 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from .quantize import PRECISIONS, STORED_DTYPE, Precision, calibration_ranges, dequantize, quantize
-from .sentence_encoder import PROGRESS_BAR_MIN_TEXTS, SentenceEncoder
+from ..sentence_encoder import PROGRESS_BAR_MIN_TEXTS, SentenceEncoder
+from ..weights import file_sha256
+from .quantize import STORED_DTYPE, STORED_PRECISIONS, StoredPrecision, calibration_ranges, dequantize, quantize
 from .textio import RECORD_SUFFIXES, BadRecord, InputError, ReadDigest, Record, atomic_output, count_records, read_records, require_input_file
-from .weights import checkpoint_fingerprint
 
 try:
     import fcntl
@@ -89,7 +89,7 @@ class CorpusSettings:
     batch_size: int = 32
     max_batch_tokens: int | None = None
     normalize: bool | None = None  # None: as the checkpoint says
-    precision: Precision = "float32"  # how the shards store the vectors (minilm.quantize)
+    precision: StoredPrecision = "float32"  # how the shards store the vectors (minilm.corpus.quantize)
     skip_bad_lines: bool = False  # False: a bad record stops the run at its file:line
 
 
@@ -137,7 +137,7 @@ def sha256_bytes(data: bytes) -> str:
 def input_fingerprint(path: Path) -> dict[str, Any]:
     """Path, size and the sha256 of the whole file: any edit, anywhere in it, is a different input."""
     try:
-        digest = _file_sha256(path)
+        digest = file_sha256(path)
     except OSError as e:
         raise InputError(f"cannot read {path}: {e.strerror or e}") from None
     return {"path": str(path.resolve()), "size": path.stat().st_size, "sha256": digest}
@@ -146,7 +146,7 @@ def input_fingerprint(path: Path) -> dict[str, Any]:
 def run_identity(encoder: SentenceEncoder, path: Path, settings: CorpusSettings) -> dict[str, Any]:
     """Everything that must match for a rerun to continue an earlier run."""
     normalize = encoder.config.normalize if settings.normalize is None else settings.normalize
-    model_files = checkpoint_fingerprint(encoder.folder) if encoder.folder else None
+    model_files = encoder.checkpoint.file_hashes if encoder.checkpoint else None
     return {
         "format": FORMAT,
         "model_sha256": (model_files or {}).get("model.safetensors"),
@@ -319,17 +319,9 @@ def shard_problem(out_dir: Path, shard: dict[str, Any], vectors: bytes | None = 
         actual = len(data) if data is not None else path.stat().st_size
         if size is not None and actual != size:
             return f"{name} is {actual:,} bytes, expected {size:,} (truncated or rewritten)"
-        if digest is None or (sha256_bytes(data) if data is not None else _file_sha256(path)) != digest:
+        if digest is None or (sha256_bytes(data) if data is not None else file_sha256(path)) != digest:
             return f"{name}: sha256 differs from the manifest's (damaged or rewritten)"
     return None
-
-
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 22):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _encode_shard(stored: np.ndarray, ids: list[str]) -> tuple[bytes, bytes]:
@@ -350,8 +342,8 @@ def embed_corpus(
     dict only) then names the signal. show_progress_bar: None shows one on stderr for inputs of 1,000 lines or more.
     """
     require_input_file(path)
-    if settings.precision not in PRECISIONS:
-        raise InputError(f"unknown precision {settings.precision!r}; choose one of {', '.join(PRECISIONS)}")
+    if settings.precision not in STORED_PRECISIONS:
+        raise InputError(f"unknown precision {settings.precision!r}; choose one of {', '.join(STORED_PRECISIONS)}")
     if out_dir.exists() and not out_dir.is_dir():
         raise InputError(f"--output {out_dir} is a file; give a folder for the shards")
     if out_dir.is_dir() and not _is_shard_folder(out_dir):
@@ -525,8 +517,8 @@ def load_shards(out_dir: str | Path, dequantize_vectors: bool = True, allow_inco
     """(ids, embeddings) of a shard folder, in input order, each shard checked against the manifest's sha256.
 
     float32 comes back as stored; float16, int8 and uint8 come back as (N, dim) float32
-    (`minilm.quantize.dequantize`) unless dequantize_vectors=False. binary and ubinary always come
-    back packed, (N, dim / 8) int8 or uint8: compare them with `minilm.quantize.hamming_distance`
+    (`minilm.corpus.quantize.dequantize`) unless dequantize_vectors=False. binary and ubinary always come
+    back packed, (N, dim / 8) int8 or uint8: compare them with `minilm.corpus.quantize.hamming_distance`
     or `binary_similarity` (quantize the queries with `quantize(q, precision)` first).
 
     A damaged or missing shard raises DamagedShards naming it; an unfinished run raises InputError

@@ -6,25 +6,25 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from minilm.encoder import BertConfig, BertEncoder, reference_attention
-from minilm.pooling import cls_pool, l2_normalize, max_pool, mean_pool, pool
-from minilm.weights import load_state_strict
+from minilm.model.encoder import BertConfig, BertModel, reference_attention
+from minilm.model.pooling import cls_pool, l2_normalize, max_pool, mean_pool, pool
+from minilm.model.loading import bert_config, load_state_strict
 
 TINY = dict(vocab_size=99, hidden_size=32, num_hidden_layers=3, num_attention_heads=4, intermediate_size=37, max_position_embeddings=64, type_vocab_size=2)
 
 
 def tiny_pair(seed: int = 0):
     """A random transformers BertModel and our encoder holding the same weights."""
-    from transformers import BertConfig as HFBertConfig, BertModel
+    from transformers import BertConfig as HFBertConfig, BertModel as HFBertModel
 
     torch.manual_seed(seed)
-    hf = BertModel(HFBertConfig(**TINY, hidden_act="gelu", layer_norm_eps=1e-12), add_pooling_layer=True).eval()
+    hf = HFBertModel(HFBertConfig(**TINY, hidden_act="gelu", layer_norm_eps=1e-12), add_pooling_layer=True).eval()
     # randomize LayerNorm and biases too, so a wrong eps, missing bias or swapped norm shows up
     with torch.no_grad():
         for p in hf.parameters():
             p.add_(torch.randn_like(p) * 0.05)
-    ours = BertEncoder(BertConfig.from_dict({**TINY, "hidden_act": "gelu", "layer_norm_eps": 1e-12}))
-    load_state_strict(ours, hf.state_dict(), "tiny random BertModel")  # exercises the pooler / position_ids tolerance
+    ours = BertModel(bert_config({**TINY, "hidden_act": "gelu", "layer_norm_eps": 1e-12}))
+    load_state_strict(ours, hf.state_dict())  # exercises the pooler / position_ids tolerance
     return hf, ours.eval()
 
 
@@ -87,11 +87,11 @@ def test_padding_does_not_change_real_tokens():
 
 def test_config_rejects_what_the_encoder_cannot_reproduce():
     with pytest.raises(ValueError, match="erf"):
-        BertConfig.from_dict({"hidden_act": "gelu_new"})
+        bert_config({"hidden_act": "gelu_new"})
     with pytest.raises(ValueError, match="relative_key"):
-        BertConfig.from_dict({"position_embedding_type": "relative_key"})
+        bert_config({"position_embedding_type": "relative_key"})
     with pytest.raises(ValueError, match="divisible"):
-        BertConfig.from_dict({"hidden_size": 30, "num_attention_heads": 4})
+        bert_config({"hidden_size": 30, "num_attention_heads": 4})
 
 
 def test_pooling_by_hand():

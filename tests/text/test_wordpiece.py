@@ -1,4 +1,4 @@
-"""minilm.wordpiece against the `tokenizers` library: ids, tokens, offsets and word ids, token for token.
+"""minilm.text.wordpiece against the `tokenizers` library: ids, tokens, offsets and word ids, token for token.
 
 Text comes from every sentence in ../shared/data, the module docstrings of Python's standard
 library (collected here, at test time) and an edge set; every code point is checked once
@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from tokenizers import Tokenizer
 
-from minilm.wordpiece import WordPieceTokenizer
+from minilm.text.wordpiece import WordPieceTokenizer
 
 from conftest import read_stsb, require_data, run_module
 

@@ -1,4 +1,4 @@
-"""Ray Data embedding (minilm.distributed) on a local two-CPU cluster: same vectors as encode, same ids, same order.
+"""Ray Data embedding (minilm.corpus.ray) on a local two-CPU cluster: same vectors as encode, same ids, same order.
 
 Ray is a test dependency: a missing ray fails here, it is not skipped.
 """
@@ -18,10 +18,10 @@ import pytest
 import ray
 import ray.data
 
-import minilm.distributed
+import minilm.corpus.ray
 from conftest import read_stsb, require_data, run_module
-from minilm.distributed import embed_dataset, embed_files, read_texts
-from minilm.textio import InputError
+from minilm.corpus.ray import embed_dataset, embed_files, read_dataset
+from minilm.corpus.textio import InputError
 
 N_SENTENCES = 2000
 DIM = 384
@@ -133,14 +133,14 @@ def test_readers_keep_text_and_ids_as_strings(tmp_path: Path):
         ".parquet": (["a", "b"], second[:2]),
     }
     for suffix, (ids, texts) in expected.items():
-        ds, text_column = read_texts(str(tmp_path / f"a{suffix}"), suffix, "text", "id")
+        ds, text_column = read_dataset(str(tmp_path / f"a{suffix}"), suffix, "text", "id")
         table = collect(ds)
         assert (table["id"].to_pylist(), table[text_column].to_pylist()) == (ids, texts), suffix
 
 
 def test_import_works_without_ray_and_says_how_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` now raises ImportError
-    module = importlib.reload(minilm.distributed)
+    module = importlib.reload(minilm.corpus.ray)
     with pytest.raises(InputError, match=r"pip install 'minilm\[ray\]'"):
         module.embed_files("corpus.txt", "out")
 

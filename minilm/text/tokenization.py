@@ -13,11 +13,11 @@ read and step through (slower; see the README).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Union
 
-import numpy as np
 import torch
 from tokenizers import Encoding, Tokenizer
 
@@ -96,13 +96,41 @@ class SentenceTokenizer:
 
     def pad(self, encodings: list[AnyEncoding]) -> TokenBatch:
         """Right-pad a list of encodings to the longest one: -> TokenBatch of (B, T) int64 tensors."""
-        T = max(len(e.ids) for e in encodings)
-        ids = np.full((len(encodings), T), self.pad_id, dtype=np.int64)
-        mask = np.zeros((len(encodings), T), dtype=np.int64)
-        types = np.zeros((len(encodings), T), dtype=np.int64)
-        for row, e in enumerate(encodings):
-            n = len(e.ids)
-            ids[row, :n] = e.ids
-            mask[row, :n] = 1
-            types[row, :n] = e.type_ids
-        return TokenBatch(torch.from_numpy(ids), torch.from_numpy(mask), torch.from_numpy(types))
+        ids, mask = right_pad([e.ids for e in encodings], self.pad_id)
+        types, _ = right_pad([e.type_ids for e in encodings])
+        return TokenBatch(ids, mask, types)
+
+
+def right_pad(rows: Sequence[Sequence[int] | torch.Tensor], value: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rows of different lengths, padded on the right to the longest, and the (B, T) mask (1 = real, 0 = padding).
+
+    Token id lists give (B, T) int64; (T_i, C) tensors (cached hidden states) give (B, T, C), padded with zeros.
+    """
+    tensors = [r if isinstance(r, torch.Tensor) else torch.tensor(r, dtype=torch.long) for r in rows]
+    padded = torch.nn.utils.rnn.pad_sequence(tensors, batch_first=True, padding_value=value)  # (B, T) or (B, T, C)
+    lengths = torch.tensor([len(r) for r in tensors])  # (B,)
+    mask = (torch.arange(padded.shape[1]) < lengths[:, None]).long()  # (B, T)
+    return padded, mask
+
+
+def length_sorted_batches(lengths: Sequence[int], batch_size: int, max_batch_tokens: int | None = None) -> list[list[int]]:
+    """Indices into `lengths`, longest first, cut into batches of at most batch_size texts and, when
+    max_batch_tokens is set, at most that many padded tokens (count x longest length).
+
+    Every batch then carries little padding; the caller puts results back in input order.
+    A text longer than max_batch_tokens still gets a batch of its own.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    if max_batch_tokens is not None and max_batch_tokens < 1:
+        raise ValueError(f"max_batch_tokens must be at least 1, got {max_batch_tokens}")
+    batches: list[list[int]] = []
+    for i in sorted(range(len(lengths)), key=lambda i: -lengths[i]):
+        batch = batches[-1] if batches else []
+        longest = lengths[batch[0]] if batch else 0  # sorted: the first in a batch is its longest
+        too_many_tokens = max_batch_tokens is not None and (len(batch) + 1) * longest > max_batch_tokens
+        if not batch or len(batch) == batch_size or too_many_tokens:
+            batches.append([i])
+        else:
+            batch.append(i)
+    return batches

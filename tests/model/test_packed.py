@@ -28,10 +28,11 @@ import torch
 from conftest import ROOT, require_data
 from minilm import SentenceEncoder
 from minilm.embed import main as embed_main
-from minilm.encoder import BertConfig, BertEncoder, reference_attention
-from minilm.packed import PackedEncoder, PackedIndex, packed_attention
-from minilm.precision import inference_model, resolve_dtype
-from minilm.sentence_encoder import length_sorted_batches
+from minilm.model.encoder import BertModel, reference_attention
+from minilm.model.loading import bert_config
+from minilm.model.packed import PackedEncoder, PackedIndex, packed_attention
+from minilm.model.precision import inference_model, resolve_dtype
+from minilm.text.tokenization import length_sorted_batches
 
 TINY = dict(vocab_size=99, hidden_size=32, num_hidden_layers=3, num_attention_heads=4, intermediate_size=37, max_position_embeddings=64, type_vocab_size=2)
 N_TEXTS = 200
@@ -43,10 +44,10 @@ needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="the Flash
 # --------------------------------------------------------------------------- tier 1: tiny random config
 
 
-def tiny_encoder(seed: int = 0) -> BertEncoder:
+def tiny_encoder(seed: int = 0) -> BertModel:
     """Our encoder with random weights, LayerNorms and biases included, in eval mode."""
     torch.manual_seed(seed)
-    model = BertEncoder(BertConfig.from_dict({**TINY, "hidden_act": "gelu", "layer_norm_eps": 1e-12}))
+    model = BertModel(bert_config({**TINY, "hidden_act": "gelu", "layer_norm_eps": 1e-12}))
     with torch.no_grad():
         for p in model.parameters():
             p.add_(torch.randn_like(p) * 0.05)  # a packed path that skipped a bias or a norm would show
@@ -213,7 +214,7 @@ def test_length_sorted_batches_rejects_zero(batch_size, max_batch_tokens, messag
 
 
 def test_resolve_dtype_falls_back_without_cpu_flags(monkeypatch):
-    monkeypatch.setattr("minilm.precision.cpu_flags", lambda: frozenset({"sse4_2", "avx2", "fma"}))
+    monkeypatch.setattr("minilm.model.precision.cpu_flags", lambda: frozenset({"sse4_2", "avx2", "fma"}))
     for dtype in ("bfloat16", "float16"):
         effective, note = resolve_dtype(dtype, torch.device("cpu"))
         assert effective == "float32"
@@ -233,8 +234,8 @@ def test_resolve_dtype_falls_back_without_cpu_flags(monkeypatch):
     ],
 )
 def test_resolve_dtype_keeps_half_with_the_cpu_flags(monkeypatch, dtype, flags, expected):
-    monkeypatch.setattr("minilm.precision.platform.machine", lambda: "x86_64")  # the flags are x86 flag names
-    monkeypatch.setattr("minilm.precision.cpu_flags", lambda: frozenset(flags))
+    monkeypatch.setattr("minilm.model.precision.platform.machine", lambda: "x86_64")  # the flags are x86 flag names
+    monkeypatch.setattr("minilm.model.precision.cpu_flags", lambda: frozenset(flags))
     effective, note = resolve_dtype(dtype, torch.device("cpu"))
     assert effective == expected
     assert (note is None) == (expected == dtype)
@@ -245,7 +246,7 @@ def test_resolve_dtype_on_cuda_keeps_the_dtype_without_reading_cpu_flags(monkeyp
     def no_flags():
         raise AssertionError("cpu_flags must not be consulted for a CUDA device")
 
-    monkeypatch.setattr("minilm.precision.cpu_flags", no_flags)
+    monkeypatch.setattr("minilm.model.precision.cpu_flags", no_flags)
     assert resolve_dtype(dtype, torch.device("cuda")) == (dtype, None)
     assert resolve_dtype(dtype, torch.device("cuda", 1)) == (dtype, None)
 
@@ -350,7 +351,7 @@ def test_token_budget_batches_keep_input_order(encoder, texts, fp32_embeddings):
 
 
 def test_from_pretrained_bfloat16_falls_back_to_float32_with_a_warning(monkeypatch, checkpoint_dir, encoder, texts):
-    monkeypatch.setattr("minilm.precision.cpu_flags", frozenset)  # a CPU without bfloat16, whatever this one has
+    monkeypatch.setattr("minilm.model.precision.cpu_flags", frozenset)  # a CPU without bfloat16, whatever this one has
     with pytest.warns(RuntimeWarning, match="bfloat16 needs a CPU with"):
         fallback = SentenceEncoder.from_pretrained(str(checkpoint_dir), dtype="bfloat16")
     assert fallback.dtype == "float32" and fallback.precision_note.startswith("bfloat16 needs a CPU with")
@@ -365,7 +366,7 @@ def test_from_pretrained_bfloat16_falls_back_to_float32_with_a_warning(monkeypat
 def test_cli_bfloat16_prints_one_note_and_float32_embeddings(encoder):
     sentences = ["A man is playing a guitar.", "The stock market fell today."]
     # the CLI in a subprocess that sees a CPU without bfloat16, whatever this one has
-    without_bf16 = "import sys, minilm.precision, minilm.embed; minilm.precision.cpu_flags = frozenset; sys.exit(minilm.embed.main())"
+    without_bf16 = "import sys, minilm.model.precision, minilm.embed; minilm.model.precision.cpu_flags = frozenset; sys.exit(minilm.embed.main())"
     command = [sys.executable, "-c", without_bf16, "--dtype", "bfloat16", "--format", "jsonl", *sentences]
     result = subprocess.run(command, capture_output=True, cwd=ROOT, timeout=300)
     stderr = result.stderr.decode()

@@ -19,29 +19,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import ROOT, require_data, run_module
+from conftest import ROOT, real_lines, require_data, run_module, write_lines
 from minilm.corpus import load_shards
-
-
-def real_lines(n: int) -> list[str]:
-    """n real lines: TREC train questions, then CoNLL-2003 train sentences (about 19,400,
-    mean 15 tokens: short texts keep the long runs of this file quick), then the same again with
-    " (copy k)" appended, as many times as needed."""
-    lines = [line.split(" ", 1)[1].rstrip("\n") for line in open(require_data("trec/train.txt"), encoding="utf-8")]
-    words: list[str] = []
-    for line in open(require_data("conll2003/train.txt"), encoding="utf-8"):
-        word = line.split(" ", 1)[0].strip()
-        if word:
-            words.append(word)
-        elif words:
-            lines.append(" ".join(words))
-            words = []
-    return [lines[i % len(lines)] + (f" (copy {i // len(lines)})" if i >= len(lines) else "") for i in range(n)]
-
-
-def write_lines(path: Path, lines: list[str]) -> Path:
-    path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
-    return path
 
 
 @pytest.mark.slow

@@ -22,7 +22,7 @@ One machine or many, the code is the same. What changes on a multi-node cluster:
 - Scale: `concurrency` is the number of actors, that is model copies; each holds `num_cpus` cores
   (Ray sets its torch thread count to match) or `num_gpus` GPUs. None autoscales to what fits.
 - Failures: when a node dies, Ray restarts its actors elsewhere and reruns the lost batches. There is
-  no resume manifest, unlike minilm.corpus: a run that stops is started again from the beginning.
+  no resume manifest, unlike minilm.corpus.shards: a run that stops is started again from the beginning.
 
 Ids are the id column when one is given, as strings. Without one they are 1-based row numbers
 (line numbers for .txt). Ray Data blocks do not know their offset in the dataset, so numbering rows
@@ -38,15 +38,14 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .textio import InputError, require_input_file
+from .textio import INPUT_SUFFIXES, InputError, require_input_file
 
-if TYPE_CHECKING:  # ray is optional: `import minilm.distributed` must work without it
+if TYPE_CHECKING:  # ray is optional: `import minilm.corpus.ray` must work without it
     import pyarrow as pa
     import ray.data
 
 INSTALL_HINT = "Ray is not installed; install it with: pip install 'minilm[ray]'"
 ROW_NUMBER_COLUMN = "__minilm_row_number"  # a name no user column should have
-TEXT_SUFFIXES = (".txt", ".jsonl", ".csv", ".tsv", ".parquet")
 
 
 def _import_ray():
@@ -63,7 +62,7 @@ class EmbedBatch:
     """The map_batches callable: one actor, one model, loaded once and reused for every batch."""
 
     def __init__(self, model: str | None, device: str | None, dtype: str, text_column: str, id_column: str, normalize: bool | None, batch_size: int):
-        from .sentence_encoder import SentenceEncoder
+        from ..sentence_encoder import SentenceEncoder
 
         self.encoder = SentenceEncoder.from_pretrained(model, device=device, dtype=dtype)
         self.text_column, self.id_column = text_column, id_column
@@ -178,8 +177,8 @@ def _is_remote(path: str) -> bool:
 def check_input(input_path: str, id_field: str | None) -> str:
     """The input's extension, once it is known to be readable; checked before any cluster starts."""
     suffix = Path(input_path.rstrip("/")).suffix.lower()
-    if suffix not in TEXT_SUFFIXES:
-        raise InputError(f"{input_path}: unknown extension {suffix or '(none)'!r}; use one of {', '.join(TEXT_SUFFIXES)}")
+    if suffix not in INPUT_SUFFIXES:
+        raise InputError(f"{input_path}: unknown extension {suffix or '(none)'!r}; use one of {', '.join(INPUT_SUFFIXES)}")
     if not _is_remote(input_path):
         require_input_file(input_path)
     if suffix == ".txt" and id_field is not None:
@@ -187,7 +186,7 @@ def check_input(input_path: str, id_field: str | None) -> str:
     return suffix
 
 
-def read_texts(input_path: str, suffix: str, text_field: str, id_field: str | None) -> tuple["ray.data.Dataset", str]:
+def read_dataset(input_path: str, suffix: str, text_field: str, id_field: str | None) -> tuple["ray.data.Dataset", str]:
     """(dataset, its text column), read by Ray Data's own reader for the extension."""
     ray = _import_ray()
     import pyarrow as pa
@@ -267,7 +266,7 @@ def embed_files(
     check_output_dir(output_dir, force)
     if not ray.is_initialized():  # before reading: a Ray Data reader would start a local cluster itself
         ray.init(address=address)
-    ds, text_column = read_texts(input_path, suffix, text_field, id_field)
+    ds, text_column = read_dataset(input_path, suffix, text_field, id_field)
     embedded = embed_dataset(
         ds,
         model=model,

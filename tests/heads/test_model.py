@@ -13,16 +13,16 @@ from heads.data import read_conll, read_trec
 from heads.metrics import entity_scores
 from heads.model import MultiTaskModel, load_model, save_model
 from heads.predict import SHIPPED_HEADS, MultiTaskPredictor
-from heads.tasks import TASKS, encode_examples, pad_batch, predict_logits, read_split, score
+from heads.tasks import TASKS, encode_examples, predict_logits, read_split, score
 from heads.train import apply_freezing, frozen_layers, task_probabilities
-from minilm.weights import sha256_of
+from minilm.text.tokenization import right_pad
 
 ALL_TASKS = list(TASKS.values())
 
 
 @pytest.fixture(scope="module")
 def stock_sha(encoder) -> str:
-    return sha256_of(encoder.folder / "model.safetensors")
+    return encoder.checkpoint.sha256
 
 
 def fresh_model(encoder, seed: int = 0) -> MultiTaskModel:
@@ -56,8 +56,8 @@ def test_a_sentence_head_with_a_hidden_layer(encoder):
 
 def test_labels_give_one_loss_per_task(encoder):
     data = encode_examples(TASKS["ner"], read_conll(require_data("conll2003/dev.txt"))[:4], encoder.tokenizer)
-    ids, mask = pad_batch(data.ids)
-    labels, _ = pad_batch(data.labels, pad_value=-100)
+    ids, mask = right_pad(data.ids)
+    labels, _ = right_pad(data.labels, -100)
     out = fresh_model(encoder)(ids, mask, {"ner": labels, "sentiment": torch.tensor([0, 1, 1, 0])})
     assert set(out.losses) == {"ner", "sentiment"}
     # an untrained 9-way head is near chance: about log(9) = 2.2
@@ -69,7 +69,7 @@ def test_training_steps_lower_the_loss_and_leave_frozen_parameters_bit_identical
     apply_freezing(model, frozen_layers("layers:4", model.num_layers), frozen_heads=["sentiment"])
     before = {k: v.clone() for k, v in model.state_dict().items()}
     data = encode_examples(TASKS["question_type"], read_trec(require_data("trec/train.txt"))[:32], encoder.tokenizer)
-    ids, mask = pad_batch(data.ids)
+    ids, mask = right_pad(data.ids)
     labels = {"question_type": torch.tensor(data.labels)}
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
     model.train()
@@ -82,8 +82,8 @@ def test_training_steps_lower_the_loss_and_leave_frozen_parameters_bit_identical
         losses.append(loss.item())
     assert losses[-1] < 0.5 * losses[0]
     after = model.state_dict()
-    frozen = [k for k in after if k.startswith(("encoder.embeddings.", "heads.sentiment.")) or any(k.startswith(f"encoder.encoder.layer.{i}.") for i in range(4))]
-    trained = [k for k in after if k.startswith(("encoder.encoder.layer.5.", "heads.question_type."))]
+    frozen = [k for k in after if k.startswith(("bert.embeddings.", "heads.sentiment.")) or any(k.startswith(f"bert.encoder.layer.{i}.") for i in range(4))]
+    trained = [k for k in after if k.startswith(("bert.encoder.layer.5.", "heads.question_type."))]
     assert frozen and trained
     assert all(torch.equal(before[k], after[k]) for k in frozen)
     assert all(not torch.equal(before[k], after[k]) for k in trained if k.endswith("weight"))
@@ -120,12 +120,12 @@ def test_save_then_load_gives_identical_predictions(tmp_path, encoder, stock_sha
 def test_a_trained_backbone_is_saved_and_its_hash_checked(tmp_path, encoder, stock_sha):
     model = fresh_model(encoder)
     with torch.no_grad():
-        model.encoder.encoder.layer[5].output.dense.bias.add_(0.01)
+        model.bert.encoder.layer[5].output.dense.bias.add_(0.01)
     save_model(model, tmp_path, backbone_sha256=stock_sha, backbone_trained=True)
     config = json.loads((tmp_path / "config.json").read_text())
     assert config["backbone"]["file"] == "backbone.safetensors" and config["backbone"]["base_sha256"] == stock_sha
     loaded, _ = load_model(tmp_path, copy.deepcopy(encoder.model), stock_sha)
-    assert torch.equal(loaded.encoder.encoder.layer[5].output.dense.bias, model.encoder.encoder.layer[5].output.dense.bias)
+    assert torch.equal(loaded.bert.encoder.layer[5].output.dense.bias, model.bert.encoder.layer[5].output.dense.bias)
     data = bytearray((tmp_path / "backbone.safetensors").read_bytes())
     data[-10] ^= 1
     (tmp_path / "backbone.safetensors").write_bytes(bytes(data))

@@ -1,4 +1,4 @@
-"""A fast inference twin of `minilm.encoder.BertEncoder`: padding-free tokens and one fused QKV matmul.
+"""A fast inference twin of `minilm.model.encoder.BertModel`: padding-free tokens and one fused QKV matmul.
 
 The maths is the plain encoder's, step for step, and it reuses the plain encoder's modules (so
 the same weights, no copy) except for one new Linear per layer that holds query, key and value
@@ -10,10 +10,10 @@ stacked. What changes is the data layout:
 - **Attention** is the only step that needs to know where one text ends. On CUDA, half
   precision, it runs Flash Attention's variable-length kernel straight on the packed tokens.
   Elsewhere the packed q, k, v are scattered into a padded (B, H, T, D) block for SDPA and the
-  result gathered back; `tests/test_fast.py` checks both against the padded encoder.
+  result gathered back; `tests/model/test_packed.py` checks both against the padded encoder.
 - **Fused QKV.** One (C -> 3C) matmul instead of three (C -> C): a bigger GEMM, fewer calls.
 
-Shape legend as in minilm.encoder, plus N = real tokens in the batch (sum of the lengths).
+Shape legend as in minilm.model.encoder, plus N = real tokens in the batch (sum of the lengths).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .encoder import BertEncoder, BertLayer
+from .encoder import BertLayer, BertModel, key_mask
 
 try:  # Flash Attention on packed tokens, no padding at all (CUDA, half precision; recent torch only)
     from torch.nn.attention.varlen import varlen_attn
@@ -46,11 +46,10 @@ class PackedIndex:
     def from_mask(cls, attention_mask: torch.Tensor) -> "PackedIndex":
         """attention_mask (B, T), 1 = real token, padding on the right."""
         B, T = attention_mask.shape
-        mask = attention_mask.bool()
-        lengths = mask.sum(dim=1)  # (B,)
+        lengths = attention_mask.sum(dim=1)  # (B,)
         cu_seqlens = F.pad(lengths.cumsum(0), (1, 0)).to(torch.int32)  # (B + 1,)
-        flat = mask.view(-1).nonzero().squeeze(1)  # (N,)
-        return cls(flat, mask.view(B, 1, 1, T), cu_seqlens, B, T)
+        flat = attention_mask.bool().view(-1).nonzero().squeeze(1)  # (N,)
+        return cls(flat, key_mask(attention_mask), cu_seqlens, B, T)
 
     def pad(self, x: torch.Tensor) -> torch.Tensor:
         """(N, K) packed rows -> (B, T, K) with zero rows for padding."""
@@ -99,16 +98,16 @@ class PackedLayer(nn.Module):
 
 
 class PackedEncoder(nn.Module):
-    """Inference-only `BertEncoder` with the same call signature; returns (B, T, C) like it.
+    """Inference-only `BertModel` with the same call signature; returns (B, T, C) like it.
 
     Dropout is never applied: build it from a model in eval mode.
     """
 
-    def __init__(self, encoder: BertEncoder):
+    def __init__(self, model: BertModel):
         super().__init__()
-        self.config = encoder.config
-        self.embeddings = encoder.embeddings
-        self.layers = nn.ModuleList(PackedLayer(block) for block in encoder.encoder.layer)
+        self.config = model.config
+        self.embeddings = model.embeddings
+        self.layers = nn.ModuleList(PackedLayer(block) for block in model.encoder.layer)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
         """(B, T) ids and mask -> (B, T, C) hidden states, zero on padding rows."""
