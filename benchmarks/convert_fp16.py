@@ -62,7 +62,9 @@ def to_float16(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         if tensor.is_floating_point():
             largest = tensor.abs().max().item() if tensor.numel() else 0.0
             if largest > FLOAT16_MAX:
-                raise ConversionError(f"{name} holds {largest:g}, beyond float16's {FLOAT16_MAX:g}; this checkpoint cannot be stored in float16")
+                raise ConversionError(
+                    f"{name} holds {largest:g}, beyond float16's {FLOAT16_MAX:g}; this checkpoint cannot be stored in float16"
+                )
             tensor = tensor.to(torch.float16)
         out[name] = tensor.contiguous()
     return out
@@ -85,15 +87,22 @@ def write_folder(source: Path, staging: Path) -> dict[str, int]:
     """Fill `staging` with the float16 checkpoint. Returns counts for the summary."""
     with safe_open(str(source / WEIGHTS_FILE), framework="pt") as f:
         metadata = f.metadata() or {}
-        tensors = {name: f.get_tensor(name) for name in f.keys()}
+        tensors = {name: f.get_tensor(name) for name in f.keys()}  # noqa: SIM118 (safe_open, not a dict)
     half = to_float16(tensors)
-    save_file(half, str(staging / WEIGHTS_FILE), metadata={**metadata, "format": "pt"})  # transformers expects format=pt
+    save_file(
+        half, str(staging / WEIGHTS_FILE), metadata={**metadata, "format": "pt"}
+    )  # transformers expects format=pt
     copied = small_files(source)
     for relative in copied:
         (staging / relative).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(source / relative, staging / relative)
     converted = sum(t.is_floating_point() for t in tensors.values())
-    return {"tensors": len(tensors), "converted": converted, "parameters": sum(t.numel() for t in tensors.values()), "copied": len(copied)}
+    return {
+        "tensors": len(tensors),
+        "converted": converted,
+        "parameters": sum(t.numel() for t in tensors.values()),
+        "copied": len(copied),
+    }
 
 
 def convert(source: Path, out: Path, force: bool = False) -> dict[str, int]:
@@ -101,7 +110,9 @@ def convert(source: Path, out: Path, force: bool = False) -> dict[str, int]:
     if not source.is_dir():
         raise ConversionError(f"source folder {source} does not exist")
     if not (source / WEIGHTS_FILE).is_file():
-        raise ConversionError(f"{source / WEIGHTS_FILE} is missing; the source must be a checkpoint folder with safetensors weights")
+        raise ConversionError(
+            f"{source / WEIGHTS_FILE} is missing; the source must be a checkpoint folder with safetensors weights"
+        )
     if out.exists() and not force:
         raise ConversionError(f"{out} already exists; pass --force to replace it")
     if out.resolve() == source.resolve():
@@ -114,7 +125,9 @@ def convert(source: Path, out: Path, force: bool = False) -> dict[str, int]:
         os.umask(umask)
         staging.chmod(0o777 & ~umask)  # mkdtemp and save_file create private (0700/0600) entries; give the usual ones
         (staging / WEIGHTS_FILE).chmod(0o666 & ~umask)
-        if out.exists():  # --force: move the old folder aside first, since a folder cannot be renamed over a non-empty one
+        if (
+            out.exists()
+        ):  # --force: move the old folder aside first, since a folder cannot be renamed over a non-empty one
             old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
             os.replace(out, old / out.name)
             os.replace(staging, out)
@@ -132,8 +145,15 @@ def folder_size(folder: Path) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Write a float16 copy of a sentence-transformers checkpoint folder.")
-    parser.add_argument("--source", type=Path, default=None, help="checkpoint folder (default: the stock all-MiniLM-L6-v2, hash-checked)")
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"output folder (default {DEFAULT_OUT.relative_to(REPO)})")
+    parser.add_argument(
+        "--source",
+        type=Path,
+        default=None,
+        help="checkpoint folder (default: the stock all-MiniLM-L6-v2, hash-checked)",
+    )
+    parser.add_argument(
+        "--out", type=Path, default=DEFAULT_OUT, help=f"output folder (default {DEFAULT_OUT.relative_to(REPO)})"
+    )
     parser.add_argument("--force", action="store_true", help="replace an existing output folder")
     args = parser.parse_args(argv)
     try:
@@ -150,7 +170,9 @@ def main(argv: list[str] | None = None) -> int:
         file=sys.stderr,
     )
     weights = (args.out / WEIGHTS_FILE).stat().st_size
-    print(f"{args.out}  model.safetensors {weights:,} bytes ({weights / 2**20:.1f} MiB), folder {folder_size(args.out) / 2**20:.1f} MiB")
+    print(
+        f"{args.out}  model.safetensors {weights:,} bytes ({weights / 2**20:.1f} MiB), folder {folder_size(args.out) / 2**20:.1f} MiB"
+    )
     return 0
 
 

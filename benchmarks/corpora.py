@@ -20,7 +20,9 @@ LONG_MIN_TOKENS, LONG_MAX_TOKENS = 128, 256  # with [CLS] and [SEP]
 
 def require(path: Path) -> Path:
     if not path.is_file():
-        raise SystemExit(f"error: {path} is missing; the benchmarks read the real data sets from ../shared/data beside the project")
+        raise SystemExit(
+            f"error: {path} is missing; the benchmarks read the real data sets from ../shared/data beside the project"
+        )
     return path
 
 
@@ -82,7 +84,9 @@ def long_corpus(tokenizer: Tokenizer, n: int = 1000, data_dir: Path = DATA_DIR) 
                     if len(passages) == n:
                         return passages
                 passage = []
-    raise SystemExit(f"error: CoNLL-2003 gives only {len(passages)} passages of {LONG_MIN_TOKENS}-{LONG_MAX_TOKENS} tokens, {n} asked for")
+    raise SystemExit(
+        f"error: CoNLL-2003 gives only {len(passages)} passages of {LONG_MIN_TOKENS}-{LONG_MAX_TOKENS} tokens, {n} asked for"
+    )
 
 
 def mixed_corpus(short: list[str], long: list[str], seed: int = 0) -> list[str]:

@@ -32,7 +32,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from corpora import DATA_DIR, conll_documents, read_stsb_test, require  # noqa: E402
+from corpora import DATA_DIR, conll_documents, read_stsb_test, require
 
 ROOT = Path(__file__).resolve().parent.parent
 PRECISIONS = ("float32", "float16", "int8", "uint8", "binary", "ubinary")
@@ -118,10 +118,18 @@ def markdown(results: list[dict], total_rows: int) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--lines", type=int, default=1_000_000, help="lines in the corpus (default 1,000,000)")
-    parser.add_argument("--precision-lines", type=int, default=50_000, help="lines for the runs of the other precisions")
-    parser.add_argument("--work", type=Path, default=ROOT / "runs" / "corpus_scale", help="scratch folder (corpus and outputs)")
-    parser.add_argument("--skip", nargs="*", default=[], choices=["local", "precisions", "ray"], help="parts to leave out")
-    parser.add_argument("--ray-concurrency", type=int, help="--concurrency for the Ray run (default: Ray's autoscaling)")
+    parser.add_argument(
+        "--precision-lines", type=int, default=50_000, help="lines for the runs of the other precisions"
+    )
+    parser.add_argument(
+        "--work", type=Path, default=ROOT / "runs" / "corpus_scale", help="scratch folder (corpus and outputs)"
+    )
+    parser.add_argument(
+        "--skip", nargs="*", default=[], choices=["local", "precisions", "ray"], help="parts to leave out"
+    )
+    parser.add_argument(
+        "--ray-concurrency", type=int, help="--concurrency for the Ray run (default: Ray's autoscaling)"
+    )
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
 
@@ -129,18 +137,27 @@ def main() -> None:
     corpus, head = args.work / "corpus.txt", args.work / "head.txt"
     write_corpus(corpus, args.lines)
     write_corpus(head, min(args.precision_lines, args.lines))
-    print(f"corpus: {args.lines:,} lines, {corpus.stat().st_size / 2**20:.1f} MiB; {platform.processor() or platform.machine()}, {os.cpu_count()} cores", file=sys.stderr)
+    print(
+        f"corpus: {args.lines:,} lines, {corpus.stat().st_size / 2**20:.1f} MiB; {platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+        file=sys.stderr,
+    )
     embed = [sys.executable, "-m", "minilm.embed", "--force"]
 
     results = []
     if "local" not in args.skip:
         out = args.work / "local_float32"
-        results.append(run_engine("single process, float32", [*embed, "--input", str(corpus), "--output", f"{out}/"], out, args.lines))
+        results.append(
+            run_engine(
+                "single process, float32", [*embed, "--input", str(corpus), "--output", f"{out}/"], out, args.lines
+            )
+        )
     if "precisions" not in args.skip:
         for precision in PRECISIONS:  # float32 again, on the same lines, as the reference for the others
             out = args.work / f"local_{precision}"
             command = [*embed, "--input", str(head), "--output", f"{out}/", "--precision", precision]
-            results.append(run_engine(f"single process, {precision}", command, out, min(args.precision_lines, args.lines)))
+            results.append(
+                run_engine(f"single process, {precision}", command, out, min(args.precision_lines, args.lines))
+            )
     if "ray" not in args.skip:
         out = args.work / "ray_float32"
         command = [*embed, "--engine", "ray", "--input", str(corpus), "--output", f"{out}/"]

@@ -42,8 +42,8 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+import numpy as np
+import torch
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -107,7 +107,9 @@ def write_corpus(path: Path, folder: Path) -> int:
 def read_corpus(path: Path) -> list[str]:
     """One text a line, exactly as written (split on '\\n' only, so no other character ends a text)."""
     if not path.is_file():
-        raise BenchError(f"corpus file {path} is missing; build it where ../shared/data is: python benchmarks/gpu_bench.py --write-corpus {path}")
+        raise BenchError(
+            f"corpus file {path} is missing; build it where ../shared/data is: python benchmarks/gpu_bench.py --write-corpus {path}"
+        )
     with open(path, encoding="utf-8", newline="") as f:
         texts = f.read().split("\n")
     if texts and texts[-1] == "":
@@ -122,7 +124,9 @@ def read_corpus(path: Path) -> list[str]:
 
 def require_folder(folder: Path) -> None:
     if not folder.is_dir():
-        raise BenchError(f"checkpoint folder {folder} is missing; build it here with: python benchmarks/convert_fp16.py")
+        raise BenchError(
+            f"checkpoint folder {folder} is missing; build it here with: python benchmarks/convert_fp16.py"
+        )
 
 
 def load_ours(folder: Path, device: str, dtype: str) -> SentenceEncoder:
@@ -143,7 +147,9 @@ def ours_attention(encoder: SentenceEncoder) -> str:
     return "packed, padded SDPA"
 
 
-def ours_engine(folder: Path, device: str, dtype: str, batch_size: int, max_batch_tokens: int | None) -> tuple[Embed, str, str]:
+def ours_engine(
+    folder: Path, device: str, dtype: str, batch_size: int, max_batch_tokens: int | None
+) -> tuple[Embed, str, str]:
     """(embed, dtype that runs, attention path) for minilm."""
     encoder = load_ours(folder, device, dtype)
 
@@ -161,13 +167,17 @@ def st_engine(folder: Path, device: str, dtype: str, batch_size: int) -> tuple[E
     """
     from sentence_transformers import SentenceTransformer
 
-    model = SentenceTransformer(str(folder), device=device, model_kwargs={"dtype": TORCH_DTYPES[dtype]}, local_files_only=True)
+    model = SentenceTransformer(
+        str(folder), device=device, model_kwargs={"dtype": TORCH_DTYPES[dtype]}, local_files_only=True
+    )
     dtype_run = str(next(model.parameters()).dtype).removeprefix("torch.")
     attention = getattr(getattr(model[0], "auto_model", None), "config", None)
     attention = getattr(attention, "_attn_implementation", None) or "unknown"
 
     def embed(texts: list[str]) -> np.ndarray:
-        vectors = model.encode(texts, batch_size=batch_size, convert_to_numpy=True, show_progress_bar=False)  # modules.json ends in Normalize
+        vectors = model.encode(
+            texts, batch_size=batch_size, convert_to_numpy=True, show_progress_bar=False
+        )  # modules.json ends in Normalize
         return np.asarray(vectors, dtype=np.float32)
 
     return embed, dtype_run, attention
@@ -231,12 +241,16 @@ def log(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
-def run_engine(library: str, dtype: str, args: argparse.Namespace, texts: list[str], parity_texts: list[str], total_tokens: int) -> tuple[Row, np.ndarray]:
+def run_engine(
+    library: str, dtype: str, args: argparse.Namespace, texts: list[str], parity_texts: list[str], total_tokens: int
+) -> tuple[Row, np.ndarray]:
     """Load one engine, embed the parity texts (also the warm-up), then time `encode` on all texts."""
     cuda = torch.device(args.device).type == "cuda"
     start = time.perf_counter()
     if library == OURS:
-        embed, dtype_run, attention = ours_engine(args.folder, args.device, dtype, args.batch_size, args.max_batch_tokens)
+        embed, dtype_run, attention = ours_engine(
+            args.folder, args.device, dtype, args.batch_size, args.max_batch_tokens
+        )
     else:
         embed, dtype_run, attention = st_engine(args.folder, args.device, dtype, args.batch_size)
     synchronize(args.device)
@@ -281,7 +295,10 @@ def markdown(rows: list[Row], device_name: str, settings: dict[str, object], par
         )
     fallbacks = [f"{r.library} {r.dtype}" for r in rows if r.dtype_run != r.dtype and not r.error]
     if fallbacks:
-        lines += ["", f"Ran float32 instead of the dtype asked for (no native half precision on this device): {', '.join(fallbacks)}."]
+        lines += [
+            "",
+            f"Ran float32 instead of the dtype asked for (no native half precision on this device): {', '.join(fallbacks)}.",
+        ]
     if parity is None:
         lines += ["", "float32 parity: not measured (a float32 engine failed): FAIL"]
     else:
@@ -295,7 +312,9 @@ def markdown(rows: list[Row], device_name: str, settings: dict[str, object], par
 
 def row_json(row: Row) -> dict[str, object]:
     """The row for JSON, with null where a failed engine has no number (NaN is not JSON)."""
-    return {key: None if isinstance(value, float) and math.isnan(value) else value for key, value in asdict(row).items()}
+    return {
+        key: None if isinstance(value, float) and math.isnan(value) else value for key, value in asdict(row).items()
+    }
 
 
 def write_json(path: Path | None, result: dict[str, object]) -> None:
@@ -311,11 +330,15 @@ def benchmark(args: argparse.Namespace) -> int:
     corpus = read_corpus(args.corpus)
     require_folder(args.folder)
     if torch.device(args.device).type == "cuda" and not torch.cuda.is_available():
-        raise BenchError(f"device {args.device!r} asked for but CUDA is not available (torch {torch.__version__}); use --device cpu for a smoke test")
+        raise BenchError(
+            f"device {args.device!r} asked for but CUDA is not available (torch {torch.__version__}); use --device cpu for a smoke test"
+        )
     try:
         import sentence_transformers  # noqa: F401  (imported now so its import time is not counted as a load time)
     except ImportError as e:
-        raise BenchError(f"sentence-transformers cannot be imported ({e}); carry it as a wheel, see benchmarks/GPU.md") from None
+        raise BenchError(
+            f"sentence-transformers cannot be imported ({e}); carry it as a wheel, see benchmarks/GPU.md"
+        ) from None
     texts = [corpus[i % len(corpus)] for i in range(args.n)]  # the corpus cycled to n texts
     parity_texts = corpus[: min(args.parity_n, len(corpus), args.n)]
     encoder = load_ours(args.folder, "cpu", "float32")
@@ -324,7 +347,9 @@ def benchmark(args: argparse.Namespace) -> int:
     max_seq_length = encoder.max_seq_length
     del encoder
     env = environment(args.device)
-    log(f"{env['device_name']}; {args.n:,} texts ({len(corpus):,} distinct, {total_tokens / args.n:.1f} tokens on average); {len(parity_texts):,} parity texts")
+    log(
+        f"{env['device_name']}; {args.n:,} texts ({len(corpus):,} distinct, {total_tokens / args.n:.1f} tokens on average); {len(parity_texts):,} parity texts"
+    )
     result: dict[str, object] = {
         "device": env["device_name"],
         "environment": env,
@@ -392,17 +417,50 @@ def device_name(value: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="minilm against sentence-transformers on a GPU: speed in float16/bfloat16, parity in float32.")
-    parser.add_argument("--folder", type=Path, default=DEFAULT_FOLDER, help="checkpoint folder both sides load (default: the float16 copy from convert_fp16.py)")
-    parser.add_argument("--corpus", type=Path, default=DEFAULT_CORPUS, help="text file, one text a line (default gpu_carry/mixed_corpus.txt)")
-    parser.add_argument("--write-corpus", type=Path, metavar="FILE", help="write the mixed corpus from ../shared/data to FILE and exit")
+    parser = argparse.ArgumentParser(
+        description="minilm against sentence-transformers on a GPU: speed in float16/bfloat16, parity in float32."
+    )
+    parser.add_argument(
+        "--folder",
+        type=Path,
+        default=DEFAULT_FOLDER,
+        help="checkpoint folder both sides load (default: the float16 copy from convert_fp16.py)",
+    )
+    parser.add_argument(
+        "--corpus",
+        type=Path,
+        default=DEFAULT_CORPUS,
+        help="text file, one text a line (default gpu_carry/mixed_corpus.txt)",
+    )
+    parser.add_argument(
+        "--write-corpus", type=Path, metavar="FILE", help="write the mixed corpus from ../shared/data to FILE and exit"
+    )
     parser.add_argument("--device", type=device_name, default="cuda", help="cuda (default), cuda:N or cpu")
-    parser.add_argument("--n", type=positive_int, default=100_000, help="texts per timed run, the corpus cycled (default 100000)")
-    parser.add_argument("--parity-n", type=positive_int, default=2000, help="first corpus texts for the parity and cosine checks (default 2000)")
-    parser.add_argument("--batch-size", type=positive_int, default=128, help="texts per batch, both libraries (default 128)")
-    parser.add_argument("--max-batch-tokens", type=positive_int, default=None, help="minilm only: also cap each batch at this many padded tokens")
+    parser.add_argument(
+        "--n", type=positive_int, default=100_000, help="texts per timed run, the corpus cycled (default 100000)"
+    )
+    parser.add_argument(
+        "--parity-n",
+        type=positive_int,
+        default=2000,
+        help="first corpus texts for the parity and cosine checks (default 2000)",
+    )
+    parser.add_argument(
+        "--batch-size", type=positive_int, default=128, help="texts per batch, both libraries (default 128)"
+    )
+    parser.add_argument(
+        "--max-batch-tokens",
+        type=positive_int,
+        default=None,
+        help="minilm only: also cap each batch at this many padded tokens",
+    )
     default_out = Path(os.environ["OUT"]) / "gpu_bench.json" if os.environ.get("OUT") else None
-    parser.add_argument("--out", type=Path, default=default_out, help="JSON result (default $OUT/gpu_bench.json when $OUT is set, else none)")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=default_out,
+        help="JSON result (default $OUT/gpu_bench.json when $OUT is set, else none)",
+    )
     args = parser.parse_args(argv)
     try:
         if args.write_corpus is not None:

@@ -39,13 +39,13 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from corpora import long_corpus, mixed_corpus, read_stsb_test, short_corpus  # noqa: E402
+from corpora import long_corpus, mixed_corpus, read_stsb_test, short_corpus
 
-from minilm import SentenceEncoder  # noqa: E402
-from minilm.model.packed import PackedEncoder  # noqa: E402
-from minilm.model.pooling import l2_normalize, mean_pool  # noqa: E402
-from minilm.model.precision import inference_model, resolve_dtype  # noqa: E402
-from minilm.text.tokenization import length_sorted_batches  # noqa: E402
+from minilm import SentenceEncoder
+from minilm.model.packed import PackedEncoder
+from minilm.model.pooling import l2_normalize, mean_pool
+from minilm.model.precision import inference_model, resolve_dtype
+from minilm.text.tokenization import length_sorted_batches
 
 REFERENCE = "sentence-transformers fp32"
 OURS_FP32 = "ours fp32 (default)"  # the min-cosine column compares every engine with this one
@@ -117,7 +117,14 @@ class Engine:
     note: str = ""
 
 
-def ours(folder: Path, dtype: str, batch_size: int = 32, max_batch_tokens: int | None = None, packed: bool = False, forced: bool = False) -> Callable[[], Embed]:
+def ours(
+    folder: Path,
+    dtype: str,
+    batch_size: int = 32,
+    max_batch_tokens: int | None = None,
+    packed: bool = False,
+    forced: bool = False,
+) -> Callable[[], Embed]:
     """Our SentenceEncoder. forced: run `dtype` even where resolve_dtype would fall back (to show why it does)."""
 
     def load() -> Embed:
@@ -128,7 +135,9 @@ def ours(folder: Path, dtype: str, batch_size: int = 32, max_batch_tokens: int |
             encoder.dtype, encoder.runner = dtype, inference_model(encoder.model, dtype)
         elif packed:
             encoder.runner = PackedEncoder(encoder.model).eval()
-        return lambda texts: encoder.encode(texts, batch_size=batch_size, max_batch_tokens=max_batch_tokens, show_progress_bar=False)
+        return lambda texts: encoder.encode(
+            texts, batch_size=batch_size, max_batch_tokens=max_batch_tokens, show_progress_bar=False
+        )
 
     return load
 
@@ -141,7 +150,9 @@ def sentence_transformers(folder: Path, autocast: bool) -> Callable[[], Embed]:
 
         def embed(texts: list[str]) -> np.ndarray:
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
-                return model.encode(texts, batch_size=32, convert_to_numpy=True, normalize_embeddings=True).astype(np.float32)
+                return model.encode(texts, batch_size=32, convert_to_numpy=True, normalize_embeddings=True).astype(
+                    np.float32
+                )
 
         return embed
 
@@ -161,12 +172,19 @@ def onnx_runtime(folder: Path) -> Callable[[], Embed]:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             torch.onnx.export(
-                encoder.model, (ids, torch.ones_like(ids)), str(path), input_names=["input_ids", "attention_mask"],
-                output_names=["hidden"], dynamic_axes={"input_ids": axes, "attention_mask": axes, "hidden": axes}, dynamo=False,
-            )  # fmt: skip
+                encoder.model,
+                (ids, torch.ones_like(ids)),
+                str(path),
+                input_names=["input_ids", "attention_mask"],
+                output_names=["hidden"],
+                dynamic_axes={"input_ids": axes, "attention_mask": axes, "hidden": axes},
+                dynamo=False,
+            )
         options = ort.SessionOptions()
         options.intra_op_num_threads = torch.get_num_threads()
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")  # idle threads would steal the next engine's cores
+        options.add_session_config_entry(
+            "session.intra_op.allow_spinning", "0"
+        )  # idle threads would steal the next engine's cores
         session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
         def embed(texts: list[str]) -> np.ndarray:
@@ -174,7 +192,9 @@ def onnx_runtime(folder: Path) -> Callable[[], Embed]:
             out = np.zeros((len(texts), encoder.dim), dtype=np.float32)
             for indices in length_sorted_batches([len(e.ids) for e in encodings], 32):
                 batch = encoder.tokenizer.pad([encodings[i] for i in indices])
-                hidden = session.run(None, {"input_ids": batch.input_ids.numpy(), "attention_mask": batch.attention_mask.numpy()})[0]
+                hidden = session.run(
+                    None, {"input_ids": batch.input_ids.numpy(), "attention_mask": batch.attention_mask.numpy()}
+                )[0]
                 out[indices] = l2_normalize(mean_pool(torch.from_numpy(hidden), batch.attention_mask)).numpy()
             return out
 
@@ -193,13 +213,22 @@ def engines(folder: Path, compile_too: bool) -> list[Engine]:
         Engine("onnxruntime fp32", "float32", onnx_runtime(folder)),
         Engine(OURS_FP32, "float32", ours(folder, "float32")),
         Engine("ours fp32 packed+fused QKV", "float32", ours(folder, "float32", packed=True)),
-        Engine("ours fp32 max_batch_tokens=2048", "float32", ours(folder, "float32", batch_size=256, max_batch_tokens=2048)),
+        Engine(
+            "ours fp32 max_batch_tokens=2048", "float32", ours(folder, "float32", batch_size=256, max_batch_tokens=2048)
+        ),
         Engine("ours --dtype bfloat16", bf16, ours(folder, "bfloat16"), fallback),
     ]
     if not note16:  # where float16 falls back it is the float32 row again
         listed.append(Engine("ours --dtype float16", "float16", ours(folder, "float16")))
     if note:  # show what the fallback avoids
-        listed.append(Engine("ours bf16 forced (emulated)", "bfloat16", ours(folder, "bfloat16", forced=True), "why the fallback exists"))
+        listed.append(
+            Engine(
+                "ours bf16 forced (emulated)",
+                "bfloat16",
+                ours(folder, "bfloat16", forced=True),
+                "why the fallback exists",
+            )
+        )
     if compile_too:
         listed.append(Engine("ours fp32 torch.compile", "float32", compiled(folder)))
     return listed
@@ -256,9 +285,15 @@ def run(args: argparse.Namespace) -> tuple[list[Row], dict[str, float]]:
         short, long = first[:100] + second[:100], long[:20]
         scores = scores[:100]
     corpora = {"short": short, "long": long, "mixed": mixed_corpus(short, long)}
-    tokens = {name: sum(min(n, tokenizer.max_seq_length) for n in tokenizer.encode(texts)[1]) for name, texts in corpora.items()}
+    tokens = {
+        name: sum(min(n, tokenizer.max_seq_length) for n in tokenizer.encode(texts)[1])
+        for name, texts in corpora.items()
+    }
     peaks = {"float32": gemm_peak(torch.float32), "bfloat16": gemm_peak(torch.bfloat16)}
-    print(f"GEMM peak {GEMM_SHAPE}: fp32 {peaks['float32']:.0f} GFLOP/s, bf16 {peaks['bfloat16']:.0f} GFLOP/s", file=sys.stderr)
+    print(
+        f"GEMM peak {GEMM_SHAPE}: fp32 {peaks['float32']:.0f} GFLOP/s, bf16 {peaks['bfloat16']:.0f} GFLOP/s",
+        file=sys.stderr,
+    )
 
     rows: list[Row] = []
     vectors_of: dict[tuple[str, str], np.ndarray] = {}  # (engine, corpus) -> embeddings, for the min-cosine column
@@ -295,7 +330,14 @@ OP_GROUPS = {  # profiler op name -> where the time goes
     "matmul": ("aten::addmm", "aten::mm", "aten::bmm", "aten::matmul"),
     "attention": ("aten::_scaled_dot_product_flash_attention_for_cpu", "aten::_scaled_dot_product_attention_math"),
     "GELU, LayerNorm, adds": ("aten::gelu", "aten::native_layer_norm", "aten::add", "aten::add_"),
-    "copies and index ops": ("aten::copy_", "aten::index_select", "aten::index", "aten::index_put_", "aten::nonzero", "aten::embedding"),
+    "copies and index ops": (
+        "aten::copy_",
+        "aten::index_select",
+        "aten::index",
+        "aten::index_put_",
+        "aten::nonzero",
+        "aten::embedding",
+    ),
 }
 
 
@@ -306,7 +348,10 @@ def profile(corpora: dict[str, list[str]]) -> str:
 
     encoder = SentenceEncoder.from_pretrained()
     encoder.encode(corpora["mixed"][:64])
-    lines = ["| corpus | wall s | tokenize | " + " | ".join(OP_GROUPS) + " | other (Python, pooling, padding) |", "|---|---:" + "|---:" * (len(OP_GROUPS) + 2) + "|"]
+    lines = [
+        "| corpus | wall s | tokenize | " + " | ".join(OP_GROUPS) + " | other (Python, pooling, padding) |",
+        "|---|---:" + "|---:" * (len(OP_GROUPS) + 2) + "|",
+    ]
     for name, texts in corpora.items():
         start = time.perf_counter()
         encoder.tokenizer.encode(texts)
@@ -339,18 +384,28 @@ def table(rows: list[Row]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="about a minute: 200 short texts, 20 long, one timing each")
-    parser.add_argument("--repeats", type=int, default=None, help="timings per engine and corpus, best kept (default 1)")
+    parser.add_argument(
+        "--quick", action="store_true", help="about a minute: 200 short texts, 20 long, one timing each"
+    )
+    parser.add_argument(
+        "--repeats", type=int, default=None, help="timings per engine and corpus, best kept (default 1)"
+    )
     parser.add_argument("--compile", action="store_true", help="also time torch.compile (slow to compile on 2 cores)")
-    parser.add_argument("--only", nargs="*", help="run only engines whose name contains one of these (the reference always runs)")
+    parser.add_argument(
+        "--only", nargs="*", help="run only engines whose name contains one of these (the reference always runs)"
+    )
     parser.add_argument("--json", metavar="FILE", help="also write the rows as JSON")
-    parser.add_argument("--profile", action="store_true", help="also profile our fp32 encode: where the time goes, per corpus")
+    parser.add_argument(
+        "--profile", action="store_true", help="also profile our fp32 encode: where the time goes, per corpus"
+    )
     args = parser.parse_args(argv)
     args.repeats = args.repeats or 1
     if args.only:
         args.only = [*args.only, REFERENCE, OURS_FP32]
     rows, peaks = run(args)
-    print(f"{torch.get_num_threads()} threads, torch {torch.__version__}; GEMM peak fp32 {peaks['float32']:.0f} GFLOP/s, bf16 {peaks['bfloat16']:.0f} GFLOP/s\n")
+    print(
+        f"{torch.get_num_threads()} threads, torch {torch.__version__}; GEMM peak fp32 {peaks['float32']:.0f} GFLOP/s, bf16 {peaks['bfloat16']:.0f} GFLOP/s\n"
+    )
     print(table(rows))
     if args.profile:
         print("\nWhere our fp32 time goes (torch.profiler, share of wall time):\n")

@@ -21,12 +21,12 @@ from pathlib import Path
 
 os.environ["TOKENIZERS_PARALLELISM"] = "false"  # compare one thread with one thread
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from corpora import DATA_DIR, read_stsb_test, require  # noqa: E402
+from corpora import DATA_DIR, read_stsb_test, require
 
-from minilm import SentenceEncoder  # noqa: E402
+from minilm import SentenceEncoder
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from test_wordpiece import stdlib_module_docstrings  # noqa: E402
+from test_wordpiece import stdlib_module_docstrings
 
 
 def sentences() -> list[str]:
@@ -64,9 +64,13 @@ def main() -> None:
         rust_s = best_of(3, lambda: rust.encode_batch(corpus))
         plain_s = best_of(3, lambda: [plain.encode(t) for t in corpus])
         chars = sum(map(len, corpus)) / 1e6
-        print(f"bare, {name:<17}: Rust {chars / rust_s:6.2f} M chars/s, Python {chars / plain_s:5.2f} M chars/s: {plain_s / rust_s:.1f}x slower")
+        print(
+            f"bare, {name:<17}: Rust {chars / rust_s:6.2f} M chars/s, Python {chars / plain_s:5.2f} M chars/s: {plain_s / rust_s:.1f}x slower"
+        )
     added = (python_s - fast_s) / encode_s
-    print(f"encode() with the Rust one  : {len(texts) / encode_s:10.0f} texts/s   (the Python tokenizer would add {added:.0%} to its time)")
+    print(
+        f"encode() with the Rust one  : {len(texts) / encode_s:10.0f} texts/s   (the Python tokenizer would add {added:.0%} to its time)"
+    )
 
 
 if __name__ == "__main__":

@@ -14,9 +14,8 @@ line fails with `path:line:` in the message instead of a bare UnicodeDecodeError
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Iterator
 
 from minilm.corpus.textio import BadRecord, decoded_lines
 
@@ -59,10 +58,12 @@ def _lines(path: str | os.PathLike[str]) -> Iterator[tuple[int, str]]:
     a line that is not UTF-8 fails naming its line. A missing final newline yields no extra empty line.
     """
     try:
-        stream = open(path, "rb")
+        stream = open(path, "rb")  # noqa: SIM115  (opened first to name a missing file; the with below closes it)
     except FileNotFoundError:
         # FileNotFoundError, not DataFormatError: the file is absent, not malformed. Name where data lives.
-        raise FileNotFoundError(f"{path}: data file not found (the data sets live in ../shared/data, see its README.md)") from None
+        raise FileNotFoundError(
+            f"{path}: data file not found (the data sets live in ../shared/data, see its README.md)"
+        ) from None
     with stream:
         try:
             yield from decoded_lines(stream, str(path))
@@ -121,7 +122,9 @@ def read_conll(path: str | os.PathLike[str]) -> list[TokenExample]:
             close_sentence()
             continue
         if len(columns) != 4:
-            raise DataFormatError(f"{path}:{number}: expected 4 space-separated columns 'word POS chunk NER', got {len(columns)} in {_show(line)}")
+            raise DataFormatError(
+                f"{path}:{number}: expected 4 space-separated columns 'word POS chunk NER', got {len(columns)} in {_show(line)}"
+            )
         word, tag = columns[0], columns[3]
         if not word:
             raise DataFormatError(f"{path}:{number}: empty word in {_show(line)}")

@@ -9,7 +9,8 @@ micro-averaged over all entities of all sentences.
 from __future__ import annotations
 
 from collections import Counter
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from .ner import bio_to_spans
 
@@ -54,7 +55,12 @@ def entity_scores(predicted_tags: Sequence[Sequence[str]], gold_tags: Sequence[S
         gold.update(kind for kind, _, _ in gold_spans)
         correct.update(kind for kind, _, _ in pred_spans & gold_spans)  # same type, start and end
     per_type = {
-        kind: {**_prf(correct[kind], predicted[kind], gold[kind]), "correct": correct[kind], "predicted": predicted[kind], "gold": gold[kind]}
+        kind: {
+            **_prf(correct[kind], predicted[kind], gold[kind]),
+            "correct": correct[kind],
+            "predicted": predicted[kind],
+            "gold": gold[kind],
+        }
         for kind in sorted(predicted.keys() | gold.keys())
     }
     totals = sum(correct.values()), sum(predicted.values()), sum(gold.values())

@@ -86,7 +86,14 @@ class MultiTaskModel(nn.Module):
     """A BertModel (`bert`, as in transformers' BertForSequenceClassification) and a named set of heads,
     all fed by one encoder pass."""
 
-    def __init__(self, bert: BertModel, tasks: Sequence[TaskSpec], pooling: PoolingMode = "mean", dropout: float = 0.1, seed: int = 0):
+    def __init__(
+        self,
+        bert: BertModel,
+        tasks: Sequence[TaskSpec],
+        pooling: PoolingMode = "mean",
+        dropout: float = 0.1,
+        seed: int = 0,
+    ):
         super().__init__()
         self.bert = bert
         self.pooling = pooling
@@ -96,7 +103,9 @@ class MultiTaskModel(nn.Module):
         size = bert.config.hidden_size
         self.heads = nn.ModuleDict(
             {
-                t.name: SentenceClassificationHead(size, len(t.labels), t.hidden, dropout) if t.kind == "sentence" else TokenClassificationHead(size, len(t.labels), dropout)
+                t.name: SentenceClassificationHead(size, len(t.labels), t.hidden, dropout)
+                if t.kind == "sentence"
+                else TokenClassificationHead(size, len(t.labels), dropout)
                 for t in tasks
             }
         )
@@ -106,7 +115,9 @@ class MultiTaskModel(nn.Module):
     def num_layers(self) -> int:
         return self.bert.num_layers
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: dict[str, torch.Tensor] | None = None) -> MultiTaskOutput:
+    def forward(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: dict[str, torch.Tensor] | None = None
+    ) -> MultiTaskOutput:
         """(B, T) ids and mask -> every head's logits; a loss per task for the tasks in `labels`.
 
         labels: task -> (B,) label ids for sentence tasks, (B, T) for token tasks (IGNORE_INDEX where unlabelled).
@@ -115,7 +126,11 @@ class MultiTaskModel(nn.Module):
         return self.forward_from_layer(x, attention_mask, 0, labels)
 
     def forward_from_layer(
-        self, x: torch.Tensor, attention_mask: torch.Tensor, first_layer: int, labels: dict[str, torch.Tensor] | None = None
+        self,
+        x: torch.Tensor,
+        attention_mask: torch.Tensor,
+        first_layer: int,
+        labels: dict[str, torch.Tensor] | None = None,
     ) -> MultiTaskOutput:
         """Continue from the input of block `first_layer` (0 = the embeddings' output), then apply every head.
 
@@ -123,7 +138,9 @@ class MultiTaskModel(nn.Module):
         """
         hidden = self.bert.run_layers(x, attention_mask, slice(first_layer, None))  # (B, T, C)
         sentence = pool(hidden, attention_mask, self.pooling)  # (B, C)
-        logits = {name: head(sentence if self.tasks[name].kind == "sentence" else hidden) for name, head in self.heads.items()}
+        logits = {
+            name: head(sentence if self.tasks[name].kind == "sentence" else hidden) for name, head in self.heads.items()
+        }
         losses = {}
         for name, target in (labels or {}).items():
             if self.tasks[name].kind == "sentence":
@@ -136,7 +153,9 @@ class MultiTaskModel(nn.Module):
 # --------------------------------------------------------------------------- saving and loading
 
 
-def save_model(model: MultiTaskModel, folder: Path, *, backbone_sha256: str, backbone_trained: bool, extra: dict | None = None) -> None:
+def save_model(
+    model: MultiTaskModel, folder: Path, *, backbone_sha256: str, backbone_trained: bool, extra: dict | None = None
+) -> None:
     """heads.safetensors + config.json (+ backbone.safetensors when the backbone was trained), each written atomically."""
     from safetensors.torch import save
 
@@ -168,23 +187,38 @@ def read_model_config(folder: Path) -> dict:
         config = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise WeightsError(f"{path} is not valid JSON ({e}); retrain or restore the model folder") from None
-    if not isinstance(config, dict) or not isinstance(config.get("tasks"), list) or not isinstance(config.get("backbone"), dict):
+    if (
+        not isinstance(config, dict)
+        or not isinstance(config.get("tasks"), list)
+        or not isinstance(config.get("backbone"), dict)
+    ):
         if (folder / "model.safetensors").is_file() and not (folder / HEADS_FILE).is_file():
             raise WeightsError(
                 f"{folder} is an encoder checkpoint, not a heads folder; --model takes a folder written by python -m heads.train "
                 "(heads.safetensors and a config.json with its tasks), or leave it out for the shipped heads"
             )
-        raise WeightsError(f"{path} lists no tasks and backbone, so it was not written by python -m heads.train; retrain or restore the model folder")
+        raise WeightsError(
+            f"{path} lists no tasks and backbone, so it was not written by python -m heads.train; retrain or restore the model folder"
+        )
     for i, task in enumerate(config["tasks"]):
         ok = isinstance(task, dict) and isinstance(task.get("name"), str) and task.get("kind") in ("sentence", "token")
-        if not ok or not isinstance(task.get("labels"), list) or not task["labels"] or not all(isinstance(label, str) for label in task["labels"]):
-            raise WeightsError(f"{path}: tasks[{i}] needs a name, a kind (sentence or token) and a list of labels; retrain or restore the model folder")
+        if (
+            not ok
+            or not isinstance(task.get("labels"), list)
+            or not task["labels"]
+            or not all(isinstance(label, str) for label in task["labels"])
+        ):
+            raise WeightsError(
+                f"{path}: tasks[{i}] needs a name, a kind (sentence or token) and a list of labels; retrain or restore the model folder"
+            )
     if not isinstance(config["backbone"].get("sha256"), str):
         raise WeightsError(f"{path}: the backbone has no sha256; retrain or restore the model folder")
     return config
 
 
-def load_model(folder: Path, bert: BertModel, stock_sha256: str, extra_tasks: Sequence[TaskSpec] = (), seed: int = 0) -> tuple[MultiTaskModel, dict]:
+def load_model(
+    folder: Path, bert: BertModel, stock_sha256: str, extra_tasks: Sequence[TaskSpec] = (), seed: int = 0
+) -> tuple[MultiTaskModel, dict]:
     """Rebuild a saved MultiTaskModel on `bert` (the stock backbone, replaced by backbone.safetensors when saved).
 
     The config's backbone sha256 must match what is loaded, so heads never run on a backbone they were
@@ -197,10 +231,14 @@ def load_model(folder: Path, bert: BertModel, stock_sha256: str, extra_tasks: Se
         path = folder / backbone["file"]
         if not path.is_file() or sha256_of(path) != backbone["sha256"]:
             actual = sha256_of(path) if path.is_file() else "missing"
-            raise WeightsError(f"{path}: sha256 mismatch: expected {backbone['sha256']}, actual {actual}; retrain or restore the model folder")
+            raise WeightsError(
+                f"{path}: sha256 mismatch: expected {backbone['sha256']}, actual {actual}; retrain or restore the model folder"
+            )
         fill_from_safetensors(bert, path)
     elif backbone["sha256"] != stock_sha256:
-        raise WeightsError(f"{folder / CONFIG_FILE}: heads were trained on backbone sha256 {backbone['sha256']}, but the loaded backbone is {stock_sha256}")
+        raise WeightsError(
+            f"{folder / CONFIG_FILE}: heads were trained on backbone sha256 {backbone['sha256']}, but the loaded backbone is {stock_sha256}"
+        )
     new = [t for t in extra_tasks if t.name not in {s.name for s in saved}]
     model = MultiTaskModel(bert, [*saved, *new], pooling=config.get("pooling", "mean"), seed=seed)
     heads = folder / HEADS_FILE
@@ -218,5 +256,7 @@ def load_model(folder: Path, bert: BertModel, stock_sha256: str, extra_tasks: Se
         try:
             load_state_strict(model.heads[task.name], own)
         except StateMismatch as e:
-            raise WeightsError(f"{heads}: the {task.name} head does not fit its config.json entry ({e}); retrain or restore the model folder") from None
+            raise WeightsError(
+                f"{heads}: the {task.name} head does not fit its config.json entry ({e}); retrain or restore the model folder"
+            ) from None
     return model.eval(), config

@@ -14,7 +14,8 @@ Word indices and token positions are 0-based; spans and windows are half-open (s
 
 from __future__ import annotations
 
-from typing import Sequence, TypeVar
+from collections.abc import Sequence
+from typing import TypeVar
 
 T = TypeVar("T")
 
@@ -43,7 +44,9 @@ def align_labels(word_ids: Sequence[int | None], word_labels: Sequence[int]) -> 
     return labels
 
 
-def first_subtoken_predictions(word_ids: Sequence[int | None], token_values: Sequence[T], num_words: int | None = None) -> list[T]:
+def first_subtoken_predictions(
+    word_ids: Sequence[int | None], token_values: Sequence[T], num_words: int | None = None
+) -> list[T]:
     """For each word index 0, 1, 2, ... the value at that word's first sub-token (the inverse of align_labels).
 
     `token_values` has one entry per sub-token (e.g. argmax tag ids), aligned with `word_ids`.

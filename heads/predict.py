@@ -49,11 +49,13 @@ class MultiTaskPredictor:
         self.stride = self.window // 2  # windows overlap by half, so every token gets a well-centred window
 
     @classmethod
-    def from_folder(cls, folder: str | Path | None = None, device: str | None = None) -> "MultiTaskPredictor":
+    def from_folder(cls, folder: str | Path | None = None, device: str | None = None) -> MultiTaskPredictor:
         """Load heads saved by heads.train (default: the shipped weights/heads/) on the stock backbone."""
         folder = Path(folder) if folder else SHIPPED_HEADS
         if not folder.is_dir():
-            raise WeightsError(f"model folder {folder} does not exist; train one with python -m heads.train --output {folder}")
+            raise WeightsError(
+                f"model folder {folder} does not exist; train one with python -m heads.train --output {folder}"
+            )
         stock = SentenceEncoder.from_pretrained(device=device)
         model, _ = load_model(folder, stock.model, stock.checkpoint.sha256)
         return cls(model.to(stock.device), stock.tokenizer, stock.device)
@@ -72,7 +74,9 @@ class MultiTaskPredictor:
         for batch in length_sorted_batches([len(ids) for _, _, ids in rows], batch_size):
             chunk = [rows[r] for r in batch]
             ids, mask = right_pad([ids for _, _, ids in chunk])
-            logits = self.model(ids.to(self.device), mask.to(self.device)).logits  # the encoder runs once for every head
+            logits = self.model(
+                ids.to(self.device), mask.to(self.device)
+            ).logits  # the encoder runs once for every head
             for row, (t, w, row_ids) in enumerate(chunk):
                 probs[t, w] = {name: logits[name][row].softmax(-1).cpu() for name in logits}
                 for name, task in self.model.tasks.items():
@@ -110,15 +114,24 @@ class MultiTaskPredictor:
             start = offsets[first_token[start_word]][0]
             end = offsets[last_token[end_word - 1]][1]
             score = sum(float(word_probs[w].max()) for w in range(start_word, end_word)) / (end_word - start_word)
-            entities.append({"text": text[start:end], "label": label, "start": start, "end": end, "score": round(score, 6)})
+            entities.append(
+                {"text": text[start:end], "label": label, "start": start, "end": end, "score": round(score, 6)}
+            )
         return entities
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = ArgumentParser(prog="python -m heads.predict", description="Question type, sentiment and entities for each text, as JSON lines.")
+    parser = ArgumentParser(
+        prog="python -m heads.predict",
+        description="Question type, sentiment and entities for each text, as JSON lines.",
+    )
     add_input_arguments(parser)
-    parser.add_argument("--model", "-m", default=None, help="a folder saved by python -m heads.train (default: weights/heads)")
-    parser.add_argument("--output", "-o", metavar="FILE", help="write the JSON lines here (atomically) instead of stdout")
+    parser.add_argument(
+        "--model", "-m", default=None, help="a folder saved by python -m heads.train (default: weights/heads)"
+    )
+    parser.add_argument(
+        "--output", "-o", metavar="FILE", help="write the JSON lines here (atomically) instead of stdout"
+    )
     parser.add_argument("--force", action="store_true", help="overwrite an existing --output file")
     parser.add_argument("--batch-size", "-b", type=positive_int, default=32)
     parser.add_argument("--device", default="cpu")

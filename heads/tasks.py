@@ -39,7 +39,9 @@ def read_split(task: str, split: str, data_dir: Path) -> list[SentenceExample] |
             return read_trec(data_dir / "trec" / "test.txt")
         train = read_trec(data_dir / "trec" / "train.txt")
         if len(train) <= TREC_DEV_SIZE:
-            raise ValueError(f"{data_dir / 'trec' / 'train.txt'} holds {len(train)} questions; more than {TREC_DEV_SIZE} are needed (a fixed {TREC_DEV_SIZE} are the dev split)")
+            raise ValueError(
+                f"{data_dir / 'trec' / 'train.txt'} holds {len(train)} questions; more than {TREC_DEV_SIZE} are needed (a fixed {TREC_DEV_SIZE} are the dev split)"
+            )
         dev_rows = set(random.Random(TREC_DEV_SEED).sample(range(len(train)), TREC_DEV_SIZE))
         return [ex for i, ex in enumerate(train) if (i in dev_rows) == (split == "dev")]
     if task == "sentiment":
@@ -82,7 +84,9 @@ def batch_labels(data: Encoded, indices: list[int], T: int) -> torch.Tensor:
 
 
 @torch.no_grad()
-def predict_logits(model: MultiTaskModel, data: Encoded, states: list[torch.Tensor] | None, first_layer: int, batch_size: int = 64) -> list[torch.Tensor]:
+def predict_logits(
+    model: MultiTaskModel, data: Encoded, states: list[torch.Tensor] | None, first_layer: int, batch_size: int = 64
+) -> list[torch.Tensor]:
     """Every example's logits for its task, longest first in batches, returned in input order (unpadded)."""
     was_training = model.training
     model.eval()

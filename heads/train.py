@@ -90,10 +90,12 @@ class TrainConfig:
                 if name not in TASKS:
                     raise ValueError(f"{option} '{name}={value}': expected TASK=VALUE with TASK in {', '.join(TASKS)}")
                 if option == "--limit" and value < 1:
-                    raise ValueError(f"{option} '{name}={value}': train on at least 1 example (leave the task out of --tasks to train none)")
+                    raise ValueError(
+                        f"{option} '{name}={value}': train on at least 1 example (leave the task out of --tasks to train none)"
+                    )
 
     @classmethod
-    def from_args(cls, args: argparse.Namespace) -> "TrainConfig":
+    def from_args(cls, args: argparse.Namespace) -> TrainConfig:
         """The job that parse_args' Namespace describes; a bad TASK=VALUE is a ValueError naming the option."""
         values = {f.name: getattr(args, f.name) for f in fields(cls) if hasattr(args, f.name)}
         values |= {
@@ -152,7 +154,7 @@ def frozen_states(model: MultiTaskModel, data: Encoded, n_frozen: int, batch_siz
 def task_probabilities(sizes: dict[str, int], sampling: str, temperature: float) -> dict[str, float]:
     """proportional: n_i / N; uniform: 1 / k; temperature: n_i^(1/T), normalized (T=1 is proportional)."""
     if sampling == "uniform":
-        weights = {t: 1.0 for t in sizes}
+        weights = dict.fromkeys(sizes, 1.0)
     elif sampling == "proportional":
         weights = {t: float(n) for t, n in sizes.items()}
     elif sampling == "temperature":
@@ -185,14 +187,19 @@ def linear_schedule(warmup_steps: int, total_steps: int):
     return factor
 
 
-def make_optimizer(model: MultiTaskModel, lr_backbone: float, lr_heads: float, weight_decay: float) -> torch.optim.AdamW:
+def make_optimizer(
+    model: MultiTaskModel, lr_backbone: float, lr_heads: float, weight_decay: float
+) -> torch.optim.AdamW:
     """Two learning rates; no weight decay on biases and LayerNorm weights, as in BERT fine-tuning."""
     groups = []
     for params, lr in ((model.encoder.named_parameters(), lr_backbone), (model.heads.named_parameters(), lr_heads)):
         trainable = [(n, p) for n, p in params if p.requires_grad]
         decay = [p for n, p in trainable if p.ndim > 1]
         no_decay = [p for n, p in trainable if p.ndim <= 1]
-        groups += [{"params": decay, "lr": lr, "weight_decay": weight_decay}, {"params": no_decay, "lr": lr, "weight_decay": 0.0}]
+        groups += [
+            {"params": decay, "lr": lr, "weight_decay": weight_decay},
+            {"params": no_decay, "lr": lr, "weight_decay": 0.0},
+        ]
     return torch.optim.AdamW([g for g in groups if g["params"]])
 
 
@@ -235,12 +242,16 @@ def build(config: TrainConfig) -> Job:
     backbone_trained = False
     if config.init_from:
         new_tasks = [TASKS[t] for t in config.tasks]
-        model, init_config = load_model(config.init_from, stock.model, stock.checkpoint.sha256, extra_tasks=new_tasks, seed=config.seed)
+        model, init_config = load_model(
+            config.init_from, stock.model, stock.checkpoint.sha256, extra_tasks=new_tasks, seed=config.seed
+        )
         backbone_trained = bool(init_config["backbone"].get("file"))
     else:
         hidden = config.sentence_hidden or None
         specs = [replace(TASKS[t], hidden=hidden) if TASKS[t].kind == "sentence" else TASKS[t] for t in config.tasks]
-        model = MultiTaskModel(stock.model, specs, pooling=stock.config.pooling, dropout=config.dropout, seed=config.seed)
+        model = MultiTaskModel(
+            stock.model, specs, pooling=stock.config.pooling, dropout=config.dropout, seed=config.seed
+        )
     if bad_heads := [h for h in config.freeze_heads if h not in model.tasks]:
         raise ValueError(f"--freeze-heads {','.join(bad_heads)}: the model has heads {', '.join(model.tasks)}")
     n_frozen = frozen_layers(config.freeze, model.num_layers)
@@ -262,11 +273,15 @@ def load_data(config: TrainConfig, job: Job) -> dict[str, dict[str, Encoded]]:
         dev = read_split(name, "dev", config.data_dir)[: config.dev_limit or None]
         splits["dev"][name] = encode_examples(TASKS[name], dev, job.tokenizer)
         if config.eval_test:
-            splits["test"][name] = encode_examples(TASKS[name], read_split(name, "test", config.data_dir), job.tokenizer)
+            splits["test"][name] = encode_examples(
+                TASKS[name], read_split(name, "test", config.data_dir), job.tokenizer
+            )
     return splits
 
 
-def cache_frozen(config: TrainConfig, job: Job, splits: dict[str, dict[str, Encoded]]) -> dict[tuple[str, str], list[torch.Tensor]]:
+def cache_frozen(
+    config: TrainConfig, job: Job, splits: dict[str, dict[str, Encoded]]
+) -> dict[tuple[str, str], list[torch.Tensor]]:
     """3. The frozen bottom's output for every example, run once: (split, task) -> (T_i, C) states. Empty when nothing is frozen."""
     if job.n_frozen is None:
         return {}
@@ -294,13 +309,15 @@ class Fit:
 def fit(config: TrainConfig, job: Job, splits: dict[str, dict[str, Encoded]], states: dict) -> Fit:
     """4. Train: each step draws a task and a batch of it; dev is scored after every epoch and the best epoch kept."""
     model, first_layer, train_sets = job.model, job.first_layer, splits["train"]
-    loss_weights = {t: 1.0 for t in config.tasks} | config.loss_weight
+    loss_weights = dict.fromkeys(config.tasks, 1.0) | config.loss_weight
     sizes = {t: len(d) for t, d in train_sets.items()}
     probs = task_probabilities(sizes, config.sampling, config.temperature)
     steps_per_epoch = math.ceil(sum(sizes.values()) / config.batch_size)
     total_steps = config.max_steps or steps_per_epoch * config.epochs
     optimizer = make_optimizer(model, config.lr_backbone, config.lr_heads, config.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, linear_schedule(max(1, int(config.warmup * total_steps)), total_steps))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, linear_schedule(max(1, int(config.warmup * total_steps)), total_steps)
+    )
     rng = random.Random(config.seed)
     queues: dict[str, list[list[int]]] = {t: [] for t in train_sets}
 
@@ -319,7 +336,9 @@ def fit(config: TrainConfig, job: Job, splits: dict[str, dict[str, Encoded]], st
                 with autocast(config):
                     if states:
                         x, mask = right_pad([states["train", name][i] for i in indices])
-                        out = model.forward_from_layer(x, mask, first_layer, {name: batch_labels(data, indices, mask.shape[1])})
+                        out = model.forward_from_layer(
+                            x, mask, first_layer, {name: batch_labels(data, indices, mask.shape[1])}
+                        )
                     else:
                         ids, mask = right_pad([data.ids[i] for i in indices])
                         out = model(ids, mask, {name: batch_labels(data, indices, mask.shape[1])})
@@ -327,7 +346,9 @@ def fit(config: TrainConfig, job: Job, splits: dict[str, dict[str, Encoded]], st
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 if config.max_grad_norm > 0:
-                    torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], config.max_grad_norm)
+                    torch.nn.utils.clip_grad_norm_(
+                        [p for p in model.parameters() if p.requires_grad], config.max_grad_norm
+                    )
                 optimizer.step()
                 scheduler.step()
                 step += 1
@@ -336,7 +357,14 @@ def fit(config: TrainConfig, job: Job, splits: dict[str, dict[str, Encoded]], st
                 bar.set_postfix(loss=f"{np.mean(losses[-50:]):.3f}")
             dev = evaluate(config, job, splits["dev"], states, "dev")
             selection = float(np.mean([dev[t] for t in train_sets]))
-            history.append({"epoch": epoch + 1, "step": step, "train_loss": round(float(np.mean(losses[-steps_per_epoch:])), 4), "dev": dev})
+            history.append(
+                {
+                    "epoch": epoch + 1,
+                    "step": step,
+                    "train_loss": round(float(np.mean(losses[-steps_per_epoch:])), 4),
+                    "dev": dev,
+                }
+            )
             if not config.quiet:
                 print(f"epoch {epoch + 1}: dev {dev}", file=sys.stderr)
             if best_epoch is None or selection > best_selection:
@@ -354,10 +382,15 @@ def autocast(config: TrainConfig):
 def evaluate(config: TrainConfig, job: Job, sets: dict[str, Encoded], states: dict, split: str) -> dict[str, float]:
     """Each task's score (0..100) on one split, from the cached frozen states where there are some."""
     with autocast(config):
-        return {name: round(score(d, predict_logits(job.model, d, states.get((split, name)), job.first_layer)), 2) for name, d in sets.items()}
+        return {
+            name: round(score(d, predict_logits(job.model, d, states.get((split, name)), job.first_layer)), 2)
+            for name, d in sets.items()
+        }
 
 
-def summarize(config: TrainConfig, job: Job, splits: dict[str, dict[str, Encoded]], states: dict, result: Fit, started: float) -> dict:
+def summarize(
+    config: TrainConfig, job: Job, splits: dict[str, dict[str, Encoded]], states: dict, result: Fit, started: float
+) -> dict:
     """5. The summary printed as JSON and saved in the model's config.json, with the test scores under --eval-test."""
     summary = {
         "command": config.command,
@@ -397,7 +430,9 @@ def train(config: TrainConfig) -> dict:
     summary = summarize(config, job, splits, states, result, started)
     backbone_trained = job.n_frozen != job.model.num_layers or job.backbone_trained_before
     extra = {"training": summary, "scores": summary["scores"]}
-    save_model(job.model, config.output, backbone_sha256=job.stock_sha256, backbone_trained=backbone_trained, extra=extra)
+    save_model(
+        job.model, config.output, backbone_sha256=job.stock_sha256, backbone_trained=backbone_trained, extra=extra
+    )
     return summary
 
 
@@ -413,33 +448,75 @@ def non_negative_int(value: str) -> int:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = ArgumentParser(prog="python -m heads.train", description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--tasks", default="question_type,sentiment,ner", help="comma-separated tasks to train (default: all three)")
-    parser.add_argument("--data-dir", default=str(DEFAULT_DATA_DIR), help="folder with trec/, sst2/, conll2003/ (default: ../shared/data)")
-    parser.add_argument("--output", "-o", required=True, help="folder to save heads.safetensors, config.json (and backbone.safetensors)")
+    parser = ArgumentParser(
+        prog="python -m heads.train",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--tasks", default="question_type,sentiment,ner", help="comma-separated tasks to train (default: all three)"
+    )
+    parser.add_argument(
+        "--data-dir",
+        default=str(DEFAULT_DATA_DIR),
+        help="folder with trec/, sst2/, conll2003/ (default: ../shared/data)",
+    )
+    parser.add_argument(
+        "--output", "-o", required=True, help="folder to save heads.safetensors, config.json (and backbone.safetensors)"
+    )
     parser.add_argument("--force", action="store_true", help="overwrite an existing --output folder's model")
     parser.add_argument("--backbone", default=None, help="minilm checkpoint name or folder (default: all-MiniLM-L6-v2)")
-    parser.add_argument("--init-from", metavar="DIR", help="start from a model saved by heads.train (its backbone and heads)")
+    parser.add_argument(
+        "--init-from", metavar="DIR", help="start from a model saved by heads.train (its backbone and heads)"
+    )
     parser.add_argument("--freeze", default="none", help="none | embeddings | layers:K | backbone (default: none)")
-    parser.add_argument("--freeze-heads", default="", type=lambda s: [h for h in s.split(",") if h], help="comma-separated heads to keep fixed")
-    parser.add_argument("--limit", action="append", default=[], metavar="TASK=N", help="use N training examples of TASK (seeded sample)")
+    parser.add_argument(
+        "--freeze-heads",
+        default="",
+        type=lambda s: [h for h in s.split(",") if h],
+        help="comma-separated heads to keep fixed",
+    )
+    parser.add_argument(
+        "--limit", action="append", default=[], metavar="TASK=N", help="use N training examples of TASK (seeded sample)"
+    )
     parser.add_argument("--sampling", default="proportional", choices=["proportional", "uniform", "temperature"])
     parser.add_argument("--temperature", type=float, default=2.0, help="T for --sampling temperature (default: 2)")
     parser.add_argument("--loss-weight", action="append", default=[], metavar="TASK=W", help="scale TASK's loss by W")
     parser.add_argument("--epochs", type=positive_int, default=3)
-    parser.add_argument("--max-steps", type=non_negative_int, default=0, help="stop after this many steps (0: epochs decide)")
+    parser.add_argument(
+        "--max-steps", type=non_negative_int, default=0, help="stop after this many steps (0: epochs decide)"
+    )
     parser.add_argument("--batch-size", type=positive_int, default=32)
     parser.add_argument("--lr-backbone", type=float, default=5e-5)
     parser.add_argument("--lr-heads", type=float, default=1e-3)
     parser.add_argument("--weight-decay", type=float, default=0.01)
-    parser.add_argument("--max-grad-norm", type=float, default=1.0, help="clip each step's gradient norm to this (0: no clipping; default: 1)")
+    parser.add_argument(
+        "--max-grad-norm",
+        type=float,
+        default=1.0,
+        help="clip each step's gradient norm to this (0: no clipping; default: 1)",
+    )
     parser.add_argument("--warmup", type=float, default=0.1, help="fraction of steps for linear warmup (default: 0.1)")
     parser.add_argument("--dropout", type=float, default=0.1, help="head dropout (default: 0.1)")
-    parser.add_argument("--sentence-hidden", type=non_negative_int, default=0, metavar="N", help="give sentence heads one hidden layer of N units (default: none)")
+    parser.add_argument(
+        "--sentence-hidden",
+        type=non_negative_int,
+        default=0,
+        metavar="N",
+        help="give sentence heads one hidden layer of N units (default: none)",
+    )
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--bf16", action="store_true", help="bfloat16 autocast on CPU (fast only where the CPU has AMX or AVX512-BF16)")
+    parser.add_argument(
+        "--bf16", action="store_true", help="bfloat16 autocast on CPU (fast only where the CPU has AMX or AVX512-BF16)"
+    )
     parser.add_argument("--eval-test", action="store_true", help="also score the best model on the test sets")
-    parser.add_argument("--dev-limit", type=non_negative_int, default=0, metavar="N", help="score only the first N dev examples per task (quick runs; default: all)")
+    parser.add_argument(
+        "--dev-limit",
+        type=non_negative_int,
+        default=0,
+        metavar="N",
+        help="score only the first N dev examples per task (quick runs; default: all)",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines on stderr")
     args = parser.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)  # recorded in the saved config
@@ -459,7 +536,9 @@ def check_output_folder(output: Path, force: bool) -> None:
         with tempfile.TemporaryFile(dir=existing):
             pass
     except OSError as e:
-        raise ValueError(f"--output {output}: cannot write in {existing} ({e.strerror or e}); choose a writable folder") from None
+        raise ValueError(
+            f"--output {output}: cannot write in {existing} ({e.strerror or e}); choose a writable folder"
+        ) from None
 
 
 def main(argv: list[str] | None = None) -> int:

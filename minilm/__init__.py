@@ -14,4 +14,13 @@ from .sentence_encoder import EncodeResult, SentenceEncoder
 from .weights import Checkpoint, WeightsError, load_checkpoint, resolve_checkpoint
 
 __version__ = "0.1.0"
-__all__ = ["BertConfig", "BertModel", "Checkpoint", "EncodeResult", "SentenceEncoder", "WeightsError", "load_checkpoint", "resolve_checkpoint"]
+__all__ = [
+    "BertConfig",
+    "BertModel",
+    "Checkpoint",
+    "EncodeResult",
+    "SentenceEncoder",
+    "WeightsError",
+    "load_checkpoint",
+    "resolve_checkpoint",
+]

@@ -22,6 +22,7 @@ import the library and this module, and the library never imports an entry point
 from __future__ import annotations
 
 import argparse
+import contextlib
 import itertools
 import os
 import signal
@@ -34,7 +35,16 @@ from typing import TextIO
 
 import numpy as np
 
-from .corpus.textio import RECORD_SUFFIXES, BadRecord, EmptyLine, InputError, decoded_lines, open_input, read_records, require_input_file
+from .corpus.textio import (
+    RECORD_SUFFIXES,
+    BadRecord,
+    EmptyLine,
+    InputError,
+    decoded_lines,
+    open_input,
+    read_records,
+    require_input_file,
+)
 from .sentence_encoder import cosine_similarity
 from .weights import WeightsError
 
@@ -80,7 +90,10 @@ def run(work: Callable[[], int], user_errors: tuple[type[Exception], ...] = USER
         return 0
     except OSError as e:  # what is left: stdout or stderr on a full disk (`> /dev/full`); files have their own errors
         _quiet_stdout()
-        print(f"error: cannot write the output: {e.strerror or e}{f' ({e.filename})' if e.filename else ''}", file=sys.stderr)
+        print(
+            f"error: cannot write the output: {e.strerror or e}{f' ({e.filename})' if e.filename else ''}",
+            file=sys.stderr,
+        )
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
@@ -95,10 +108,8 @@ def run(work: Callable[[], int], user_errors: tuple[type[Exception], ...] = USER
 
 def _quiet_stdout() -> None:
     """Drop what is still buffered for a stdout that cannot take it, so the exit flush raises nothing."""
-    try:
+    with contextlib.suppress(OSError, AttributeError, ValueError):
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-    except (OSError, AttributeError, ValueError):
-        pass
 
 
 # --------------------------------------------------------------------------- options and inputs shared by the commands
@@ -143,10 +154,16 @@ def add_input_arguments(parser: argparse.ArgumentParser) -> None:
     """The `TEXT ...` / `-` / `--input FILE` / `--text-field` options, shared with `python -m heads.predict`."""
     parser.add_argument("texts", nargs="*", help="texts as arguments; '-' reads one text per line from stdin")
     parser.add_argument(
-        "--input", "-i", metavar="FILE", help="one text per line, or .jsonl/.csv/.tsv/.parquet with a text field; '-' for stdin"
+        "--input",
+        "-i",
+        metavar="FILE",
+        help="one text per line, or .jsonl/.csv/.tsv/.parquet with a text field; '-' for stdin",
     )
     parser.add_argument(
-        "--text-field", "--text-column", default="text", help='the text field or column of .jsonl, .csv, .tsv and .parquet input (default: "text")'
+        "--text-field",
+        "--text-column",
+        default="text",
+        help='the text field or column of .jsonl, .csv, .tsv and .parquet input (default: "text")',
     )
 
 
@@ -164,7 +181,9 @@ def gather_texts(args: argparse.Namespace, default: list[str] | None = DEMO_SENT
             try:
                 text.encode("utf-8")
             except UnicodeEncodeError:
-                raise InputError(f"text argument {number} is not valid UTF-8; pass UTF-8 text, or the texts in a file with --input") from None
+                raise InputError(
+                    f"text argument {number} is not valid UTF-8; pass UTF-8 text, or the texts in a file with --input"
+                ) from None
     elif default is None:
         raise InputError("no texts given: pass them as arguments, with --input FILE, or '-' for stdin")
     else:

@@ -53,7 +53,9 @@ def write_jsonl(out: TextIO, texts: list[str], result: EncodeResult) -> None:
     for text, vector, n_tokens, truncated in zip(texts, result.embeddings, result.n_tokens, result.truncated):
         # %.9g round-trips float32 exactly and keeps the file about half the size of repr(float)
         embedding = "[" + ",".join(f"{v:.9g}" for v in vector.tolist()) + "]"
-        out.write(f'{{"text": {json.dumps(text, ensure_ascii=False)}, "embedding": {embedding}, "n_tokens": {n_tokens}, "truncated": {json.dumps(truncated)}}}\n')
+        out.write(
+            f'{{"text": {json.dumps(text, ensure_ascii=False)}, "embedding": {embedding}, "n_tokens": {n_tokens}, "truncated": {json.dumps(truncated)}}}\n'
+        )
 
 
 def output_format(output: str | None) -> str:
@@ -133,56 +135,93 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     add_input_arguments(parser.add_argument_group("input"))
     output = parser.add_argument_group("output (the mode follows from --output; see below)")
     output.add_argument(
-        "--output", "-o", metavar="FILE|DIR/",
+        "--output",
+        "-o",
+        metavar="FILE|DIR/",
         help="write here (atomically) instead of stdout. A folder (existing, or ending in /) gets streamed, resumable "
         "shards of an --input file",
-    )  # fmt: skip
+    )
     output.add_argument(
-        "--format", "-f", choices=["table", "jsonl", "npy", "shards"], default=None,
+        "--format",
+        "-f",
+        choices=["table", "jsonl", "npy", "shards"],
+        default=None,
         help="table, jsonl or npy for all texts at once (default: table, or what a .jsonl/.npy --output names); "
         "shards when --output is a folder",
-    )  # fmt: skip
-    output.add_argument("--force", action="store_true", help="overwrite an existing --output file, or start a shard folder over")
+    )
     output.add_argument(
-        "--verify", metavar="DIR", help="embed nothing: check every shard of DIR against its manifest (sizes, sha256) and the input's hash"
+        "--force", action="store_true", help="overwrite an existing --output file, or start a shard folder over"
+    )
+    output.add_argument(
+        "--verify",
+        metavar="DIR",
+        help="embed nothing: check every shard of DIR against its manifest (sizes, sha256) and the input's hash",
     )
     model = parser.add_argument_group("model and compute")
     model.add_argument("--model", "-m", default=None, help=f"checkpoint name or folder (default: {DEFAULT_CHECKPOINT})")
     model.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default: cpu)")
     model.add_argument(
-        "--dtype", choices=COMPUTE_DTYPES, default="float32",
+        "--dtype",
+        choices=COMPUTE_DTYPES,
+        default="float32",
         help="compute precision, what the model runs in: float32 is exact (default); bfloat16/float16 are faster on GPUs "
         "and AMX CPUs, and fall back to float32 with a note on CPUs without native support. Not how vectors are stored: see --precision",
-    )  # fmt: skip
+    )
     model.add_argument(
-        "--tokenizer", choices=TOKENIZER_KINDS, default="fast",
+        "--tokenizer",
+        choices=TOKENIZER_KINDS,
+        default="fast",
         help="fast: the Rust tokenizers library (default); python: minilm.text.wordpiece, the same ids in plain Python (slower)",
-    )  # fmt: skip
+    )
     model.add_argument("--batch-size", "-b", type=positive_int, default=32, help="texts per forward pass (default: 32)")
-    model.add_argument("--max-batch-tokens", type=positive_int, default=None, metavar="N", help="also cap each batch at N tokens, padding included")
+    model.add_argument(
+        "--max-batch-tokens",
+        type=positive_int,
+        default=None,
+        metavar="N",
+        help="also cap each batch at N tokens, padding included",
+    )
     model.add_argument("--no-normalize", action="store_true", help="skip L2 normalization of the embeddings")
     model.add_argument("--no-verify", action="store_true", help="skip the sha256 check (for your own checkpoints)")
-    model.add_argument("--download", action="store_true", help="if the checkpoint is not found locally, download it from the hub")
+    model.add_argument(
+        "--download", action="store_true", help="if the checkpoint is not found locally, download it from the hub"
+    )
     shards = parser.add_argument_group("shards (--input FILE --output DIR/)")
-    shards.add_argument("--shard-size", type=positive_int, default=None, metavar="N", help="texts per shard (default: 10000)")
-    shards.add_argument("--id-field", "--id-column", default=None, help="the field or column that holds the ids, also for --engine ray (default: line numbers)")
     shards.add_argument(
-        "--precision", choices=STORED_PRECISIONS, default="float32",
+        "--shard-size", type=positive_int, default=None, metavar="N", help="texts per shard (default: 10000)"
+    )
+    shards.add_argument(
+        "--id-field",
+        "--id-column",
+        default=None,
+        help="the field or column that holds the ids, also for --engine ray (default: line numbers)",
+    )
+    shards.add_argument(
+        "--precision",
+        choices=STORED_PRECISIONS,
+        default="float32",
         help="storage precision, how shards store the vectors: float32 (default), float16, int8/uint8 (ranges calibrated on the "
         "first shard), binary/ubinary (packed sign bits). Not what the model computes in: see --dtype",
-    )  # fmt: skip
+    )
     shards.add_argument(
-        "--skip-bad-lines", action="store_true",
+        "--skip-bad-lines",
+        action="store_true",
         help="skip and count input records that cannot be embedded (invalid JSON, missing field, not UTF-8, empty line) "
         "instead of stopping at the first",
-    )  # fmt: skip
+    )
     ray = parser.add_argument_group("Ray (--engine ray --input FILE --output DIR/)")
     ray.add_argument(
-        "--engine", choices=["local", "ray"], default="local",
+        "--engine",
+        choices=["local", "ray"],
+        default="local",
         help="local: this process (default); ray: Ray Data, writing Parquet files of (id, embedding) to --output DIR/",
-    )  # fmt: skip
-    ray.add_argument("--ray-address", metavar="ADDR", help="the cluster to join (auto, HEAD:6379, ray://...); default: a local one")
-    ray.add_argument("--concurrency", type=positive_int, metavar="N", help="actors, i.e. model copies (default: as many as fit)")
+    )
+    ray.add_argument(
+        "--ray-address", metavar="ADDR", help="the cluster to join (auto, HEAD:6379, ray://...); default: a local one"
+    )
+    ray.add_argument(
+        "--concurrency", type=positive_int, metavar="N", help="actors, i.e. model copies (default: as many as fit)"
+    )
     return parser.parse_args(argv)
 
 
@@ -201,11 +240,19 @@ def embed_to_shards(args: argparse.Namespace) -> int:
     if not args.output:
         raise InputError("--format shards needs --output DIR/")
     if args.id_field and Path(args.input).suffix.lower() not in RECORD_SUFFIXES:
-        raise InputError(f"--id-field names a field of .jsonl, .csv, .tsv or .parquet input; the ids of {args.input} are its line numbers")
+        raise InputError(
+            f"--id-field names a field of .jsonl, .csv, .tsv or .parquet input; the ids of {args.input} are its line numbers"
+        )
     settings = CorpusSettings(
-        args.shard_size or CorpusSettings.shard_rows, args.text_field, args.id_field, args.batch_size, args.max_batch_tokens,
-        False if args.no_normalize else None, args.precision, args.skip_bad_lines,
-    )  # fmt: skip
+        args.shard_size or CorpusSettings.shard_rows,
+        args.text_field,
+        args.id_field,
+        args.batch_size,
+        args.max_batch_tokens,
+        False if args.no_normalize else None,
+        args.precision,
+        args.skip_bad_lines,
+    )
     encoder = load_encoder_for(args)
     manifest = embed_corpus(encoder, Path(args.input), Path(args.output), settings, force=args.force)
     shards = manifest["shards"]
@@ -213,13 +260,22 @@ def embed_to_shards(args: argparse.Namespace) -> int:
         raise InputError(f"{args.input} holds no texts to embed ({manifest['skipped']['count']} bad lines skipped)")
     if n_truncated := sum(s.get("truncated", 0) for s in shards):
         longest = max(s.get("longest", 0) for s in shards)
-        print(f"warning: {n_truncated} of {manifest['rows']} texts exceed {encoder.max_seq_length} tokens and were truncated (longest: {longest} tokens)", file=sys.stderr)
+        print(
+            f"warning: {n_truncated} of {manifest['rows']} texts exceed {encoder.max_seq_length} tokens and were truncated (longest: {longest} tokens)",
+            file=sys.stderr,
+        )
     for key, what in (("skipped", "skipped {} bad lines"), ("repeated_ids", "warning: {} ids repeat an earlier one")):
         if count := manifest[key]["count"]:
-            print(f"{what.format(count)} (listed in {Path(args.output) / 'manifest.json'}); first: {manifest[key]['examples'][0]}", file=sys.stderr)
+            print(
+                f"{what.format(count)} (listed in {Path(args.output) / 'manifest.json'}); first: {manifest[key]['examples'][0]}",
+                file=sys.stderr,
+            )
     if manifest["stopped_by"]:
         why = "interrupted" if manifest["stopped_by"] == "SIGINT" else "terminated"
-        print(f"{why}: {manifest['rows']} texts in {len(shards)} shards are safe in {args.output}; rerun the same command to continue", file=sys.stderr)
+        print(
+            f"{why}: {manifest['rows']} texts in {len(shards)} shards are safe in {args.output}; rerun the same command to continue",
+            file=sys.stderr,
+        )
         return EXIT_INTERRUPTED if why == "interrupted" else EXIT_TERMINATED
     print(f"{manifest['rows']} embeddings in {len(shards)} shards in {args.output}", file=sys.stderr)
     return 0
@@ -232,7 +288,9 @@ def verify_folder(folder: str) -> int:
     manifest = verify_shards(folder)
     where = manifest["input"]["path"]
     if Path(where).is_file() and input_fingerprint(Path(where)) != manifest["input"]:
-        raise InputError(f"{where} has changed since {folder} was embedded from it; its rows are stale: rerun with --force to embed it again")
+        raise InputError(
+            f"{where} has changed since {folder} was embedded from it; its rows are stale: rerun with --force to embed it again"
+        )
     state = "complete" if manifest["complete"] else "unfinished: rerun the command that made it to continue"
     print(f"ok: {folder}: {manifest['rows']} rows in {len(manifest['shards'])} shards match the manifest ({state})")
     return 0
@@ -246,15 +304,27 @@ def embed_with_ray(args: argparse.Namespace) -> int:
     if not args.output:
         raise InputError("--engine ray needs --output DIR/ for its Parquet files")
     if args.format is not None or args.precision != "float32" or args.skip_bad_lines:
-        raise InputError("--engine ray writes float32 Parquet files and stops at a bad record; drop --format, --precision and --skip-bad-lines")
+        raise InputError(
+            "--engine ray writes float32 Parquet files and stops at a bad record; drop --format, --precision and --skip-bad-lines"
+        )
     if args.tokenizer != "fast":
         raise InputError("--engine ray's actors use the fast tokenizer; drop --tokenizer python")
     gpus = 1 if args.device.startswith("cuda") else 0
     rows = embed_files(
-        args.input, args.output, address=args.ray_address, text_field=args.text_field, id_field=args.id_field, model=args.model,
-        batch_size=args.batch_size, concurrency=args.concurrency, num_gpus=gpus, device=args.device, dtype=args.dtype,
-        normalize=False if args.no_normalize else None, force=args.force,
-    )  # fmt: skip
+        args.input,
+        args.output,
+        address=args.ray_address,
+        text_field=args.text_field,
+        id_field=args.id_field,
+        model=args.model,
+        batch_size=args.batch_size,
+        concurrency=args.concurrency,
+        num_gpus=gpus,
+        device=args.device,
+        dtype=args.dtype,
+        normalize=False if args.no_normalize else None,
+        force=args.force,
+    )
     print(f"{rows} embeddings in Parquet files (id, embedding) in {args.output}", file=sys.stderr)
     return 0
 
@@ -263,9 +333,13 @@ def load_encoder_for(args: argparse.Namespace) -> SentenceEncoder:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # the precision fallback is printed below, as one line
         encoder = SentenceEncoder.from_pretrained(
-            args.model, device=args.device, verify=not args.no_verify, download=args.download, dtype=args.dtype,
+            args.model,
+            device=args.device,
+            verify=not args.no_verify,
+            download=args.download,
+            dtype=args.dtype,
             tokenizer=args.tokenizer,
-        )  # fmt: skip
+        )
     if encoder.precision_note:
         print(f"note: {encoder.precision_note}", file=sys.stderr)
     return encoder
@@ -280,16 +354,29 @@ def embed(args: argparse.Namespace) -> int:
         raise InputError("--ray-address and --concurrency need --engine ray")
     if wants_shards(args):
         return embed_to_shards(args)
-    shard_only = [flag for flag, given in (("--precision", args.precision != "float32"), ("--skip-bad-lines", args.skip_bad_lines),
-                                           ("--shard-size", args.shard_size is not None), ("--id-field", args.id_field is not None)) if given]  # fmt: skip
+    shard_only = [
+        flag
+        for flag, given in (
+            ("--precision", args.precision != "float32"),
+            ("--skip-bad-lines", args.skip_bad_lines),
+            ("--shard-size", args.shard_size is not None),
+            ("--id-field", args.id_field is not None),
+        )
+        if given
+    ]
     if shard_only:
-        raise InputError(f"{' and '.join(shard_only)} apply to shard output: give --input FILE --output DIR/ (a folder ends in /)")
+        raise InputError(
+            f"{' and '.join(shard_only)} apply to shard output: give --input FILE --output DIR/ (a folder ends in /)"
+        )
     args.format = args.format or output_format(args.output)
     texts = gather_texts(args)
     output = check_output(args, len(texts))
     encoder = load_encoder_for(args)
     result = encoder.encode_detailed(
-        texts, batch_size=args.batch_size, normalize=False if args.no_normalize else None, max_batch_tokens=args.max_batch_tokens
+        texts,
+        batch_size=args.batch_size,
+        normalize=False if args.no_normalize else None,
+        max_batch_tokens=args.max_batch_tokens,
     )
     if n_truncated := sum(result.truncated):
         print(

@@ -81,7 +81,9 @@ def trace(encoder: SentenceEncoder, texts: list[str]) -> Trace:
     return Trace(texts, encodings, stages, attention)
 
 
-def strongest_links(trace: Trace, layer: int, sentence: int = 0, top: int = 3) -> tuple[float, list[tuple[str, str, float]]]:
+def strongest_links(
+    trace: Trace, layer: int, sentence: int = 0, top: int = 3
+) -> tuple[float, list[tuple[str, str, float]]]:
     """One layer's attention for one sentence, averaged over the heads.
 
     Returns the share of attention that goes to [CLS] and [SEP] (BERT parks much of it there), and the
@@ -94,7 +96,11 @@ def strongest_links(trace: Trace, layer: int, sentence: int = 0, top: int = 3) -
     to_special = weights[:, special].sum(dim=1).mean().item()
     words = weights.masked_fill(special[None, :] | special[:, None] | torch.eye(n, dtype=torch.bool), -1.0)
     order = words.flatten().argsort(descending=True)[:top].tolist()
-    links = [(f"{tokens[i // n]}({i // n})", f"{tokens[i % n]}({i % n})", words[i // n, i % n].item()) for i in order if words[i // n, i % n] >= 0]
+    links = [
+        (f"{tokens[i // n]}({i // n})", f"{tokens[i % n]}({i % n})", words[i // n, i % n].item())
+        for i in order
+        if words[i // n, i % n] >= 0
+    ]
     return to_special, links
 
 
@@ -109,12 +115,18 @@ def write_report(out, trace: Trace, top: int) -> None:
         out.write(f"sentence {s + 1}: {text!r}\n")
         out.write(f"  {'#':>3}  {'token':<14} {'id':>6}  offsets   text\n")
         for i, (token, id, (start, end)) in enumerate(zip(encoding.tokens, encoding.ids, encoding.offsets)):
-            out.write(f"  {i:>3}  {token:<14} {id:>6}  {f'({start}, {end})':<9} {text[start:end]!r}\n" if end else f"  {i:>3}  {token:<14} {id:>6}  (0, 0)    special\n")
-    out.write("\nstages (shape for the whole batch; first values of sentence 1, its [CLS] token while there are tokens):\n")
+            out.write(
+                f"  {i:>3}  {token:<14} {id:>6}  {f'({start}, {end})':<9} {text[start:end]!r}\n"
+                if end
+                else f"  {i:>3}  {token:<14} {id:>6}  (0, 0)    special\n"
+            )
+    out.write(
+        "\nstages (shape for the whole batch; first values of sentence 1, its [CLS] token while there are tokens):\n"
+    )
     width = max(len(stage.name) for stage in trace.stages)
     for stage in trace.stages:
-        out.write(f"  {stage.name:<{width}}  {str(tuple(stage.tensor.shape)):<13}  {first_values(stage.tensor)}\n")
-    for s, encoding in enumerate(trace.encodings):
+        out.write(f"  {stage.name:<{width}}  {tuple(stage.tensor.shape)!s:<13}  {first_values(stage.tensor)}\n")
+    for s in range(len(trace.encodings)):
         out.write(f"\nstrongest attention links, sentence {s + 1} (mean over heads; query -> key, weight):\n")
         for layer in range(len(trace.attention)):
             to_special, links = strongest_links(trace, layer, s, top)
@@ -133,11 +145,16 @@ def plot(trace: Trace, path: Path) -> None:
         matplotlib.use("Agg")  # files only, no window
         import matplotlib.pyplot as plt
     except ImportError:
-        raise InputError("--plot needs matplotlib, which is not installed: pip install 'minilm[viz]' (or pip install matplotlib)") from None
+        raise InputError(
+            "--plot needs matplotlib, which is not installed: pip install 'minilm[viz]' (or pip install matplotlib)"
+        ) from None
     tokens = trace.encodings[0].tokens
     n, L, H = len(tokens), len(trace.attention), trace.attention[0].shape[1]
     fig = plt.figure(figsize=PLOT_INCHES, dpi=PLOT_DPI)
-    fig.suptitle(f"Attention of every head for {shorten(trace.texts[0], 90)!r} (row: query token, column: key token)", fontsize=14)
+    fig.suptitle(
+        f"Attention of every head for {shorten(trace.texts[0], 90)!r} (row: query token, column: key token)",
+        fontsize=14,
+    )
     left, right = fig.add_gridspec(1, 2, width_ratios=[H, 4], wspace=0.12, left=0.05, right=0.98, top=0.92, bottom=0.1)
     grid = left.subgridspec(L, H, wspace=0.06, hspace=0.1)
     labels_size = max(4, min(8, 120 // n))
@@ -163,7 +180,9 @@ def plot(trace: Trace, path: Path) -> None:
     ax.set_xticks(range(len(numbers)), numbers)
     ax.set_yticks(range(len(numbers)), numbers)
     for (i, j), value in np.ndenumerate(sims):
-        ax.text(j, i, f"{value:.3f}", ha="center", va="center", fontsize=10, color="white" if abs(value) > 0.6 else "black")
+        ax.text(
+            j, i, f"{value:.3f}", ha="center", va="center", fontsize=10, color="white" if abs(value) > 0.6 else "black"
+        )
     ax.set_title("cosine similarity of the sentence vectors", fontsize=12)
     key = "\n".join(f"{i + 1}: {shorten(text, 45)}" for i, text in enumerate(trace.texts[:12]))
     ax.set_xlabel(key, fontsize=9, loc="left")
@@ -184,11 +203,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         epilog="With no sentences, explains the three demo sentences.",
     )
     parser.add_argument("texts", nargs="*", help="sentences to explain (default: the demo sentences)")
-    parser.add_argument("--top", type=int, default=3, metavar="N", help="attention links to show per layer (default: 3)")
-    parser.add_argument("--plot", metavar="FILE.png", help="also draw every head's attention and the cosine table (needs matplotlib)")
+    parser.add_argument(
+        "--top", type=int, default=3, metavar="N", help="attention links to show per layer (default: 3)"
+    )
+    parser.add_argument(
+        "--plot", metavar="FILE.png", help="also draw every head's attention and the cosine table (needs matplotlib)"
+    )
     parser.add_argument("--force", action="store_true", help="overwrite an existing --plot file")
-    parser.add_argument("--model", "-m", default=None, help=f"checkpoint name or folder (default: {DEFAULT_CHECKPOINT})")
-    parser.add_argument("--tokenizer", choices=TOKENIZER_KINDS, default="fast", help="fast (default) or python (minilm.wordpiece)")
+    parser.add_argument(
+        "--model", "-m", default=None, help=f"checkpoint name or folder (default: {DEFAULT_CHECKPOINT})"
+    )
+    parser.add_argument(
+        "--tokenizer", choices=TOKENIZER_KINDS, default="fast", help="fast (default) or python (minilm.wordpiece)"
+    )
     return parser.parse_args(argv)
 
 

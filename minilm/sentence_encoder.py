@@ -46,7 +46,9 @@ def check_texts(texts: Sequence[str]) -> list[str]:
         try:
             text.encode("utf-8")
         except UnicodeEncodeError as e:  # a lone surrogate, as Python decodes bytes that are not UTF-8 in argv
-            raise ValueError(f"texts[{i}] is not valid Unicode (a lone surrogate at character {e.start}); decode it as UTF-8 first") from None
+            raise ValueError(
+                f"texts[{i}] is not valid Unicode (a lone surrogate at character {e.start}); decode it as UTF-8 first"
+            ) from None
     return list(texts)
 
 
@@ -94,7 +96,9 @@ class SentenceEncoder:
         if self.precision_note:
             warnings.warn(self.precision_note, RuntimeWarning, stacklevel=3)
         self.model = model.to(self.device).eval()  # the plain model; its weights are cast to self.dtype
-        self.runner = inference_model(self.model, self.dtype)  # what encode() calls: the model, or its packed half-precision twin
+        self.runner = inference_model(
+            self.model, self.dtype
+        )  # what encode() calls: the model, or its packed half-precision twin
         self.tokenizer = tokenizer
         self.config = config
 
@@ -108,7 +112,7 @@ class SentenceEncoder:
         download: bool = False,
         dtype: ComputeDtype = "float32",
         tokenizer: TokenizerKind = "fast",
-    ) -> "SentenceEncoder":
+    ) -> SentenceEncoder:
         """Load a checkpoint by name or folder (default all-MiniLM-L6-v2), offline; see `minilm.weights.load_checkpoint`.
 
         dtype: the compute precision, "float32" (default, exact), "bfloat16" or "float16"; see minilm.model.precision.
@@ -137,7 +141,11 @@ class SentenceEncoder:
     # ------------------------------------------------------------------ batching
 
     def _hidden_states(
-        self, encodings: list[AnyEncoding], batch_size: int, max_batch_tokens: int | None, show_progress_bar: bool | None
+        self,
+        encodings: list[AnyEncoding],
+        batch_size: int,
+        max_batch_tokens: int | None,
+        show_progress_bar: bool | None,
     ) -> Iterator[tuple[list[int], torch.Tensor, TokenBatch]]:
         """Run the encoder longest-first. Yields (input indices, float32 hidden states (B, T, C), the batch)."""
         show = len(encodings) >= PROGRESS_BAR_MIN_TEXTS if show_progress_bar is None else show_progress_bar
@@ -192,11 +200,17 @@ class SentenceEncoder:
             caps the count). Short texts then share bigger batches and long ones smaller ones.
         """
         single = isinstance(texts, str)
-        result = self.encode_detailed([texts] if single else texts, batch_size, normalize, pooling, show_progress_bar, max_batch_tokens)
+        result = self.encode_detailed(
+            [texts] if single else texts, batch_size, normalize, pooling, show_progress_bar, max_batch_tokens
+        )
         return result.embeddings[0] if single else result.embeddings
 
     def encode_tokens(
-        self, texts: str | Sequence[str], batch_size: int = 32, show_progress_bar: bool | None = None, max_batch_tokens: int | None = None
+        self,
+        texts: str | Sequence[str],
+        batch_size: int = 32,
+        show_progress_bar: bool | None = None,
+        max_batch_tokens: int | None = None,
     ) -> list[np.ndarray]:
         """Token-level embeddings (the encoder's last hidden states, unpooled, unnormalized).
 
@@ -213,7 +227,9 @@ class SentenceEncoder:
                 out[i] = states[row, : lengths[row]].copy()
         return out
 
-    def similarity(self, a: str | Sequence[str] | np.ndarray, b: str | Sequence[str] | np.ndarray) -> np.ndarray | float:
+    def similarity(
+        self, a: str | Sequence[str] | np.ndarray, b: str | Sequence[str] | np.ndarray
+    ) -> np.ndarray | float:
         """Cosine similarity between texts or embeddings. (N, C) and (M, C) give (N, M); two single texts give a float."""
         single = isinstance(a, str) and isinstance(b, str)
         va = np.atleast_2d(self.encode(a) if not isinstance(a, np.ndarray) else a)

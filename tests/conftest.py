@@ -78,7 +78,9 @@ def stsb_sentences() -> list[str]:
     return list(dict.fromkeys(sentences))
 
 
-def run_module(module: str, *args: str, stdin: bytes | None = None, env: dict | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
+def run_module(
+    module: str, *args: str, stdin: bytes | None = None, env: dict | None = None, cwd: Path | None = None
+) -> subprocess.CompletedProcess:
     """Run `python -m module args...` as a real subprocess; returns the completed process (bytes out)."""
     full_env = {**os.environ, **(env or {})}
     return subprocess.run(
@@ -127,12 +129,20 @@ def write_tiny_checkpoint(folder: Path, source: Path, config: dict | None = None
     model = BertModel(bert_config(config))
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(folder / "model.safetensors"))
     (folder / "config.json").write_text(json.dumps(config, indent=2))
-    for name in ("tokenizer.json", "vocab.txt", "tokenizer_config.json", "special_tokens_map.json", "sentence_bert_config.json"):
+    for name in (
+        "tokenizer.json",
+        "vocab.txt",
+        "tokenizer_config.json",
+        "special_tokens_map.json",
+        "sentence_bert_config.json",
+    ):
         (folder / name).write_bytes((source / name).read_bytes())
     (folder / "modules.json").write_bytes((source / "modules.json").read_bytes())
     (folder / "1_Pooling").mkdir(exist_ok=True)
     pooling = json.loads((source / "1_Pooling" / "config.json").read_text())
-    (folder / "1_Pooling" / "config.json").write_text(json.dumps({**pooling, "word_embedding_dimension": config["hidden_size"]}))
+    (folder / "1_Pooling" / "config.json").write_text(
+        json.dumps({**pooling, "word_embedding_dimension": config["hidden_size"]})
+    )
     return folder
 
 

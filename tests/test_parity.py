@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from conftest import read_stsb
 
 SENTENCE_TOL = 1e-6
@@ -94,7 +95,9 @@ def test_a_sentence_alone_equals_it_inside_a_mixed_batch(encoder, stsb_sentences
 
 
 def test_seed_demo_cosines(encoder):
-    dog, sky, cat = encoder.encode(["The dog ran across the grass.", "Why is the sky blue?", "The cat jumped into the weeds."])
+    dog, sky, cat = encoder.encode(
+        ["The dog ran across the grass.", "Why is the sky blue?", "The cat jumped into the weeds."]
+    )
     assert round(float(dog @ cat), 6) == 0.376084
     assert round(float(dog @ sky), 6) == 0.069512
     assert round(float(sky @ cat), 6) == 0.021868

@@ -15,20 +15,36 @@ from minilm.weights import WeightsError, read_sentence_config
 def write_folder(tmp_path, pooling: dict, modules: list[str], sbert: dict | None = None):
     (tmp_path / "1_Pooling").mkdir(exist_ok=True)
     (tmp_path / "1_Pooling" / "config.json").write_text(json.dumps(pooling))
-    entries = [{"idx": i, "name": str(i), "path": path, "type": f"sentence_transformers.models.{kind}"} for i, (kind, path) in enumerate(modules)]
+    entries = [
+        {"idx": i, "name": str(i), "path": path, "type": f"sentence_transformers.models.{kind}"}
+        for i, (kind, path) in enumerate(modules)
+    ]
     (tmp_path / "modules.json").write_text(json.dumps(entries))
     if sbert is not None:
         (tmp_path / "sentence_bert_config.json").write_text(json.dumps(sbert))
     return tmp_path
 
 
-FLAGS = {"pooling_mode_cls_token": False, "pooling_mode_mean_tokens": False, "pooling_mode_max_tokens": False, "pooling_mode_mean_sqrt_len_tokens": False}
+FLAGS = {
+    "pooling_mode_cls_token": False,
+    "pooling_mode_mean_tokens": False,
+    "pooling_mode_max_tokens": False,
+    "pooling_mode_mean_sqrt_len_tokens": False,
+}
 BASE = [("Transformer", ""), ("Pooling", "1_Pooling")]
 
 
-@pytest.mark.parametrize("flag, mode", [("pooling_mode_mean_tokens", "mean"), ("pooling_mode_cls_token", "cls"), ("pooling_mode_max_tokens", "max")])
+@pytest.mark.parametrize(
+    "flag, mode",
+    [("pooling_mode_mean_tokens", "mean"), ("pooling_mode_cls_token", "cls"), ("pooling_mode_max_tokens", "max")],
+)
 def test_pooling_flags(tmp_path, flag, mode):
-    folder = write_folder(tmp_path, {**FLAGS, flag: True}, BASE + [("Normalize", "2_Normalize")], {"max_seq_length": 128, "do_lower_case": True})
+    folder = write_folder(
+        tmp_path,
+        {**FLAGS, flag: True},
+        BASE + [("Normalize", "2_Normalize")],
+        {"max_seq_length": 128, "do_lower_case": True},
+    )
     config = read_sentence_config(folder, BertConfig())
     assert (config.pooling, config.normalize, config.max_seq_length, config.do_lower_case) == (mode, True, 128, True)
 
@@ -36,7 +52,11 @@ def test_pooling_flags(tmp_path, flag, mode):
 def test_newer_pooling_mode_string_and_no_normalize(tmp_path):
     folder = write_folder(tmp_path, {"pooling_mode": "max"}, BASE)
     config = read_sentence_config(folder, BertConfig(max_position_embeddings=300))
-    assert (config.pooling, config.normalize, config.max_seq_length) == ("max", False, 300)  # no sbert config: position limit
+    assert (config.pooling, config.normalize, config.max_seq_length) == (
+        "max",
+        False,
+        300,
+    )  # no sbert config: position limit
 
 
 @pytest.mark.parametrize(
@@ -58,8 +78,12 @@ def test_checkpoint_with_cls_pooling_and_no_normalize_is_followed(tmp_path, chec
     for name in ("config.json", "model.safetensors", "tokenizer.json", "vocab.txt", "sentence_bert_config.json"):
         (tmp_path / name).symlink_to(checkpoint_dir / name)
     write_folder(tmp_path, {**FLAGS, "pooling_mode_cls_token": True}, BASE)
-    with pytest.raises(WeightsError, match=r"modules.json: sha256 mismatch.*1_Pooling/config.json: sha256 mismatch.*--no-verify"):
-        SentenceEncoder.from_pretrained(str(tmp_path), verify=True)  # the stock weights, but their pooling files are changed
+    with pytest.raises(
+        WeightsError, match=r"modules.json: sha256 mismatch.*1_Pooling/config.json: sha256 mismatch.*--no-verify"
+    ):
+        SentenceEncoder.from_pretrained(
+            str(tmp_path), verify=True
+        )  # the stock weights, but their pooling files are changed
     cls_encoder = SentenceEncoder.from_pretrained(str(tmp_path), verify=False)
     texts = ["The configs decide the pooling.", "short"]
     expected = np.stack([tokens[0] for tokens in encoder.encode_tokens(texts)])

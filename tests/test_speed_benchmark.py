@@ -12,7 +12,18 @@ import pytest
 from conftest import ROOT, require_data
 
 REFERENCE = "sentence-transformers fp32"
-COLUMNS = ["engine", "corpus", "sent/s", "tokens/s", "peak RSS MB", "× ST fp32", "roofline", "STS-B ρ×100", "min cos vs fp32", "note"]
+COLUMNS = [
+    "engine",
+    "corpus",
+    "sent/s",
+    "tokens/s",
+    "peak RSS MB",
+    "× ST fp32",
+    "roofline",
+    "STS-B ρ×100",
+    "min cos vs fp32",
+    "note",
+]
 
 
 @pytest.mark.slow
@@ -22,8 +33,11 @@ def test_quick_benchmark_prints_every_column(tmp_path: Path):
     out = tmp_path / "speed.json"
     proc = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "speed.py"), "--quick", "--json", str(out)],
-        capture_output=True, text=True, timeout=900, cwd=ROOT,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=900,
+        cwd=ROOT,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     lines = [line for line in proc.stdout.splitlines() if line.startswith("|")]
     assert [c.strip() for c in lines[0].strip("|").split("|")] == COLUMNS
@@ -34,15 +48,28 @@ def test_quick_benchmark_prints_every_column(tmp_path: Path):
     assert data["gemm_peak_gflops"]["float32"] > 0 and data["gemm_peak_gflops"]["bfloat16"] > 0
     by_key = {(r["engine"], r["corpus"]): r for r in data["rows"]}
     engines = {r["engine"] for r in data["rows"]}
-    assert {"sentence-transformers fp32", "sentence-transformers bf16 autocast", "onnxruntime fp32", "ours fp32 (default)"} <= engines
+    assert {
+        "sentence-transformers fp32",
+        "sentence-transformers bf16 autocast",
+        "onnxruntime fp32",
+        "ours fp32 (default)",
+    } <= engines
     assert len(data["rows"]) == 3 * len(engines) == len(rows)  # every engine on short, long and mixed
     for r in data["rows"]:
-        assert r["sentences_per_s"] > 0 and r["tokens_per_s"] > r["sentences_per_s"] and r["ratio"] > 0 and 0 < r["roofline"]
+        assert (
+            r["sentences_per_s"] > 0
+            and r["tokens_per_s"] > r["sentences_per_s"]
+            and r["ratio"] > 0
+            and r["roofline"] > 0
+        )
     for corpus in ("short", "long", "mixed"):
         assert by_key[("sentence-transformers fp32", corpus)]["ratio"] == 1.0
         assert by_key[("ours fp32 (default)", corpus)]["min_cos"] > 0.99999  # the reference of that column: itself
         assert by_key[("onnxruntime fp32", corpus)]["min_cos"] > 0.99999  # same weights, same maths
         assert by_key[(REFERENCE, corpus)]["min_cos"] > 0.99999  # sentence-transformers: our parity
     # the quality column is real: on the same 100 pairs, our fp32 ranks exactly as sentence-transformers does
-    st, mine = by_key[("sentence-transformers fp32", "short")]["spearman"], by_key[("ours fp32 (default)", "short")]["spearman"]
+    st, mine = (
+        by_key[("sentence-transformers fp32", "short")]["spearman"],
+        by_key[("ours fp32 (default)", "short")]["spearman"],
+    )
     assert 50 < st < 100 and abs(st - mine) < 0.01

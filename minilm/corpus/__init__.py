@@ -1,9 +1,9 @@
 """Corpus files in, stored vectors out: reading inputs, writing shards, quantizing, Ray.
 
-    textio.py    reading texts and records (.txt .jsonl .csv .tsv .parquet), InputError, atomic writes
-    shards.py    embed a file into resumable, verified shards (--output DIR/), and load them back
-    quantize.py  float16, int8/uint8 and binary storage, as sentence-transformers quantizes
-    ray.py       the same embeddings on a Ray cluster with Ray Data (--engine ray; needs minilm[ray])
+textio.py    reading texts and records (.txt .jsonl .csv .tsv .parquet), InputError, atomic writes
+shards.py    embed a file into resumable, verified shards (--output DIR/), and load them back
+quantize.py  float16, int8/uint8 and binary storage, as sentence-transformers quantizes
+ray.py       the same embeddings on a Ray cluster with Ray Data (--engine ray; needs minilm[ray])
 """
 
 from .shards import CorpusSettings, DamagedShards, embed_corpus, load_shards, read_manifest, verify_shards

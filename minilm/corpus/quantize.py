@@ -22,7 +22,14 @@ import numpy as np
 # How vectors are stored (--precision), not what the model computes in (that is minilm.model.precision's dtype).
 StoredPrecision = Literal["float32", "float16", "int8", "uint8", "binary", "ubinary"]
 STORED_PRECISIONS: tuple[StoredPrecision, ...] = ("float32", "float16", "int8", "uint8", "binary", "ubinary")
-STORED_DTYPE = {"float32": "float32", "float16": "float16", "int8": "int8", "uint8": "uint8", "binary": "int8", "ubinary": "uint8"}
+STORED_DTYPE = {
+    "float32": "float32",
+    "float16": "float16",
+    "int8": "int8",
+    "uint8": "uint8",
+    "binary": "int8",
+    "ubinary": "uint8",
+}
 _POPCOUNT = np.array([bin(byte).count("1") for byte in range(256)], dtype=np.uint8)  # set bits of each byte value
 
 
@@ -70,11 +77,13 @@ def dequantize(stored: np.ndarray, precision: StoredPrecision, ranges: np.ndarra
         return stored.astype(np.float32)
     if precision in ("int8", "uint8"):
         if ranges is None:
-            raise ValueError(f"{precision} needs the ranges it was quantized with (the manifest's \"ranges\")")
+            raise ValueError(f'{precision} needs the ranges it was quantized with (the manifest\'s "ranges")')
         starts, steps = _buckets(ranges)
         buckets = stored.astype(np.float32) + (128 if precision == "int8" else 0)  # back to 0..255
         return (buckets + 0.5) * steps + starts
-    raise ValueError(f"{precision} vectors cannot be dequantized; compare them with hamming_distance or binary_similarity")
+    raise ValueError(
+        f"{precision} vectors cannot be dequantized; compare them with hamming_distance or binary_similarity"
+    )
 
 
 def _as_ubinary(packed: np.ndarray) -> np.ndarray:

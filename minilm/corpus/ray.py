@@ -61,34 +61,47 @@ def _import_ray():
 class EmbedBatch:
     """The map_batches callable: one actor, one model, loaded once and reused for every batch."""
 
-    def __init__(self, model: str | None, device: str | None, dtype: str, text_column: str, id_column: str, normalize: bool | None, batch_size: int):
+    def __init__(
+        self,
+        model: str | None,
+        device: str | None,
+        dtype: str,
+        text_column: str,
+        id_column: str,
+        normalize: bool | None,
+        batch_size: int,
+    ):
         from ..sentence_encoder import SentenceEncoder
 
         self.encoder = SentenceEncoder.from_pretrained(model, device=device, dtype=dtype)
         self.text_column, self.id_column = text_column, id_column
         self.normalize, self.batch_size = normalize, batch_size
 
-    def __call__(self, batch: "pa.Table") -> "pa.Table":
+    def __call__(self, batch: pa.Table) -> pa.Table:
         """(B rows with the text and id columns) -> (B rows: id string, embedding float32[C])."""
         import pyarrow as pa
 
         texts = batch[self.text_column]
         if texts.null_count:
-            raise ValueError(f'column "{self.text_column}" has {texts.null_count} null values; drop or fill them before embedding')
-        vectors = self.encoder.encode(texts.to_pylist(), self.batch_size, self.normalize, show_progress_bar=False)  # (B, C)
+            raise ValueError(
+                f'column "{self.text_column}" has {texts.null_count} null values; drop or fill them before embedding'
+            )
+        vectors = self.encoder.encode(
+            texts.to_pylist(), self.batch_size, self.normalize, show_progress_bar=False
+        )  # (B, C)
         dim = vectors.shape[1]
         # A fixed-size list is plain Arrow: any Parquet reader sees float32[C], no Ray tensor extension needed.
         embedding = pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1), type=pa.float32()), dim)
         return pa.table({"id": batch[self.id_column].cast(pa.string()), "embedding": embedding})
 
 
-def keep_order(ds: "ray.data.Dataset") -> "ray.data.Dataset":
+def keep_order(ds: ray.data.Dataset) -> ray.data.Dataset:
     """Make `ds` run in input order. The DataContext is shared with the datasets `ds` was derived from."""
     ds.context.execution_options.preserve_order = True
     return ds
 
 
-def with_row_numbers(ds: "ray.data.Dataset", column: str = ROW_NUMBER_COLUMN) -> "ray.data.Dataset":
+def with_row_numbers(ds: ray.data.Dataset, column: str = ROW_NUMBER_COLUMN) -> ray.data.Dataset:
     """`ds` plus a column of 1-based row numbers, in input order (materializes `ds` once).
 
     Blocks carry no offset, so: materialize in order, count each block's rows, then number each block
@@ -96,10 +109,10 @@ def with_row_numbers(ds: "ray.data.Dataset", column: str = ROW_NUMBER_COLUMN) ->
     """
     ray = _import_ray()
 
-    def count_rows(block: "pa.Table") -> int:
+    def count_rows(block: pa.Table) -> int:
         return block.num_rows
 
-    def number_rows(block: "pa.Table", first: int) -> "pa.Table":
+    def number_rows(block: pa.Table, first: int) -> pa.Table:
         import pyarrow as pa
 
         return block.append_column(column, pa.array(range(first, first + block.num_rows), type=pa.int64()))
@@ -112,7 +125,7 @@ def with_row_numbers(ds: "ray.data.Dataset", column: str = ROW_NUMBER_COLUMN) ->
 
 
 def embed_dataset(
-    ds: "ray.data.Dataset",
+    ds: ray.data.Dataset,
     *,
     model: str | None = None,
     text_column: str = "text",
@@ -124,7 +137,7 @@ def embed_dataset(
     device: str | None = None,
     dtype: str = "float32",
     normalize: bool | None = None,
-) -> "ray.data.Dataset":
+) -> ray.data.Dataset:
     """A lazy Dataset of rows (id: string, embedding: float32[384]) in the order of `ds`.
 
     model: a checkpoint name or folder, resolved on each worker node (None: all-MiniLM-L6-v2).
@@ -143,7 +156,9 @@ def embed_dataset(
     if text_column not in columns:
         raise InputError(f'no "{text_column}" column (columns: {", ".join(columns)}); pass the text column\'s name')
     if id_column is not None and id_column not in columns:
-        raise InputError(f'no "{id_column}" column (columns: {", ".join(columns)}); pass an existing id column or none for row numbers')
+        raise InputError(
+            f'no "{id_column}" column (columns: {", ".join(columns)}); pass an existing id column or none for row numbers'
+        )
     if id_column is None:
         ds, id_column = with_row_numbers(ds.select_columns([text_column])), ROW_NUMBER_COLUMN
     pool = ActorPoolStrategy() if concurrency is None else ActorPoolStrategy(size=concurrency)
@@ -178,15 +193,19 @@ def check_input(input_path: str, id_field: str | None) -> str:
     """The input's extension, once it is known to be readable; checked before any cluster starts."""
     suffix = Path(input_path.rstrip("/")).suffix.lower()
     if suffix not in INPUT_SUFFIXES:
-        raise InputError(f"{input_path}: unknown extension {suffix or '(none)'!r}; use one of {', '.join(INPUT_SUFFIXES)}")
+        raise InputError(
+            f"{input_path}: unknown extension {suffix or '(none)'!r}; use one of {', '.join(INPUT_SUFFIXES)}"
+        )
     if not _is_remote(input_path):
         require_input_file(input_path)
     if suffix == ".txt" and id_field is not None:
-        raise InputError(f"{input_path}: a .txt file has no fields; drop the id field (ids are line numbers) or use .jsonl")
+        raise InputError(
+            f"{input_path}: a .txt file has no fields; drop the id field (ids are line numbers) or use .jsonl"
+        )
     return suffix
 
 
-def read_dataset(input_path: str, suffix: str, text_field: str, id_field: str | None) -> tuple["ray.data.Dataset", str]:
+def read_dataset(input_path: str, suffix: str, text_field: str, id_field: str | None) -> tuple[ray.data.Dataset, str]:
     """(dataset, its text column), read by Ray Data's own reader for the extension."""
     ray = _import_ray()
     import pyarrow as pa
@@ -216,7 +235,11 @@ def check_output_dir(output_dir: str, force: bool) -> None:
     """
     from pyarrow import fs
 
-    filesystem, root = fs.FileSystem.from_uri(output_dir) if _is_remote(output_dir) else (fs.LocalFileSystem(), os.path.abspath(output_dir))
+    filesystem, root = (
+        fs.FileSystem.from_uri(output_dir)
+        if _is_remote(output_dir)
+        else (fs.LocalFileSystem(), os.path.abspath(output_dir))
+    )
     info = filesystem.get_file_info(root)
     if info.type == fs.FileType.File:
         raise InputError(f"--output {output_dir} is a file; give a folder for the Parquet files")
@@ -226,10 +249,14 @@ def check_output_dir(output_dir: str, force: bool) -> None:
     if not entries:
         return
     if not force:
-        raise InputError(f"{output_dir} is not empty; choose an empty or new --output folder, or pass --force to replace its Parquet files")
+        raise InputError(
+            f"{output_dir} is not empty; choose an empty or new --output folder, or pass --force to replace its Parquet files"
+        )
     foreign = [e.base_name for e in entries if not (e.type == fs.FileType.File and e.base_name.endswith(".parquet"))]
     if foreign:
-        raise InputError(f"{output_dir} holds {foreign[0]!r}, not only Parquet files; choose an empty or new --output folder")
+        raise InputError(
+            f"{output_dir} holds {foreign[0]!r}, not only Parquet files; choose an empty or new --output folder"
+        )
     for entry in entries:
         filesystem.delete_file(entry.path)
 
@@ -282,4 +309,6 @@ def embed_files(
     )
     embedded.write_parquet(output_dir)
     # write_parquet returns nothing; the Parquet footers hold the row counts, so this reads no vectors.
-    return pyarrow.dataset.dataset(output_dir if _is_remote(output_dir) else os.path.abspath(output_dir), format="parquet").count_rows()
+    return pyarrow.dataset.dataset(
+        output_dir if _is_remote(output_dir) else os.path.abspath(output_dir), format="parquet"
+    ).count_rows()

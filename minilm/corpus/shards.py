@@ -65,7 +65,17 @@ from tqdm.auto import tqdm
 from ..sentence_encoder import PROGRESS_BAR_MIN_TEXTS, SentenceEncoder
 from ..weights import file_sha256
 from .quantize import STORED_DTYPE, STORED_PRECISIONS, StoredPrecision, calibration_ranges, dequantize, quantize
-from .textio import RECORD_SUFFIXES, BadRecord, InputError, ReadDigest, Record, atomic_output, count_records, read_records, require_input_file
+from .textio import (
+    RECORD_SUFFIXES,
+    BadRecord,
+    InputError,
+    ReadDigest,
+    Record,
+    atomic_output,
+    count_records,
+    read_records,
+    require_input_file,
+)
 
 try:
     import fcntl
@@ -175,7 +185,9 @@ def _write_bytes(path: Path, data: bytes) -> None:
         with atomic_output(path, binary=True) as f:
             f.write(data)
     except OSError as e:
-        raise InputError(f"cannot write {path}: {e.strerror or e}; free some space (or fix the folder) and rerun the same command to continue") from None
+        raise InputError(
+            f"cannot write {path}: {e.strerror or e}; free some space (or fix the folder) and rerun the same command to continue"
+        ) from None
 
 
 def _write_json(path: Path, data: Any) -> None:
@@ -211,13 +223,17 @@ def run_lock(out_dir: Path) -> Iterator[None]:
     try:
         fd = os.open(out_dir, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
     except OSError as e:
-        raise InputError(f"cannot open --output folder {out_dir} ({e.strerror or e}); choose another --output") from None
+        raise InputError(
+            f"cannot open --output folder {out_dir} ({e.strerror or e}); choose another --output"
+        ) from None
     try:
         if fcntl is not None:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
-                raise InputError(f"{out_dir} is being written by another run ({_lock_holder(out_dir)}); wait for it to end, or stop it, before running again") from None
+                raise InputError(
+                    f"{out_dir} is being written by another run ({_lock_holder(out_dir)}); wait for it to end, or stop it, before running again"
+                ) from None
         _name_holder(out_dir)
         yield
     finally:
@@ -253,7 +269,15 @@ def _remove_stale_files(out_dir: Path, everything: bool) -> None:
             path.unlink()
 
 
-MANIFEST_FIELDS = {"format": str, "complete": bool, "rows": int, "dim": int, "precision": str, "input": dict, "shards": list}
+MANIFEST_FIELDS = {
+    "format": str,
+    "complete": bool,
+    "rows": int,
+    "dim": int,
+    "precision": str,
+    "input": dict,
+    "shards": list,
+}
 SHARD_FIELDS = {"file": str, "ids": str, "rows": int, "bytes": int, "sha256": str, "ids_sha256": str, "input": dict}
 
 
@@ -267,16 +291,24 @@ def _read_manifest_file(path: Path) -> dict[str, Any]:
         raise InputError(f"{path} is not a minilm shard manifest (no list of shards); pass --force to start over")
     if manifest.get("format") != FORMAT:
         raise InputError(f"{path} is of format {manifest.get('format')!r}, not {FORMAT}; pass --force to start over")
-    problems = [f"{key} is not a {kind.__name__}" for key, kind in MANIFEST_FIELDS.items() if not _is(manifest.get(key), kind)]
+    problems = [
+        f"{key} is not a {kind.__name__}" for key, kind in MANIFEST_FIELDS.items() if not _is(manifest.get(key), kind)
+    ]
     for i, shard in enumerate(manifest["shards"]):
         if not isinstance(shard, dict):
             problems.append(f"shards[{i}] is not an object")
             continue
-        problems += [f"shards[{i}].{key} is not a {kind.__name__}" for key, kind in SHARD_FIELDS.items() if not _is(shard.get(key), kind)]
+        problems += [
+            f"shards[{i}].{key} is not a {kind.__name__}"
+            for key, kind in SHARD_FIELDS.items()
+            if not _is(shard.get(key), kind)
+        ]
         if shard.get("file") != f"{shard_name(i)}.npy" or shard.get("ids") != f"{shard_name(i)}.ids.json":
             problems.append(f"shards[{i}] names {shard.get('file')}, not {shard_name(i)}.npy")
     if not problems and manifest["rows"] != sum(shard["rows"] for shard in manifest["shards"]):
-        problems.append(f"rows is {manifest['rows']}, but the shards hold {sum(shard['rows'] for shard in manifest['shards'])}")
+        problems.append(
+            f"rows is {manifest['rows']}, but the shards hold {sum(shard['rows'] for shard in manifest['shards'])}"
+        )
     if problems:
         raise InputError(f"{path} is damaged ({'; '.join(problems[:3])}); pass --force to start over")
     return manifest
@@ -299,7 +331,9 @@ def prepare_output(out_dir: Path, identity: dict[str, Any], force: bool) -> dict
     manifest = _read_manifest_file(manifest_path)
     differing = [key for key, value in identity.items() if manifest.get(key) != value]
     if differing == ["input"] and manifest["input"].get("sha256") == identity["input"]["sha256"]:
-        raise InputError(f"{out_dir} was embedded from {manifest['input'].get('path')}, the same content at another path; give that path, or pass --force to start over")
+        raise InputError(
+            f"{out_dir} was embedded from {manifest['input'].get('path')}, the same content at another path; give that path, or pass --force to start over"
+        )
     if differing:
         raise InputError(
             f"{out_dir} holds a run with a different {', '.join(differing)}; rerun with the same settings to resume, or pass --force to start over"
@@ -312,7 +346,10 @@ def shard_problem(out_dir: Path, shard: dict[str, Any], vectors: bytes | None = 
 
     vectors: the .npy's bytes when the caller has read them already (they are then hashed, not read again).
     """
-    for name, size, digest, data in ((shard["file"], shard.get("bytes"), shard.get("sha256"), vectors), (shard["ids"], None, shard.get("ids_sha256"), None)):
+    for name, size, digest, data in (
+        (shard["file"], shard.get("bytes"), shard.get("sha256"), vectors),
+        (shard["ids"], None, shard.get("ids_sha256"), None),
+    ):
         path = out_dir / name
         if data is None and not path.is_file():
             return f"{name} is missing"
@@ -334,7 +371,12 @@ def _encode_shard(stored: np.ndarray, ids: list[str]) -> tuple[bytes, bytes]:
 
 
 def embed_corpus(
-    encoder: SentenceEncoder, path: Path, out_dir: Path, settings: CorpusSettings, force: bool = False, show_progress_bar: bool | None = None
+    encoder: SentenceEncoder,
+    path: Path,
+    out_dir: Path,
+    settings: CorpusSettings,
+    force: bool = False,
+    show_progress_bar: bool | None = None,
 ) -> dict[str, Any]:
     """Embed `path` into shards under `out_dir`, resuming an earlier run of the same settings. Returns the manifest.
 
@@ -351,7 +393,9 @@ def embed_corpus(
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise InputError(f"cannot create --output folder {out_dir} ({e.strerror or e}); choose another --output") from None
+        raise InputError(
+            f"cannot create --output folder {out_dir} ({e.strerror or e}); choose another --output"
+        ) from None
     identity = run_identity(encoder, path, settings)
     with run_lock(out_dir):
         earlier = prepare_output(out_dir, identity, force)
@@ -363,7 +407,12 @@ def embed_corpus(
 
 
 def _embed_windows(
-    encoder: SentenceEncoder, path: Path, out_dir: Path, settings: CorpusSettings, manifest: dict[str, Any], show_progress_bar: bool | None
+    encoder: SentenceEncoder,
+    path: Path,
+    out_dir: Path,
+    settings: CorpusSettings,
+    manifest: dict[str, Any],
+    show_progress_bar: bool | None,
 ) -> dict[str, Any]:
     """Walk the input window by window: pass over the listed shards that are intact, embed the rest."""
     shards = manifest["shards"]
@@ -374,9 +423,13 @@ def _embed_windows(
             damaged.add(i)
     digest = ReadDigest()
     stopped: list[int] = []
-    previous = {s: signal.signal(s, lambda number, _: stopped.append(number)) for s in STOP_SIGNALS} if _main_thread() else {}
+    previous = (
+        {s: signal.signal(s, lambda number, _: stopped.append(number)) for s in STOP_SIGNALS} if _main_thread() else {}
+    )
     skipped, repeated = Examples("skipped", "skipping more bad lines"), Examples("repeated id", "more ids repeat")
-    records = good_records(read_records(path, settings.text_field, settings.id_field, digest), settings.skip_bad_lines, skipped)
+    records = good_records(
+        read_records(path, settings.text_field, settings.id_field, digest), settings.skip_bad_lines, skipped
+    )
     seen_ids: dict[str, int] | None = {} if settings.id_field else None  # id -> line, to warn about repeats
     try:
         total = count_records(path)
@@ -397,17 +450,34 @@ def _embed_windows(
                 passed += len(window)
                 span = digest.cut()  # the input bytes this window was read from
                 if index < len(shards) and index not in damaged:
-                    if shards[index]["input"] == span and shards[index]["rows"] == len(window):  # intact, and still this window's
+                    if shards[index]["input"] == span and shards[index]["rows"] == len(
+                        window
+                    ):  # intact, and still this window's
                         index += 1
                         bar.update(passed + skipped.count - bar.n)
                         continue
-                    print(f"warning: {shards[index]['file']} was embedded from other input lines; embedding that shard again", file=sys.stderr)
+                    print(
+                        f"warning: {shards[index]['file']} was embedded from other input lines; embedding that shard again",
+                        file=sys.stderr,
+                    )
                 result = encoder.encode_detailed(
-                    [r.text for r in window], settings.batch_size, settings.normalize, show_progress_bar=False, max_batch_tokens=settings.max_batch_tokens
+                    [r.text for r in window],
+                    settings.batch_size,
+                    settings.normalize,
+                    show_progress_bar=False,
+                    max_batch_tokens=settings.max_batch_tokens,
                 )
                 if settings.precision in ("int8", "uint8") and manifest["ranges"] is None:
                     manifest["ranges"] = calibration_ranges(result.embeddings).tolist()  # the first shard calibrates
-                shard = _write_shard(out_dir, index, quantize(result.embeddings, settings.precision, _ranges(manifest)), window, span, result.n_tokens, encoder.max_seq_length)
+                shard = _write_shard(
+                    out_dir,
+                    index,
+                    quantize(result.embeddings, settings.precision, _ranges(manifest)),
+                    window,
+                    span,
+                    result.n_tokens,
+                    encoder.max_seq_length,
+                )
                 shards[index : index + 1] = [shard]
                 manifest["rows"] = sum(s["rows"] for s in shards)
                 manifest["skipped"], manifest["repeated_ids"] = skipped.summary(), repeated.summary()
@@ -417,7 +487,9 @@ def _embed_windows(
                 tokens += sum(min(n, encoder.max_seq_length) for n in result.n_tokens)
                 bar.update(passed + skipped.count - bar.n)
                 release_freed_memory()
-                bar.set_postfix(tokens_per_s=f"{tokens / max(bar.format_dict['elapsed'], 1e-9):,.0f}", skipped=skipped.count)
+                bar.set_postfix(
+                    tokens_per_s=f"{tokens / max(bar.format_dict['elapsed'], 1e-9):,.0f}", skipped=skipped.count
+                )
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
@@ -438,7 +510,13 @@ def _check_input_unchanged(path: Path, fingerprint: dict[str, Any], digest: Read
 
 
 def _write_shard(
-    out_dir: Path, index: int, stored: np.ndarray, window: list[Record], span: dict[str, Any], n_tokens: list[int], max_seq_length: int
+    out_dir: Path,
+    index: int,
+    stored: np.ndarray,
+    window: list[Record],
+    span: dict[str, Any],
+    n_tokens: list[int],
+    max_seq_length: int,
 ) -> dict[str, Any]:
     """Write one shard's .npy and ids files atomically; returns its manifest entry (sizes, hashes, truncation)."""
     name = shard_name(index)
@@ -507,13 +585,19 @@ def verify_shards(out_dir: str | Path) -> dict[str, Any]:
     manifest = read_manifest(out_dir)
     problems = [problem for shard in manifest["shards"] if (problem := shard_problem(out_dir, shard))]
     listed = {name for shard in manifest["shards"] for name in (shard["file"], shard["ids"])}
-    problems += [f"{p.name} is not listed in the manifest" for p in sorted(out_dir.glob("part-*")) if p.name not in listed]
+    problems += [
+        f"{p.name} is not listed in the manifest" for p in sorted(out_dir.glob("part-*")) if p.name not in listed
+    ]
     if problems:
-        raise DamagedShards(f"{out_dir}: {'; '.join(problems)}; rerun the command that embedded it to embed those shards again")
+        raise DamagedShards(
+            f"{out_dir}: {'; '.join(problems)}; rerun the command that embedded it to embed those shards again"
+        )
     return manifest
 
 
-def load_shards(out_dir: str | Path, dequantize_vectors: bool = True, allow_incomplete: bool = False) -> tuple[list[str], np.ndarray]:
+def load_shards(
+    out_dir: str | Path, dequantize_vectors: bool = True, allow_incomplete: bool = False
+) -> tuple[list[str], np.ndarray]:
     """(ids, embeddings) of a shard folder, in input order, each shard checked against the manifest's sha256.
 
     float32 comes back as stored; float16, int8 and uint8 come back as (N, dim) float32
@@ -527,7 +611,9 @@ def load_shards(out_dir: str | Path, dequantize_vectors: bool = True, allow_inco
     out_dir = Path(out_dir)
     manifest = read_manifest(out_dir)
     if not manifest.get("complete") and not allow_incomplete:
-        raise InputError(f"{out_dir} holds an unfinished run ({manifest.get('rows', 0)} rows so far); rerun the command that embedded it to finish it")
+        raise InputError(
+            f"{out_dir} holds an unfinished run ({manifest.get('rows', 0)} rows so far); rerun the command that embedded it to finish it"
+        )
     ids: list[str] = []
     parts = []
     problems = []
@@ -539,12 +625,16 @@ def load_shards(out_dir: str | Path, dequantize_vectors: bool = True, allow_inco
         parts.append(np.load(io.BytesIO(vectors)))
         ids += json.loads((out_dir / shard["ids"]).read_bytes())
     if problems:
-        raise DamagedShards(f"{out_dir}: {'; '.join(problems)}; rerun the command that embedded it to embed those shards again")
+        raise DamagedShards(
+            f"{out_dir}: {'; '.join(problems)}; rerun the command that embedded it to embed those shards again"
+        )
     precision = manifest.get("precision", "float32")
     width = -(-manifest["dim"] // 8) if precision in ("binary", "ubinary") else manifest["dim"]
     stored = np.concatenate(parts) if parts else np.zeros((0, width), dtype=STORED_DTYPE[precision])
     if len(ids) != len(stored) or len(stored) != manifest["rows"]:
-        raise DamagedShards(f"{out_dir}: {len(stored)} vectors and {len(ids)} ids where the manifest lists {manifest['rows']} rows")
+        raise DamagedShards(
+            f"{out_dir}: {len(stored)} vectors and {len(ids)} ids where the manifest lists {manifest['rows']} rows"
+        )
     if dequantize_vectors and precision not in ("float32", "binary", "ubinary"):
         return ids, dequantize(stored, precision, _ranges(manifest))
     return ids, stored

@@ -95,7 +95,9 @@ class Record:
     text: str
 
 
-def _lines(stream: BinaryIO, name: str, keep_ends: bool = False, digest: ReadDigest | None = None) -> Iterator[tuple[int, str | BadRecord]]:
+def _lines(
+    stream: BinaryIO, name: str, keep_ends: bool = False, digest: ReadDigest | None = None
+) -> Iterator[tuple[int, str | BadRecord]]:
     """(line number, text) for each line; a line that is not UTF-8 comes as a BadRecord instead of its text.
 
     Lines end at "\n" (or "\r\n"). A "\r" anywhere else raises: in a file with old Mac line endings
@@ -123,7 +125,14 @@ def _lines(stream: BinaryIO, name: str, keep_ends: bool = False, digest: ReadDig
         try:
             line = raw.decode("utf-8")
         except UnicodeDecodeError as e:
-            yield number, BadRecord(name, number, f"not valid UTF-8 (byte 0x{raw[e.start]:02x} at column {e.start + 1}); re-save the file as UTF-8")
+            yield (
+                number,
+                BadRecord(
+                    name,
+                    number,
+                    f"not valid UTF-8 (byte 0x{raw[e.start]:02x} at column {e.start + 1}); re-save the file as UTF-8",
+                ),
+            )
             continue
         yield number, line if keep_ends else line.rstrip("\r\n")
 
@@ -147,7 +156,9 @@ def open_input(path: Path) -> BinaryIO:
 def require_input_file(path: str | Path) -> None:
     """An InputError unless `path` is an existing file in a format we read (the --input of every command line)."""
     if not Path(path).is_file():
-        raise InputError(f"input file {path} does not exist" if not Path(path).exists() else f"input {path} is not a file")
+        raise InputError(
+            f"input file {path} does not exist" if not Path(path).exists() else f"input {path} is not a file"
+        )
     if Path(path).suffix.lower() == ".json":
         raise InputError(
             f"{path} is a .json file, which is read neither as lines nor as records; "
@@ -155,7 +166,9 @@ def require_input_file(path: str | Path) -> None:
         )
 
 
-def read_records(path: Path, text_field: str = "text", id_field: str | None = None, digest: ReadDigest | None = None) -> Iterator[Record | BadRecord]:
+def read_records(
+    path: Path, text_field: str = "text", id_field: str | None = None, digest: ReadDigest | None = None
+) -> Iterator[Record | BadRecord]:
     """Each record of a corpus file in order, streamed (format by suffix; see the module docstring).
 
     digest: fed every byte read, for the line formats (Parquet is read by pyarrow: it gets none).
@@ -193,7 +206,9 @@ def count_records(path: Path) -> int:
     return max(count - 1, 0) if suffix in (".csv", ".tsv") else count  # the header row holds no text
 
 
-def _field_record(values: dict, name: str, line: int, text_field: str, id_field: str | None, kind: str) -> Record | BadRecord:
+def _field_record(
+    values: dict, name: str, line: int, text_field: str, id_field: str | None, kind: str
+) -> Record | BadRecord:
     """A Record from one parsed row (a JSON object, a CSV row, a Parquet row), or what is wrong with it."""
     for field in (text_field, id_field):
         if field is not None and values.get(field) is None:
@@ -213,13 +228,17 @@ def _json_record(line: str, name: str, number: int, text_field: str, id_field: s
     try:
         values = json.loads(line)
     except json.JSONDecodeError as e:
-        return BadRecord(name, number, f'invalid JSON ({e.msg}); each line must be an object like {{"{text_field}": "..."}}')
+        return BadRecord(
+            name, number, f'invalid JSON ({e.msg}); each line must be an object like {{"{text_field}": "..."}}'
+        )
     if not isinstance(values, dict):
         return BadRecord(name, number, f'a JSON {type(values).__name__}, not an object like {{"{text_field}": "..."}}')
     return _field_record(values, name, number, text_field, id_field, "field")
 
 
-def _csv_records(path: Path, delimiter: str, text_field: str, id_field: str | None, digest: ReadDigest | None) -> Iterator[Record | BadRecord]:
+def _csv_records(
+    path: Path, delimiter: str, text_field: str, id_field: str | None, digest: ReadDigest | None
+) -> Iterator[Record | BadRecord]:
     name = str(path)
     csv.field_size_limit(MAX_RECORD_BYTES)
     with open_input(path) as stream:
@@ -235,11 +254,16 @@ def _csv_records(path: Path, delimiter: str, text_field: str, id_field: str | No
                 record_lines.append((number, line))
                 record_size[0] += len(line)
                 if len(record_lines) > MAX_RECORD_LINES or record_size[0] > MAX_RECORD_BYTES:
-                    raise InputError(_run_on(name, record_lines, f"a quoted field is still open after {len(record_lines)} lines"))
+                    raise InputError(
+                        _run_on(name, record_lines, f"a quoted field is still open after {len(record_lines)} lines")
+                    )
                 yield line
 
         rows = csv.reader(
-            decoded(), delimiter=delimiter, quoting=csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL, strict=delimiter != "\t"
+            decoded(),
+            delimiter=delimiter,
+            quoting=csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL,
+            strict=delimiter != "\t",
         )
         header = next(rows, None)
         if header is None:
@@ -247,9 +271,13 @@ def _csv_records(path: Path, delimiter: str, text_field: str, id_field: str | No
         for field in (text_field, id_field):
             if field is not None and field not in header:
                 flag = "--text-column" if field == text_field else "--id-field"
-                raise InputError(f"{name}:1: no \"{field}\" column (the header has {', '.join(header)}); name the column with {flag}")
+                raise InputError(
+                    f'{name}:1: no "{field}" column (the header has {", ".join(header)}); name the column with {flag}'
+                )
             if field is not None and header.count(field) > 1:
-                raise InputError(f"{name}:1: the header names \"{field}\" {header.count(field)} times; rename the columns so that one holds the text")
+                raise InputError(
+                    f'{name}:1: the header names "{field}" {header.count(field)} times; rename the columns so that one holds the text'
+                )
         while True:
             record_lines.clear()
             record_size[0] = 0
@@ -272,7 +300,13 @@ def _csv_records(path: Path, delimiter: str, text_field: str, id_field: str | No
             elif not row:
                 yield EmptyLine(name, line)
             elif len(record_lines) > 1 and len(rows_inside := _rows_inside(record_lines[1:], header, delimiter)) >= 2:
-                raise InputError(_run_on(name, record_lines, f"lines {rows_inside[0]} and {rows_inside[1]} inside it read as rows of their own"))
+                raise InputError(
+                    _run_on(
+                        name,
+                        record_lines,
+                        f"lines {rows_inside[0]} and {rows_inside[1]} inside it read as rows of their own",
+                    )
+                )
             else:
                 yield _field_record(dict(zip(header, row)), name, line, text_field, id_field, "column")
         yield from undecodable
@@ -305,7 +339,7 @@ def _run_on(name: str, lines: list[tuple[int, str]], problem: str) -> str:
     first, last = lines[0][0], lines[-1][0]
     return (
         f"{name}:{first}-{last}: a CSV record runs on over {last - first + 1} lines and {problem}: a stray quote? "
-        f"Quote a field that holds a quote and double the quote inside it (\"say \"\"hi\"\"\"); this is not skipped, "
+        f'Quote a field that holds a quote and double the quote inside it ("say ""hi"""); this is not skipped, '
         "since it may hold other records"
     )
 
@@ -327,14 +361,18 @@ def _parquet_records(path: Path, text_field: str, id_field: str | None) -> Itera
     for column in columns:
         if column not in file.schema_arrow.names:
             flag = "--text-column" if column == text_field else "--id-field"
-            raise InputError(f"{path}: no \"{column}\" column (it has {', '.join(file.schema_arrow.names)}); name the column with {flag}")
+            raise InputError(
+                f'{path}: no "{column}" column (it has {", ".join(file.schema_arrow.names)}); name the column with {flag}'
+            )
     row = 0
     batches = file.iter_batches(batch_size=PARQUET_BATCH_ROWS, columns=columns)
     while True:
         try:
             batch = next(batches, None)
         except Exception as e:  # pyarrow's own errors (a corrupt page, a bad compression block)
-            raise InputError(f"{path}: rows after {row} cannot be read ({e}); the file is damaged, write it again") from None
+            raise InputError(
+                f"{path}: rows after {row} cannot be read ({e}); the file is damaged, write it again"
+            ) from None
         if batch is None:
             return
         for values in batch.to_pylist():

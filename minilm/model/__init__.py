@@ -1,10 +1,10 @@
 """The model maths: a BERT encoder written out by hand, and what runs it. No files, no network.
 
-    encoder.py    BertConfig, BertModel (embeddings + BertEncoder, the layer stack), key_mask
-    pooling.py    token vectors -> one sentence vector (mean, cls, max), L2 normalization
-    loading.py    config.json's settings -> BertConfig; checkpoint tensors -> BertModel, strictly
-    packed.py     PackedEncoder: the same maths without padding, Q/K/V fused (half precision)
-    precision.py  which compute dtype runs (float32, bfloat16, float16) and the model for it
+encoder.py    BertConfig, BertModel (embeddings + BertEncoder, the layer stack), key_mask
+pooling.py    token vectors -> one sentence vector (mean, cls, max), L2 normalization
+loading.py    config.json's settings -> BertConfig; checkpoint tensors -> BertModel, strictly
+packed.py     PackedEncoder: the same maths without padding, Q/K/V fused (half precision)
+precision.py  which compute dtype runs (float32, bfloat16, float16) and the model for it
 """
 
 from .encoder import ALL_MINILM_L6_V2, BertConfig, BertModel, key_mask

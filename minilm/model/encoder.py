@@ -67,7 +67,7 @@ class BertEmbeddings(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
         """(B, T) token ids -> (B, T, C) input vectors."""
-        B, T = input_ids.shape
+        T = input_ids.size(1)
         positions = torch.arange(T, device=input_ids.device)  # (T,), padding sits on the right
         if token_type_ids is None:
             token_type_ids = torch.zeros_like(input_ids)

@@ -43,7 +43,9 @@ def bert_config(raw: dict[str, Any]) -> BertConfig:
             raise ValueError(f"{key} is {value}, expected a positive number")
     config = BertConfig(**{k: v for k, v in raw.items() if k in known})
     if config.hidden_act != "gelu":
-        raise ValueError(f"hidden_act={config.hidden_act!r} is not supported; this encoder implements BERT's exact erf 'gelu'")
+        raise ValueError(
+            f"hidden_act={config.hidden_act!r} is not supported; this encoder implements BERT's exact erf 'gelu'"
+        )
     if raw.get("position_embedding_type", "absolute") != "absolute":
         raise ValueError(
             f"position_embedding_type={raw['position_embedding_type']!r} is not supported; only 'absolute' positions are"
@@ -66,7 +68,11 @@ def check_shapes(expected: dict[str, tuple[int, ...]], found: dict[str, tuple[in
     found = {k: v for key, v in found.items() if (k := checkpoint_key(key)) is not None}
     missing = sorted(set(expected) - set(found))
     unexpected = sorted(set(found) - set(expected))
-    misshaped = [f"{k} {tuple(found[k])} vs model {tuple(v)}" for k, v in expected.items() if k in found and tuple(found[k]) != tuple(v)]
+    misshaped = [
+        f"{k} {tuple(found[k])} vs model {tuple(v)}"
+        for k, v in expected.items()
+        if k in found and tuple(found[k]) != tuple(v)
+    ]
     kinds = (("missing", missing), ("unexpected", unexpected), ("wrong shape", misshaped))
     problems = [f"{label}: {', '.join(items)}" for label, items in kinds if items]
     if problems:
@@ -81,5 +87,7 @@ def expected_shapes(config: BertConfig) -> dict[str, tuple[int, ...]]:
 
 def load_state_strict(model: torch.nn.Module, tensors: dict[str, torch.Tensor]) -> None:
     """Copy checkpoint tensors into `model`, after check_shapes: every tensor must fit, and none may be left out."""
-    check_shapes({k: tuple(v.shape) for k, v in model.state_dict().items()}, {k: tuple(v.shape) for k, v in tensors.items()})
+    check_shapes(
+        {k: tuple(v.shape) for k, v in model.state_dict().items()}, {k: tuple(v.shape) for k, v in tensors.items()}
+    )
     model.load_state_dict({k: v for key, v in tensors.items() if (k := checkpoint_key(key)) is not None}, strict=True)

@@ -43,7 +43,7 @@ class PackedIndex:
     max_len: int  # T
 
     @classmethod
-    def from_mask(cls, attention_mask: torch.Tensor) -> "PackedIndex":
+    def from_mask(cls, attention_mask: torch.Tensor) -> PackedIndex:
         """attention_mask (B, T), 1 = real token, padding on the right."""
         B, T = attention_mask.shape
         lengths = attention_mask.sum(dim=1)  # (B,)
@@ -109,10 +109,14 @@ class PackedEncoder(nn.Module):
         self.embeddings = model.embeddings
         self.layers = nn.ModuleList(PackedLayer(block) for block in model.encoder.layer)
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """(B, T) ids and mask -> (B, T, C) hidden states, zero on padding rows."""
         index = PackedIndex.from_mask(attention_mask)
-        x = index.unpad(self.embeddings(input_ids, token_type_ids))  # (N, C): embedding lookups are cheap, padded or not
+        x = index.unpad(
+            self.embeddings(input_ids, token_type_ids)
+        )  # (N, C): embedding lookups are cheap, padded or not
         for layer in self.layers:
             x = layer(x, index)
         return index.pad(x)  # (B, T, C)

@@ -1,7 +1,7 @@
 """Text -> token ids, as sentence-transformers tokenizes for all-MiniLM-L6-v2.
 
-    tokenization.py  SentenceTokenizer: truncation, token counts, padding, longest-first batches
-    wordpiece.py     BERT's WordPiece tokenizer in plain Python (the same ids as the Rust one)
+tokenization.py  SentenceTokenizer: truncation, token counts, padding, longest-first batches
+wordpiece.py     BERT's WordPiece tokenizer in plain Python (the same ids as the Rust one)
 """
 
 from .tokenization import SentenceTokenizer

@@ -36,7 +36,7 @@ class TokenBatch:
     attention_mask: torch.Tensor  # 1 = real token, 0 = padding
     token_type_ids: torch.Tensor
 
-    def to(self, device: torch.device) -> "TokenBatch":
+    def to(self, device: torch.device) -> TokenBatch:
         return TokenBatch(self.input_ids.to(device), self.attention_mask.to(device), self.token_type_ids.to(device))
 
 
@@ -51,13 +51,17 @@ class SentenceTokenizer:
         self.tokenizer.no_truncation()
         self.tokenizer.no_padding()
         self.max_seq_length = max_seq_length
-        self.lowercase = lowercase  # sentence_bert_config.json's do_lower_case, applied before the tokenizer's own normalizer
+        self.lowercase = (
+            lowercase  # sentence_bert_config.json's do_lower_case, applied before the tokenizer's own normalizer
+        )
         self.num_special = tokenizer.num_special_tokens_to_add(is_pair=False)  # [CLS] and [SEP]
         around = tokenizer.post_process(tokenizer.encode("", add_special_tokens=False)).ids
         self.cls_id, self.sep_id = around[0], around[-1]  # BERT's template is [CLS] text [SEP]
 
     @classmethod
-    def from_file(cls, path: Path, max_seq_length: int, lowercase: bool = False, kind: TokenizerKind = "fast") -> "SentenceTokenizer":
+    def from_file(
+        cls, path: Path, max_seq_length: int, lowercase: bool = False, kind: TokenizerKind = "fast"
+    ) -> SentenceTokenizer:
         """path: the checkpoint's tokenizer.json; kind "python" also reads vocab.txt beside it."""
         if kind == "python":
             return cls(WordPieceTokenizer.from_files(path, Path(path).parent / "vocab.txt"), max_seq_length, lowercase)
@@ -113,7 +117,9 @@ def right_pad(rows: Sequence[Sequence[int] | torch.Tensor], value: int = 0) -> t
     return padded, mask
 
 
-def length_sorted_batches(lengths: Sequence[int], batch_size: int, max_batch_tokens: int | None = None) -> list[list[int]]:
+def length_sorted_batches(
+    lengths: Sequence[int], batch_size: int, max_batch_tokens: int | None = None
+) -> list[list[int]]:
     """Indices into `lengths`, longest first, cut into batches of at most batch_size texts and, when
     max_batch_tokens is set, at most that many padded tokens (count x longest length).
 

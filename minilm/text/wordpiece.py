@@ -74,11 +74,21 @@ UNICODE_DIFFERENCES = {
 
 # The White_Space property, which Rust's `char::is_whitespace` (and so `tokenizers`) uses. Python's
 # str.isspace() also counts U+001C..U+001F, which BERT treats as control characters.
-WHITESPACE = frozenset("\t\n\x0b\x0c\r \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000")
+WHITESPACE = frozenset(
+    "\t\n\x0b\x0c\r \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000"
+)
 
 # "Chinese characters" as BERT defines them: the CJK Unified Ideographs blocks, not Hangul or kana.
-CJK_RANGES = [(0x4E00, 0x9FFF), (0x3400, 0x4DBF), (0x20000, 0x2A6DF), (0x2A700, 0x2B73F),
-              (0x2B740, 0x2B81F), (0x2B920, 0x2CEAF), (0xF900, 0xFAFF), (0x2F800, 0x2FA1F)]  # fmt: skip
+CJK_RANGES = [
+    (0x4E00, 0x9FFF),
+    (0x3400, 0x4DBF),
+    (0x20000, 0x2A6DF),
+    (0x2A700, 0x2B73F),
+    (0x2B740, 0x2B81F),
+    (0x2B920, 0x2CEAF),
+    (0xF900, 0xFAFF),
+    (0x2F800, 0x2FA1F),
+]
 
 
 def _code_points(ranges: str) -> set[int]:
@@ -120,7 +130,9 @@ def is_control(c: str) -> bool:
 
 def is_punctuation(c: str) -> bool:
     # BERT also counts ASCII symbols such as $ + < = > ^ ` | ~ as punctuation, though Unicode calls them S*.
-    return ("!" <= c <= "/") or (":" <= c <= "@") or ("[" <= c <= "`") or ("{" <= c <= "~") or category(c).startswith("P")
+    return (
+        ("!" <= c <= "/") or (":" <= c <= "@") or ("[" <= c <= "`") or ("{" <= c <= "~") or category(c).startswith("P")
+    )
 
 
 def is_cjk(c: str) -> bool:
@@ -143,7 +155,9 @@ class WordPieceEncoding:
     ids: list[int] = field(default_factory=list)
     tokens: list[str] = field(default_factory=list)
     offsets: list[tuple[int, int]] = field(default_factory=list)
-    word_ids: list[int | None] = field(default_factory=list)  # which word (pre-token) each token is from; None for [CLS]/[SEP]
+    word_ids: list[int | None] = field(
+        default_factory=list
+    )  # which word (pre-token) each token is from; None for [CLS]/[SEP]
     type_ids: list[int] = field(default_factory=list)  # 0 everywhere: one sentence
 
     def __len__(self) -> int:
@@ -197,12 +211,14 @@ class WordPieceTokenizer:
         self.truncation: int | None = None  # max_length, when enable_truncation() was called
 
     @classmethod
-    def from_files(cls, tokenizer_json: Path, vocab_txt: Path) -> "WordPieceTokenizer":
+    def from_files(cls, tokenizer_json: Path, vocab_txt: Path) -> WordPieceTokenizer:
         """The vocabulary from vocab.txt (one token per line, id = line number), settings from tokenizer.json."""
         config = json.loads(Path(tokenizer_json).read_text(encoding="utf-8"))
         kinds = (config["normalizer"]["type"], config["pre_tokenizer"]["type"], config["model"]["type"])
         if kinds != ("BertNormalizer", "BertPreTokenizer", "WordPiece"):
-            raise ValueError(f"{tokenizer_json} describes a {'/'.join(kinds)} tokenizer; the Python tokenizer only does BERT WordPiece. Use tokenizer='fast'")
+            raise ValueError(
+                f"{tokenizer_json} describes a {'/'.join(kinds)} tokenizer; the Python tokenizer only does BERT WordPiece. Use tokenizer='fast'"
+            )
         with open(vocab_txt, encoding="utf-8") as f:
             vocab = {line.rstrip("\n"): i for i, line in enumerate(f)}
         normalizer, model = config["normalizer"], config["model"]
@@ -304,7 +320,9 @@ class WordPieceTokenizer:
             pieces = self.wordpiece(normalized[start:end])
             yield [(piece, (shift + origins[start + a], shift + origins[start + b - 1] + 1)) for piece, a, b in pieces]
 
-    def encode(self, text: str | list[str], is_pretokenized: bool = False, add_special_tokens: bool = True) -> WordPieceEncoding:
+    def encode(
+        self, text: str | list[str], is_pretokenized: bool = False, add_special_tokens: bool = True
+    ) -> WordPieceEncoding:
         """Tokenize one text, or one list of words when is_pretokenized (offsets then count from the
         start of each word, and word_ids index the list). Truncates when enable_truncation() was called."""
         if is_pretokenized:  # word i of the list may still split into several words; all of them are word i
@@ -317,7 +335,9 @@ class WordPieceTokenizer:
                 encoding.add(piece, self.vocab[piece], span, i)
         return self.post_process(encoding, add_special_tokens=add_special_tokens)
 
-    def encode_batch(self, texts: list, is_pretokenized: bool = False, add_special_tokens: bool = True) -> list[WordPieceEncoding]:
+    def encode_batch(
+        self, texts: list, is_pretokenized: bool = False, add_special_tokens: bool = True
+    ) -> list[WordPieceEncoding]:
         return [self.encode(t, is_pretokenized, add_special_tokens) for t in texts]
 
     # ------------------------------------------------------------------ 4. post-process

@@ -48,7 +48,11 @@ class CliRuns:
 
 def write_inputs(d: Path) -> None:
     (d / "crlf.txt").write_bytes(LF_BYTES.replace(b"\n", b"\r\n"))
-    jsonl = [json.dumps({"text": JSONL_TEXTS[0], "id": 1}, ensure_ascii=False), "", json.dumps({"text": JSONL_TEXTS[1]}, ensure_ascii=False)]
+    jsonl = [
+        json.dumps({"text": JSONL_TEXTS[0], "id": 1}, ensure_ascii=False),
+        "",
+        json.dumps({"text": JSONL_TEXTS[1]}, ensure_ascii=False),
+    ]
     (d / "texts.jsonl").write_text("\n".join(jsonl) + "\n", encoding="utf-8")
     (d / "not_utf8.txt").write_bytes(b"a fine first line\nbad \xff byte\n")
     (d / "bad_json.jsonl").write_bytes(b'{"text": "ok"}\n{"text": \n')
@@ -67,7 +71,9 @@ def invocations(d: Path) -> dict[str, Invocation]:
         "stdin_lf": Invocation(["-", "--format", "jsonl"], stdin=LF_BYTES),
         "file_crlf": Invocation(["--input", str(d / "crlf.txt"), "--format", "jsonl"]),
         "jsonl_to_npy": Invocation(["--input", str(d / "texts.jsonl"), *npy, str(d / "npy" / "vectors.npy")]),
-        "forced_unnormalized": Invocation([*NPY_TEXTS, *npy, str(d / "forced" / "vectors.npy"), "--force", "--no-normalize"]),
+        "forced_unnormalized": Invocation(
+            [*NPY_TEXTS, *npy, str(d / "forced" / "vectors.npy"), "--force", "--no-normalize"]
+        ),
         # two user errors in a real process: one line on stderr, no traceback (the rest run in-process below)
         "not_utf8": Invocation(["--input", str(d / "not_utf8.txt")]),
         "model_folder_missing": Invocation(["Hello world", "--model", str(d / "no_such_model")]),
@@ -110,7 +116,9 @@ def assert_one_line_error(proc, *expected: str) -> str:
 def assert_matches_encoder(records: list[dict], texts: list[str], encoder) -> None:
     detailed = encoder.encode_detailed(texts)
     assert [r["text"] for r in records] == texts
-    for record, expected, n_tokens, truncated in zip(records, detailed.embeddings, detailed.n_tokens, detailed.truncated):
+    for record, expected, n_tokens, truncated in zip(
+        records, detailed.embeddings, detailed.n_tokens, detailed.truncated
+    ):
         assert set(record) == {"text", "embedding", "n_tokens", "truncated"}
         vector = np.array(record["embedding"], dtype=np.float64)
         assert vector.shape == (384,)
@@ -201,7 +209,10 @@ def test_output_file_gets_ordinary_permissions(cli):
 # --------------------------------------------------------------------------- errors
 
 
-@pytest.mark.parametrize("name, expected", [("not_utf8", ["not_utf8.txt:2:", "UTF-8", "0xff"]), ("model_folder_missing", ["no_such_model", "does not exist"])])
+@pytest.mark.parametrize(
+    "name, expected",
+    [("not_utf8", ["not_utf8.txt:2:", "UTF-8", "0xff"]), ("model_folder_missing", ["no_such_model", "does not exist"])],
+)
 def test_user_error_in_a_real_process_is_one_line_and_exit_2(cli, name, expected):
     assert_one_line_error(cli.run(name), *expected)
 
@@ -225,13 +236,29 @@ def run_main(argv: list[str], capsys):
         (["--input", "{d}/not_utf8.txt"], ["not_utf8.txt:2:", "not valid UTF-8", "0xff", "column 5"]),
         (["--input", "{d}/no_such_file.txt"], ["no_such_file.txt", "does not exist"]),
         (["--input", "{d}/bad_json.jsonl"], ["bad_json.jsonl:2:", "invalid JSON"]),
-        (["--input", "{d}/no_text.jsonl"], ["no_text.jsonl:3:", 'no "text" field']),  # the blank line 2 is skipped but counted
+        (
+            ["--input", "{d}/no_text.jsonl"],
+            ["no_text.jsonl:3:", 'no "text" field'],
+        ),  # the blank line 2 is skipped but counted
         (["--input", "{d}/int_text.jsonl"], ["int_text.jsonl:1:", '"text" is int', "expected a string"]),
         (["Hello world", "--input", "{d}/crlf.txt"], ["either as arguments or with --input, not both"]),
-        (["Hello world", "--format", "npy", "--output", "{d}/no_such_folder/vectors.npy"], ["no_such_folder", "does not exist"]),
+        (
+            ["Hello world", "--format", "npy", "--output", "{d}/no_such_folder/vectors.npy"],
+            ["no_such_folder", "does not exist"],
+        ),
         (["Hello world", "--model", "{d}/no_such_model"], ["no_such_model", "does not exist"]),
     ],
-    ids=["npy_without_output", "not_utf8", "missing_input", "bad_json", "no_text_field", "non_string_text", "texts_and_input", "output_folder_missing", "model_folder_missing"],
+    ids=[
+        "npy_without_output",
+        "not_utf8",
+        "missing_input",
+        "bad_json",
+        "no_text_field",
+        "non_string_text",
+        "texts_and_input",
+        "output_folder_missing",
+        "model_folder_missing",
+    ],
 )
 def test_user_error_is_one_line_and_exit_2(cli, capsys, argv, expected):
     assert_one_line_error(run_main([a.format(d=cli.folder) for a in argv], capsys), *expected)
@@ -240,7 +267,9 @@ def test_user_error_is_one_line_and_exit_2(cli, capsys, argv, expected):
 def test_existing_output_is_kept_without_force(tmp_path, capsys):
     output = tmp_path / "vectors.npy"
     output.write_bytes(b"original contents")
-    assert_one_line_error(run_main(["Hello world", "--format", "npy", "--output", str(output)], capsys), "already exists", "--force")
+    assert_one_line_error(
+        run_main(["Hello world", "--format", "npy", "--output", str(output)], capsys), "already exists", "--force"
+    )
     assert output.read_bytes() == b"original contents"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["vectors.npy"], "no temporary file may be left behind"
 
@@ -268,7 +297,9 @@ def test_unavailable_cuda_device_is_a_user_error(capsys):
 def test_batch_size_0_is_an_argparse_error(capsys):
     proc = run_main(["Hello world", "--batch-size", "0"], capsys)
     assert proc.returncode == 2 and proc.stdout == b""
-    assert proc.stderr.decode().splitlines() == ["error: argument --batch-size/-b: must be at least 1, got 0; see python -m minilm.embed --help"]
+    assert proc.stderr.decode().splitlines() == [
+        "error: argument --batch-size/-b: must be at least 1, got 0; see python -m minilm.embed --help"
+    ]
 
 
 # --------------------------------------------------------------------------- API input checks

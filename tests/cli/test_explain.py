@@ -6,15 +6,19 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import run_module
 from minilm.cli import DEMO_SENTENCES
 from minilm.explain import strongest_links, trace
+
+from conftest import run_module
 
 
 def test_trace_is_the_forward_pass(encoder):
     texts = ["A man is playing a guitar.", "Someone plays an instrument on a stage tonight."]
     result = trace(encoder, texts)
-    assert [s.tensor.shape for s in result.stages] == [(2, 11), (2, 11, 384)] + [(2, 11, 384)] * 6 + [(2, 384), (2, 384)]
+    assert [s.tensor.shape for s in result.stages] == [(2, 11), (2, 11, 384)] + [(2, 11, 384)] * 6 + [
+        (2, 384),
+        (2, 384),
+    ]
     assert np.abs(result.embeddings - encoder.encode(texts)).max() <= 1e-6
     assert len(result.attention) == 6 and result.attention[0].shape == (2, 12, 11, 11)
     # Attention rows are probability distributions, and the shorter sentence's padding gets nothing.
@@ -62,7 +66,11 @@ def test_explain_cli_report_and_picture(tmp_path):
         assert image.format == "PNG" and image.size == (2600, 1300)
         image.load()
     again = run_module("minilm.explain", "One more.", "--plot", str(picture))
-    assert again.returncode == 2 and "already exists; pass --force" in again.stderr.decode() and b"Traceback" not in again.stderr
+    assert (
+        again.returncode == 2
+        and "already exists; pass --force" in again.stderr.decode()
+        and b"Traceback" not in again.stderr
+    )
 
 
 @pytest.mark.slow
@@ -71,6 +79,11 @@ def test_explain_without_matplotlib(tmp_path):
     blocker.mkdir(parents=True)
     (blocker / "__init__.py").write_text("raise ImportError('matplotlib is blocked for this test')\n")
     picture = tmp_path / "attention.png"
-    result = run_module("minilm.explain", "Hello there.", "--plot", str(picture), env={"PYTHONPATH": str(blocker.parent)})
+    result = run_module(
+        "minilm.explain", "Hello there.", "--plot", str(picture), env={"PYTHONPATH": str(blocker.parent)}
+    )
     assert result.returncode == 2 and not picture.exists()
-    assert result.stderr.decode().strip().splitlines()[-1] == "error: --plot needs matplotlib, which is not installed: pip install 'minilm[viz]' (or pip install matplotlib)"
+    assert (
+        result.stderr.decode().strip().splitlines()[-1]
+        == "error: --plot needs matplotlib, which is not installed: pip install 'minilm[viz]' (or pip install matplotlib)"
+    )

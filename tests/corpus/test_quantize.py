@@ -10,10 +10,17 @@ import numpy as np
 import pytest
 from scipy.stats import spearmanr
 
-from conftest import read_stsb
 from minilm.corpus import CorpusSettings, embed_corpus, load_shards, read_manifest
-from minilm.corpus.quantize import STORED_PRECISIONS, binary_similarity, calibration_ranges, dequantize, hamming_distance, quantize
-from conftest import real_lines, write_lines
+from minilm.corpus.quantize import (
+    STORED_PRECISIONS,
+    binary_similarity,
+    calibration_ranges,
+    dequantize,
+    hamming_distance,
+    quantize,
+)
+
+from conftest import read_stsb, real_lines, write_lines
 
 
 @pytest.fixture(scope="module")
@@ -62,8 +69,15 @@ def test_hand_computed_cases():
 @pytest.mark.parametrize("precision", STORED_PRECISIONS)
 def test_every_precision_round_trips_through_shards(tmp_path: Path, encoder, precision: str):
     lines = real_lines(300)
-    manifest = embed_corpus(encoder, write_lines(tmp_path / "corpus.txt", lines), tmp_path / "out", CorpusSettings(shard_rows=100, precision=precision))
-    exact = np.concatenate([encoder.encode(lines[i : i + 100]) for i in range(0, 300, 100)])  # the same windows, so the same batches
+    manifest = embed_corpus(
+        encoder,
+        write_lines(tmp_path / "corpus.txt", lines),
+        tmp_path / "out",
+        CorpusSettings(shard_rows=100, precision=precision),
+    )
+    exact = np.concatenate(
+        [encoder.encode(lines[i : i + 100]) for i in range(0, 300, 100)]
+    )  # the same windows, so the same batches
     ranges = calibration_ranges(exact[:100]) if precision in ("int8", "uint8") else None  # the first shard calibrates
     if ranges is not None:
         assert np.array_equal(np.array(manifest["ranges"], dtype=np.float32), ranges)

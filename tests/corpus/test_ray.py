@@ -19,9 +19,10 @@ import ray
 import ray.data
 
 import minilm.corpus.ray
-from conftest import read_stsb, require_data, run_module
 from minilm.corpus.ray import embed_dataset, embed_files, read_dataset
 from minilm.corpus.textio import InputError
+
+from conftest import read_stsb, require_data, run_module
 
 N_SENTENCES = 2000
 DIM = 384
@@ -123,9 +124,13 @@ def test_readers_keep_text_and_ids_as_strings(tmp_path: Path):
     _, first, second = read_stsb("dev")
     quoted = [s for s in first + second if s.startswith('"')][:3]  # a CSV reader would take these quotes as quoting
     assert len(quoted) == 3
-    (tmp_path / "a.tsv").write_text("id\ttext\n" + "".join(f"{i:03d}\t{s}\n" for i, s in enumerate(quoted)), encoding="utf-8")
+    (tmp_path / "a.tsv").write_text(
+        "id\ttext\n" + "".join(f"{i:03d}\t{s}\n" for i, s in enumerate(quoted)), encoding="utf-8"
+    )
     with open(tmp_path / "a.csv", "w", newline="", encoding="utf-8") as f:
-        csv.writer(f).writerows([("id", "text"), ("007", first[0]), ("010", first[1])])  # minimal quoting: 007 stays bare
+        csv.writer(f).writerows(
+            [("id", "text"), ("007", first[0]), ("010", first[1])]
+        )  # minimal quoting: 007 stays bare
     pq.write_table(pa.table({"id": ["a", "b"], "text": second[:2]}), tmp_path / "a.parquet")
     expected = {
         ".tsv": ([f"{i:03d}" for i in range(len(quoted))], quoted),
@@ -149,9 +154,22 @@ def test_import_works_without_ray_and_says_how_to_install(monkeypatch):
 def test_cli_engine_ray_joins_a_cluster_and_writes_parquet(tmp_path: Path, checkpoint_dir, sentences, reference):
     corpus = tmp_path / "corpus.jsonl"
     # ids "00000"...: digits that must stay strings (a reader that infers types would make them numbers)
-    corpus.write_text("".join(json.dumps({"id": f"{i:05d}", "text": sentences[i]}) + "\n" for i in range(40)), encoding="utf-8")
+    corpus.write_text(
+        "".join(json.dumps({"id": f"{i:05d}", "text": sentences[i]}) + "\n" for i in range(40)), encoding="utf-8"
+    )
     address = ray.get_runtime_context().gcs_address  # the module's cluster, so the CLI starts none of its own
-    args = ["--engine", "ray", "--ray-address", address, "--input", str(corpus), "--output", f"{tmp_path / 'out'}/", "--id-field", "id"]
+    args = [
+        "--engine",
+        "ray",
+        "--ray-address",
+        address,
+        "--input",
+        str(corpus),
+        "--output",
+        f"{tmp_path / 'out'}/",
+        "--id-field",
+        "id",
+    ]
     proc = run_module("minilm.embed", *args, "--model", str(checkpoint_dir), "--concurrency", "1")
     assert proc.returncode == 0, proc.stderr.decode()[-2000:]
     assert f"40 embeddings in Parquet files (id, embedding) in {tmp_path / 'out'}/" in proc.stderr.decode()
@@ -164,4 +182,6 @@ def test_cli_engine_ray_joins_a_cluster_and_writes_parquet(tmp_path: Path, check
         "error: --engine ray writes float32 Parquet files and stops at a bad record; drop --format, --precision and --skip-bad-lines"
     ]
     refused = run_module("minilm.embed", *args, "--tokenizer", "python")
-    assert refused.returncode == 2 and refused.stderr.decode().splitlines() == ["error: --engine ray's actors use the fast tokenizer; drop --tokenizer python"]
+    assert refused.returncode == 2 and refused.stderr.decode().splitlines() == [
+        "error: --engine ray's actors use the fast tokenizer; drop --tokenizer python"
+    ]

@@ -12,11 +12,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import run_module
-from minilm.corpus import CorpusSettings, embed_corpus, load_shards, read_manifest
 from minilm.cli import read_texts
+from minilm.corpus import CorpusSettings, embed_corpus, load_shards, read_manifest
 from minilm.corpus.textio import InputError
-from conftest import real_lines, write_lines
+
+from conftest import real_lines, run_module, write_lines
 
 TRICKY = '"No, thanks," he said; tabs\tand commas, too'  # quotes, commas and a tab inside one text (csv quotes it)
 
@@ -26,7 +26,10 @@ def write_format(path: Path, ids: list[str], texts: list[str]) -> Path:
     if path.suffix == ".txt":
         return write_lines(path, texts)
     if path.suffix == ".jsonl":
-        path.write_text("".join(json.dumps({"id": i, "text": t}, ensure_ascii=False) + "\n" for i, t in zip(ids, texts)), encoding="utf-8")
+        path.write_text(
+            "".join(json.dumps({"id": i, "text": t}, ensure_ascii=False) + "\n" for i, t in zip(ids, texts)),
+            encoding="utf-8",
+        )
     elif path.suffix == ".parquet":
         pq.write_table(pa.table({"id": ids, "text": texts}), path)
     elif path.suffix == ".tsv":  # no quoting: the '"' stays part of the text, as in STS-B's files
@@ -84,10 +87,15 @@ def test_bad_lines_stop_at_file_line_or_are_skipped_and_counted(tmp_path: Path, 
         '{"text": "..."}. To skip and count such lines instead, pass --skip-bad-lines'
     ]
 
-    skipped = run_module("minilm.embed", "--input", str(path), "--output", f"{tmp_path / 'skipped'}/", "--skip-bad-lines")
+    skipped = run_module(
+        "minilm.embed", "--input", str(path), "--output", f"{tmp_path / 'skipped'}/", "--skip-bad-lines"
+    )
     assert skipped.returncode == 0, skipped.stderr.decode()
     stderr = skipped.stderr.decode()
-    assert stderr.count("warning: skipped ") == 4 and f"skipped 4 bad lines (listed in {tmp_path / 'skipped' / 'manifest.json'})" in stderr
+    assert (
+        stderr.count("warning: skipped ") == 4
+        and f"skipped 4 bad lines (listed in {tmp_path / 'skipped' / 'manifest.json'})" in stderr
+    )
     assert read_manifest(tmp_path / "skipped")["skipped"] == {
         "count": 4,
         "examples": [
@@ -125,7 +133,10 @@ def test_each_kind_of_bad_record_names_its_line(tmp_path: Path, encoder, name: s
 
 def test_a_missing_column_is_an_error_about_the_file(tmp_path: Path, encoder):
     path = write_format(tmp_path / "corpus.csv", ["1"], ["one"])
-    with pytest.raises(InputError, match=r'corpus.csv:1: no "body" column \(the header has id, text\); name the column with --text-column'):
+    with pytest.raises(
+        InputError,
+        match=r'corpus.csv:1: no "body" column \(the header has id, text\); name the column with --text-column',
+    ):
         embed_corpus(encoder, path, tmp_path / "out", CorpusSettings(text_field="body", skip_bad_lines=True))
     path = write_format(tmp_path / "corpus.parquet", ["1"], ["one"])
     with pytest.raises(InputError, match=r'corpus.parquet: no "body" column \(it has id, text\)'):

@@ -19,8 +19,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import ROOT, real_lines, require_data, run_module, write_lines
 from minilm.corpus import load_shards
+
+from conftest import ROOT, real_lines, run_module, write_lines
 
 
 @pytest.mark.slow
@@ -30,7 +31,9 @@ def test_shards_hold_every_line_in_order(tmp_path: Path, encoder):
     proc = run_module("minilm.embed", "--input", str(corpus), "--output", f"{tmp_path / 'out'}/", "--shard-size", "500")
     assert proc.returncode == 0, proc.stderr.decode()
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
-    assert [s["rows"] for s in manifest["shards"]] == [500, 500, 200] and manifest["complete"] and manifest["rows"] == 1200
+    assert (
+        [s["rows"] for s in manifest["shards"]] == [500, 500, 200] and manifest["complete"] and manifest["rows"] == 1200
+    )
     assert manifest["model_sha256"] == "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
     assert manifest["dim"] == 384 and manifest["normalized"] is True
     ids, vectors = load_shards(tmp_path / "out")
@@ -48,7 +51,20 @@ def tiny_args(model: Path) -> list[str]:
 
 def stream_with_peak_rss(model: Path, corpus: Path, out: Path, *args: str) -> int:
     """Run `python -m minilm.embed --input corpus --output out/` to the end; its peak RSS in bytes."""
-    command = [sys.executable, "-c", PEAK_RSS, sys.executable, "-m", "minilm.embed", *tiny_args(model), "--input", str(corpus), "--output", f"{out}/", *args]
+    command = [
+        sys.executable,
+        "-c",
+        PEAK_RSS,
+        sys.executable,
+        "-m",
+        "minilm.embed",
+        *tiny_args(model),
+        "--input",
+        str(corpus),
+        "--output",
+        f"{out}/",
+        *args,
+    ]
     proc = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=1200)
     assert proc.returncode == 0, proc.stderr[-2000:]
     return int(proc.stdout.split()[-1]) * 1024
@@ -73,9 +89,13 @@ def streamed_50k(tmp_path_factory, tiny_checkpoint) -> tuple[list[str], np.ndarr
 @pytest.mark.slow
 def test_memory_stays_flat_from_5k_to_50k_lines(tmp_path: Path, streamed_50k, tiny_checkpoint):
     lines, vectors, peak_50k = streamed_50k
-    peak_5k = stream_with_peak_rss(tiny_checkpoint, write_lines(tmp_path / "corpus.txt", lines[:5000]), tmp_path / "out")
+    peak_5k = stream_with_peak_rss(
+        tiny_checkpoint, write_lines(tmp_path / "corpus.txt", lines[:5000]), tmp_path / "out"
+    )
     print(f"peak RSS: 5,000 lines {peak_5k / 2**20:.0f} MiB, 50,000 lines {peak_50k / 2**20:.0f} MiB")
-    assert peak_50k - peak_5k <= 300 * 2**20, f"streaming 50k lines peaked {(peak_50k - peak_5k) / 2**20:.0f} MiB above 5k lines"
+    assert peak_50k - peak_5k <= 300 * 2**20, (
+        f"streaming 50k lines peaked {(peak_50k - peak_5k) / 2**20:.0f} MiB above 5k lines"
+    )
     assert np.abs(load_shards(tmp_path / "out")[1] - vectors[:5000]).max() <= 1e-6
 
 
@@ -106,8 +126,20 @@ def test_a_different_run_is_refused_without_force(tmp_path: Path):
 def test_jsonl_ids_and_bad_lines(tmp_path: Path, encoder):
     texts = real_lines(5)
     records = tmp_path / "corpus.jsonl"
-    records.write_text("".join(json.dumps({"doc": f"d{i}", "body": t}) + "\n" for i, t in enumerate(texts)), encoding="utf-8")
-    proc = run_module("minilm.embed", "--input", str(records), "--output", f"{tmp_path / 'out'}/", "--text-field", "body", "--id-field", "doc")
+    records.write_text(
+        "".join(json.dumps({"doc": f"d{i}", "body": t}) + "\n" for i, t in enumerate(texts)), encoding="utf-8"
+    )
+    proc = run_module(
+        "minilm.embed",
+        "--input",
+        str(records),
+        "--output",
+        f"{tmp_path / 'out'}/",
+        "--text-field",
+        "body",
+        "--id-field",
+        "doc",
+    )
     assert proc.returncode == 0, proc.stderr.decode()
     ids, vectors = load_shards(tmp_path / "out")
     assert ids == [f"d{i}" for i in range(5)]
@@ -117,7 +149,9 @@ def test_jsonl_ids_and_bad_lines(tmp_path: Path, encoder):
     bad.write_text('{"text": "fine"}\n{"text": broken}\n', encoding="utf-8")
     proc = run_module("minilm.embed", "--input", str(bad), "--output", f"{tmp_path / 'bad_out'}/")
     assert proc.returncode == 2
-    assert proc.stderr.decode().splitlines()[-1].startswith(f"error: {bad}:2: invalid JSON")  # small input: no progress bar either
+    assert (
+        proc.stderr.decode().splitlines()[-1].startswith(f"error: {bad}:2: invalid JSON")
+    )  # small input: no progress bar either
     assert len(proc.stderr.decode().splitlines()) == 1
 
 

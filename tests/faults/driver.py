@@ -30,7 +30,12 @@ def at_points(specs: list[str]) -> None:
     actions = {}
     for spec in specs:
         point, nth, action = spec.split(":")
-        actions[point, int(nth)] = {"kill": signal.SIGKILL, "stop": signal.SIGSTOP, "term": signal.SIGTERM, "int": signal.SIGINT}[action]
+        actions[point, int(nth)] = {
+            "kill": signal.SIGKILL,
+            "stop": signal.SIGSTOP,
+            "term": signal.SIGTERM,
+            "int": signal.SIGINT,
+        }[action]
 
     def reached(point: str) -> None:
         counts[point] = counts.get(point, 0) + 1
@@ -59,7 +64,9 @@ def refuse_writes(spec: str) -> None:
 
     def hook(event: str, args: tuple) -> None:
         if event == "open" and isinstance(args[0], (str, bytes, os.PathLike)):
-            writing = (args[1] is not None and any(c in args[1] for c in "wax+")) or (isinstance(args[2], int) and args[2] & (os.O_WRONLY | os.O_RDWR | os.O_CREAT))
+            writing = (args[1] is not None and any(c in args[1] for c in "wax+")) or (
+                isinstance(args[2], int) and args[2] & (os.O_WRONLY | os.O_RDWR | os.O_CREAT)
+            )
         elif event in ("os.mkdir", "os.rename", "os.replace", "os.remove"):
             writing = True
         else:

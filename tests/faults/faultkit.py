@@ -19,9 +19,10 @@ from pathlib import Path
 
 import numpy as np
 
+from minilm.corpus import CorpusSettings, embed_corpus, load_shards
+
 from conftest import ROOT, real_lines, write_lines
 from driver import entry_point
-from minilm.corpus import CorpusSettings, embed_corpus, load_shards
 
 DRIVER = Path(__file__).with_name("driver.py")
 LINES = 3000
@@ -35,10 +36,23 @@ def corpus_file(folder: Path, n: int = LINES, name: str = "corpus.txt") -> Path:
 
 
 def shard_args(model: Path, corpus: Path, out: Path, *extra: str) -> list[str]:
-    return ["--model", str(model), "--no-verify", "--input", str(corpus), "--output", f"{out}/", "--shard-size", str(SHARD), *extra]
+    return [
+        "--model",
+        str(model),
+        "--no-verify",
+        "--input",
+        str(corpus),
+        "--output",
+        f"{out}/",
+        "--shard-size",
+        str(SHARD),
+        *extra,
+    ]
 
 
-def drive(*faults: str, module: str = "minilm.embed", args: list[str], stdin: bytes | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
+def drive(
+    *faults: str, module: str = "minilm.embed", args: list[str], stdin: bytes | None = None, timeout: int = 300
+) -> subprocess.CompletedProcess:
     """`python -m module args` under driver.py's faults; stdout and stderr as text.
 
     With no faults, the command's `main(argv)` runs in this process (what driver.py would run, without
@@ -49,9 +63,16 @@ def drive(*faults: str, module: str = "minilm.embed", args: list[str], stdin: by
         return run_in_process(module, args, stdin)
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     proc = subprocess.run(
-        [sys.executable, str(DRIVER), *faults, "--", module, *args], cwd=ROOT, input=stdin, capture_output=True, env=env, timeout=timeout
+        [sys.executable, str(DRIVER), *faults, "--", module, *args],
+        cwd=ROOT,
+        input=stdin,
+        capture_output=True,
+        env=env,
+        timeout=timeout,
     )
-    return subprocess.CompletedProcess(proc.args, proc.returncode, proc.stdout.decode("utf-8", "replace"), proc.stderr.decode("utf-8", "replace"))
+    return subprocess.CompletedProcess(
+        proc.args, proc.returncode, proc.stdout.decode("utf-8", "replace"), proc.stderr.decode("utf-8", "replace")
+    )
 
 
 def run_in_process(module: str, args: list[str], stdin: bytes | None) -> subprocess.CompletedProcess:
@@ -73,7 +94,12 @@ def run_in_process(module: str, args: list[str], stdin: bytes | None) -> subproc
 def spawn(*faults: str, module: str = "minilm.embed", args: list[str]) -> subprocess.Popen:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     return subprocess.Popen(
-        [sys.executable, str(DRIVER), *faults, "--", module, *args], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+        [sys.executable, str(DRIVER), *faults, "--", module, *args],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
     )
 
 
@@ -110,7 +136,9 @@ def assert_same_output(out: Path, reference: tuple[list[str], np.ndarray]) -> No
     assert vectors.shape == reference[1].shape and np.abs(vectors - reference[1]).max() <= 1e-6
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["complete"] and manifest["rows"] == len(ids)
-    assert sorted(p.name for p in out.glob("part-*")) == sorted(n for s in manifest["shards"] for n in (s["file"], s["ids"]))
+    assert sorted(p.name for p in out.glob("part-*")) == sorted(
+        n for s in manifest["shards"] for n in (s["file"], s["ids"])
+    )
     assert not list(out.glob(".*.tmp"))
 
 
@@ -123,7 +151,10 @@ def small_disk(folder: Path, size: str = "256k", readonly: bool = False):
     """
     folder.mkdir(parents=True, exist_ok=True)
     options = f"size={size}" + (",ro" if readonly else "")
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(folder)], capture_output=True).returncode == 0
+    mounted = (
+        subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(folder)], capture_output=True).returncode
+        == 0
+    )
     try:
         yield [] if mounted else ["--refuse-writes", f"{folder}:{'EROFS' if readonly else 'ENOSPC'}"]
     finally:

@@ -13,9 +13,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from faultkit import assert_same_output, corpus_file, drive, error_line, reference_run, shard_args
 from minilm.corpus import DamagedShards, load_shards
 from minilm.corpus.textio import InputError
+
+from faultkit import assert_same_output, corpus_file, drive, error_line, reference_run, shard_args
 
 
 def truncate(out: Path) -> str:
@@ -78,10 +79,15 @@ def test_damaged_shard_is_named_and_only_it_is_embedded_again(tmp_path: Path, fi
     rerun = drive(args=shard_args(model, corpus, out))
     assert rerun.returncode == 0, rerun.stderr
     assert f"warning: {named}" in rerun.stderr and "embedding that shard again" in rerun.stderr
-    assert {p.name: p.stat().st_mtime_ns for p in out.glob("part-*") if not p.name.startswith("part-00003")} == untouched
+    assert {
+        p.name: p.stat().st_mtime_ns for p in out.glob("part-*") if not p.name.startswith("part-00003")
+    } == untouched
     assert_same_output(out, reference)
     verified = drive(args=["--verify", str(out)])
-    assert verified.returncode == 0 and verified.stdout == f"ok: {out}: 3000 rows in 15 shards match the manifest (complete)\n"
+    assert (
+        verified.returncode == 0
+        and verified.stdout == f"ok: {out}: 3000 rows in 15 shards match the manifest (complete)\n"
+    )
 
 
 def test_a_manifest_that_is_not_an_object_is_one_line(tmp_path: Path, finished):
@@ -90,7 +96,9 @@ def test_a_manifest_that_is_not_an_object_is_one_line(tmp_path: Path, finished):
     out = tmp_path / "out"
     shutil.copytree(original, out)
     (out / "manifest.json").write_text("[1, 2, 3]\n")
-    error_line(drive(args=shard_args(model, corpus, out)), f"{out / 'manifest.json'} is not a minilm shard manifest", "--force")
+    error_line(
+        drive(args=shard_args(model, corpus, out)), f"{out / 'manifest.json'} is not a minilm shard manifest", "--force"
+    )
     error_line(drive(args=["--verify", str(out)]), "is not a minilm shard manifest")
     forced = drive(args=shard_args(model, corpus, out, "--force"))
     assert forced.returncode == 0, forced.stderr
@@ -121,7 +129,9 @@ def entry_not_an_object(manifest: dict) -> None:
     manifest["shards"][0] = 1
 
 
-@pytest.mark.parametrize("edit", [drop_second_entry, swap_two_entries, wrong_total, bytes_as_text, no_complete_flag, entry_not_an_object])
+@pytest.mark.parametrize(
+    "edit", [drop_second_entry, swap_two_entries, wrong_total, bytes_as_text, no_complete_flag, entry_not_an_object]
+)
 def test_a_hand_edited_manifest_is_refused_by_every_reader(tmp_path: Path, finished, edit):
     """Second pass: a dropped or swapped entry lost and doubled rows with exit 0; odd fields were tracebacks."""
     model, corpus, _, original = finished

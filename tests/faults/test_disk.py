@@ -9,7 +9,16 @@ from pathlib import Path
 
 import pytest
 
-from faultkit import assert_same_output, corpus_file, drive, error_line, grow_disk, reference_run, shard_args, small_disk
+from faultkit import (
+    assert_same_output,
+    corpus_file,
+    drive,
+    error_line,
+    grow_disk,
+    reference_run,
+    shard_args,
+    small_disk,
+)
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +40,9 @@ def test_a_full_disk_stops_with_one_line_and_the_rerun_with_room_completes(tmp_p
         error_line(full, "No space left on device")
         if not faults:
             line = full.stderr.splitlines()[-1]
-            assert (f"cannot write {out}/" in line and "rerun the same command to continue" in line) or "choose a writable --output folder" in line, line
+            assert (
+                f"cannot write {out}/" in line and "rerun the same command to continue" in line
+            ) or "choose a writable --output folder" in line, line
         if faults or grow_disk(disk, "4m"):
             rerun = drive(args=shard_args(model, corpus, out))
             assert rerun.returncode == 0, rerun.stderr
@@ -52,15 +63,32 @@ def test_heads_train_checks_its_output_before_training(tmp_path: Path, case: str
     """Defect 8: heads.train found an unwritable or existing --output only after training."""
     disk = tmp_path / "disk"
     disk.mkdir()
-    args = ["--tasks", "question_type", "--freeze", "backbone", "--epochs", "1", "--limit", "question_type=64", "--dev-limit", "32"]
+    args = [
+        "--tasks",
+        "question_type",
+        "--freeze",
+        "backbone",
+        "--epochs",
+        "1",
+        "--limit",
+        "question_type=64",
+        "--dev-limit",
+        "32",
+    ]
     if case == "read-only":
         with small_disk(disk, readonly=True) as faults:
             proc = drive(*faults, module="heads.train", args=[*args, "--output", str(disk / "model")])
         error_line(proc, f"--output {disk / 'model'}: cannot write in {disk}", "Read-only file system")
     elif case == "a file":
         (disk / "model").write_text("not a folder")
-        error_line(drive(module="heads.train", args=[*args, "--output", str(disk / "model")]), f"--output {disk / 'model'} is a file")
+        error_line(
+            drive(module="heads.train", args=[*args, "--output", str(disk / "model")]),
+            f"--output {disk / 'model'} is a file",
+        )
     else:
         (disk / "model").mkdir()
         (disk / "model" / "config.json").write_text(json.dumps({"tasks": []}))
-        error_line(drive(module="heads.train", args=[*args, "--output", str(disk / "model")]), "already holds a model; pass --force")
+        error_line(
+            drive(module="heads.train", args=[*args, "--output", str(disk / "model")]),
+            "already holds a model; pass --force",
+        )

@@ -32,11 +32,17 @@ def config_copy(folder: Path, source: Path, raw: str) -> Path:
     "raw, with_verify, without_verify",
     [
         ('{"hidden_size": 3840000}', "config.json: sha256 mismatch", "does not fit the encoder built from config.json"),
-        ('{"vocab_size": "abc"}', "config.json: sha256 mismatch", "config.json: vocab_size is 'abc', expected a number (int)"),
+        (
+            '{"vocab_size": "abc"}',
+            "config.json: sha256 mismatch",
+            "config.json: vocab_size is 'abc', expected a number (int)",
+        ),
         ("[1, 2]", "config.json: sha256 mismatch", "config.json holds a JSON list, not an object of BERT settings"),
     ],
 )
-def test_a_malformed_config_json_is_one_line_with_and_without_verify(tmp_path: Path, checkpoint_dir, raw, with_verify, without_verify):
+def test_a_malformed_config_json_is_one_line_with_and_without_verify(
+    tmp_path: Path, checkpoint_dir, raw, with_verify, without_verify
+):
     """hidden_size 3,840,000 tried to allocate 468 GB; "abc" and a list were tracebacks."""
     base = json.loads((checkpoint_dir / "config.json").read_text())
     text = json.dumps({**base, **json.loads(raw)}) if raw.startswith("{") else raw
@@ -48,7 +54,10 @@ def test_a_malformed_config_json_is_one_line_with_and_without_verify(tmp_path: P
 def test_tokenizer_ids_beyond_the_vocabulary_are_one_line_without_verify(tmp_path: Path, checkpoint_dir):
     """With --no-verify, a tokenizer whose ids exceed the vocabulary gave an IndexError."""
     small = write_tiny_checkpoint(tmp_path / "small-vocab", checkpoint_dir, {"vocab_size": 1000})
-    error_line(drive(args=["--model", str(small), "--no-verify", "A sentence."]), "has token ids up to 30521, but config.json's vocab_size is 1000")
+    error_line(
+        drive(args=["--model", str(small), "--no-verify", "A sentence."]),
+        "has token ids up to 30521, but config.json's vocab_size is 1000",
+    )
 
 
 @pytest.mark.parametrize(
@@ -58,8 +67,16 @@ def test_tokenizer_ids_beyond_the_vocabulary_are_one_line_without_verify(tmp_pat
         ("heads.predict", ["--device", "tpu", "A sentence."], "unknown device 'tpu'"),
         ("minilm.embed", ["--model", "", "A sentence."], "the checkpoint name is empty"),
         ("minilm.embed", ["--input", "/proc/self/mem"], "cannot read /proc/self/mem: Input/output error"),
-        ("heads.train", ["--limit", "sentiment=0", "--output", "{tmp}/m"], "--limit 'sentiment=0': train on at least 1 example"),
-        ("heads.train", ["--tasks", "question_type", "--data-dir", "{tmp}/data", "--output", "{tmp}/m"], "trec/train.txt holds 0 questions; more than 500 are needed"),
+        (
+            "heads.train",
+            ["--limit", "sentiment=0", "--output", "{tmp}/m"],
+            "--limit 'sentiment=0': train on at least 1 example",
+        ),
+        (
+            "heads.train",
+            ["--tasks", "question_type", "--data-dir", "{tmp}/data", "--output", "{tmp}/m"],
+            "trec/train.txt holds 0 questions; more than 500 are needed",
+        ),
         ("heads.predict", ["--model", "{checkpoint}", "A sentence."], "is an encoder checkpoint, not a heads folder"),
     ],
 )
@@ -72,7 +89,9 @@ def test_user_errors_are_one_line_exit_2(tmp_path: Path, checkpoint_dir, module,
 
 
 def test_an_unreadable_input_in_shard_mode_is_one_line(tmp_path: Path, tiny_checkpoint):
-    error_line(drive(args=shard_args(tiny_checkpoint, Path("/proc/self/mem"), tmp_path / "out")), "cannot read /proc/self/mem")
+    error_line(
+        drive(args=shard_args(tiny_checkpoint, Path("/proc/self/mem"), tmp_path / "out")), "cannot read /proc/self/mem"
+    )
 
 
 @pytest.mark.parametrize(
@@ -90,7 +109,9 @@ def test_a_closed_pipe_is_quiet(module: str, args: list[str]):
     read, write = os.pipe()
     os.close(read)  # the reader is gone before the first line: every write fails with EPIPE
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    proc = subprocess.run([sys.executable, "-m", module, *args], stdout=write, stderr=subprocess.PIPE, cwd=ROOT, env=env, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", module, *args], stdout=write, stderr=subprocess.PIPE, cwd=ROOT, env=env, timeout=300
+    )
     os.close(write)
     assert proc.returncode == 0 and proc.stderr == b"", proc.stderr.decode()[-2000:]
 
@@ -128,7 +149,20 @@ def test_force_writes_through_a_symlink(tmp_path: Path, tiny_checkpoint):
     target.write_bytes(b"old")
     link = tmp_path / "vectors.npy"
     link.symlink_to(target)
-    proc = drive(args=["--model", str(tiny_checkpoint), "--no-verify", "One.", "Two.", "--format", "npy", "--output", str(link), "--force"])
+    proc = drive(
+        args=[
+            "--model",
+            str(tiny_checkpoint),
+            "--no-verify",
+            "One.",
+            "Two.",
+            "--format",
+            "npy",
+            "--output",
+            str(link),
+            "--force",
+        ]
+    )
     assert proc.returncode == 0, proc.stderr
     assert link.is_symlink() and os.readlink(link) == str(target)
     assert np.load(target).shape == (2, 32)
@@ -157,29 +191,56 @@ def test_the_window_merge_is_linear_in_the_text_length():
         CountingWindows.reads = 0
         owners = window_owners(windows)
         assert len(owners) == n and owners[0] == 0 and owners[-1] == len(windows) - 1
-        assert CountingWindows.reads <= 12 * (n + len(windows)), (n, CountingWindows.reads)  # scanning all: n x 157 = 3.1M at 20,000
+        assert CountingWindows.reads <= 12 * (n + len(windows)), (
+            n,
+            CountingWindows.reads,
+        )  # scanning all: n x 157 = 3.1M at 20,000
 
 
 @pytest.mark.parametrize("target", ["/dev/full", "closed"])
 @pytest.mark.slow
 def test_a_stdout_that_cannot_be_written_is_one_line(target: str, tiny_checkpoint):
     """Second pass: > /dev/full and >&- were tracebacks."""
-    command = [sys.executable, "-m", "minilm.embed", "--model", str(tiny_checkpoint), "--no-verify", "--format", "jsonl", "One.", "Two."]
+    command = [
+        sys.executable,
+        "-m",
+        "minilm.embed",
+        "--model",
+        str(tiny_checkpoint),
+        "--no-verify",
+        "--format",
+        "jsonl",
+        "One.",
+        "Two.",
+    ]
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     if target == "/dev/full":
         with open("/dev/full", "w") as full:
             proc = subprocess.run(command, stdout=full, stderr=subprocess.PIPE, cwd=ROOT, env=env, timeout=300)
         expected = "error: cannot write the output: No space left on device"
     else:
-        proc = subprocess.run(command, stdout=None, stderr=subprocess.PIPE, cwd=ROOT, env=env, timeout=300, preexec_fn=lambda: os.close(1))
+        proc = subprocess.run(
+            command, stdout=None, stderr=subprocess.PIPE, cwd=ROOT, env=env, timeout=300, preexec_fn=lambda: os.close(1)
+        )
         expected = "error: standard output is closed; redirect it to a file, or give --output"
     assert proc.returncode == 2 and proc.stderr.decode().splitlines() == [expected], proc.stderr.decode()[-2000:]
 
 
 @pytest.mark.slow
 def test_a_text_argument_that_is_not_utf8_is_one_line(tiny_checkpoint):
-    command = [sys.executable.encode(), b"-m", b"minilm.embed", b"--model", str(tiny_checkpoint).encode(), b"--no-verify", b"\xff\xfe", b"ok"]
-    proc = subprocess.run(command, capture_output=True, cwd=ROOT, env={**os.environ, "HF_HUB_OFFLINE": "1"}, timeout=300)
+    command = [
+        sys.executable.encode(),
+        b"-m",
+        b"minilm.embed",
+        b"--model",
+        str(tiny_checkpoint).encode(),
+        b"--no-verify",
+        b"\xff\xfe",
+        b"ok",
+    ]
+    proc = subprocess.run(
+        command, capture_output=True, cwd=ROOT, env={**os.environ, "HF_HUB_OFFLINE": "1"}, timeout=300
+    )
     assert proc.returncode == 2 and proc.stderr.decode().splitlines() == [
         "error: text argument 1 is not valid UTF-8; pass UTF-8 text, or the texts in a file with --input"
     ]
@@ -192,10 +253,16 @@ def test_a_text_argument_that_is_not_utf8_is_one_line(tiny_checkpoint):
         ("modules.json", '[{"idx": 0}, 5]', "modules.json is not a list of modules"),
         ("sentence_bert_config.json", "[1]", "sentence_bert_config.json holds a JSON list"),
         ("1_Pooling/config.json", "[1]", "1_Pooling/config.json holds a JSON list"),
-        ("sentence_bert_config.json", '{"max_seq_length": 1}', "max_seq_length is 1; it must be a whole number of 3 or more"),
+        (
+            "sentence_bert_config.json",
+            '{"max_seq_length": 1}',
+            "max_seq_length is 1; it must be a whole number of 3 or more",
+        ),
     ],
 )
-def test_odd_sentence_transformers_files_are_one_line(tmp_path: Path, tiny_checkpoint, name: str, raw: str, needle: str):
+def test_odd_sentence_transformers_files_are_one_line(
+    tmp_path: Path, tiny_checkpoint, name: str, raw: str, needle: str
+):
     model = tmp_path / "model"
     shutil.copytree(tiny_checkpoint, model)
     (model / name).write_text(raw)
@@ -205,7 +272,10 @@ def test_odd_sentence_transformers_files_are_one_line(tmp_path: Path, tiny_check
 @pytest.mark.parametrize(
     "edit, needle",
     [
-        (lambda c: c["tasks"][0].pop("labels"), "tasks[0] needs a name, a kind (sentence or token) and a list of labels"),
+        (
+            lambda c: c["tasks"][0].pop("labels"),
+            "tasks[0] needs a name, a kind (sentence or token) and a list of labels",
+        ),
         (lambda c: c["tasks"][0].update(kind="bogus"), "tasks[0] needs a name, a kind"),
         (lambda c: c.update(tasks=["ner"]), "tasks[0] needs a name"),
         (lambda c: c.update(backbone={}), "the backbone has no sha256"),
@@ -231,14 +301,38 @@ def test_a_damaged_heads_folder_is_one_line(tmp_path: Path, edit, needle: str):
 @pytest.mark.parametrize(
     "module, args, message",
     [
-        ("minilm.embed", ["--shard-size", "0", "x"], "error: argument --shard-size: must be at least 1, got 0; see python -m minilm.embed --help"),
+        (
+            "minilm.embed",
+            ["--shard-size", "0", "x"],
+            "error: argument --shard-size: must be at least 1, got 0; see python -m minilm.embed --help",
+        ),
         ("minilm.embed", ["--precision", "float8", "x"], "error: argument --precision: invalid choice: 'float8'"),
         ("minilm.weights", ["frob"], "error: argument command: invalid choice: 'frob'"),
-        ("heads.train", ["--max-steps", "-1", "--output", "m"], "error: argument --max-steps: must be 0 or more, got -1; see python -m heads.train --help"),
-        ("heads.train", ["--sentence-hidden", "-3", "--output", "m"], "error: argument --sentence-hidden: must be 0 or more, got -3"),
-        ("minilm.embed", ["--shard-size", "200", "--input", "{corpus}", "--output", "{tmp}/o"], "error: --shard-size apply to shard output"),
-        ("minilm.embed", ["--input", "{corpus}", "--output", "{tmp}/vectors/", "--format", "jsonl"], "is a folder; give a file name"),
-        ("minilm.embed", ["--input", "{corpus}", "--output", "{tmp}/out/", "--id-field", "id"], "--id-field names a field of .jsonl"),
+        (
+            "heads.train",
+            ["--max-steps", "-1", "--output", "m"],
+            "error: argument --max-steps: must be 0 or more, got -1; see python -m heads.train --help",
+        ),
+        (
+            "heads.train",
+            ["--sentence-hidden", "-3", "--output", "m"],
+            "error: argument --sentence-hidden: must be 0 or more, got -3",
+        ),
+        (
+            "minilm.embed",
+            ["--shard-size", "200", "--input", "{corpus}", "--output", "{tmp}/o"],
+            "error: --shard-size apply to shard output",
+        ),
+        (
+            "minilm.embed",
+            ["--input", "{corpus}", "--output", "{tmp}/vectors/", "--format", "jsonl"],
+            "is a folder; give a file name",
+        ),
+        (
+            "minilm.embed",
+            ["--input", "{corpus}", "--output", "{tmp}/out/", "--id-field", "id"],
+            "--id-field names a field of .jsonl",
+        ),
     ],
 )
 def test_a_bad_option_is_one_line(tmp_path: Path, module: str, args: list[str], message: str):
@@ -277,5 +371,11 @@ def test_entities_read_the_token_lists_once_however_many_entities():
     labels = ("O", "B-LOC", "I-LOC")
     probs = [torch.tensor([0.1, 0.8, 0.1])] * len(piece.encoding.ids)  # every word a B-LOC: 300 entities
     entities = MultiTaskPredictor._entities(text, piece, probs, labels)
-    assert len(entities) == 300 and entities[1] == {"text": "Paris", "label": "LOC", "start": 6, "end": 11, "score": 0.8}
+    assert len(entities) == 300 and entities[1] == {
+        "text": "Paris",
+        "label": "LOC",
+        "start": 6,
+        "end": 11,
+        "score": 0.8,
+    }
     assert piece.reads <= 2, piece.reads

@@ -27,10 +27,16 @@ def test_weights_verify_names_a_changed_config_json(tmp_path: Path, checkpoint_d
     proc = run_module("minilm.weights", "verify", str(copy))
     assert proc.returncode == 2
     report = proc.stdout.decode().splitlines()
-    assert [line.split()[0] for line in report].count("differs") == 1 and report[1].startswith(f"differs  {copy / 'config.json'}: sha256 mismatch")
+    assert [line.split()[0] for line in report].count("differs") == 1 and report[1].startswith(
+        f"differs  {copy / 'config.json'}: sha256 mismatch"
+    )
     assert proc.stderr.decode().count("\n") == 1 and "config.json: sha256 mismatch" in proc.stderr.decode()
     embed = run_module("minilm.embed", "--model", str(copy), "A sentence.")
-    assert embed.returncode == 2 and "config.json: sha256 mismatch" in embed.stderr.decode() and "--no-verify" in embed.stderr.decode()
+    assert (
+        embed.returncode == 2
+        and "config.json: sha256 mismatch" in embed.stderr.decode()
+        and "--no-verify" in embed.stderr.decode()
+    )
 
 
 def test_a_resume_with_a_changed_config_json_is_refused(tmp_path: Path, tiny_checkpoint):
@@ -40,7 +46,9 @@ def test_a_resume_with_a_changed_config_json_is_refused(tmp_path: Path, tiny_che
     out = tmp_path / "out"
     assert drive("--at", "after-ids:3:kill", args=shard_args(model, corpus, out)).returncode == -signal.SIGKILL
     config = json.loads((model / "config.json").read_text())
-    (model / "config.json").write_text(json.dumps({**config, "num_attention_heads": 2}, indent=2))  # same weights, other maths
+    (model / "config.json").write_text(
+        json.dumps({**config, "num_attention_heads": 2}, indent=2)
+    )  # same weights, other maths
     error_line(drive(args=shard_args(model, corpus, out)), f"{out} holds a run with a different model_files", "--force")
     assert json.loads((out / "manifest.json").read_text())["rows"] == 2 * SHARD  # nothing was added
 
@@ -66,24 +74,37 @@ def test_an_edited_input_is_refused_on_resume_and_reported_stale(tmp_path: Path,
     corpus = corpus_file(tmp_path, 18_000)
     assert corpus.stat().st_size > (1 << 20) + 10_000
     out, finished = tmp_path / "out", tmp_path / "finished"
-    assert drive("--at", "after-ids:2:kill", args=shard_args(tiny_checkpoint, corpus, out, "--shard-size", "2000")).returncode == -signal.SIGKILL
+    assert (
+        drive(
+            "--at", "after-ids:2:kill", args=shard_args(tiny_checkpoint, corpus, out, "--shard-size", "2000")
+        ).returncode
+        == -signal.SIGKILL
+    )
     assert drive(args=shard_args(tiny_checkpoint, corpus, finished, "--shard-size", "2000")).returncode == 0
 
     size = corpus.stat().st_size
     corpus.write_bytes(edit(corpus.read_bytes()))
     assert corpus.stat().st_size == size
-    error_line(drive(args=shard_args(tiny_checkpoint, corpus, out, "--shard-size", "2000")), f"{out} holds a run with a different input", "--force")
-    error_line(drive(args=["--verify", str(finished)]), f"{corpus} has changed since {finished} was embedded from it", "stale")
+    error_line(
+        drive(args=shard_args(tiny_checkpoint, corpus, out, "--shard-size", "2000")),
+        f"{out} holds a run with a different input",
+        "--force",
+    )
+    error_line(
+        drive(args=["--verify", str(finished)]), f"{corpus} has changed since {finished} was embedded from it", "stale"
+    )
 
 
 @pytest.mark.parametrize("change", ["rewrite lines 501-1000", "truncate to 300 lines"])
 @pytest.mark.slow
-def test_an_input_changed_during_the_run_is_refused_and_the_rerun_repairs_it(tmp_path: Path, tiny_checkpoint, tiny_encoder, change: str):
+def test_an_input_changed_during_the_run_is_refused_and_the_rerun_repairs_it(
+    tmp_path: Path, tiny_checkpoint, tiny_encoder, change: str
+):
     """Second pass: rewriting or truncating the input while a run was stopped gave mixed rows with exit 0."""
     import os
 
-    from faultkit import assert_same_output, reference_run, spawn, wait_until_stopped
     from conftest import real_lines, write_lines
+    from faultkit import assert_same_output, reference_run, spawn, wait_until_stopped
 
     lines = real_lines(1000)
     corpus = write_lines(tmp_path / "corpus.txt", lines)

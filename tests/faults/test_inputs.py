@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import run_module
-from faultkit import drive, error_line, shard_args
 from minilm.corpus import load_shards
-from conftest import real_lines
+
+from conftest import real_lines, run_module
+from faultkit import drive, error_line, shard_args
 
 ROWS = 900
 
@@ -24,16 +24,27 @@ def stray_quote_csv(folder: Path, closing_row: int | None) -> Path:
     if closing_row is not None:
         rows[closing_row - 1] += '"'
     path = folder / "stray.csv"
-    path.write_text("id,text\n" + "".join(r.replace('"', "") + "\n" if i not in (10, (closing_row or 0) - 1) else r + "\n" for i, r in enumerate(rows)))
+    path.write_text(
+        "id,text\n"
+        + "".join(
+            r.replace('"', "") + "\n" if i not in (10, (closing_row or 0) - 1) else r + "\n" for i, r in enumerate(rows)
+        )
+    )
     return path
 
 
 @pytest.mark.parametrize(
     "closing_row, lines",
-    [(None, ":12-901: a CSV record runs on over 890 lines"), (200, ":12-201: a CSV record runs on over 190 lines"), (16, ":12-17: a CSV record runs on")],
+    [
+        (None, ":12-901: a CSV record runs on over 890 lines"),
+        (200, ":12-201: a CSV record runs on over 190 lines"),
+        (16, ":12-17: a CSV record runs on"),
+    ],
 )
 @pytest.mark.parametrize("how", ["shards", "shards --skip-bad-lines", "jsonl", "heads.predict"])
-def test_a_stray_csv_quote_stops_every_reader_with_the_lines_it_swallowed(tmp_path: Path, tiny_checkpoint, closing_row, lines, how):
+def test_a_stray_csv_quote_stops_every_reader_with_the_lines_it_swallowed(
+    tmp_path: Path, tiny_checkpoint, closing_row, lines, how
+):
     """Defect 1: one stray quote gave '11 embeddings', exit 0 (or 1 bad line for 188 lost records)."""
     path = stray_quote_csv(tmp_path, closing_row)
     if how.startswith("shards"):
@@ -67,12 +78,17 @@ def test_lone_cr_line_endings_are_refused_not_read_as_one_text(tmp_path: Path, t
     path.write_bytes(data.encode())
     fix = "a carriage return (\\r) inside the line: old Mac line endings"
     if name == "-":
-        proc = drive(args=["--model", str(tiny_checkpoint), "--no-verify", "-", "--format", "jsonl"], stdin=path.read_bytes())
+        proc = drive(
+            args=["--model", str(tiny_checkpoint), "--no-verify", "-", "--format", "jsonl"], stdin=path.read_bytes()
+        )
         error_line(proc, "<stdin>:1: " + fix)
         return
     error_line(drive(args=shard_args(tiny_checkpoint, path, tmp_path / "out")), f"{path}:1: {fix}", "tr '\\r' '\\n'")
     error_line(drive(args=shard_args(tiny_checkpoint, path, tmp_path / "out2", "--skip-bad-lines")), f"{path}:1: {fix}")
-    error_line(drive(args=["--model", str(tiny_checkpoint), "--no-verify", "--input", str(path), "--format", "jsonl"]), f"{path}:1: {fix}")
+    error_line(
+        drive(args=["--model", str(tiny_checkpoint), "--no-verify", "--input", str(path), "--format", "jsonl"]),
+        f"{path}:1: {fix}",
+    )
 
 
 def test_shard_mode_warns_about_truncated_texts(tmp_path: Path, tiny_checkpoint, tiny_encoder):
@@ -84,7 +100,10 @@ def test_shard_mode_warns_about_truncated_texts(tmp_path: Path, tiny_checkpoint,
     n_tokens = tiny_encoder.encode_detailed(texts).n_tokens
     proc = drive(args=shard_args(tiny_checkpoint, path, tmp_path / "out"))
     assert proc.returncode == 0, proc.stderr
-    assert f"warning: 2 of 32 texts exceed 256 tokens and were truncated (longest: {max(n_tokens)} tokens)" in proc.stderr.splitlines()
+    assert (
+        f"warning: 2 of 32 texts exceed 256 tokens and were truncated (longest: {max(n_tokens)} tokens)"
+        in proc.stderr.splitlines()
+    )
 
 
 def test_a_csv_field_over_128_kib_is_read(tmp_path: Path, tiny_checkpoint, tiny_encoder):
@@ -102,7 +121,11 @@ def test_a_json_file_is_refused_with_the_fix(tmp_path: Path, tiny_checkpoint):
     """Defect 10: a .json array was embedded as raw lines."""
     path = tmp_path / "texts.json"
     path.write_text('[\n  {"text": "one"},\n  {"text": "two"}\n]\n')
-    error_line(drive(args=["--model", str(tiny_checkpoint), "--no-verify", "--input", str(path)]), f"{path} is a .json file", ".jsonl")
+    error_line(
+        drive(args=["--model", str(tiny_checkpoint), "--no-verify", "--input", str(path)]),
+        f"{path} is a .json file",
+        ".jsonl",
+    )
     error_line(drive(args=shard_args(tiny_checkpoint, path, tmp_path / "out")), "jq -c '.[]'")
 
 
@@ -114,7 +137,10 @@ def test_repeated_ids_are_counted_and_warned(tmp_path: Path, tiny_checkpoint):
     proc = drive(args=shard_args(tiny_checkpoint, path, tmp_path / "out", "--id-field", "id"))
     assert proc.returncode == 0, proc.stderr
     assert f"warning: repeated id 'a' at {path}:3 (first at line 1)" in proc.stderr
-    assert f"warning: 3 ids repeat an earlier one (listed in {tmp_path / 'out' / 'manifest.json'}); first: 'a' at {path}:3 (first at line 1)" in proc.stderr
+    assert (
+        f"warning: 3 ids repeat an earlier one (listed in {tmp_path / 'out' / 'manifest.json'}); first: 'a' at {path}:3 (first at line 1)"
+        in proc.stderr
+    )
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
     assert manifest["repeated_ids"]["count"] == 3
     assert load_shards(tmp_path / "out")[0] == ids  # stored as given: the ids are the user's
@@ -124,13 +150,32 @@ def test_a_file_of_blank_lines_is_refused_the_same_way_by_every_mode(tmp_path: P
     """Defect 10: four blank lines embedded as four empty texts in table mode, but stopped shard mode."""
     path = tmp_path / "blank.txt"
     path.write_text("\n \n\n\t\n")
-    error_line(drive(args=["--model", str(tiny_checkpoint), "--no-verify", "--input", str(path)]), f"{path} holds only blank lines")
+    error_line(
+        drive(args=["--model", str(tiny_checkpoint), "--no-verify", "--input", str(path)]),
+        f"{path} holds only blank lines",
+    )
     error_line(drive(args=shard_args(tiny_checkpoint, path, tmp_path / "out")), f"{path}:1: empty line")
     skipped = drive(args=shard_args(tiny_checkpoint, path, tmp_path / "out2", "--skip-bad-lines"))
-    assert skipped.returncode == 2 and skipped.stderr.splitlines()[-1] == f"error: {path} holds no texts to embed (4 bad lines skipped)"
+    assert (
+        skipped.returncode == 2
+        and skipped.stderr.splitlines()[-1] == f"error: {path} holds no texts to embed (4 bad lines skipped)"
+    )
     assert skipped.stderr.count("warning: skipped ") == 4 and "Traceback" not in skipped.stderr
-    mixed = run_module("minilm.embed", "--model", str(tiny_checkpoint), "--no-verify", "-", "--format", "jsonl", stdin=b"one\n\nthree\n")
-    assert mixed.returncode == 0 and [json.loads(l)["text"] for l in mixed.stdout.decode().splitlines()] == ["one", "", "three"]
+    mixed = run_module(
+        "minilm.embed",
+        "--model",
+        str(tiny_checkpoint),
+        "--no-verify",
+        "-",
+        "--format",
+        "jsonl",
+        stdin=b"one\n\nthree\n",
+    )
+    assert mixed.returncode == 0 and [json.loads(l)["text"] for l in mixed.stdout.decode().splitlines()] == [
+        "one",
+        "",
+        "three",
+    ]
 
 
 def test_a_stray_quote_in_a_one_column_csv_stops_the_run(tmp_path: Path, tiny_checkpoint):
@@ -139,7 +184,10 @@ def test_a_stray_quote_in_a_one_column_csv_stops_the_run(tmp_path: Path, tiny_ch
     rows[100], rows[600] = '"' + rows[100], rows[600] + '"'
     path = tmp_path / "one.csv"
     path.write_text("text\n" + "".join(r + "\n" for r in rows))
-    error_line(drive(args=shard_args(tiny_checkpoint, path, tmp_path / "out")), f"{path}:102-602: a CSV record runs on over 501 lines")
+    error_line(
+        drive(args=shard_args(tiny_checkpoint, path, tmp_path / "out")),
+        f"{path}:102-602: a CSV record runs on over 501 lines",
+    )
 
 
 def test_a_corrupt_parquet_page_is_one_line(tmp_path: Path, tiny_checkpoint):
@@ -159,11 +207,15 @@ def test_a_corrupt_parquet_page_is_one_line(tmp_path: Path, tiny_checkpoint):
 def test_a_header_naming_the_text_column_twice_is_refused(tmp_path: Path, tiny_checkpoint):
     path = tmp_path / "twice.csv"
     path.write_text("text,text\na,b\n")
-    error_line(drive(args=shard_args(tiny_checkpoint, path, tmp_path / "out")), f'{path}:1: the header names "text" 2 times')
+    error_line(
+        drive(args=shard_args(tiny_checkpoint, path, tmp_path / "out")), f'{path}:1: the header names "text" 2 times'
+    )
 
 
 def test_json_ids_keep_their_json_spelling(tmp_path: Path, tiny_checkpoint):
     path = tmp_path / "ids.jsonl"
-    path.write_text("".join(json.dumps({"id": i, "text": t}) + "\n" for i, t in zip([True, 1.0, 7, "x"], real_lines(4))))
+    path.write_text(
+        "".join(json.dumps({"id": i, "text": t}) + "\n" for i, t in zip([True, 1.0, 7, "x"], real_lines(4)))
+    )
     assert drive(args=shard_args(tiny_checkpoint, path, tmp_path / "out", "--id-field", "id")).returncode == 0
     assert load_shards(tmp_path / "out")[0] == ["true", "1.0", "7", "x"]

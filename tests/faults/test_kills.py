@@ -13,7 +13,17 @@ from pathlib import Path
 
 import pytest
 
-from faultkit import SHARD, assert_same_output, corpus_file, drive, error_line, reference_run, shard_args, spawn, wait_until_stopped
+from faultkit import (
+    SHARD,
+    assert_same_output,
+    corpus_file,
+    drive,
+    error_line,
+    reference_run,
+    shard_args,
+    spawn,
+    wait_until_stopped,
+)
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +47,10 @@ def test_kill_before_the_first_manifest_leaves_a_folder_that_the_rerun_and_force
     assert_same_output(out, reference)
 
     killed_again = tmp_path / "again"
-    assert drive("--at", "before-first-manifest:1:kill", args=shard_args(model, corpus, killed_again)).returncode == -signal.SIGKILL
+    assert (
+        drive("--at", "before-first-manifest:1:kill", args=shard_args(model, corpus, killed_again)).returncode
+        == -signal.SIGKILL
+    )
     forced = drive(args=shard_args(model, corpus, killed_again, "--force"))
     assert forced.returncode == 0, forced.stderr
     assert_same_output(killed_again, reference)
@@ -75,13 +88,18 @@ def test_stale_temporary_files_of_a_killed_write_are_removed_by_the_rerun(tmp_pa
 
 @pytest.mark.parametrize("action, status, word", [("term", 143, "terminated"), ("int", 130, "interrupted")])
 @pytest.mark.slow
-def test_sigterm_and_ctrl_c_finish_the_shard_then_stop_with_a_message(tmp_path: Path, setup, action: str, status: int, word: str):
+def test_sigterm_and_ctrl_c_finish_the_shard_then_stop_with_a_message(
+    tmp_path: Path, setup, action: str, status: int, word: str
+):
     """Defect 10: SIGTERM exited 143 with no message. Now it stops after the current shard, as Ctrl-C does."""
     model, corpus, reference = setup
     out = tmp_path / "out"
     stopped = drive("--at", f"after-npy:4:{action}", args=shard_args(model, corpus, out))
     assert stopped.returncode == status, stopped.stderr
-    assert stopped.stderr.splitlines()[-1] == f"{word}: {4 * SHARD} texts in 4 shards are safe in {out}/; rerun the same command to continue"
+    assert (
+        stopped.stderr.splitlines()[-1]
+        == f"{word}: {4 * SHARD} texts in 4 shards are safe in {out}/; rerun the same command to continue"
+    )
     assert "Traceback" not in stopped.stderr
     assert json.loads((out / "manifest.json").read_text())["rows"] == 4 * SHARD  # the shard in hand was finished
     rerun = drive(args=shard_args(model, corpus, out))
@@ -120,7 +138,10 @@ def test_deleting_or_symlinking_the_lock_file_lets_no_second_run_in(tmp_path: Pa
     try:
         wait_until_stopped(first)
         (out / ".minilm.lock").unlink()
-        error_line(drive(args=shard_args(model, corpus, out, "--force", "--precision", "float16")), "is being written by another run")
+        error_line(
+            drive(args=shard_args(model, corpus, out, "--force", "--precision", "float16")),
+            "is being written by another run",
+        )
     finally:
         os.kill(first.pid, signal.SIGCONT)
     _, stderr = first.communicate(timeout=300)
@@ -143,5 +164,10 @@ def test_a_folder_with_someone_elses_manifest_is_not_touched_even_with_force(tmp
     (site / "manifest.json").write_text('{"name": "app"}')
     (site / "index.html").write_text("<html></html>")
     for extra in ([], ["--force"]):
-        error_line(drive(args=shard_args(model, corpus, site, *extra)), f"{site} exists and is not a minilm shard folder")
-    assert sorted(p.name for p in site.iterdir()) == ["index.html", "manifest.json"] and (site / "manifest.json").read_text() == '{"name": "app"}'
+        error_line(
+            drive(args=shard_args(model, corpus, site, *extra)), f"{site} exists and is not a minilm shard folder"
+        )
+    assert (
+        sorted(p.name for p in site.iterdir()) == ["index.html", "manifest.json"]
+        and (site / "manifest.json").read_text() == '{"name": "app"}'
+    )

@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 import pytest
 
-from conftest import require_data
 from heads.data import (
     CONLL_TAGS,
     SST2_LABELS,
@@ -27,10 +26,12 @@ from heads.data import (
     read_trec,
 )
 
+from conftest import require_data
+
 READERS = {"trec": read_trec, "sst2": read_sst2, "conll2003": read_conll}
 
 
-@lru_cache(maxsize=None)
+@cache
 def load(relative: str) -> tuple:
     """Each real file is parsed once per session; tuples so no test can change another's data."""
     return tuple(READERS[relative.split("/")[0]](require_data(relative)))
@@ -58,7 +59,14 @@ def test_trec_first_examples_and_coarse_label_counts():
     assert train[0] == SentenceExample("How did serfdom develop in and then leave Russia ?", "DESC")
     assert train[1] == SentenceExample("What films featured the character Popeye Doyle ?", "ENTY")
     assert test[0] == SentenceExample("How far is it from Denver to Aspen ?", "NUM")
-    assert Counter(e.label for e in train) == {"ABBR": 86, "DESC": 1162, "ENTY": 1250, "HUM": 1223, "LOC": 835, "NUM": 896}
+    assert Counter(e.label for e in train) == {
+        "ABBR": 86,
+        "DESC": 1162,
+        "ENTY": 1250,
+        "HUM": 1223,
+        "LOC": 835,
+        "NUM": 896,
+    }
     assert Counter(e.label for e in test) == {"ABBR": 9, "DESC": 138, "ENTY": 94, "HUM": 65, "LOC": 81, "NUM": 113}
     assert set(TREC_LABELS) == {e.label for e in train}
 
@@ -72,7 +80,9 @@ def test_trec_keeps_its_one_non_ascii_character_as_published():
 def test_sst2_first_examples_labels_and_utf8_text():
     train, test = load("sst2/train.txt"), load("sst2/test.txt")
     assert train[0].label == "positive" and train[0].text.startswith("a stirring , funny and finally transporting")
-    assert train[1] == SentenceExample("apparently reassembled from the cutting-room floor of any given daytime soap .", "negative")
+    assert train[1] == SentenceExample(
+        "apparently reassembled from the cutting-room floor of any given daytime soap .", "negative"
+    )
     assert test[1].label == "negative" and test[1].text.endswith("like rancid cr\u00e8me br\u00fbl\u00e9e .")
     assert Counter(e.label for e in train) == {"negative": 3310, "positive": 3610}
     assert Counter(e.label for e in load("sst2/dev.txt")) == {"negative": 428, "positive": 444}

@@ -7,7 +7,6 @@ import json
 
 import pytest
 import torch
-from conftest import DATA_DIR, require_data, run_module
 
 from heads.data import read_conll, read_trec
 from heads.metrics import entity_scores
@@ -16,6 +15,8 @@ from heads.predict import SHIPPED_HEADS, MultiTaskPredictor
 from heads.tasks import TASKS, encode_examples, predict_logits, read_split, score
 from heads.train import apply_freezing, frozen_layers, task_probabilities
 from minilm.text.tokenization import right_pad
+
+from conftest import DATA_DIR, require_data, run_module
 
 ALL_TASKS = list(TASKS.values())
 
@@ -30,11 +31,17 @@ def fresh_model(encoder, seed: int = 0) -> MultiTaskModel:
 
 
 def test_forward_returns_every_task_with_the_right_shapes_and_is_deterministic(encoder):
-    encodings, _ = encoder.tokenizer.encode(["Who wrote Hamlet?", "A gorgeous, witty film.", "Angela Merkel met Macron in Paris ."])
+    encodings, _ = encoder.tokenizer.encode(
+        ["Who wrote Hamlet?", "A gorgeous, witty film.", "Angela Merkel met Macron in Paris ."]
+    )
     batch = encoder.tokenizer.pad(encodings)
     out = fresh_model(encoder)(batch.input_ids, batch.attention_mask)
     B, T = batch.input_ids.shape
-    assert {k: tuple(v.shape) for k, v in out.logits.items()} == {"question_type": (B, 6), "sentiment": (B, 2), "ner": (B, T, 9)}
+    assert {k: tuple(v.shape) for k, v in out.logits.items()} == {
+        "question_type": (B, 6),
+        "sentiment": (B, 2),
+        "ner": (B, T, 9),
+    }
     assert out.losses == {}
     again = fresh_model(encoder)(batch.input_ids, batch.attention_mask)  # same seed, separately built
     other = fresh_model(encoder, seed=1)(batch.input_ids, batch.attention_mask)
@@ -82,7 +89,12 @@ def test_training_steps_lower_the_loss_and_leave_frozen_parameters_bit_identical
         losses.append(loss.item())
     assert losses[-1] < 0.5 * losses[0]
     after = model.state_dict()
-    frozen = [k for k in after if k.startswith(("bert.embeddings.", "heads.sentiment.")) or any(k.startswith(f"bert.encoder.layer.{i}.") for i in range(4))]
+    frozen = [
+        k
+        for k in after
+        if k.startswith(("bert.embeddings.", "heads.sentiment."))
+        or any(k.startswith(f"bert.encoder.layer.{i}.") for i in range(4))
+    ]
     trained = [k for k in after if k.startswith(("bert.encoder.layer.5.", "heads.question_type."))]
     assert frozen and trained
     assert all(torch.equal(before[k], after[k]) for k in frozen)
@@ -166,7 +178,10 @@ def test_entity_f1_matches_seqeval_on_real_predictions(shipped):
     logits = predict_logits(shipped.model, data, None, 0)
     from heads.ner import first_subtoken_predictions
 
-    predicted = [[TASKS["ner"].labels[i] for i in first_subtoken_predictions(w, l.argmax(-1).tolist())] for w, l in zip(data.word_ids, logits)]
+    predicted = [
+        [TASKS["ner"].labels[i] for i in first_subtoken_predictions(w, l.argmax(-1).tolist())]
+        for w, l in zip(data.word_ids, logits)
+    ]
     ours = entity_scores(predicted, data.gold)
     assert 0.3 < ours["f1"] < 1.0  # real, imperfect predictions
     assert ours["f1"] == pytest.approx(f1_score(data.gold, predicted), abs=1e-9)
@@ -175,7 +190,10 @@ def test_entity_f1_matches_seqeval_on_real_predictions(shipped):
 
 
 def test_character_offsets_point_at_the_entity_text(shipped):
-    texts = ["Angela Merkel flew from Berlin to Washington on Monday .", "  Shares of  Microsoft and Google fell in New York."]
+    texts = [
+        "Angela Merkel flew from Berlin to Washington on Monday .",
+        "  Shares of  Microsoft and Google fell in New York.",
+    ]
     for text, record in zip(texts, shipped.predict(texts)):
         assert record["entities"], text
         for entity in record["entities"]:
@@ -233,7 +251,29 @@ def test_predict_cli_errors_are_one_line(args, message):
 def test_train_cli_runs_saves_and_refuses_to_overwrite(tmp_path):
     require_data("")
     out = tmp_path / "run"
-    args = ["--tasks", "question_type,ner", "--sentence-hidden", "32", "--limit", "question_type=64", "--limit", "ner=32", "--freeze", "layers:5", "--max-steps", "6", "--batch-size", "16", "--dev-limit", "48", "--quiet", "--output", str(out), "--data-dir", str(DATA_DIR)]
+    args = [
+        "--tasks",
+        "question_type,ner",
+        "--sentence-hidden",
+        "32",
+        "--limit",
+        "question_type=64",
+        "--limit",
+        "ner=32",
+        "--freeze",
+        "layers:5",
+        "--max-steps",
+        "6",
+        "--batch-size",
+        "16",
+        "--dev-limit",
+        "48",
+        "--quiet",
+        "--output",
+        str(out),
+        "--data-dir",
+        str(DATA_DIR),
+    ]
     proc = run_module("heads.train", *args)
     assert proc.returncode == 0, proc.stderr.decode()
     summary = json.loads(proc.stdout)

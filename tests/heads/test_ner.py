@@ -5,14 +5,13 @@ sliding windows, and entity F1 cross-checked against seqeval on corrupted real C
 from __future__ import annotations
 
 import random
-from functools import lru_cache
+from functools import cache
 
 import pytest
 from seqeval.metrics import f1_score, precision_score, recall_score
 from seqeval.metrics.sequence_labeling import get_entities, precision_recall_fscore_support
 from tokenizers import Tokenizer
 
-from conftest import require_data
 from heads.data import CONLL_TAGS, TokenExample, read_conll
 from heads.metrics import accuracy, entity_scores
 from heads.ner import (
@@ -24,6 +23,8 @@ from heads.ner import (
     token_windows,
     window_owners,
 )
+
+from conftest import require_data
 
 TAG_ID = {tag: i for i, tag in enumerate(CONLL_TAGS)}
 
@@ -38,7 +39,7 @@ def tokenizer() -> Tokenizer:
     return tok
 
 
-@lru_cache(maxsize=None)
+@cache
 def conll(split: str) -> tuple[TokenExample, ...]:
     return tuple(read_conll(require_data(f"conll2003/{split}.txt")))
 
@@ -211,8 +212,22 @@ def test_entity_scores_hand_computed():
     assert scores["recall"] == pytest.approx(1 / 3)
     assert scores["f1"] == pytest.approx(0.4)
     assert (scores["correct"], scores["predicted"], scores["gold"]) == (1, 2, 3)
-    assert scores["per_type"]["PER"] == {"precision": 1.0, "recall": 1.0, "f1": 1.0, "correct": 1, "predicted": 1, "gold": 1}
-    assert scores["per_type"]["LOC"] == {"precision": 0.0, "recall": 0.0, "f1": 0.0, "correct": 0, "predicted": 1, "gold": 1}
+    assert scores["per_type"]["PER"] == {
+        "precision": 1.0,
+        "recall": 1.0,
+        "f1": 1.0,
+        "correct": 1,
+        "predicted": 1,
+        "gold": 1,
+    }
+    assert scores["per_type"]["LOC"] == {
+        "precision": 0.0,
+        "recall": 0.0,
+        "f1": 0.0,
+        "correct": 0,
+        "predicted": 1,
+        "gold": 1,
+    }
     assert scores["per_type"]["ORG"]["recall"] == 0.0 and scores["per_type"]["ORG"]["precision"] == 0.0
 
 

@@ -6,16 +6,25 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from minilm.model.encoder import BertConfig, BertModel, reference_attention
-from minilm.model.pooling import cls_pool, l2_normalize, max_pool, mean_pool, pool
+from minilm.model.encoder import BertModel, reference_attention
 from minilm.model.loading import bert_config, load_state_strict
+from minilm.model.pooling import cls_pool, l2_normalize, max_pool, mean_pool, pool
 
-TINY = dict(vocab_size=99, hidden_size=32, num_hidden_layers=3, num_attention_heads=4, intermediate_size=37, max_position_embeddings=64, type_vocab_size=2)
+TINY = dict(
+    vocab_size=99,
+    hidden_size=32,
+    num_hidden_layers=3,
+    num_attention_heads=4,
+    intermediate_size=37,
+    max_position_embeddings=64,
+    type_vocab_size=2,
+)
 
 
 def tiny_pair(seed: int = 0):
     """A random transformers BertModel and our encoder holding the same weights."""
-    from transformers import BertConfig as HFBertConfig, BertModel as HFBertModel
+    from transformers import BertConfig as HFBertConfig
+    from transformers import BertModel as HFBertModel
 
     torch.manual_seed(seed)
     hf = HFBertModel(HFBertConfig(**TINY, hidden_act="gelu", layer_norm_eps=1e-12), add_pooling_layer=True).eval()
@@ -49,7 +58,9 @@ def test_tiny_random_config_matches_transformers_bert(seed):
     real = mask.bool()
     assert (actual[real] - expected[real]).abs().max().item() <= 1e-5
     # the tolerance discriminates: letting real tokens attend to padding moves them far past it
-    assert (expected[real] - hf(input_ids=ids, attention_mask=torch.ones_like(mask)).last_hidden_state[real]).abs().max() > 1e-3
+    assert (
+        expected[real] - hf(input_ids=ids, attention_mask=torch.ones_like(mask)).last_hidden_state[real]
+    ).abs().max() > 1e-3
 
 
 def test_state_dict_keys_are_the_checkpoint_names():

@@ -25,7 +25,6 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import ROOT, require_data
 from minilm import SentenceEncoder
 from minilm.embed import main as embed_main
 from minilm.model.encoder import BertModel, reference_attention
@@ -34,7 +33,17 @@ from minilm.model.packed import PackedEncoder, PackedIndex, packed_attention
 from minilm.model.precision import inference_model, resolve_dtype
 from minilm.text.tokenization import length_sorted_batches
 
-TINY = dict(vocab_size=99, hidden_size=32, num_hidden_layers=3, num_attention_heads=4, intermediate_size=37, max_position_embeddings=64, type_vocab_size=2)
+from conftest import ROOT, require_data
+
+TINY = dict(
+    vocab_size=99,
+    hidden_size=32,
+    num_hidden_layers=3,
+    num_attention_heads=4,
+    intermediate_size=37,
+    max_position_embeddings=64,
+    type_vocab_size=2,
+)
 N_TEXTS = 200
 PACKED_ATOL = 1e-6
 HALF_MIN_COSINE = 0.999
@@ -149,7 +158,11 @@ def test_flash_varlen_packed_attention_matches_reference_on_cuda(dtype, toleranc
     actual = packed_attention(qkv, PackedIndex.from_mask(mask.cuda()), H).float().cpu()  # (N, C)
 
     q, k, v = (pad_by_hand(part, lengths, H) for part in qkv.float().cpu().split(C, dim=1))  # each (B, H, T, D)
-    y = reference_attention(q, k, v, mask.bool().view(len(lengths), 1, 1, -1)).transpose(1, 2).reshape(len(lengths), -1, C)
+    y = (
+        reference_attention(q, k, v, mask.bool().view(len(lengths), 1, 1, -1))
+        .transpose(1, 2)
+        .reshape(len(lengths), -1, C)
+    )
     expected = torch.cat([y[b, :n] for b, n in enumerate(lengths)])  # (N, C)
     assert ((actual - expected).abs() / (1 + expected.abs())).max().item() <= tolerance
 
@@ -312,7 +325,9 @@ def test_half_precision_matches_float32_by_cosine(encoder, texts, fp32_embedding
 
     half = with_runner(encoder, runner, dtype).encode(texts)
     assert half.dtype == np.float32 and half.shape == fp32_embeddings.shape
-    cosine = (half * fp32_embeddings).sum(axis=1) / (np.linalg.norm(half, axis=1) * np.linalg.norm(fp32_embeddings, axis=1))
+    cosine = (half * fp32_embeddings).sum(axis=1) / (
+        np.linalg.norm(half, axis=1) * np.linalg.norm(fp32_embeddings, axis=1)
+    )
     assert cosine.min() >= HALF_MIN_COSINE, f"{dtype}: worst text {texts[int(cosine.argmin())][:60]!r}"
     assert np.abs(half - fp32_embeddings).max() > 1e-6  # it really ran in half precision
 
@@ -324,7 +339,9 @@ def test_cuda_half_precision_matches_cpu_float32_by_cosine(checkpoint_dir, texts
     gpu = SentenceEncoder.from_pretrained(str(checkpoint_dir), device="cuda", dtype=dtype)
     assert gpu.dtype == dtype and gpu.precision_note is None and isinstance(gpu.runner, PackedEncoder)
     half = gpu.encode(texts)
-    cosine = (half * fp32_embeddings).sum(axis=1) / (np.linalg.norm(half, axis=1) * np.linalg.norm(fp32_embeddings, axis=1))
+    cosine = (half * fp32_embeddings).sum(axis=1) / (
+        np.linalg.norm(half, axis=1) * np.linalg.norm(fp32_embeddings, axis=1)
+    )
     assert cosine.min() >= HALF_MIN_COSINE, f"{dtype}: worst text {texts[int(cosine.argmin())][:60]!r}"
 
 
@@ -381,7 +398,10 @@ def test_cli_bfloat16_prints_one_note_and_float32_embeddings(encoder):
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["--dtype", "int4"], "argument --dtype: invalid choice: 'int4' (choose from 'float32', 'bfloat16', 'float16')"),
+        (
+            ["--dtype", "int4"],
+            "argument --dtype: invalid choice: 'int4' (choose from 'float32', 'bfloat16', 'float16')",
+        ),
         (["--max-batch-tokens", "0"], "argument --max-batch-tokens: must be at least 1, got 0"),
     ],
 )

@@ -23,27 +23,52 @@ from minilm.text.wordpiece import WordPieceTokenizer
 from conftest import read_stsb, require_data, run_module
 
 EDGE_CASES = [
-    "", " ", "   \t\n\r  ", "\u3000\u00a0\u2028", "a",
+    "",
+    " ",
+    "   \t\n\r  ",
+    "\u3000\u00a0\u2028",
+    "a",
     "Crème brûlée, naïve café, Ångström, Dvořák, Łódź, ÉCOLE",  # accents (precomposed)
     "Cre\u0300me bru\u0302le\u0301e a\u0301\u0302\u0303 e\u0327\u0301",  # accents as combining marks, stacked
-    "\u0301\u0302 starts with marks", "x\u20dd \u0488",  # enclosing marks (Me) are kept
+    "\u0301\u0302 starts with marks",
+    "x\u20dd \u0488",  # enclosing marks (Me) are kept
     "北京欢迎你 and 東京 mixed with 한국어 and カタカナ and ｆｕｌｌｗｉｄｔｈ",  # CJK ideographs, Hangul, kana
     "𠀀𠀁 𪜀 𫝀 𫠠 丽",  # CJK extensions B-E and compatibility ideographs
-    "emoji 😀👍🏽 👨‍👩‍👧 🏳️‍🌈 ❤️ 🇫🇷", "zero\u200bwidth\u200cnon\u200djoiner\ufeffbom\u2060wj \u00adsoft",
-    "control\x00\x01\x07\x1b\x7f\x85\x9f chars\ufffd", "\x1c\x1d\x1e\x1f separators", "tab\tvertical\x0bform\x0cfeed",
-    "İstanbul ΟΔΟΣ Straße ǅ ß ﬁ ﬀ ẞ Ω K", "Ⅻ ① ½ ² ℌ ™ ㎏", "a" * 100, "b" * 101, "supercalifragilistic" * 6,
-    "un" + "\u0301" * 150, "$5 + 3 = <8> ^ `x` | ~y @ #tag {a} [b] (c) \\d/ 'e' \"f\" ;:?!.,-_*&%",
+    "emoji 😀👍🏽 👨‍👩‍👧 🏳️‍🌈 ❤️ 🇫🇷",
+    "zero\u200bwidth\u200cnon\u200djoiner\ufeffbom\u2060wj \u00adsoft",
+    "control\x00\x01\x07\x1b\x7f\x85\x9f chars\ufffd",
+    "\x1c\x1d\x1e\x1f separators",
+    "tab\tvertical\x0bform\x0cfeed",
+    "İstanbul ΟΔΟΣ Straße ǅ ß ﬁ ﬀ ẞ Ω K",
+    "Ⅻ ① ½ ² ℌ ™ ㎏",
+    "a" * 100,
+    "b" * 101,
+    "supercalifragilistic" * 6,
+    "un" + "\u0301" * 150,
+    "$5 + 3 = <8> ^ `x` | ~y @ #tag {a} [b] (c) \\d/ 'e' \"f\" ;:?!.,-_*&%",
     "«quotes» „low“ ‹single› — – … · ¿qué? ¡sí! 、。「」",
-    "[CLS] [SEP] [MASK] [PAD] [UNK] inside text", "x[MASK]y [mask] [[MASK]] [CLS[SEP]]",
-    "https://example.com/path?q=1&r=2#frag user@example.org", "C++ C# F# .NET node.js 3.14159 1,000,000",
+    "[CLS] [SEP] [MASK] [PAD] [UNK] inside text",
+    "x[MASK]y [mask] [[MASK]] [CLS[SEP]]",
+    "https://example.com/path?q=1&r=2#frag user@example.org",
+    "C++ C# F# .NET node.js 3.14159 1,000,000",
     "o\u0308\u0323 \u1e0d\u0307 q\u0307\u0323",  # marks in non-canonical order
     "\U0001d400\U0001d401 \U0001f600\ufe0f \U000e0041 \U0010ffff \ue000\uf8ff",  # math letters, tags, private use
     "Ελληνικά Русский текст עברית العربية हिन्दी ไทย ქართული",
     "Ա Ბ ᏸ Ꭰ",  # case pairs of newer scripts
     "x" + "\u0300" * 5 + "y" * 98,
-    "trailing space ", " leading space", "many     spaces", "new\nlines\r\nhere",
+    "trailing space ",
+    " leading space",
+    "many     spaces",
+    "new\nlines\r\nhere",
 ]
-WORD_LISTS = [["New", "York", "'s"], ["Hello", "[MASK]x", ""], ["", "a", " ", "b c"], ["Crème", "北京", "😀", "\u200b"], [], ["x" * 120]]
+WORD_LISTS = [
+    ["New", "York", "'s"],
+    ["Hello", "[MASK]x", ""],
+    ["", "a", " ", "b c"],
+    ["Crème", "北京", "😀", "\u200b"],
+    [],
+    ["x" * 120],
+]
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +83,9 @@ def python(checkpoint_dir) -> WordPieceTokenizer:
     return WordPieceTokenizer.from_files(checkpoint_dir / "tokenizer.json", checkpoint_dir / "vocab.txt")
 
 
-def assert_same_encodings(fast, python, texts, *, truncation=None, is_pretokenized=False, add_special_tokens=True) -> int:
+def assert_same_encodings(
+    fast, python, texts, *, truncation=None, is_pretokenized=False, add_special_tokens=True
+) -> int:
     """Both tokenizers on every text, with the same settings; returns how many tokens were compared."""
     for tokenizer in (fast, python):
         tokenizer.no_truncation() if truncation is None else tokenizer.enable_truncation(truncation)
@@ -67,8 +94,14 @@ def assert_same_encodings(fast, python, texts, *, truncation=None, is_pretokeniz
     for text, want in zip(texts, expected):
         got = python.encode(text, is_pretokenized=is_pretokenized, add_special_tokens=add_special_tokens)
         assert (got.tokens, got.ids, got.offsets, got.word_ids, got.type_ids) == (
-            want.tokens, want.ids, want.offsets, want.word_ids, want.type_ids,
-        ), f"{text!r} (truncation {truncation}): ours {list(zip(got.tokens, got.offsets))}, tokenizers {list(zip(want.tokens, want.offsets))}"  # fmt: skip
+            want.tokens,
+            want.ids,
+            want.offsets,
+            want.word_ids,
+            want.type_ids,
+        ), (
+            f"{text!r} (truncation {truncation}): ours {list(zip(got.tokens, got.offsets))}, tokenizers {list(zip(want.tokens, want.offsets))}"
+        )
         compared += len(want.ids)
     return compared
 
@@ -104,7 +137,11 @@ def stdlib_module_docstrings() -> list[str]:
             continue
         with open(path, "rb") as f:
             try:
-                first = next(t for t in tokenize.tokenize(f.readline) if t.type not in (tokenize.ENCODING, tokenize.COMMENT, tokenize.NL, tokenize.NEWLINE))
+                first = next(
+                    t
+                    for t in tokenize.tokenize(f.readline)
+                    if t.type not in (tokenize.ENCODING, tokenize.COMMENT, tokenize.NL, tokenize.NEWLINE)
+                )
             except (tokenize.TokenError, SyntaxError, StopIteration):
                 continue
         if first.type == tokenize.STRING and isinstance(docstring := ast.literal_eval(first.string), str) and docstring:
@@ -114,7 +151,12 @@ def stdlib_module_docstrings() -> list[str]:
 
 def test_wordpiece_by_hand():
     """Greedy longest-match-first on a five-piece vocabulary, worked out by hand."""
-    vocab = {t: i for i, t in enumerate(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "un", "##aff", "##able", "aff", "##a", ","])}
+    vocab = {
+        t: i
+        for i, t in enumerate(
+            ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "un", "##aff", "##able", "aff", "##a", ","]
+        )
+    }
     tokenizer = WordPieceTokenizer(vocab)
     # "unaffable": "un" is the longest prefix in the vocabulary, then "##aff", then "##able".
     assert tokenizer.wordpiece("unaffable") == [("un", 0, 2), ("##aff", 2, 5), ("##able", 5, 9)]
@@ -124,7 +166,10 @@ def test_wordpiece_by_hand():
     assert encoding.tokens == ["[CLS]", "un", "##aff", "##able", ",", "aff", "[SEP]"]
     assert encoding.offsets == [(0, 0), (0, 2), (2, 5), (5, 9), (9, 10), (11, 14), (0, 0)]
     assert encoding.word_ids == [None, 0, 0, 0, 1, 2, None]
-    assert tokenizer.normalize("Crème\u200b北") == ("creme 北 ", [0, 1, 2, 3, 4, 6, 6, 6])  # é -> e; U+200B dropped; spaces around 北
+    assert tokenizer.normalize("Crème\u200b北") == (
+        "creme 北 ",
+        [0, 1, 2, 3, 4, 6, 6, 6],
+    )  # é -> e; U+200B dropped; spaces around 北
 
 
 @pytest.mark.slow
@@ -142,7 +187,12 @@ def test_every_code_point_normalizes_and_splits_like_tokenizers(fast, python):
         theirs = [word for word, _ in fast.pre_tokenizer.pre_tokenize_str(text)]
         ours = [text[a:b] for a, b in python.pre_tokenize(text)]
         if theirs != ours:
-            wrong = [c for c in chunk if [w for w, _ in fast.pre_tokenizer.pre_tokenize_str(f"a{c}a")] != [f"a{c}a"[a:b] for a, b in python.pre_tokenize(f"a{c}a")]]
+            wrong = [
+                c
+                for c in chunk
+                if [w for w, _ in fast.pre_tokenizer.pre_tokenize_str(f"a{c}a")]
+                != [f"a{c}a"[a:b] for a, b in python.pre_tokenize(f"a{c}a")]
+            ]
             pytest.fail(f"pre-tokenizer differs on {', '.join(f'U+{ord(c):04X}' for c in wrong[:20])}")
 
 
@@ -186,7 +236,9 @@ def test_encoder_with_the_python_tokenizer_gives_the_same_embeddings(encoder, ch
     from minilm import SentenceEncoder
 
     python_encoder = SentenceEncoder.from_pretrained(str(checkpoint_dir), tokenizer="python")
-    texts = stsb_sentences[:300] + EDGE_CASES[1:] + [" ".join(stdlib_module_docstrings()[:3])]  # the last is over 256 tokens
+    texts = (
+        stsb_sentences[:300] + EDGE_CASES[1:] + [" ".join(stdlib_module_docstrings()[:3])]
+    )  # the last is over 256 tokens
     assert np.array_equal(python_encoder.encode(texts), encoder.encode(texts))
     with pytest.raises(ValueError, match="choose one of fast, python"):
         SentenceEncoder.from_pretrained(str(checkpoint_dir), tokenizer="slow")
