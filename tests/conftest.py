@@ -9,9 +9,17 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    import numpy as np
+    import torch
+
+    from minilm import SentenceEncoder
 
 os.environ["HF_HUB_OFFLINE"] = "1"  # before anything imports huggingface_hub
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -79,12 +87,17 @@ def stsb_sentences() -> list[str]:
 
 
 def run_module(
-    module: str, *args: str, stdin: bytes | None = None, env: dict | None = None, cwd: Path | None = None
+    module: str,
+    *args: str,
+    stdin: bytes | None = None,
+    env: dict | None = None,
+    cwd: Path | None = None,
+    python_flags: Sequence[str] = (),
 ) -> subprocess.CompletedProcess:
-    """Run `python -m module args...` as a real subprocess; returns the completed process (bytes out)."""
+    """Run `python [python_flags] -m module args...` as a real subprocess; returns the completed process (bytes out)."""
     full_env = {**os.environ, **(env or {})}
     return subprocess.run(
-        [sys.executable, "-m", module, *args],
+        [sys.executable, *python_flags, "-m", module, *args],
         input=stdin,
         capture_output=True,
         env=full_env,
@@ -177,3 +190,50 @@ def real_lines(n: int) -> list[str]:
 def write_lines(path: Path, lines: list[str]) -> Path:
     path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
     return path
+
+
+# --------------------------------------------------------------------------- fast paths against the exact one
+# (tests/model/test_packed.py, tests/model/test_precision.py, tests/text/test_batching.py)
+
+N_TEXTS = 200
+
+
+def cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+needs_cuda = pytest.mark.skipif(not cuda_available(), reason="the Flash Attention path runs only on CUDA")
+
+
+@pytest.fixture(scope="session")
+def texts(stsb_sentences, encoder) -> list[str]:
+    """200 real texts: STS-B test sentences and the 6 longest CoNLL-2003 test sentences, shuffled so
+    input order is not length order. (Nothing near the 256-token limit: one such text pads its whole
+    32-text float32 batch to 256 and triples the time of every full pass here.)"""
+    import random
+
+    from heads.data import read_conll
+
+    news = [" ".join(example.words) for example in read_conll(require_data("conll2003/test.txt"))]
+    chosen = stsb_sentences[: N_TEXTS - 6] + sorted(news, key=len)[-6:]
+    _, n_tokens = encoder.tokenizer.encode(chosen)
+    assert len(set(chosen)) == N_TEXTS and max(n_tokens) > 100 and sorted(n_tokens)[N_TEXTS // 2] < 20
+    random.Random(0).shuffle(chosen)
+    return chosen
+
+
+@pytest.fixture(scope="session")
+def fp32_embeddings(encoder, texts) -> np.ndarray:
+    """The 200 `texts` embedded the exact way: float32, padded batches. What every fast path is held to."""
+    return encoder.encode(texts)
+
+
+def with_runner(encoder: SentenceEncoder, runner: torch.nn.Module, dtype: str) -> SentenceEncoder:
+    """A copy of `encoder` that runs `runner`: how the tests force a mode this CPU would not pick."""
+    import copy
+
+    forced = copy.copy(encoder)
+    forced.runner, forced.dtype, forced.precision_note = runner, dtype, None
+    return forced

@@ -1,39 +1,26 @@
-"""The fast paths against the exact one: packed tokens, half precision and token-budget batches.
+"""The packed fast path against the exact one: `PackedEncoder` and `packed_attention`.
 
 Tier 1 compares `PackedEncoder` and `packed_attention` with the plain encoder and
-`reference_attention` on a tiny random config (milliseconds, no weights). Tier 2 runs the real
-weights on 200 real texts (STS-B test sentences plus the six longest CoNLL-2003 test sentences,
-news text of about 60 to 140 tokens) and holds every mode to its stated tolerance against float32:
+`reference_attention` on a tiny random config (milliseconds, no weights); on CUDA it also holds the
+Flash Attention kernel on packed half-precision tokens to the float32 oracle. Tier 2 runs the real
+weights on 200 real texts (conftest's `texts`: STS-B test sentences plus the six longest CoNLL-2003
+test sentences, news text of about 60 to 140 tokens) and holds packed attention in float32 to
+max |Δ| <= 1e-6 against the padded encoder, on hidden states of real tokens and on embeddings.
 
-    packed attention, float32    max |Δ| <= 1e-6 (hidden states on real tokens and embeddings)
-    bfloat16, float16            cosine >= 0.999 per sentence
-    max_batch_tokens             max |Δ| <= 1e-6, results in input order
-
-This CPU emulates half precision, so `SentenceEncoder` would fall back to float32; the half tests
-build the half-precision runner themselves to force it. Emulation is slow, hence only 200 texts.
+Half precision is tests/model/test_precision.py; token-budget batches are tests/text/test_batching.py.
 """
 
 from __future__ import annotations
-
-import copy
-import json
-import random
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import torch
 
-from minilm import SentenceEncoder
-from minilm.embed import main as embed_main
 from minilm.model.encoder import BertModel, reference_attention
 from minilm.model.loading import bert_config
 from minilm.model.packed import PackedEncoder, PackedIndex, packed_attention
-from minilm.model.precision import inference_model, resolve_dtype
-from minilm.text.tokenization import length_sorted_batches
 
-from conftest import ROOT, require_data
+from conftest import needs_cuda, with_runner
 
 TINY = dict(
     vocab_size=99,
@@ -44,10 +31,7 @@ TINY = dict(
     max_position_embeddings=64,
     type_vocab_size=2,
 )
-N_TEXTS = 200
 PACKED_ATOL = 1e-6
-HALF_MIN_COSINE = 0.999
-needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="the Flash Attention path runs only on CUDA")
 
 
 # --------------------------------------------------------------------------- tier 1: tiny random config
@@ -179,126 +163,7 @@ def test_packed_attention_keeps_texts_apart():
     assert (before[6:] - after[6:]).abs().max().item() > 1e-2
 
 
-# --------------------------------------------------------------------------- token budget batching
-
-
-@pytest.mark.parametrize(
-    "lengths, batch_size, max_batch_tokens, expected",
-    [
-        ([5, 9, 2, 9, 7], 2, None, [[1, 3], [4, 0], [2]]),  # longest first, ties in input order, 2 a batch
-        ([3, 3, 3, 3, 10, 1], 8, 12, [[4], [0, 1, 2, 3], [5]]),  # 4 x 3 = 12 fits exactly; 10 + 10 would not
-        ([3, 3, 3, 3, 10, 1], 3, 12, [[4], [0, 1, 2], [3, 5]]),  # batch_size cuts first, then 2 x 3 fits
-        ([50, 4, 4], 8, 10, [[0], [1, 2]]),  # a text over the budget gets a batch of its own
-        ([4, 4, 4, 4], 8, 3, [[0], [1], [2], [3]]),  # every text over the budget: one each
-        ([], 4, 10, []),
-    ],
-)
-def test_length_sorted_batches_hand_computed(lengths, batch_size, max_batch_tokens, expected):
-    assert list(length_sorted_batches(lengths, batch_size, max_batch_tokens)) == expected
-
-
-@pytest.mark.parametrize("seed", range(5))
-def test_length_sorted_batches_invariants_on_random_lengths(seed):
-    rng = random.Random(seed)
-    lengths = [rng.choice([1, 2, rng.randint(1, 256)]) for _ in range(rng.randint(1, 300))]
-    batch_size, budget = rng.randint(1, 64), rng.randint(1, 2048)
-    batches = list(length_sorted_batches(lengths, batch_size, budget))
-    flat = [i for batch in batches for i in batch]
-    assert sorted(flat) == list(range(len(lengths)))  # every index exactly once
-    assert [lengths[i] for i in flat] == sorted(lengths, reverse=True)  # longest first, throughout
-    for batch in batches:
-        assert 1 <= len(batch) <= batch_size
-        assert len(batch) * lengths[batch[0]] <= budget or len(batch) == 1
-    # greedy: a batch is cut only when the next text would break a limit
-    for batch in batches[:-1]:
-        assert len(batch) == batch_size or (len(batch) + 1) * lengths[batch[0]] > budget
-
-
-@pytest.mark.parametrize(
-    "batch_size, max_batch_tokens, message",
-    [(0, None, "batch_size"), (0, 100, "batch_size"), (8, 0, "max_batch_tokens"), (8, -5, "max_batch_tokens")],
-)
-def test_length_sorted_batches_rejects_zero(batch_size, max_batch_tokens, message):
-    with pytest.raises(ValueError, match=message):
-        list(length_sorted_batches([3, 2], batch_size, max_batch_tokens))
-
-
-# --------------------------------------------------------------------------- precision resolution
-
-
-def test_resolve_dtype_falls_back_without_cpu_flags(monkeypatch):
-    monkeypatch.setattr("minilm.model.precision.cpu_flags", lambda: frozenset({"sse4_2", "avx2", "fma"}))
-    for dtype in ("bfloat16", "float16"):
-        effective, note = resolve_dtype(dtype, torch.device("cpu"))
-        assert effective == "float32"
-        assert note.startswith(f"{dtype} needs a CPU with") and "float32" in note and "\n" not in note
-    assert resolve_dtype("float32", torch.device("cpu")) == ("float32", None)
-
-
-@pytest.mark.parametrize(
-    "dtype, flags, expected",
-    [
-        ("bfloat16", {"avx512_bf16"}, "bfloat16"),
-        ("bfloat16", {"amx_bf16"}, "bfloat16"),
-        ("float16", {"avx512_fp16"}, "float16"),
-        ("float16", {"amx_fp16"}, "float16"),
-        ("float16", {"avx512_bf16", "amx_bf16"}, "float32"),  # bfloat16 support does not make float16 fast
-        ("bfloat16", {"avx512_fp16", "avx512f"}, "float32"),
-    ],
-)
-def test_resolve_dtype_keeps_half_with_the_cpu_flags(monkeypatch, dtype, flags, expected):
-    monkeypatch.setattr("minilm.model.precision.platform.machine", lambda: "x86_64")  # the flags are x86 flag names
-    monkeypatch.setattr("minilm.model.precision.cpu_flags", lambda: frozenset(flags))
-    effective, note = resolve_dtype(dtype, torch.device("cpu"))
-    assert effective == expected
-    assert (note is None) == (expected == dtype)
-
-
-@pytest.mark.parametrize("dtype", ["bfloat16", "float16", "float32"])
-def test_resolve_dtype_on_cuda_keeps_the_dtype_without_reading_cpu_flags(monkeypatch, dtype):
-    def no_flags():
-        raise AssertionError("cpu_flags must not be consulted for a CUDA device")
-
-    monkeypatch.setattr("minilm.model.precision.cpu_flags", no_flags)
-    assert resolve_dtype(dtype, torch.device("cuda")) == (dtype, None)
-    assert resolve_dtype(dtype, torch.device("cuda", 1)) == (dtype, None)
-
-
-@pytest.mark.parametrize("dtype", ["int4", "fp16", "Float32", ""])
-def test_resolve_dtype_rejects_unknown_names(dtype):
-    with pytest.raises(ValueError, match="choose one of float32, bfloat16, float16") as error:
-        resolve_dtype(dtype, torch.device("cpu"))
-    assert repr(dtype) in str(error.value)
-
-
 # --------------------------------------------------------------------------- tier 2: real weights, real texts
-
-
-@pytest.fixture(scope="module")
-def texts(stsb_sentences, encoder) -> list[str]:
-    """200 real texts: STS-B test sentences and the 6 longest CoNLL-2003 test sentences, shuffled so
-    input order is not length order. (Nothing near the 256-token limit: one such text pads its whole
-    32-text float32 batch to 256 and triples the time of every full pass here.)"""
-    from heads.data import read_conll
-
-    news = [" ".join(example.words) for example in read_conll(require_data("conll2003/test.txt"))]
-    chosen = stsb_sentences[: N_TEXTS - 6] + sorted(news, key=len)[-6:]
-    _, n_tokens = encoder.tokenizer.encode(chosen)
-    assert len(set(chosen)) == N_TEXTS and max(n_tokens) > 100 and sorted(n_tokens)[N_TEXTS // 2] < 20
-    random.Random(0).shuffle(chosen)
-    return chosen
-
-
-@pytest.fixture(scope="module")
-def fp32_embeddings(encoder, texts) -> np.ndarray:
-    return encoder.encode(texts)
-
-
-def with_runner(encoder: SentenceEncoder, runner: torch.nn.Module, dtype: str) -> SentenceEncoder:
-    """A copy of `encoder` that runs `runner`: how the tests force a mode this CPU would not pick."""
-    forced = copy.copy(encoder)
-    forced.runner, forced.dtype, forced.precision_note = runner, dtype, None
-    return forced
 
 
 def test_packed_encoder_matches_padded_encoder_on_real_texts(encoder, texts, fp32_embeddings):
@@ -314,103 +179,3 @@ def test_packed_encoder_matches_padded_encoder_on_real_texts(encoder, texts, fp3
     # sentence embeddings: all 200 texts through the whole pipeline
     packed = with_runner(encoder, packed_model, "float32")
     assert np.abs(packed.encode(texts) - fp32_embeddings).max() <= PACKED_ATOL
-
-
-@pytest.mark.parametrize("dtype, torch_dtype", [("bfloat16", torch.bfloat16), ("float16", torch.float16)])
-def test_half_precision_matches_float32_by_cosine(encoder, texts, fp32_embeddings, dtype, torch_dtype):
-    runner = inference_model(copy.deepcopy(encoder.model), dtype)
-    assert isinstance(runner, PackedEncoder)
-    assert {p.dtype for p in runner.parameters()} == {torch_dtype}  # the fused QKV weights included
-    assert next(encoder.model.parameters()).dtype == torch.float32  # the shared encoder was not cast
-
-    half = with_runner(encoder, runner, dtype).encode(texts)
-    assert half.dtype == np.float32 and half.shape == fp32_embeddings.shape
-    cosine = (half * fp32_embeddings).sum(axis=1) / (
-        np.linalg.norm(half, axis=1) * np.linalg.norm(fp32_embeddings, axis=1)
-    )
-    assert cosine.min() >= HALF_MIN_COSINE, f"{dtype}: worst text {texts[int(cosine.argmin())][:60]!r}"
-    assert np.abs(half - fp32_embeddings).max() > 1e-6  # it really ran in half precision
-
-
-@needs_cuda
-@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
-def test_cuda_half_precision_matches_cpu_float32_by_cosine(checkpoint_dir, texts, fp32_embeddings, dtype):
-    """The real thing on a GPU: from_pretrained keeps the dtype and runs Flash Attention on packed tokens."""
-    gpu = SentenceEncoder.from_pretrained(str(checkpoint_dir), device="cuda", dtype=dtype)
-    assert gpu.dtype == dtype and gpu.precision_note is None and isinstance(gpu.runner, PackedEncoder)
-    half = gpu.encode(texts)
-    cosine = (half * fp32_embeddings).sum(axis=1) / (
-        np.linalg.norm(half, axis=1) * np.linalg.norm(fp32_embeddings, axis=1)
-    )
-    assert cosine.min() >= HALF_MIN_COSINE, f"{dtype}: worst text {texts[int(cosine.argmin())][:60]!r}"
-
-
-def test_token_budget_batches_keep_input_order(encoder, texts, fp32_embeddings):
-    lengths = [len(e.ids) for e in encoder.tokenizer.encode(texts)[0]]
-    budget = 600  # 4 texts of 140 tokens a batch, 20 of 30: batches quite unlike the 32-text default
-    assert list(length_sorted_batches(lengths, 32, budget)) != list(length_sorted_batches(lengths, 32))
-
-    budgeted = encoder.encode(texts, max_batch_tokens=budget)
-    assert np.abs(budgeted - fp32_embeddings).max() <= 1e-6
-    # input order, not batch order (which both runs above share): a text embedded on its own gives its row
-    by_length = sorted(range(len(texts)), key=lengths.__getitem__)
-    rows = [by_length[-1], 0, by_length[0], by_length[-2]]  # the longest and shortest texts, in no sorted order
-    alone = np.stack([encoder.encode(texts[i]) for i in rows])
-    assert np.abs(budgeted[rows] - alone).max() <= 1e-6
-    # encode_tokens puts rows back by its own code; hidden states are unnormalized (|h| up to about 6),
-    # so padding that changes the matmul shapes moves them by a few 1e-6, not 1e-6
-    subset = texts[:24] + [texts[by_length[-1]]]
-    tokens, budgeted_tokens = encoder.encode_tokens(subset), encoder.encode_tokens(subset, max_batch_tokens=120)
-    assert [t.shape[0] for t in budgeted_tokens] == lengths[:24] + [lengths[by_length[-1]]]
-    assert max(np.abs(a - b).max() for a, b in zip(tokens, budgeted_tokens)) <= 1e-5
-    with pytest.raises(ValueError, match="max_batch_tokens"):
-        encoder.encode(texts[:2], max_batch_tokens=0)
-
-
-def test_from_pretrained_bfloat16_falls_back_to_float32_with_a_warning(monkeypatch, checkpoint_dir, encoder, texts):
-    monkeypatch.setattr("minilm.model.precision.cpu_flags", frozenset)  # a CPU without bfloat16, whatever this one has
-    with pytest.warns(RuntimeWarning, match="bfloat16 needs a CPU with"):
-        fallback = SentenceEncoder.from_pretrained(str(checkpoint_dir), dtype="bfloat16")
-    assert fallback.dtype == "float32" and fallback.precision_note.startswith("bfloat16 needs a CPU with")
-    assert fallback.runner is fallback.model and next(fallback.model.parameters()).dtype == torch.float32
-    np.testing.assert_array_equal(fallback.encode(texts[:20]), encoder.encode(texts[:20]))  # same batches, same bits
-
-
-# --------------------------------------------------------------------------- CLI
-
-
-@pytest.mark.slow
-def test_cli_bfloat16_prints_one_note_and_float32_embeddings(encoder):
-    sentences = ["A man is playing a guitar.", "The stock market fell today."]
-    # the CLI in a subprocess that sees a CPU without bfloat16, whatever this one has
-    without_bf16 = "import sys, minilm.model.precision, minilm.embed; minilm.model.precision.cpu_flags = frozenset; sys.exit(minilm.embed.main())"
-    command = [sys.executable, "-c", without_bf16, "--dtype", "bfloat16", "--format", "jsonl", *sentences]
-    result = subprocess.run(command, capture_output=True, cwd=ROOT, timeout=300)
-    stderr = result.stderr.decode()
-    assert result.returncode == 0, stderr
-    assert stderr.startswith("note: bfloat16 needs a CPU with") and stderr.count("\n") == 1, stderr
-    assert "Traceback" not in stderr
-    records = [json.loads(line) for line in result.stdout.decode().splitlines()]
-    assert [r["text"] for r in records] == sentences
-    assert np.abs(np.array([r["embedding"] for r in records]) - encoder.encode(sentences)).max() <= 1e-6
-
-
-@pytest.mark.parametrize(
-    "args, message",
-    [
-        (
-            ["--dtype", "int4"],
-            "argument --dtype: invalid choice: 'int4' (choose from 'float32', 'bfloat16', 'float16')",
-        ),
-        (["--max-batch-tokens", "0"], "argument --max-batch-tokens: must be at least 1, got 0"),
-    ],
-)
-def test_cli_usage_errors_exit_2(capsys, args, message):
-    """argparse rejects these before any model work; `main` is what `python -m minilm.embed` runs
-    (test_cli.py checks user errors through the subprocess), so this runs in-process to save 2 s each."""
-    with pytest.raises(SystemExit) as exit_info:
-        embed_main([*args, "Some text."])
-    assert exit_info.value.code == 2
-    captured = capsys.readouterr()
-    assert captured.out == ""
-    assert captured.err == f"error: {message}; see python -m minilm.embed --help\n"

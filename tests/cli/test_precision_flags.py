@@ -1,0 +1,52 @@
+"""`--dtype` (compute precision) on the command line of `python -m minilm.embed`: the float32
+fallback note in a real process, and the usage errors of the compute options."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from minilm.embed import main as embed_main
+
+from conftest import ROOT
+
+
+@pytest.mark.slow
+def test_cli_bfloat16_prints_one_note_and_float32_embeddings(encoder):
+    sentences = ["A man is playing a guitar.", "The stock market fell today."]
+    # the CLI in a subprocess that sees a CPU without bfloat16, whatever this one has
+    without_bf16 = "import sys, minilm.model.precision, minilm.embed; minilm.model.precision.cpu_flags = frozenset; sys.exit(minilm.embed.main())"
+    command = [sys.executable, "-c", without_bf16, "--dtype", "bfloat16", "--format", "jsonl", *sentences]
+    result = subprocess.run(command, capture_output=True, cwd=ROOT, timeout=300)
+    stderr = result.stderr.decode()
+    assert result.returncode == 0, stderr
+    assert stderr.startswith("note: bfloat16 needs a CPU with") and stderr.count("\n") == 1, stderr
+    assert "Traceback" not in stderr
+    records = [json.loads(line) for line in result.stdout.decode().splitlines()]
+    assert [r["text"] for r in records] == sentences
+    assert np.abs(np.array([r["embedding"] for r in records]) - encoder.encode(sentences)).max() <= 1e-6
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (
+            ["--dtype", "int4"],
+            "argument --dtype: invalid choice: 'int4' (choose from 'float32', 'bfloat16', 'float16')",
+        ),
+        (["--max-batch-tokens", "0"], "argument --max-batch-tokens: must be at least 1, got 0"),
+    ],
+)
+def test_cli_usage_errors_exit_2(capsys, args, message):
+    """argparse rejects these before any model work; `main` is what `python -m minilm.embed` runs
+    (tests/cli/test_embed.py checks user errors through the subprocess), so this runs in-process to save 2 s each."""
+    with pytest.raises(SystemExit) as exit_info:
+        embed_main([*args, "Some text."])
+    assert exit_info.value.code == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err == f"error: {message}; see python -m minilm.embed --help\n"
