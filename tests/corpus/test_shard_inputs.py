@@ -114,6 +114,7 @@ def test_bad_lines_stop_at_file_line_or_are_skipped_and_counted(tmp_path: Path, 
     "name, content, expected",
     [
         ("empty.txt", b"one\n\nthree\n", ":2: empty line"),
+        ("blank.jsonl", b'{"text": "one"}\n\n{"text": "three"}\n', ":2: empty line"),
         ("latin1.txt", b"one\ncaf\xe9\n", ":2: not valid UTF-8 (byte 0xe9 at column 4)"),
         ("fields.csv", b"id,text\n1,one\n2,two,three\n", ":3: 3 fields where the header has 2"),
         ("null.jsonl", b'{"text": null}\n', ':1: "text" is null'),

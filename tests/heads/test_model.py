@@ -13,7 +13,7 @@ from heads.metrics import entity_scores
 from heads.model import MultiTaskModel, load_model, save_model
 from heads.predict import SHIPPED_HEADS, MultiTaskPredictor
 from heads.tasks import TASKS, encode_examples, predict_logits, read_split, score
-from heads.train import apply_freezing, frozen_layers, task_probabilities
+from heads.train import apply_freezing, frozen_layers, frozen_states, task_probabilities
 from minilm.text.tokenization import right_pad
 
 from conftest import DATA_DIR, require_data, run_module
@@ -59,6 +59,31 @@ def test_a_sentence_head_with_a_hidden_layer(encoder):
     assert model.heads["ner"].classifier.in_features == 384
     batch = encoder.tokenizer.pad(encoder.tokenizer.encode(["one", "two words"])[0])
     assert tuple(model(batch.input_ids, batch.attention_mask).logits["sentiment"].shape) == (2, 2)
+
+
+def test_forward_from_cached_frozen_layers_equals_forward(encoder):
+    """Training caches the output of the frozen bottom and resumes at block k: the logits must not change."""
+    model = fresh_model(encoder)
+    batch = encoder.tokenizer.pad(encoder.tokenizer.encode(["Who wrote Hamlet?", "Merkel met Macron in Paris ."])[0])
+    ids, mask = batch.input_ids, batch.attention_mask
+    with torch.no_grad():
+        expected = model(ids, mask).logits
+        for k in range(model.num_layers + 1):
+            cached = model.bert.run_layers(model.bert.embeddings(ids), mask, slice(0, k))  # (B, T, C)
+            resumed = model.forward_from_layer(cached, mask, k).logits
+            assert set(resumed) == set(expected)
+            assert all(torch.equal(resumed[name], expected[name]) for name in expected), k
+
+
+def test_predictions_from_frozen_states_match_the_full_pass(encoder):
+    """heads.train's own cache (frozen_states, one (T_i, C) tensor per example, re-padded per batch)."""
+    model = fresh_model(encoder)
+    data = encode_examples(TASKS["ner"], read_conll(require_data("conll2003/dev.txt"))[:6], encoder.tokenizer)
+    full = predict_logits(model, data, None, 0)
+    for k in (2, model.num_layers):
+        resumed = predict_logits(model, data, frozen_states(model, data, k), k)
+        assert [r.shape for r in resumed] == [f.shape for f in full]
+        assert max((r - f).abs().max().item() for r, f in zip(resumed, full)) <= 1e-5
 
 
 def test_labels_give_one_loss_per_task(encoder):

@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from minilm.model.encoder import BertModel, reference_attention
+from minilm.model.encoder import BertModel, attention_probs, key_mask, reference_attention
 from minilm.model.loading import bert_config, load_state_strict
 from minilm.model.pooling import cls_pool, l2_normalize, max_pool, mean_pool, pool
 
@@ -83,6 +83,52 @@ def test_sdpa_attention_matches_plain_reference():
     v2 = v.clone()
     v2[1, :, 4:] += 100.0
     assert torch.allclose(reference_attention(q, k, v2, key_mask)[1], plain[1], atol=1e-6)
+
+
+def test_key_mask_by_hand():
+    mask = torch.tensor([[1, 1, 0, 0], [1, 1, 1, 1], [1, 0, 0, 0]])  # (B, T): lengths 2, 4, 1
+    keys = key_mask(mask)
+    assert keys.shape == (3, 1, 1, 4) and keys.dtype == torch.bool
+    assert keys.squeeze(2).squeeze(1).tolist() == [
+        [True, True, False, False],
+        [True, True, True, True],
+        [True, False, False, False],
+    ]
+    # broadcast over heads and queries: every query of text 0 gives its two padding keys zero weight
+    q = k = torch.randn(3, 2, 4, 8, generator=torch.Generator().manual_seed(0))  # (B, H, T, D)
+    probs = attention_probs(q, k, keys)  # (B, H, T, T)
+    assert probs[0, :, :, 2:].abs().max().item() == 0.0 and probs[2, :, :, 1:].abs().max().item() == 0.0
+    assert torch.allclose(probs.sum(-1), torch.ones(3, 2, 4))
+
+
+def tiny_model(seed: int = 0) -> BertModel:
+    """Our encoder alone with random weights, in eval mode (no transformers needed)."""
+    torch.manual_seed(seed)
+    return BertModel(bert_config({**TINY, "hidden_act": "gelu", "layer_norm_eps": 1e-12})).eval()
+
+
+@pytest.mark.parametrize("k", range(TINY["num_hidden_layers"] + 1))
+def test_run_layers_in_two_slices_equals_forward_exactly(k):
+    model = tiny_model()
+    ids, mask = random_batch([7, 3, 1])
+    with torch.no_grad():
+        expected = model(ids, mask)  # (B, T, C)
+        x = model.embeddings(ids)  # (B, T, C)
+        bottom = model.run_layers(x, mask, slice(0, k))  # the cached frozen bottom in heads.train
+        actual = model.run_layers(bottom, mask, slice(k, None))
+    assert torch.equal(actual, expected)
+
+
+def test_run_layers_slices_select_blocks():
+    model = tiny_model()
+    ids, mask = random_batch([5, 2])
+    with torch.no_grad():
+        x = model.embeddings(ids)  # (B, T, C)
+        assert torch.equal(model.run_layers(x, mask, slice(0, 0)), x)  # no blocks: the input unchanged
+        first = model.run_layers(x, mask, slice(0, 1))
+        assert torch.equal(first, model.encoder.layer[0](x, key_mask(mask)))
+        assert (first - x).abs().max().item() > 1e-2  # the block did something
+        assert torch.equal(model.run_layers(first, mask, slice(1, 2)), model.encoder.layer[1](first, key_mask(mask)))
 
 
 def test_padding_does_not_change_real_tokens():
