@@ -63,7 +63,8 @@ def to_float16(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
             largest = tensor.abs().max().item() if tensor.numel() else 0.0
             if largest > FLOAT16_MAX:
                 raise ConversionError(
-                    f"{name} holds {largest:g}, beyond float16's {FLOAT16_MAX:g}; this checkpoint cannot be stored in float16"
+                    f"{name} holds {largest:g}, beyond float16's {FLOAT16_MAX:g}; "
+                    "this checkpoint cannot be stored in float16"
                 )
             tensor = tensor.to(torch.float16)
         out[name] = tensor.contiguous()
@@ -171,7 +172,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     weights = (args.out / WEIGHTS_FILE).stat().st_size
     print(
-        f"{args.out}  model.safetensors {weights:,} bytes ({weights / 2**20:.1f} MiB), folder {folder_size(args.out) / 2**20:.1f} MiB"
+        f"{args.out}  model.safetensors {weights:,} bytes ({weights / 2**20:.1f} MiB), "
+        f"folder {folder_size(args.out) / 2**20:.1f} MiB"
     )
     return 0
 

@@ -85,7 +85,8 @@ def long_corpus(tokenizer: Tokenizer, n: int = 1000, data_dir: Path = DATA_DIR) 
                         return passages
                 passage = []
     raise SystemExit(
-        f"error: CoNLL-2003 gives only {len(passages)} passages of {LONG_MIN_TOKENS}-{LONG_MAX_TOKENS} tokens, {n} asked for"
+        f"error: CoNLL-2003 gives only {len(passages)} passages of {LONG_MIN_TOKENS}-{LONG_MAX_TOKENS} tokens, "
+        f"{n} asked for"
     )
 
 

@@ -36,7 +36,11 @@ from corpora import DATA_DIR, conll_documents, read_stsb_test, require
 
 ROOT = Path(__file__).resolve().parent.parent
 PRECISIONS = ("float32", "float16", "int8", "uint8", "binary", "ubinary")
-PEAK_RSS = "import resource, subprocess, sys; rc = subprocess.call(sys.argv[1:]); print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, file=sys.stderr); sys.exit(rc)"
+PEAK_RSS = (
+    "import resource, subprocess, sys; rc = subprocess.call(sys.argv[1:]); "
+    "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, file=sys.stderr); "
+    "sys.exit(rc)"
+)
 
 
 def real_sentences(data_dir: Path = DATA_DIR) -> list[str]:
@@ -103,14 +107,16 @@ def run_engine(label: str, command: list[str], out: Path, rows: int) -> dict:
 
 def markdown(results: list[dict], total_rows: int) -> str:
     lines = [
-        "| engine | lines | texts/s | machine memory growth MB | command peak RSS MB | disk MB | disk MB for all lines |",
+        "| engine | lines | texts/s | "
+        "machine memory growth MB | command peak RSS MB | disk MB | disk MB for all lines |",
         "|---|---:|---:|---:|---:|---:|---:|",
     ]
     for r in results:
         scaled = r["disk_mb"] * total_rows / r["rows"]
         rss = "–" if "ray" in r["engine"] else f"{r['command_peak_rss_mb']:,}"
         lines.append(
-            f"| {r['engine']} | {r['rows']:,} | {r['texts_per_s']:,.0f} | {r['memory_growth_mb']:,} | {rss} | {r['disk_mb']:,.1f} | {scaled:,.1f} |"
+            f"| {r['engine']} | {r['rows']:,} | {r['texts_per_s']:,.0f} | {r['memory_growth_mb']:,} | "
+            f"{rss} | {r['disk_mb']:,.1f} | {scaled:,.1f} |"
         )
     return "\n".join(lines)
 
@@ -138,7 +144,8 @@ def main() -> None:
     write_corpus(corpus, args.lines)
     write_corpus(head, min(args.precision_lines, args.lines))
     print(
-        f"corpus: {args.lines:,} lines, {corpus.stat().st_size / 2**20:.1f} MiB; {platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+        f"corpus: {args.lines:,} lines, {corpus.stat().st_size / 2**20:.1f} MiB; "
+        f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
         file=sys.stderr,
     )
     embed = [sys.executable, "-m", "minilm.embed", "--force"]

@@ -108,7 +108,8 @@ def read_corpus(path: Path) -> list[str]:
     """One text a line, exactly as written (split on '\\n' only, so no other character ends a text)."""
     if not path.is_file():
         raise BenchError(
-            f"corpus file {path} is missing; build it where ../shared/data is: python benchmarks/gpu_bench.py --write-corpus {path}"
+            f"corpus file {path} is missing; "
+            f"build it where ../shared/data is: python benchmarks/gpu_bench.py --write-corpus {path}"
         )
     with open(path, encoding="utf-8", newline="") as f:
         texts = f.read().split("\n")
@@ -279,7 +280,8 @@ def markdown(rows: list[Row], device_name: str, settings: dict[str, object], par
         f"Device: {device_name}. {settings['n']:,} texts of the mixed corpus, {settings['total_tokens']:,} tokens "
         f"(after truncation to {settings['max_seq_length']}), batch size {settings['batch_size']}.",
         "",
-        "| engine | dtype run | attention | load s | encode s | sentences/s | tokens/s | vs ST same dtype | peak GPU MiB | min cos vs own fp32 |",
+        "| engine | dtype run | attention | load s | encode s | sentences/s | "
+        "tokens/s | vs ST same dtype | peak GPU MiB | min cos vs own fp32 |",
         "|---|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
@@ -297,7 +299,8 @@ def markdown(rows: list[Row], device_name: str, settings: dict[str, object], par
     if fallbacks:
         lines += [
             "",
-            f"Ran float32 instead of the dtype asked for (no native half precision on this device): {', '.join(fallbacks)}.",
+            "Ran float32 instead of the dtype asked for (no native half precision on this device): "
+            f"{', '.join(fallbacks)}.",
         ]
     if parity is None:
         lines += ["", "float32 parity: not measured (a float32 engine failed): FAIL"]
@@ -331,7 +334,8 @@ def benchmark(args: argparse.Namespace) -> int:
     require_folder(args.folder)
     if torch.device(args.device).type == "cuda" and not torch.cuda.is_available():
         raise BenchError(
-            f"device {args.device!r} asked for but CUDA is not available (torch {torch.__version__}); use --device cpu for a smoke test"
+            f"device {args.device!r} asked for but CUDA is not available (torch {torch.__version__}); "
+            "use --device cpu for a smoke test"
         )
     try:
         import sentence_transformers  # noqa: F401  (imported now so its import time is not counted as a load time)
@@ -348,7 +352,8 @@ def benchmark(args: argparse.Namespace) -> int:
     del encoder
     env = environment(args.device)
     log(
-        f"{env['device_name']}; {args.n:,} texts ({len(corpus):,} distinct, {total_tokens / args.n:.1f} tokens on average); {len(parity_texts):,} parity texts"
+        f"{env['device_name']}; {args.n:,} texts ({len(corpus):,} distinct, "
+        f"{total_tokens / args.n:.1f} tokens on average); {len(parity_texts):,} parity texts"
     )
     result: dict[str, object] = {
         "device": env["device_name"],
@@ -395,7 +400,8 @@ def benchmark(args: argparse.Namespace) -> int:
                 "max_abs_delta": delta,
                 "min_cosine": min_cosine(fp32[ST], fp32[OURS]),
                 "tolerance": PARITY_TOLERANCE,
-                "cuda_matmul_allow_tf32": torch.backends.cuda.matmul.allow_tf32,  # must be False for a float32 comparison on a GPU
+                # must be False for a float32 comparison on a GPU
+                "cuda_matmul_allow_tf32": torch.backends.cuda.matmul.allow_tf32,
                 "result": "PASS" if delta <= PARITY_TOLERANCE else "FAIL",
             }
             log(f"float32 parity: max |delta| {delta:.2e}: {parity['result']}")

@@ -103,7 +103,9 @@ def main(runs: Path) -> None:
         cell(r["sentiment_only"], "sentiment"),
         cell(r["ner_only"], "ner"),
     ]
-    train_minutes = lambda runs_: f"{sum(x['wall_seconds'] for x in runs_) / 60:.1f} min" if all(runs_) else "–"  # noqa: E731
+    train_minutes = lambda runs_: (  # noqa: E731
+        f"{sum(x['wall_seconds'] for x in runs_) / 60:.1f} min" if all(runs_) else "–"
+    )
     rows = [
         ["one multi-task model", *scores(r["q1_full"]), train_minutes([r["q1_full"]])],
         ["three single-task models", *separate_scores, train_minutes(singles)],
@@ -113,7 +115,8 @@ def main(runs: Path) -> None:
             row += [
                 f"{inference[side]['parameters']:,}",
                 f"{inference[side]['fp32_weights_mb']} MB",
-                f"{inference[side]['seconds']:.2f} s ({inference[side]['encoder_passes']} pass{'es' if inference[side]['encoder_passes'] > 1 else ''})",
+                f"{inference[side]['seconds']:.2f} s "
+                f"({inference[side]['encoder_passes']} pass{'es' if inference[side]['encoder_passes'] > 1 else ''})",
             ]
     print(
         table(

@@ -53,7 +53,8 @@ GEMM_SHAPE = (4096, 384, 1536)  # tokens x hidden x feed-forward: the encoder's 
 
 
 def flops_per_token(hidden: int = 384, ffn: int = 1536, layers: int = 6) -> float:
-    """Matmul FLOPs per token: Q, K, V and the output projection (4 C^2) plus the feed-forward (2 C F), x2 for multiply-add."""
+    """Matmul FLOPs per token: Q, K, V and the output projection (4 C^2) plus the feed-forward (2 C F),
+    x2 for multiply-add."""
     return 2.0 * layers * (4 * hidden * hidden + 2 * hidden * ffn)
 
 
@@ -371,13 +372,17 @@ def profile(corpora: dict[str, list[str]]) -> str:
 
 
 def table(rows: list[Row]) -> str:
-    header = "| engine | corpus | sent/s | tokens/s | peak RSS MB | × ST fp32 | roofline | STS-B ρ×100 | min cos vs fp32 | note |"
+    header = (
+        "| engine | corpus | sent/s | tokens/s | peak RSS MB | "
+        "× ST fp32 | roofline | STS-B ρ×100 | min cos vs fp32 | note |"
+    )
     lines = [header, "|---|---|---:|---:|---:|---:|---:|---:|---:|---|"]
     fmt = lambda v, spec: "–" if v != v else format(v, spec)  # noqa: E731  (NaN -> dash)
     for r in sorted(rows, key=lambda r: ("short", "long", "mixed").index(r.corpus)):
         lines.append(
-            f"| {r.engine} | {r.corpus} | {r.sentences_per_s:,.0f} | {r.tokens_per_s:,.0f} | {r.peak_rss_mb:,.0f} | {fmt(r.ratio, '.2f')} | "
-            f"{fmt(100 * r.roofline, '.0f')}% | {fmt(r.spearman, '.2f')} | {fmt(r.min_cos, '.5f')} | {r.note} |"
+            f"| {r.engine} | {r.corpus} | {r.sentences_per_s:,.0f} | {r.tokens_per_s:,.0f} | {r.peak_rss_mb:,.0f} | "
+            f"{fmt(r.ratio, '.2f')} | {fmt(100 * r.roofline, '.0f')}% | {fmt(r.spearman, '.2f')} | "
+            f"{fmt(r.min_cos, '.5f')} | {r.note} |"
         )
     return "\n".join(lines)
 
@@ -404,7 +409,8 @@ def main(argv: list[str] | None = None) -> int:
         args.only = [*args.only, REFERENCE, OURS_FP32]
     rows, peaks = run(args)
     print(
-        f"{torch.get_num_threads()} threads, torch {torch.__version__}; GEMM peak fp32 {peaks['float32']:.0f} GFLOP/s, bf16 {peaks['bfloat16']:.0f} GFLOP/s\n"
+        f"{torch.get_num_threads()} threads, torch {torch.__version__}; "
+        f"GEMM peak fp32 {peaks['float32']:.0f} GFLOP/s, bf16 {peaks['bfloat16']:.0f} GFLOP/s\n"
     )
     print(table(rows))
     if args.profile:

@@ -65,11 +65,13 @@ def main() -> None:
         plain_s = best_of(3, lambda: [plain.encode(t) for t in corpus])
         chars = sum(map(len, corpus)) / 1e6
         print(
-            f"bare, {name:<17}: Rust {chars / rust_s:6.2f} M chars/s, Python {chars / plain_s:5.2f} M chars/s: {plain_s / rust_s:.1f}x slower"
+            f"bare, {name:<17}: Rust {chars / rust_s:6.2f} M chars/s, "
+            f"Python {chars / plain_s:5.2f} M chars/s: {plain_s / rust_s:.1f}x slower"
         )
     added = (python_s - fast_s) / encode_s
     print(
-        f"encode() with the Rust one  : {len(texts) / encode_s:10.0f} texts/s   (the Python tokenizer would add {added:.0%} to its time)"
+        f"encode() with the Rust one  : {len(texts) / encode_s:10.0f} texts/s   "
+        f"(the Python tokenizer would add {added:.0%} to its time)"
     )
 
 

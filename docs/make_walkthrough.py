@@ -45,7 +45,8 @@ def definition_line(path: Path, qualname: str) -> int:
 
 
 def link(spec: str) -> str:
-    """'minilm/model/encoder.py:BertEmbeddings.forward' -> [`BertEmbeddings.forward`](../minilm/model/encoder.py#L76)."""
+    """'minilm/model/encoder.py:BertEmbeddings.forward' ->
+    [`BertEmbeddings.forward`](../minilm/model/encoder.py#L76)."""
     path, _, qualname = spec.partition(":")
     line = definition_line(ROOT / path, qualname)
     return f"[`{qualname}`](../{path}#L{line}) ({path}:{line})"
@@ -64,7 +65,8 @@ def values(encoder: SentenceEncoder) -> dict[str, str]:
     rows = ["| position | token | id | offsets | text |", "|---:|---|---:|---|---|"]
     for i, (token, id, (start, end)) in enumerate(zip(first.tokens, first.ids, first.offsets)):
         rows.append(
-            f"| {i} | `{token}` | {id} | ({start}, {end}) | {repr(DEMO_SENTENCES[0][start:end]) if end else '(added)'} |"
+            f"| {i} | `{token}` | {id} | ({start}, {end}) | "
+            f"{repr(DEMO_SENTENCES[0][start:end]) if end else '(added)'} |"
         )
     out["token_table"] = "\n".join(rows)
     out["lengths"] = ", ".join(str(len(e.ids)) for e in result.encodings)

@@ -7,8 +7,8 @@ Reproduces the published files line for line, with no cleaning:
   * CoNLL-2003 English NER (Tjong Kim Sang & De Meulder 2003): `word POS chunk NER`, one token a line,
     blank line between sentences, tags in IOB2.
 
-Every reader decodes the file line by line from bytes (minilm.corpus.textio's reader), so that a bad byte, a bad label or a malformed
-line fails with `path:line:` in the message instead of a bare UnicodeDecodeError or KeyError.
+Every reader decodes the file line by line from bytes (minilm.corpus.textio's reader), so that a bad byte, a bad label
+or a malformed line fails with `path:line:` in the message instead of a bare UnicodeDecodeError or KeyError.
 """
 
 from __future__ import annotations
@@ -79,7 +79,8 @@ def read_trec(path: str | os.PathLike[str]) -> list[SentenceExample]:
         coarse, colon, fine = label_field.partition(":")
         if not (colon and coarse in TREC_LABELS and fine and text.strip()):
             raise DataFormatError(
-                f"{path}:{number}: expected 'COARSE:fine question' with COARSE in {', '.join(TREC_LABELS)}, got {_show(line)}"
+                f"{path}:{number}: expected 'COARSE:fine question' with COARSE in {', '.join(TREC_LABELS)}, "
+                f"got {_show(line)}"
             )
         examples.append(SentenceExample(text=text, label=coarse))
     return examples
@@ -123,7 +124,8 @@ def read_conll(path: str | os.PathLike[str]) -> list[TokenExample]:
             continue
         if len(columns) != 4:
             raise DataFormatError(
-                f"{path}:{number}: expected 4 space-separated columns 'word POS chunk NER', got {len(columns)} in {_show(line)}"
+                f"{path}:{number}: expected 4 space-separated columns 'word POS chunk NER', "
+                f"got {len(columns)} in {_show(line)}"
             )
         word, tag = columns[0], columns[3]
         if not word:

@@ -156,7 +156,8 @@ class MultiTaskModel(nn.Module):
 def save_model(
     model: MultiTaskModel, folder: Path, *, backbone_sha256: str, backbone_trained: bool, extra: dict | None = None
 ) -> None:
-    """heads.safetensors + config.json (+ backbone.safetensors when the backbone was trained), each written atomically."""
+    """heads.safetensors + config.json (+ backbone.safetensors when the backbone was trained),
+    each written atomically."""
     from safetensors.torch import save
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -194,11 +195,13 @@ def read_model_config(folder: Path) -> dict:
     ):
         if (folder / "model.safetensors").is_file() and not (folder / HEADS_FILE).is_file():
             raise WeightsError(
-                f"{folder} is an encoder checkpoint, not a heads folder; --model takes a folder written by python -m heads.train "
+                f"{folder} is an encoder checkpoint, not a heads folder; "
+                "--model takes a folder written by python -m heads.train "
                 "(heads.safetensors and a config.json with its tasks), or leave it out for the shipped heads"
             )
         raise WeightsError(
-            f"{path} lists no tasks and backbone, so it was not written by python -m heads.train; retrain or restore the model folder"
+            f"{path} lists no tasks and backbone, so it was not written by python -m heads.train; "
+            "retrain or restore the model folder"
         )
     for i, task in enumerate(config["tasks"]):
         ok = isinstance(task, dict) and isinstance(task.get("name"), str) and task.get("kind") in ("sentence", "token")
@@ -209,7 +212,8 @@ def read_model_config(folder: Path) -> dict:
             or not all(isinstance(label, str) for label in task["labels"])
         ):
             raise WeightsError(
-                f"{path}: tasks[{i}] needs a name, a kind (sentence or token) and a list of labels; retrain or restore the model folder"
+                f"{path}: tasks[{i}] needs a name, a kind (sentence or token) and a list of labels; "
+                "retrain or restore the model folder"
             )
     if not isinstance(config["backbone"].get("sha256"), str):
         raise WeightsError(f"{path}: the backbone has no sha256; retrain or restore the model folder")
@@ -232,12 +236,14 @@ def load_model(
         if not path.is_file() or sha256_of(path) != backbone["sha256"]:
             actual = sha256_of(path) if path.is_file() else "missing"
             raise WeightsError(
-                f"{path}: sha256 mismatch: expected {backbone['sha256']}, actual {actual}; retrain or restore the model folder"
+                f"{path}: sha256 mismatch: expected {backbone['sha256']}, actual {actual}; "
+                "retrain or restore the model folder"
             )
         fill_from_safetensors(bert, path)
     elif backbone["sha256"] != stock_sha256:
         raise WeightsError(
-            f"{folder / CONFIG_FILE}: heads were trained on backbone sha256 {backbone['sha256']}, but the loaded backbone is {stock_sha256}"
+            f"{folder / CONFIG_FILE}: heads were trained on backbone sha256 {backbone['sha256']}, "
+            f"but the loaded backbone is {stock_sha256}"
         )
     new = [t for t in extra_tasks if t.name not in {s.name for s in saved}]
     model = MultiTaskModel(bert, [*saved, *new], pooling=config.get("pooling", "mean"), seed=seed)
@@ -257,6 +263,7 @@ def load_model(
             load_state_strict(model.heads[task.name], own)
         except StateMismatch as e:
             raise WeightsError(
-                f"{heads}: the {task.name} head does not fit its config.json entry ({e}); retrain or restore the model folder"
+                f"{heads}: the {task.name} head does not fit its config.json entry ({e}); "
+                "retrain or restore the model folder"
             ) from None
     return model.eval(), config

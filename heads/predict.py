@@ -13,7 +13,8 @@ weights/heads/, trained on the frozen stock all-MiniLM-L6-v2 (their scores are i
 
 Texts longer than the encoder's 256 tokens are read for entities in overlapping windows, each token
 taking its label from the window where it has the most context, so no entity past token 256 is
-lost. Everything outside the encoder is linear in the text's length. The sentence heads see the first window, which is exactly the truncated text `minilm.embed` embeds.
+lost. Everything outside the encoder is linear in the text's length. The sentence heads see the first
+window, which is exactly the truncated text `minilm.embed` embeds.
 """
 
 from __future__ import annotations

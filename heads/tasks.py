@@ -40,7 +40,8 @@ def read_split(task: str, split: str, data_dir: Path) -> list[SentenceExample] |
         train = read_trec(data_dir / "trec" / "train.txt")
         if len(train) <= TREC_DEV_SIZE:
             raise ValueError(
-                f"{data_dir / 'trec' / 'train.txt'} holds {len(train)} questions; more than {TREC_DEV_SIZE} are needed (a fixed {TREC_DEV_SIZE} are the dev split)"
+                f"{data_dir / 'trec' / 'train.txt'} holds {len(train)} questions; more than {TREC_DEV_SIZE} are needed "
+                f"(a fixed {TREC_DEV_SIZE} are the dev split)"
             )
         dev_rows = set(random.Random(TREC_DEV_SEED).sample(range(len(train)), TREC_DEV_SIZE))
         return [ex for i, ex in enumerate(train) if (i in dev_rows) == (split == "dev")]

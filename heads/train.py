@@ -91,7 +91,8 @@ class TrainConfig:
                     raise ValueError(f"{option} '{name}={value}': expected TASK=VALUE with TASK in {', '.join(TASKS)}")
                 if option == "--limit" and value < 1:
                     raise ValueError(
-                        f"{option} '{name}={value}': train on at least 1 example (leave the task out of --tasks to train none)"
+                        f"{option} '{name}={value}': train on at least 1 example "
+                        "(leave the task out of --tasks to train none)"
                     )
 
     @classmethod
@@ -282,7 +283,10 @@ def load_data(config: TrainConfig, job: Job) -> dict[str, dict[str, Encoded]]:
 def cache_frozen(
     config: TrainConfig, job: Job, splits: dict[str, dict[str, Encoded]]
 ) -> dict[tuple[str, str], list[torch.Tensor]]:
-    """3. The frozen bottom's output for every example, run once: (split, task) -> (T_i, C) states. Empty when nothing is frozen."""
+    """3. The frozen bottom's output for every example, run once: (split, task) -> (T_i, C) states.
+
+    Empty when nothing is frozen.
+    """
     if job.n_frozen is None:
         return {}
     states = {}

@@ -54,7 +54,8 @@ def write_jsonl(out: TextIO, texts: list[str], result: EncodeResult) -> None:
         # %.9g round-trips float32 exactly and keeps the file about half the size of repr(float)
         embedding = "[" + ",".join(f"{v:.9g}" for v in vector.tolist()) + "]"
         out.write(
-            f'{{"text": {json.dumps(text, ensure_ascii=False)}, "embedding": {embedding}, "n_tokens": {n_tokens}, "truncated": {json.dumps(truncated)}}}\n'
+            f'{{"text": {json.dumps(text, ensure_ascii=False)}, "embedding": {embedding}, '
+            f'"n_tokens": {n_tokens}, "truncated": {json.dumps(truncated)}}}\n'
         )
 
 
@@ -69,8 +70,10 @@ def output_format(output: str | None) -> str:
         return suffix[1:]
     if not suffix:
         raise InputError(
-            f"--output {output} names neither a folder nor a file format: for streamed, resumable shards of an --input file "
-            f"give a folder, --output {output}/; for all texts at once give {output}.npy or {output}.jsonl (or pass --format)"
+            f"--output {output} names neither a folder nor a file format: "
+            "for streamed, resumable shards of an --input file "
+            f"give a folder, --output {output}/; "
+            f"for all texts at once give {output}.npy or {output}.jsonl (or pass --format)"
         )
     return "table"
 
@@ -164,14 +167,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--dtype",
         choices=COMPUTE_DTYPES,
         default="float32",
-        help="compute precision, what the model runs in: float32 is exact (default); bfloat16/float16 are faster on GPUs "
-        "and AMX CPUs, and fall back to float32 with a note on CPUs without native support. Not how vectors are stored: see --precision",
+        help="compute precision, what the model runs in: float32 is exact (default); "
+        "bfloat16/float16 are faster on GPUs "
+        "and AMX CPUs, and fall back to float32 with a note on CPUs without native support. "
+        "Not how vectors are stored: see --precision",
     )
     model.add_argument(
         "--tokenizer",
         choices=TOKENIZER_KINDS,
         default="fast",
-        help="fast: the Rust tokenizers library (default); python: minilm.text.wordpiece, the same ids in plain Python (slower)",
+        help="fast: the Rust tokenizers library (default); "
+        "python: minilm.text.wordpiece, the same ids in plain Python (slower)",
     )
     model.add_argument("--batch-size", "-b", type=positive_int, default=32, help="texts per forward pass (default: 32)")
     model.add_argument(
@@ -200,13 +206,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--precision",
         choices=STORED_PRECISIONS,
         default="float32",
-        help="storage precision, how shards store the vectors: float32 (default), float16, int8/uint8 (ranges calibrated on the "
+        help="storage precision, how shards store the vectors: float32 (default), float16, "
+        "int8/uint8 (ranges calibrated on the "
         "first shard), binary/ubinary (packed sign bits). Not what the model computes in: see --dtype",
     )
     shards.add_argument(
         "--skip-bad-lines",
         action="store_true",
-        help="skip and count input records that cannot be embedded (invalid JSON, missing field, not UTF-8, empty line) "
+        help="skip and count input records that cannot be embedded "
+        "(invalid JSON, missing field, not UTF-8, empty line) "
         "instead of stopping at the first",
     )
     ray = parser.add_argument_group("Ray (--engine ray --input FILE --output DIR/)")
@@ -241,7 +249,8 @@ def embed_to_shards(args: argparse.Namespace) -> int:
         raise InputError("--format shards needs --output DIR/")
     if args.id_field and Path(args.input).suffix.lower() not in RECORD_SUFFIXES:
         raise InputError(
-            f"--id-field names a field of .jsonl, .csv, .tsv or .parquet input; the ids of {args.input} are its line numbers"
+            "--id-field names a field of .jsonl, .csv, .tsv or .parquet input; "
+            f"the ids of {args.input} are its line numbers"
         )
     settings = CorpusSettings(
         args.shard_size or CorpusSettings.shard_rows,
@@ -261,19 +270,22 @@ def embed_to_shards(args: argparse.Namespace) -> int:
     if n_truncated := sum(s.get("truncated", 0) for s in shards):
         longest = max(s.get("longest", 0) for s in shards)
         print(
-            f"warning: {n_truncated} of {manifest['rows']} texts exceed {encoder.max_seq_length} tokens and were truncated (longest: {longest} tokens)",
+            f"warning: {n_truncated} of {manifest['rows']} texts exceed {encoder.max_seq_length} tokens "
+            f"and were truncated (longest: {longest} tokens)",
             file=sys.stderr,
         )
     for key, what in (("skipped", "skipped {} bad lines"), ("repeated_ids", "warning: {} ids repeat an earlier one")):
         if count := manifest[key]["count"]:
             print(
-                f"{what.format(count)} (listed in {Path(args.output) / 'manifest.json'}); first: {manifest[key]['examples'][0]}",
+                f"{what.format(count)} (listed in {Path(args.output) / 'manifest.json'}); "
+                f"first: {manifest[key]['examples'][0]}",
                 file=sys.stderr,
             )
     if manifest["stopped_by"]:
         why = "interrupted" if manifest["stopped_by"] == "SIGINT" else "terminated"
         print(
-            f"{why}: {manifest['rows']} texts in {len(shards)} shards are safe in {args.output}; rerun the same command to continue",
+            f"{why}: {manifest['rows']} texts in {len(shards)} shards are safe in {args.output}; "
+            "rerun the same command to continue",
             file=sys.stderr,
         )
         return EXIT_INTERRUPTED if why == "interrupted" else EXIT_TERMINATED
@@ -289,7 +301,8 @@ def verify_folder(folder: str) -> int:
     where = manifest["input"]["path"]
     if Path(where).is_file() and input_fingerprint(Path(where)) != manifest["input"]:
         raise InputError(
-            f"{where} has changed since {folder} was embedded from it; its rows are stale: rerun with --force to embed it again"
+            f"{where} has changed since {folder} was embedded from it; "
+            "its rows are stale: rerun with --force to embed it again"
         )
     state = "complete" if manifest["complete"] else "unfinished: rerun the command that made it to continue"
     print(f"ok: {folder}: {manifest['rows']} rows in {len(manifest['shards'])} shards match the manifest ({state})")
@@ -305,7 +318,8 @@ def embed_with_ray(args: argparse.Namespace) -> int:
         raise InputError("--engine ray needs --output DIR/ for its Parquet files")
     if args.format is not None or args.precision != "float32" or args.skip_bad_lines:
         raise InputError(
-            "--engine ray writes float32 Parquet files and stops at a bad record; drop --format, --precision and --skip-bad-lines"
+            "--engine ray writes float32 Parquet files and stops at a bad record; "
+            "drop --format, --precision and --skip-bad-lines"
         )
     if args.tokenizer != "fast":
         raise InputError("--engine ray's actors use the fast tokenizer; drop --tokenizer python")

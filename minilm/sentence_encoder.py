@@ -113,7 +113,8 @@ class SentenceEncoder:
         dtype: ComputeDtype = "float32",
         tokenizer: TokenizerKind = "fast",
     ) -> SentenceEncoder:
-        """Load a checkpoint by name or folder (default all-MiniLM-L6-v2), offline; see `minilm.weights.load_checkpoint`.
+        """Load a checkpoint by name or folder (default all-MiniLM-L6-v2), offline;
+        see `minilm.weights.load_checkpoint`.
 
         dtype: the compute precision, "float32" (default, exact), "bfloat16" or "float16"; see minilm.model.precision.
         tokenizer: "fast" (default), the Rust `tokenizers` library, or "python", minilm.text.wordpiece:
@@ -230,7 +231,10 @@ class SentenceEncoder:
     def similarity(
         self, a: str | Sequence[str] | np.ndarray, b: str | Sequence[str] | np.ndarray
     ) -> np.ndarray | float:
-        """Cosine similarity between texts or embeddings. (N, C) and (M, C) give (N, M); two single texts give a float."""
+        """Cosine similarity between texts or embeddings.
+
+        (N, C) and (M, C) give (N, M); two single texts give a float.
+        """
         single = isinstance(a, str) and isinstance(b, str)
         va = np.atleast_2d(self.encode(a) if not isinstance(a, np.ndarray) else a)
         vb = np.atleast_2d(self.encode(b) if not isinstance(b, np.ndarray) else b)

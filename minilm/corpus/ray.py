@@ -157,7 +157,8 @@ def embed_dataset(
         raise InputError(f'no "{text_column}" column (columns: {", ".join(columns)}); pass the text column\'s name')
     if id_column is not None and id_column not in columns:
         raise InputError(
-            f'no "{id_column}" column (columns: {", ".join(columns)}); pass an existing id column or none for row numbers'
+            f'no "{id_column}" column (columns: {", ".join(columns)}); '
+            "pass an existing id column or none for row numbers"
         )
     if id_column is None:
         ds, id_column = with_row_numbers(ds.select_columns([text_column])), ROW_NUMBER_COLUMN
@@ -250,7 +251,8 @@ def check_output_dir(output_dir: str, force: bool) -> None:
         return
     if not force:
         raise InputError(
-            f"{output_dir} is not empty; choose an empty or new --output folder, or pass --force to replace its Parquet files"
+            f"{output_dir} is not empty; choose an empty or new --output folder, "
+            "or pass --force to replace its Parquet files"
         )
     foreign = [e.base_name for e in entries if not (e.type == fs.FileType.File and e.base_name.endswith(".parquet"))]
     if foreign:

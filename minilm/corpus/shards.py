@@ -186,7 +186,8 @@ def _write_bytes(path: Path, data: bytes) -> None:
             f.write(data)
     except OSError as e:
         raise InputError(
-            f"cannot write {path}: {e.strerror or e}; free some space (or fix the folder) and rerun the same command to continue"
+            f"cannot write {path}: {e.strerror or e}; "
+            "free some space (or fix the folder) and rerun the same command to continue"
         ) from None
 
 
@@ -195,7 +196,10 @@ def _write_json(path: Path, data: Any) -> None:
 
 
 def _reached(point: str) -> None:
-    """A named point in the write sequence. Does nothing; the fault-injection tests (tests/faults/) kill the process here."""
+    """A named point in the write sequence.
+
+    Does nothing; the fault-injection tests (tests/faults/) kill the process here.
+    """
 
 
 # --------------------------------------------------------------------------- the folder: lock, manifest, shards
@@ -232,7 +236,8 @@ def run_lock(out_dir: Path) -> Iterator[None]:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 raise InputError(
-                    f"{out_dir} is being written by another run ({_lock_holder(out_dir)}); wait for it to end, or stop it, before running again"
+                    f"{out_dir} is being written by another run ({_lock_holder(out_dir)}); "
+                    "wait for it to end, or stop it, before running again"
                 ) from None
         _name_holder(out_dir)
         yield
@@ -282,7 +287,8 @@ SHARD_FIELDS = {"file": str, "ids": str, "rows": int, "bytes": int, "sha256": st
 
 
 def _read_manifest_file(path: Path) -> dict[str, Any]:
-    """The manifest at `path`, checked field by field: a damaged or hand-edited one is an InputError, not a traceback."""
+    """The manifest at `path`, checked field by field:
+    a damaged or hand-edited one is an InputError, not a traceback."""
     try:
         manifest = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
@@ -332,11 +338,13 @@ def prepare_output(out_dir: Path, identity: dict[str, Any], force: bool) -> dict
     differing = [key for key, value in identity.items() if manifest.get(key) != value]
     if differing == ["input"] and manifest["input"].get("sha256") == identity["input"]["sha256"]:
         raise InputError(
-            f"{out_dir} was embedded from {manifest['input'].get('path')}, the same content at another path; give that path, or pass --force to start over"
+            f"{out_dir} was embedded from {manifest['input'].get('path')}, the same content at another path; "
+            "give that path, or pass --force to start over"
         )
     if differing:
         raise InputError(
-            f"{out_dir} holds a run with a different {', '.join(differing)}; rerun with the same settings to resume, or pass --force to start over"
+            f"{out_dir} holds a run with a different {', '.join(differing)}; "
+            "rerun with the same settings to resume, or pass --force to start over"
         )
     return manifest
 
@@ -457,7 +465,8 @@ def _embed_windows(
                         bar.update(passed + skipped.count - bar.n)
                         continue
                     print(
-                        f"warning: {shards[index]['file']} was embedded from other input lines; embedding that shard again",
+                        f"warning: {shards[index]['file']} was embedded from other input lines; "
+                        "embedding that shard again",
                         file=sys.stderr,
                     )
                 result = encoder.encode_detailed(
@@ -612,7 +621,8 @@ def load_shards(
     manifest = read_manifest(out_dir)
     if not manifest.get("complete") and not allow_incomplete:
         raise InputError(
-            f"{out_dir} holds an unfinished run ({manifest.get('rows', 0)} rows so far); rerun the command that embedded it to finish it"
+            f"{out_dir} holds an unfinished run ({manifest.get('rows', 0)} rows so far); "
+            "rerun the command that embedded it to finish it"
         )
     ids: list[str] = []
     parts = []

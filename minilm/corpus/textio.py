@@ -82,7 +82,10 @@ class BadRecord(InputError):
 
 
 class EmptyLine(BadRecord):
-    """A blank line (or CSV row): no text to embed. Skipped by `minilm.cli.read_texts`, a bad record for the shard writer."""
+    """A blank line (or CSV row): no text to embed.
+
+    Skipped by `minilm.cli.read_texts`, a bad record for the shard writer.
+    """
 
     def __init__(self, name: str, line: int):
         super().__init__(name, line, "empty line")
@@ -162,7 +165,8 @@ def require_input_file(path: str | Path) -> None:
     if Path(path).suffix.lower() == ".json":
         raise InputError(
             f"{path} is a .json file, which is read neither as lines nor as records; "
-            f"write one JSON object per line as .jsonl instead (e.g. jq -c '.[]' {path} > {Path(path).with_suffix('.jsonl')})"
+            "write one JSON object per line as .jsonl instead "
+            f"(e.g. jq -c '.[]' {path} > {Path(path).with_suffix('.jsonl')})"
         )
 
 
@@ -276,7 +280,8 @@ def _csv_records(
                 )
             if field is not None and header.count(field) > 1:
                 raise InputError(
-                    f'{name}:1: the header names "{field}" {header.count(field)} times; rename the columns so that one holds the text'
+                    f'{name}:1: the header names "{field}" {header.count(field)} times; '
+                    "rename the columns so that one holds the text"
                 )
         while True:
             record_lines.clear()
@@ -362,7 +367,8 @@ def _parquet_records(path: Path, text_field: str, id_field: str | None) -> Itera
         if column not in file.schema_arrow.names:
             flag = "--text-column" if column == text_field else "--id-field"
             raise InputError(
-                f'{path}: no "{column}" column (it has {", ".join(file.schema_arrow.names)}); name the column with {flag}'
+                f'{path}: no "{column}" column (it has {", ".join(file.schema_arrow.names)}); '
+                f"name the column with {flag}"
             )
     row = 0
     batches = file.iter_batches(batch_size=PARQUET_BATCH_ROWS, columns=columns)

@@ -48,7 +48,8 @@ def bert_config(raw: dict[str, Any]) -> BertConfig:
         )
     if raw.get("position_embedding_type", "absolute") != "absolute":
         raise ValueError(
-            f"position_embedding_type={raw['position_embedding_type']!r} is not supported; only 'absolute' positions are"
+            f"position_embedding_type={raw['position_embedding_type']!r} is not supported; "
+            "only 'absolute' positions are"
         )
     if config.hidden_size % config.num_attention_heads:
         raise ValueError(

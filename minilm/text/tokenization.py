@@ -47,7 +47,8 @@ class SentenceTokenizer:
     def __init__(self, tokenizer: Tokenizer | WordPieceTokenizer, max_seq_length: int, lowercase: bool = False):
         self.tokenizer = tokenizer
         self.pad_id = tokenizer.padding["pad_id"] if tokenizer.padding else 0  # read before padding is switched off
-        # tokenizer.json may carry its own fixed padding and truncation (128 in all-MiniLM-L6-v2); sentence-transformers overrides both.
+        # tokenizer.json may carry its own fixed padding and truncation (128 in all-MiniLM-L6-v2);
+        # sentence-transformers overrides both.
         self.tokenizer.no_truncation()
         self.tokenizer.no_padding()
         self.max_seq_length = max_seq_length

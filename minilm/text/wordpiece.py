@@ -75,7 +75,8 @@ UNICODE_DIFFERENCES = {
 # The White_Space property, which Rust's `char::is_whitespace` (and so `tokenizers`) uses. Python's
 # str.isspace() also counts U+001C..U+001F, which BERT treats as control characters.
 WHITESPACE = frozenset(
-    "\t\n\x0b\x0c\r \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000"
+    "\t\n\x0b\x0c\r \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004"
+    "\u2005\u2006\u2007\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000"
 )
 
 # "Chinese characters" as BERT defines them: the CJK Unified Ideographs blocks, not Hangul or kana.
@@ -217,7 +218,8 @@ class WordPieceTokenizer:
         kinds = (config["normalizer"]["type"], config["pre_tokenizer"]["type"], config["model"]["type"])
         if kinds != ("BertNormalizer", "BertPreTokenizer", "WordPiece"):
             raise ValueError(
-                f"{tokenizer_json} describes a {'/'.join(kinds)} tokenizer; the Python tokenizer only does BERT WordPiece. Use tokenizer='fast'"
+                f"{tokenizer_json} describes a {'/'.join(kinds)} tokenizer; "
+                "the Python tokenizer only does BERT WordPiece. Use tokenizer='fast'"
             )
         with open(vocab_txt, encoding="utf-8") as f:
             vocab = {line.rstrip("\n"): i for i, line in enumerate(f)}
@@ -355,7 +357,7 @@ class WordPieceTokenizer:
         out.add(self.sep_token, self.vocab[self.sep_token], (0, 0), None)
         return out
 
-    # ------------------------------------------------------------------ the tokenizers.Tokenizer switches SentenceTokenizer uses
+    # --------------------------------------------------------- the tokenizers.Tokenizer switches SentenceTokenizer uses
 
     def num_special_tokens_to_add(self, is_pair: bool = False) -> int:
         if is_pair:

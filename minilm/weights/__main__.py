@@ -28,6 +28,7 @@ from . import (
     verify_checkpoint,
 )
 
+
 def _cmd_list(args: argparse.Namespace) -> int:
     for known in KNOWN_CHECKPOINTS.values():
         print(f"{known.name}  ({known.repo_id})")
