@@ -25,8 +25,9 @@ from corpora import DATA_DIR, read_stsb_test, require
 
 from minilm import SentenceEncoder
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from test_wordpiece import stdlib_module_docstrings
+TESTS = Path(__file__).resolve().parent.parent / "tests"
+sys.path[:0] = [str(TESTS), str(TESTS / "text")]  # conftest, and test_wordpiece's corpus of docstrings
+from test_wordpiece import stdlib_module_docstrings  # noqa: E402 (found through the path set just above)
 
 
 def sentences() -> list[str]:
