@@ -157,13 +157,13 @@ def add_input_arguments(parser: argparse.ArgumentParser) -> None:
         "--input",
         "-i",
         metavar="FILE",
-        help="one text per line, or .jsonl/.csv/.tsv/.parquet with a text field; '-' for stdin",
+        help=f"one text per line, or {'/'.join(RECORD_SUFFIXES)} with a text field; '-' for stdin",
     )
     parser.add_argument(
         "--text-field",
         "--text-column",
         default="text",
-        help='the text field or column of .jsonl, .csv, .tsv and .parquet input (default: "text")',
+        help=f'the text field or column of {", ".join(RECORD_SUFFIXES)} input (default: "text")',
     )
 
 

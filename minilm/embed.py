@@ -121,7 +121,7 @@ MODES = """modes (chosen by --output and --engine):
   (no --output)  or  --output FILE   all texts at once: a cosine table (default), --format jsonl, or
                                      --format npy with --output FILE.npy (.npy and .jsonl names pick their format)
   --input FILE --output DIR/         streamed, resumable shards: a folder ends in / (docs/corpus.md)
-  --engine ray --output DIR/         Parquet files written by Ray Data, here or on a cluster (docs/ray.md)
+  --engine ray --output DIR/         Parquet files written by Ray Data, here or on a cluster (docs/corpus.md)
   --verify DIR                       embed nothing: check a shard folder against its manifest
 
 --dtype is the compute precision (what the model runs in); --precision is how shards store the vectors."""
@@ -130,7 +130,7 @@ MODES = """modes (chosen by --output and --engine):
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = ArgumentParser(
         prog="python -m minilm.embed",
-        description="Embed sentences with all-MiniLM-L6-v2 (or another BERT sentence-transformers checkpoint). "
+        description="Embed sentences with all-MiniLM-L6-v2 (or another BERT sentence-transformers checkpoint).\n"
         "With no texts and no --input, embeds three demo sentences and prints their cosine similarities.",
         epilog=MODES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -249,8 +249,8 @@ def embed_to_shards(args: argparse.Namespace) -> int:
         raise InputError("--format shards needs --output DIR/")
     if args.id_field and Path(args.input).suffix.lower() not in RECORD_SUFFIXES:
         raise InputError(
-            "--id-field names a field of .jsonl, .csv, .tsv or .parquet input; "
-            f"the ids of {args.input} are its line numbers"
+            f"--id-field names a field of {', '.join(RECORD_SUFFIXES)} input; "
+            f"the ids of {args.input} are its line numbers: drop --id-field"
         )
     settings = CorpusSettings(
         args.shard_size or CorpusSettings.shard_rows,
