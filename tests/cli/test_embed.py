@@ -302,6 +302,57 @@ def test_batch_size_0_is_an_argparse_error(capsys):
     ]
 
 
+# --------------------------------------------------------------------------- output modes and --help
+
+
+def test_an_output_without_suffix_or_slash_is_refused_naming_both_spellings(tmp_path, capsys):
+    (tmp_path / "texts.txt").write_text("one\ntwo\n", encoding="utf-8")
+    vectors = tmp_path / "vectors"  # no trailing /, no suffix, no --format, and not an existing folder
+    proc = run_main(["--input", str(tmp_path / "texts.txt"), "--output", str(vectors)], capsys)
+    assert_one_line_error(proc, f"--output {vectors}/", f"{vectors}.npy", f"{vectors}.jsonl")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["texts.txt"], "nothing may be written"
+
+
+def test_an_npy_or_jsonl_output_name_picks_its_format(tmp_path, capsys, tiny_checkpoint):
+    model = ["--model", str(tiny_checkpoint), "--no-verify"]
+    texts = ["A man is playing a guitar.", "", "The stock market fell today."]
+    for argv in (
+        [*texts, *model, "--output", str(tmp_path / "picked.npy")],
+        [*texts, *model, "--format", "npy", "--output", str(tmp_path / "named.npy")],
+        [*texts, *model, "--output", str(tmp_path / "picked.jsonl")],
+    ):
+        proc = run_main(argv, capsys)
+        assert proc.returncode == 0 and proc.stdout == b"", proc.stderr.decode()
+    picked, named = np.load(tmp_path / "picked.npy"), np.load(tmp_path / "named.npy")
+    assert picked.dtype == np.float32 and picked.shape == (3, 32)  # the tiny checkpoint is 32 wide
+    np.testing.assert_array_equal(picked, named)
+    records = parse_jsonl((tmp_path / "picked.jsonl").read_bytes())
+    assert [r["text"] for r in records] == texts
+    np.testing.assert_array_equal(np.array([r["embedding"] for r in records], dtype=np.float32), picked)
+
+
+def test_help_groups_the_options_and_lists_the_modes(capsys):
+    from minilm.embed import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--help"])
+    assert exit_info.value.code == 0
+    lines = capsys.readouterr().out.splitlines()
+    titles = [line for line in lines if line.endswith(":") and not line.startswith(" ")]
+    assert titles[0] in ("options:", "optional arguments:")  # argparse's own title (the latter before Python 3.10)
+    assert titles[1:] == [
+        "input:",
+        "output (the mode follows from --output; see below):",
+        "model and compute:",
+        "shards (--input FILE --output DIR/):",
+        "Ray (--engine ray --input FILE --output DIR/):",
+        "modes (chosen by --output and --engine):",
+    ]
+    modes = lines[lines.index("modes (chosen by --output and --engine):") + 1 :]
+    mode_lines = [line for line in modes if line.startswith("  ") and not line.startswith("   ")]  # not continuations
+    assert [line.split()[0] for line in mode_lines] == ["(no", "--input", "--engine", "--verify"]
+
+
 # --------------------------------------------------------------------------- API input checks
 
 

@@ -1,5 +1,6 @@
 """`--dtype` (compute precision) on the command line of `python -m minilm.embed`: the float32
-fallback note in a real process, and the usage errors of the compute options."""
+fallback note in a real process, the usage errors of the compute options, and --help keeping
+compute precision (--dtype) and storage precision (--precision) apart."""
 
 from __future__ import annotations
 
@@ -10,7 +11,9 @@ import sys
 import numpy as np
 import pytest
 
+from minilm.corpus.quantize import STORED_PRECISIONS
 from minilm.embed import main as embed_main
+from minilm.model.precision import COMPUTE_DTYPES
 
 from conftest import ROOT
 
@@ -50,3 +53,16 @@ def test_cli_usage_errors_exit_2(capsys, args, message):
     captured = capsys.readouterr()
     assert captured.out == ""
     assert captured.err == f"error: {message}; see python -m minilm.embed --help\n"
+
+
+def test_help_calls_dtype_compute_precision_and_precision_storage_precision(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        embed_main(["--help"])
+    assert exit_info.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())  # the same at any terminal width
+    assert f"--dtype {{{','.join(COMPUTE_DTYPES)}}} compute precision, what the model runs in:" in text
+    assert f"--precision {{{','.join(STORED_PRECISIONS)}}} storage precision, how shards store the vectors:" in text
+    assert (
+        "--dtype is the compute precision (what the model runs in); --precision is how shards store the vectors."
+        in text
+    )
