@@ -121,7 +121,7 @@ def read_texts(path: str, text_field: str = "text") -> list[str]:
     A .txt file (or stdin) gives one text per line, empty lines included (an empty text is valid),
     unless every line is blank: that is an InputError, as it is for the shard writer.
     .jsonl, .csv, .tsv and .parquet files give their `text_field`, skipping blank lines; any other
-    bad record stops with its file:line (minilm.textio.read_records).
+    bad record stops with its file:line (minilm.corpus.textio.read_records).
     """
     if path != "-":
         require_input_file(path)

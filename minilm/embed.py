@@ -323,6 +323,19 @@ def embed_with_ray(args: argparse.Namespace) -> int:
         )
     if args.tokenizer != "fast":
         raise InputError("--engine ray's actors use the fast tokenizer; drop --tokenizer python")
+    if ignored := [
+        flag
+        for flag, given in (
+            ("--no-verify", args.no_verify),
+            ("--download", args.download),
+            ("--max-batch-tokens", args.max_batch_tokens),
+        )
+        if given
+    ]:
+        raise InputError(
+            "--engine ray's actors load the checkpoint each on its own node, pins checked, "
+            f"and embed batches of --batch-size; drop {' and '.join(ignored)}"
+        )
     gpus = 1 if args.device.startswith("cuda") else 0
     rows = embed_files(
         args.input,

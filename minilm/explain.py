@@ -214,7 +214,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--model", "-m", default=None, help=f"checkpoint name or folder (default: {DEFAULT_CHECKPOINT})"
     )
     parser.add_argument(
-        "--tokenizer", choices=TOKENIZER_KINDS, default="fast", help="fast (default) or python (minilm.wordpiece)"
+        "--tokenizer", choices=TOKENIZER_KINDS, default="fast", help="fast (default) or python (minilm.text.wordpiece)"
     )
     return parser.parse_args(argv)
 

@@ -7,7 +7,7 @@ truncation keeps the first `max_seq_length - 2` word pieces and then adds [CLS] 
 We do the same in two steps so the untruncated length can be reported as `n_tokens`.
 
 Two tokenizers can do the work, with the same ids and offsets: "fast", the Rust `tokenizers`
-library (the default), and "python", `minilm.wordpiece`, the same algorithm in plain Python to
+library (the default), and "python", `minilm.text.wordpiece`, the same algorithm in plain Python to
 read and step through (slower; see the README).
 """
 

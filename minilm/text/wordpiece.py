@@ -45,7 +45,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 # Every code point where Python 3.11's Unicode 14.0 and `tokenizers` 0.23 disagree, derived by
-# comparing both, one code point at a time (tests/test_wordpiece.py checks the table over all of them).
+# comparing both, one code point at a time (tests/text/test_wordpiece.py checks the table over all of them).
 #   category: how tokenizers classes a character its Unicode 8.0 tables do not know, or knew
 #             differently ("Cn": nothing special; "Mn": dropped; "Po": punctuation).
 #   lowercase: characters newer than Python's tables that Rust's lowercasing knows
