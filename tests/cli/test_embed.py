@@ -1,9 +1,10 @@
 """CLI tests: `python -m minilm.embed` run as a real subprocess, checked against the in-process encoder.
 
 Each run imports torch and loads the checkpoint (about 2 s of CPU), so the `cli` fixture starts every
-run of this module at once, side by side, and each test waits only for the run it checks. User errors
-that stop before any model work are also checked through `minilm.embed.main` in this process, which
-is the same code the subprocess runs, minus the 2 s start.
+run of this module at once, side by side, and each test waits only for the run it checks; together
+they take over 10 s on two cores, so every test that reads a run is marked slow. User errors that
+stop before any model work are also checked through `minilm.embed.main` in this process, which is
+the same code the subprocess runs, minus the 2 s start: those stay in the quick loop.
 """
 
 from __future__ import annotations
@@ -81,12 +82,18 @@ def invocations(d: Path) -> dict[str, Invocation]:
 
 
 @pytest.fixture(scope="module")
-def cli(tmp_path_factory) -> CliRuns:
+def inputs(tmp_path_factory) -> Path:
+    """The module's input files and output folders (write_inputs), written once."""
     d = tmp_path_factory.mktemp("cli")
     write_inputs(d)
-    runs = CliRuns(d)
+    return d
+
+
+@pytest.fixture(scope="module")
+def cli(inputs) -> CliRuns:
+    runs = CliRuns(inputs)
     with ThreadPoolExecutor(max_workers=PARALLEL_RUNS) as pool:
-        for name, inv in invocations(d).items():
+        for name, inv in invocations(inputs).items():
             runs.futures[name] = pool.submit(run_module, "minilm.embed", *inv.args, stdin=inv.stdin)
         yield runs
 
@@ -197,6 +204,7 @@ def test_force_replaces_output_and_no_normalize_keeps_raw_norms(cli, encoder):
     np.testing.assert_allclose(vectors, encoder.encode(NPY_TEXTS, normalize=False), rtol=1e-6, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_output_file_gets_ordinary_permissions(cli):
     """--output is written through a temporary file; the result must still get the usual 0o666 & ~umask mode."""
     assert cli.run("jsonl_to_npy").returncode == 0
@@ -213,6 +221,7 @@ def test_output_file_gets_ordinary_permissions(cli):
     "name, expected",
     [("not_utf8", ["not_utf8.txt:2:", "UTF-8", "0xff"]), ("model_folder_missing", ["no_such_model", "does not exist"])],
 )
+@pytest.mark.slow
 def test_user_error_in_a_real_process_is_one_line_and_exit_2(cli, name, expected):
     assert_one_line_error(cli.run(name), *expected)
 
@@ -260,8 +269,8 @@ def run_main(argv: list[str], capsys):
         "model_folder_missing",
     ],
 )
-def test_user_error_is_one_line_and_exit_2(cli, capsys, argv, expected):
-    assert_one_line_error(run_main([a.format(d=cli.folder) for a in argv], capsys), *expected)
+def test_user_error_is_one_line_and_exit_2(inputs, capsys, argv, expected):
+    assert_one_line_error(run_main([a.format(d=inputs) for a in argv], capsys), *expected)
 
 
 def test_existing_output_is_kept_without_force(tmp_path, capsys):
