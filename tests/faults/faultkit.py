@@ -57,7 +57,7 @@ def drive(
 
     With no faults, the command's `main(argv)` runs in this process (what driver.py would run, without
     the 2-3 s of a new interpreter importing torch); faults that act on a process (kill, stop, signals,
-    the audit hook) get a real one. tests/test_cli.py runs the commands themselves as subprocesses.
+    the audit hook) get a real one. tests/cli/test_embed.py runs the commands themselves as subprocesses.
     """
     if not faults:
         return run_in_process(module, args, stdin)
