@@ -193,7 +193,7 @@ def make_optimizer(
 ) -> torch.optim.AdamW:
     """Two learning rates; no weight decay on biases and LayerNorm weights, as in BERT fine-tuning."""
     groups = []
-    for params, lr in ((model.encoder.named_parameters(), lr_backbone), (model.heads.named_parameters(), lr_heads)):
+    for params, lr in ((model.bert.named_parameters(), lr_backbone), (model.heads.named_parameters(), lr_heads)):
         trainable = [(n, p) for n, p in params if p.requires_grad]
         decay = [p for n, p in trainable if p.ndim > 1]
         no_decay = [p for n, p in trainable if p.ndim <= 1]
