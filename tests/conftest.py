@@ -106,6 +106,18 @@ def run_module(
     )
 
 
+# A 3-layer, 32-wide BERT on a 99-word random vocabulary: for tier-1 tests of the model's maths against transformers.
+TINY = dict(  # transformers BertConfig arguments (its hidden_act and eps are ours: gelu, 1e-12)
+    vocab_size=99,
+    hidden_size=32,
+    num_hidden_layers=3,
+    num_attention_heads=4,
+    intermediate_size=37,
+    max_position_embeddings=64,
+    type_vocab_size=2,
+)
+
+
 TINY_CONFIG = {  # a 2-layer, 32-wide BERT on the real vocabulary: for tests of the pipeline, not of the model's numbers
     "architectures": ["BertModel"],
     "model_type": "bert",

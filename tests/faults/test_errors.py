@@ -128,7 +128,9 @@ def test_ctrl_c_and_sigterm_during_the_model_load_are_one_line(module: str, name
 def test_ctrl_c_before_the_first_shard_leaves_a_resumable_folder(tmp_path: Path, tiny_checkpoint):
     corpus = corpus_file(tmp_path, 500)
     out = tmp_path / "out"
-    proc = drive("--signal-in", "minilm.corpus.shards.read_records:SIGINT", args=shard_args(tiny_checkpoint, corpus, out))
+    proc = drive(
+        "--signal-in", "minilm.corpus.shards.read_records:SIGINT", args=shard_args(tiny_checkpoint, corpus, out)
+    )
     assert proc.returncode == 130 and "Traceback" not in proc.stderr
     assert json.loads((out / "manifest.json").read_text())["rows"] == 0
     assert drive(args=shard_args(tiny_checkpoint, corpus, out)).returncode == 0

@@ -10,15 +10,7 @@ from minilm.model.encoder import BertModel, attention_probs, key_mask, reference
 from minilm.model.loading import bert_config, load_state_strict
 from minilm.model.pooling import cls_pool, l2_normalize, max_pool, mean_pool, pool
 
-TINY = dict(
-    vocab_size=99,
-    hidden_size=32,
-    num_hidden_layers=3,
-    num_attention_heads=4,
-    intermediate_size=37,
-    max_position_embeddings=64,
-    type_vocab_size=2,
-)
+from conftest import TINY
 
 
 def tiny_pair(seed: int = 0):

@@ -20,17 +20,8 @@ from minilm.model.encoder import BertModel, reference_attention
 from minilm.model.loading import bert_config
 from minilm.model.packed import PackedEncoder, PackedIndex, packed_attention
 
-from conftest import needs_cuda, with_runner
+from conftest import TINY, needs_cuda, with_runner
 
-TINY = dict(
-    vocab_size=99,
-    hidden_size=32,
-    num_hidden_layers=3,
-    num_attention_heads=4,
-    intermediate_size=37,
-    max_position_embeddings=64,
-    type_vocab_size=2,
-)
 PACKED_ATOL = 1e-6
 
 
