@@ -457,12 +457,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         description=__doc__.split("\n\n")[0],
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument(
-        "--tasks", default="question_type,sentiment,ner", help="comma-separated tasks to train (default: all three)"
-    )
+    parser.add_argument("--tasks", default=",".join(TASKS), help="comma-separated tasks to train (default: all three)")
     parser.add_argument(
         "--data-dir",
-        default=str(DEFAULT_DATA_DIR),
+        default=str(TrainConfig.data_dir),
         help="folder with trec/, sst2/, conll2003/ (default: ../shared/data)",
     )
     parser.add_argument(
@@ -473,7 +471,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--init-from", metavar="DIR", help="start from a model saved by heads.train (its backbone and heads)"
     )
-    parser.add_argument("--freeze", default="none", help="none | embeddings | layers:K | backbone (default: none)")
+    parser.add_argument(
+        "--freeze", default=TrainConfig.freeze, help="none | embeddings | layers:K | backbone (default: %(default)s)"
+    )
     parser.add_argument(
         "--freeze-heads",
         default="",
@@ -483,33 +483,48 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--limit", action="append", default=[], metavar="TASK=N", help="use N training examples of TASK (seeded sample)"
     )
-    parser.add_argument("--sampling", default="proportional", choices=["proportional", "uniform", "temperature"])
-    parser.add_argument("--temperature", type=float, default=2.0, help="T for --sampling temperature (default: 2)")
-    parser.add_argument("--loss-weight", action="append", default=[], metavar="TASK=W", help="scale TASK's loss by W")
-    parser.add_argument("--epochs", type=positive_int, default=3)
+    parser.add_argument("--sampling", default=TrainConfig.sampling, choices=["proportional", "uniform", "temperature"])
     parser.add_argument(
-        "--max-steps", type=non_negative_int, default=0, help="stop after this many steps (0: epochs decide)"
+        "--temperature",
+        type=float,
+        default=TrainConfig.temperature,
+        help="T for --sampling temperature (default: %(default)s)",
     )
-    parser.add_argument("--batch-size", type=positive_int, default=32)
-    parser.add_argument("--lr-backbone", type=float, default=5e-5)
-    parser.add_argument("--lr-heads", type=float, default=1e-3)
-    parser.add_argument("--weight-decay", type=float, default=0.01)
+    parser.add_argument("--loss-weight", action="append", default=[], metavar="TASK=W", help="scale TASK's loss by W")
+    parser.add_argument("--epochs", type=positive_int, default=TrainConfig.epochs)
+    parser.add_argument(
+        "--max-steps",
+        type=non_negative_int,
+        default=TrainConfig.max_steps,
+        help="stop after this many steps (0: epochs decide)",
+    )
+    parser.add_argument("--batch-size", type=positive_int, default=TrainConfig.batch_size)
+    parser.add_argument("--lr-backbone", type=float, default=TrainConfig.lr_backbone)
+    parser.add_argument("--lr-heads", type=float, default=TrainConfig.lr_heads)
+    parser.add_argument("--weight-decay", type=float, default=TrainConfig.weight_decay)
     parser.add_argument(
         "--max-grad-norm",
         type=float,
-        default=1.0,
-        help="clip each step's gradient norm to this (0: no clipping; default: 1)",
+        default=TrainConfig.max_grad_norm,
+        help="clip each step's gradient norm to this (0: no clipping; default: %(default)s)",
     )
-    parser.add_argument("--warmup", type=float, default=0.1, help="fraction of steps for linear warmup (default: 0.1)")
-    parser.add_argument("--dropout", type=float, default=0.1, help="head dropout (default: 0.1)")
+    parser.add_argument(
+        "--warmup",
+        type=float,
+        default=TrainConfig.warmup,
+        help="fraction of steps for linear warmup (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--dropout", type=float, default=TrainConfig.dropout, help="head dropout (default: %(default)s)"
+    )
     parser.add_argument(
         "--sentence-hidden",
         type=non_negative_int,
-        default=0,
+        default=TrainConfig.sentence_hidden,
         metavar="N",
         help="give sentence heads one hidden layer of N units (default: none)",
     )
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=TrainConfig.seed)
     parser.add_argument(
         "--bf16", action="store_true", help="bfloat16 autocast on CPU (fast only where the CPU has AMX or AVX512-BF16)"
     )
@@ -517,7 +532,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--dev-limit",
         type=non_negative_int,
-        default=0,
+        default=TrainConfig.dev_limit,
         metavar="N",
         help="score only the first N dev examples per task (quick runs; default: all)",
     )
