@@ -26,7 +26,7 @@ from torch import nn
 from minilm.corpus.textio import atomic_output
 from minilm.model.encoder import BertModel
 from minilm.model.loading import StateMismatch, load_state_strict
-from minilm.model.pooling import PoolingMode, pool
+from minilm.model.pooling import PoolingMode, l2_normalize, pool
 from minilm.weights import WeightsError, fill_from_safetensors, read_safetensors, sha256_of
 
 from .ner import IGNORE_INDEX
@@ -79,6 +79,7 @@ class TokenClassificationHead(nn.Module):
 @dataclass
 class MultiTaskOutput:
     logits: dict[str, torch.Tensor]  # task -> (B, K) for sentence tasks, (B, T, K) for token tasks
+    embedding: torch.Tensor  # (B, C): the sentence embedding of the same pass, as SentenceEncoder.encode gives it
     losses: dict[str, torch.Tensor] = field(default_factory=dict)  # only the tasks whose labels were given
 
 
@@ -93,10 +94,14 @@ class MultiTaskModel(nn.Module):
         pooling: PoolingMode = "mean",
         dropout: float = 0.1,
         seed: int = 0,
+        normalize: bool = True,
     ):
+        """pooling, normalize: the checkpoint's sentence-transformers settings (mean and L2 for all-MiniLM-L6-v2),
+        so that the pass that feeds the heads also gives the exact sentence embedding."""
         super().__init__()
         self.bert = bert
         self.pooling = pooling
+        self.normalize = normalize
         self.tasks = {t.name: t for t in tasks}
         generator_state = torch.random.get_rng_state()
         torch.manual_seed(seed)  # seeded head initialization: an untrained model is reproducible
@@ -147,7 +152,8 @@ class MultiTaskModel(nn.Module):
                 losses[name] = F.cross_entropy(logits[name], target)
             else:
                 losses[name] = F.cross_entropy(logits[name].flatten(0, 1), target.flatten(), ignore_index=IGNORE_INDEX)
-        return MultiTaskOutput(logits, losses)
+        embedding = l2_normalize(sentence) if self.normalize else sentence  # (B, C)
+        return MultiTaskOutput(logits, embedding, losses)
 
 
 # --------------------------------------------------------------------------- saving and loading
@@ -221,12 +227,18 @@ def read_model_config(folder: Path) -> dict:
 
 
 def load_model(
-    folder: Path, bert: BertModel, stock_sha256: str, extra_tasks: Sequence[TaskSpec] = (), seed: int = 0
+    folder: Path,
+    bert: BertModel,
+    stock_sha256: str,
+    extra_tasks: Sequence[TaskSpec] = (),
+    seed: int = 0,
+    normalize: bool = True,
 ) -> tuple[MultiTaskModel, dict]:
     """Rebuild a saved MultiTaskModel on `bert` (the stock backbone, replaced by backbone.safetensors when saved).
 
     The config's backbone sha256 must match what is loaded, so heads never run on a backbone they were
     not trained with. `extra_tasks` not in the saved model get new, seeded heads (to train them next).
+    normalize: whether the embedding the model also returns is L2-normalized (the checkpoint's setting).
     """
     config = read_model_config(folder)
     saved = [TaskSpec(t["name"], t["kind"], tuple(t["labels"]), t.get("hidden")) for t in config["tasks"]]
@@ -246,7 +258,7 @@ def load_model(
             f"but the loaded backbone is {stock_sha256}"
         )
     new = [t for t in extra_tasks if t.name not in {s.name for s in saved}]
-    model = MultiTaskModel(bert, [*saved, *new], pooling=config.get("pooling", "mean"), seed=seed)
+    model = MultiTaskModel(bert, [*saved, *new], pooling=config.get("pooling", "mean"), seed=seed, normalize=normalize)
     heads = folder / HEADS_FILE
     if not heads.is_file():
         raise WeightsError(f"{heads} is missing; retrain or restore the model folder")

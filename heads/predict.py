@@ -4,11 +4,14 @@
     python -m heads.predict --input texts.txt          # one text per line, or .jsonl with "text"
     cat texts.txt | python -m heads.predict -
     python -m heads.predict --model runs/finetuned "..."   # a model saved by python -m heads.train
+    python -m heads.predict --with-embedding "..."         # and the sentence embedding, from the same pass
 
 Prints one JSON record per text:
     {"text", "question_type": {"label", "score"}, "sentiment": {"label", "score"},
-     "entities": [{"text", "label", "start", "end", "score"}]}
-`start`/`end` are character offsets into the text. The default model is the heads shipped in
+     "entities": [{"text", "label", "start", "end", "score"}], "embedding": [384 floats] with --with-embedding}
+`start`/`end` are character offsets into the text. The embedding is the one `minilm.embed` gives
+for the text when the heads sit on the frozen stock backbone (the shipped ones do); a model saved
+with a trained backbone gives that backbone's vector instead. The default model is the heads shipped in
 weights/heads/, trained on the frozen stock all-MiniLM-L6-v2 (their scores are in its config.json).
 
 Texts longer than the encoder's 256 tokens are read for entities in overlapping windows, each token
@@ -58,11 +61,13 @@ class MultiTaskPredictor:
                 f"model folder {folder} does not exist; train one with python -m heads.train --output {folder}"
             )
         stock = SentenceEncoder.from_pretrained(device=device)
-        model, _ = load_model(folder, stock.model, stock.checkpoint.sha256)
+        model, _ = load_model(folder, stock.model, stock.checkpoint.sha256, normalize=stock.config.normalize)
         return cls(model.to(stock.device), stock.tokenizer, stock.device)
 
     @torch.no_grad()
-    def predict(self, texts: list[str], batch_size: int = 32) -> list[dict]:
+    def predict(self, texts: list[str], batch_size: int = 32, with_embedding: bool = False) -> list[dict]:
+        """One record per text (see the module docstring); with_embedding adds each text's sentence embedding,
+        from the same encoder pass: the vector `SentenceEncoder.encode` gives for it."""
         pieces = self.tokenizer.split(texts)
         # one row per window: [CLS] + content tokens [start, end) + [SEP]
         rows = []  # (text index, window index, ids)
@@ -72,18 +77,24 @@ class MultiTaskPredictor:
             for w, (start, end) in enumerate(spans):
                 rows.append((t, w, [self.tokenizer.cls_id, *ids[start:end], self.tokenizer.sep_id]))
         probs: dict[tuple[int, int], dict[str, torch.Tensor]] = {}
+        embeddings: dict[int, list[float]] = {}
         for batch in length_sorted_batches([len(ids) for _, _, ids in rows], batch_size):
             chunk = [rows[r] for r in batch]
             ids, mask = right_pad([ids for _, _, ids in chunk])
-            logits = self.model(
-                ids.to(self.device), mask.to(self.device)
-            ).logits  # the encoder runs once for every head
+            out = self.model(ids.to(self.device), mask.to(self.device))  # the encoder runs once for every head
+            logits = out.logits
             for row, (t, w, row_ids) in enumerate(chunk):
+                if with_embedding and w == 0:  # the first window is the truncated text that minilm.embed embeds
+                    # 9 significant digits round-trip float32 exactly, as minilm.embed's jsonl writes them
+                    embeddings[t] = [float(f"{v:.9g}") for v in out.embedding[row].tolist()]
                 probs[t, w] = {name: logits[name][row].softmax(-1).cpu() for name in logits}
                 for name, task in self.model.tasks.items():
                     if task.kind == "token":
                         probs[t, w][name] = probs[t, w][name][1 : len(row_ids) - 1]  # content tokens only
-        return [self._record(t, texts[t], pieces[t], windows[t], probs) for t in range(len(texts))]
+        records = [self._record(t, texts[t], pieces[t], windows[t], probs) for t in range(len(texts))]
+        for t, vector in embeddings.items():
+            records[t]["embedding"] = vector
+        return records
 
     def _record(self, t: int, text: str, piece, windows: list[tuple[int, int]], probs: dict) -> dict:
         record: dict = {"text": text}
@@ -136,13 +147,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--force", action="store_true", help="overwrite an existing --output file")
     parser.add_argument("--batch-size", "-b", type=positive_int, default=32)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument(
+        "--with-embedding",
+        action="store_true",
+        help='add each text\'s sentence embedding ("embedding": the vector minilm.embed gives) from the same pass',
+    )
     return parser.parse_args(argv)
 
 
 def predict(args: argparse.Namespace) -> int:
     texts = gather_texts(args, default=None)
     output = check_output_path(args.output, args.force)
-    records = MultiTaskPredictor.from_folder(args.model, args.device).predict(texts, args.batch_size)
+    predictor = MultiTaskPredictor.from_folder(args.model, args.device)
+    records = predictor.predict(texts, args.batch_size, with_embedding=args.with_embedding)
     lines = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
     if output:
         with atomic_output(output, binary=False) as f:

@@ -244,14 +244,24 @@ def build(config: TrainConfig) -> Job:
     if config.init_from:
         new_tasks = [TASKS[t] for t in config.tasks]
         model, init_config = load_model(
-            config.init_from, stock.model, stock.checkpoint.sha256, extra_tasks=new_tasks, seed=config.seed
+            config.init_from,
+            stock.model,
+            stock.checkpoint.sha256,
+            extra_tasks=new_tasks,
+            seed=config.seed,
+            normalize=stock.config.normalize,
         )
         backbone_trained = bool(init_config["backbone"].get("file"))
     else:
         hidden = config.sentence_hidden or None
         specs = [replace(TASKS[t], hidden=hidden) if TASKS[t].kind == "sentence" else TASKS[t] for t in config.tasks]
         model = MultiTaskModel(
-            stock.model, specs, pooling=stock.config.pooling, dropout=config.dropout, seed=config.seed
+            stock.model,
+            specs,
+            pooling=stock.config.pooling,
+            dropout=config.dropout,
+            seed=config.seed,
+            normalize=stock.config.normalize,
         )
     if bad_heads := [h for h in config.freeze_heads if h not in model.tasks]:
         raise ValueError(f"--freeze-heads {','.join(bad_heads)}: the model has heads {', '.join(model.tasks)}")

@@ -66,15 +66,13 @@ def trace(encoder: SentenceEncoder, texts: list[str]) -> Trace:
     model = encoder.model
     mask = key_mask(batch.attention_mask)  # (B, 1, 1, T), as BertModel.run_layers builds it
     stages = [Stage("token ids ([CLS] ... [SEP], padded to the longest)", batch.input_ids)]
-    attention = []
     with torch.inference_mode():
-        x = model.embeddings(batch.input_ids, batch.token_type_ids)  # (B, T, C)
-        stages.append(Stage("embeddings: word + position + token type, then LayerNorm", x))
-        for i, layer in enumerate(model.encoder.layer):
-            attention.append(layer.attention.self.attention_probs(x, mask))  # (B, H, T, T): what block i attends to
-            x = model.run_layers(x, batch.attention_mask, slice(i, i + 1))  # (B, T, C): block i's output
-            stages.append(Stage(f"layer {i + 1}: self-attention, then feed-forward", x))
-        pooled = pool(x, batch.attention_mask, encoder.config.pooling)  # (B, C)
+        states = model.hidden_states(batch.input_ids, batch.attention_mask, batch.token_type_ids)  # L + 1 of (B, T, C)
+        # what block i attends to, recomputed from its input: (B, H, T, T) each
+        attention = [block.attention.self.attention_probs(x, mask) for block, x in zip(model.encoder.layer, states)]
+        stages.append(Stage("embeddings: word + position + token type, then LayerNorm", states[0]))
+        stages += [Stage(f"layer {i}: self-attention, then feed-forward", x) for i, x in enumerate(states[1:], 1)]
+        pooled = pool(states[-1], batch.attention_mask, encoder.config.pooling)  # (B, C)
         stages.append(Stage(f"{encoder.config.pooling} pooling over the real tokens", pooled))
         if encoder.config.normalize:
             stages.append(Stage("L2 normalization to unit length", l2_normalize(pooled)))

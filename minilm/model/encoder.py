@@ -237,3 +237,15 @@ class BertModel(nn.Module):
     def run_layers(self, x: torch.Tensor, attention_mask: torch.Tensor, layers: slice = slice(None)) -> torch.Tensor:
         """Hidden states x (B, T, C) through the blocks `layers` selects, every query seeing only real keys."""
         return self.encoder(x, key_mask(attention_mask), layers)  # (B, T, C)
+
+    def hidden_states(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor | None = None
+    ) -> list[torch.Tensor]:
+        """The embeddings' output and every block's, from one pass: L + 1 tensors (B, T, C), the last = forward().
+
+        What transformers returns with output_hidden_states=True; a head that mixes layers reads these.
+        """
+        states = [self.embeddings(input_ids, token_type_ids)]  # (B, T, C)
+        for i in range(self.num_layers):
+            states.append(self.run_layers(states[-1], attention_mask, slice(i, i + 1)))  # block i's output
+        return states

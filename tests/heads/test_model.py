@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -176,6 +177,24 @@ def test_a_trained_backbone_is_saved_and_its_hash_checked(tmp_path, encoder, sto
 @pytest.fixture(scope="module")
 def shipped():
     return MultiTaskPredictor.from_folder(SHIPPED_HEADS)
+
+
+def test_predict_gives_the_exact_embedding_from_the_same_single_pass(shipped, encoder, stsb_sentences):
+    """The point of frozen heads: one encoder pass per batch gives every prediction and the embedding
+    that SentenceEncoder.encode gives (the shipped heads sit on the stock backbone)."""
+    texts = stsb_sentences[:48]
+    calls = []
+    hook = shipped.model.bert.encoder.register_forward_hook(lambda module, args, output: calls.append(len(output)))
+    try:
+        records = shipped.predict(texts, batch_size=16, with_embedding=True)
+    finally:
+        hook.remove()
+    assert calls == [16, 16, 16]  # the layer stack ran once per batch of 16, for every head and the embedding
+    embeddings = np.array([r["embedding"] for r in records], dtype=np.float32)
+    expected = encoder.encode(texts)
+    assert embeddings.shape == expected.shape == (48, 384)
+    assert np.abs(embeddings - expected).max() <= 1e-6
+    assert "embedding" not in shipped.predict(texts[:1])[0]  # only when asked for
 
 
 @pytest.fixture(scope="module")

@@ -123,6 +123,18 @@ def test_run_layers_slices_select_blocks():
         assert torch.equal(model.run_layers(first, mask, slice(1, 2)), model.encoder.layer[1](first, key_mask(mask)))
 
 
+def test_hidden_states_are_every_block_of_one_pass():
+    model = tiny_model()
+    ids, mask = random_batch([6, 4, 2])
+    with torch.no_grad():
+        states = model.hidden_states(ids, mask)
+        assert len(states) == TINY["num_hidden_layers"] + 1  # the embeddings' output, then one per block
+        assert torch.equal(states[0], model.embeddings(ids))
+        for i in range(1, len(states)):  # state i is the input run through blocks 0..i-1
+            assert torch.equal(states[i], model.run_layers(states[0], mask, slice(0, i)))
+        assert torch.equal(states[-1], model(ids, mask))
+
+
 def test_padding_does_not_change_real_tokens():
     _, ours = tiny_pair()
     ids, mask = random_batch([6])
