@@ -46,6 +46,27 @@ class TaskSpec:
     hidden: int | None = None  # optional hidden layer of a sentence head
 
 
+class ScalarMix(nn.Module):
+    """A learned, softmax-weighted sum of the encoder's hidden states (ELMo's "scalar mix", Peters et al. 2018).
+
+    mix = gamma * sum_l softmax(w)_l * h_l over the L + 1 states of `BertModel.hidden_states` (the
+    embeddings' output and each block's). A frozen BERT keeps different information in different
+    layers (BERT paper, Table 7: the last four layers together beat the top one for NER), so a head
+    that reads a mix of them gets more from the same pass. It starts as the plain mean of the layers.
+    """
+
+    def __init__(self, num_states: int):
+        super().__init__()
+        self.weights = nn.Parameter(torch.zeros(num_states))  # softmax(0, ..., 0): every state counts the same
+        self.gamma = nn.Parameter(torch.ones(()))
+
+    def forward(self, states: Sequence[torch.Tensor]) -> torch.Tensor:
+        """L + 1 tensors of the same shape, (B, T, C) or (B, C) -> one of that shape."""
+        stacked = torch.stack(list(states))  # (L + 1, ...)
+        share = self.weights.softmax(0).view(-1, *([1] * (stacked.dim() - 1)))  # (L + 1, 1, ...)
+        return self.gamma * (share * stacked).sum(0)
+
+
 class SentenceClassificationHead(nn.Module):
     """dropout -> linear (or dropout -> linear -> GELU -> dropout -> linear) over the pooled sentence vector."""
 

@@ -332,3 +332,23 @@ def test_train_cli_runs_saves_and_refuses_to_overwrite(tmp_path):
     assert again.returncode == 2 and "--force" in again.stderr.decode()
     bad = run_module("heads.train", "--tasks", "topic", "--output", str(tmp_path / "x"))
     assert bad.returncode == 2 and "choose from" in bad.stderr.decode()
+
+
+def test_scalar_mix_starts_as_the_mean_and_learns_a_weighting_by_hand():
+    from heads.model import ScalarMix
+
+    torch.manual_seed(0)
+    states = [torch.randn(2, 5, 8) for _ in range(7)]  # L + 1 = 7 hidden states of (B, T, C)
+    mix = ScalarMix(7)
+    assert torch.allclose(mix(states), torch.stack(states).mean(0), atol=1e-6)  # softmax(0) is uniform, gamma 1
+    with torch.no_grad():
+        mix.weights.copy_(torch.tensor([0.0, 0, 0, 0, 0, 1, 2]))
+        mix.gamma.fill_(0.5)
+    share = torch.tensor([1.0, 1, 1, 1, 1, torch.e, torch.e**2])
+    share = share / share.sum()  # the softmax, by hand
+    expected = 0.5 * sum(s * h for s, h in zip(share, states))
+    assert torch.allclose(mix(states), expected, atol=1e-6)
+    pooled = [h.mean(1) for h in states]  # (B, C) states mix the same way: mean pooling commutes with the mix
+    assert torch.allclose(mix(pooled), mix(states).mean(1), atol=1e-6)
+    mix(states).sum().backward()
+    assert mix.weights.grad.abs().sum() > 0 and mix.gamma.grad is not None
