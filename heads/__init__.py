@@ -4,7 +4,10 @@ Read in this order:
     data.py     readers for TREC, SST-2 and CoNLL-2003, with file:line errors
     ner.py      word <-> sub-token alignment, BIO decoding, overlapping windows for long texts
     metrics.py  accuracy and entity-level micro F1 (strict CoNLL spans)
-    model.py    the heads, MultiTaskModel (one encoder pass feeds every head), save / load
+    model.py    the heads, ScalarMix, MultiTaskModel (one encoder pass feeds every head and gives the
+                embedding), save / load
+    features.py word shapes (Xx, XX, d, ...) from the original text: the casing the uncased backbone loses
+    crf.py      a linear-chain CRF with IOB2 constraints (forward algorithm, Viterbi)
     tasks.py    the three tasks: their splits, tokenized examples, scoring
     train.py    python -m heads.train: freezing, task sampling, schedules, best-epoch selection
     predict.py  python -m heads.predict: JSON records with every task's prediction
