@@ -35,6 +35,7 @@ as two parallel processes with --threads 1 (wall times are therefore rough):
     | c   | + 12 shape features    |  75.65 |   70.96 | 15 / 15             |      164 |
     | d   | + BiLSTM (256, 0.4)    |  90.02 |   85.23 |  5 / 6              |      476 |
     | e   | + CRF                  |  92.14 |   88.10 |  4 / 6              |      351 |
+    --rows e --epochs 10 (same seed, so epochs 1-6 repeat the row above): dev 92.35, test 88.28, best epoch 10
 """
 
 from __future__ import annotations
