@@ -36,7 +36,7 @@ import torch
 from tqdm.auto import tqdm
 
 from minilm import SentenceEncoder
-from minilm.cli import USER_ERRORS, ArgumentParser, positive_int, run
+from minilm.cli import USER_ERRORS, ArgumentParser, non_negative_int, positive_int, run
 from minilm.text.tokenization import SentenceTokenizer, length_sorted_batches, right_pad
 
 from .data import DataFormatError
@@ -451,14 +451,6 @@ def train(config: TrainConfig) -> dict:
 
 
 # --------------------------------------------------------------------------- command line
-
-
-def non_negative_int(value: str) -> int:
-    """argparse type for counts where 0 means "off", such as --max-steps."""
-    number = int(value)
-    if number < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {number}")
-    return number
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

@@ -142,12 +142,21 @@ def read_texts(path: str, text_field: str = "text") -> list[str]:
     return texts
 
 
+def _count(value: str, minimum: int, wanted: str) -> int:
+    number = int(value)
+    if number < minimum:
+        raise argparse.ArgumentTypeError(f"must be {wanted}, got {number}")
+    return number
+
+
 def positive_int(value: str) -> int:
     """argparse type for counts such as --batch-size."""
-    number = int(value)
-    if number < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {number}")
-    return number
+    return _count(value, 1, "at least 1")
+
+
+def non_negative_int(value: str) -> int:
+    """argparse type for counts where 0 means "off", such as heads.train's --max-steps."""
+    return _count(value, 0, "0 or more")
 
 
 def add_input_arguments(parser: argparse.ArgumentParser) -> None:
