@@ -212,7 +212,7 @@ def parse_assignments(items: list[str], option: str, cast) -> dict[str, float]:
     out = {}
     for item in items:
         name, _, value = item.partition("=")
-        if not name or not value:
+        if name not in TASKS or not value:  # named as typed; TrainConfig checks the dicts it is given directly
             raise ValueError(f"{option} {item!r}: expected TASK=VALUE with TASK in {', '.join(TASKS)}")
         try:
             out[name] = cast(value)
