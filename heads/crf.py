@@ -111,6 +111,17 @@ class CRF(nn.Module):
             return nll
         return nll.mean() if reduction == "mean" else nll.sum()
 
+    def marginals(self, emissions: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """p(tag k at step t | emissions) for every step and tag: (B, T, K), zero on padded steps.
+
+        The forward-backward marginals, taken as the gradient of log_partition with respect to the
+        emissions (d log Z / d emissions[t, k] is exactly that probability), so no backward pass is hand-written.
+        """
+        with torch.enable_grad():
+            emissions = emissions.detach().float().requires_grad_(True)
+            (grad,) = torch.autograd.grad(self.log_partition(emissions, mask).sum(), emissions)
+        return grad.masked_fill(~mask.unsqueeze(-1), 0.0)
+
     @torch.no_grad()
     def decode(self, emissions: torch.Tensor, mask: torch.Tensor) -> list[list[int]]:
         """Viterbi: each row's best tag path over its real steps. emissions (B, T, K), mask (B, T)."""

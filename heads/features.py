@@ -186,3 +186,22 @@ def _features(word_ids: Sequence[int | None], words: Sequence[str] | dict[int, s
         rows.append(row)
         previous = word
     return torch.tensor(rows, dtype=torch.float32).reshape(len(word_ids), NUM_FEATURES)  # (T, F), also for T = 0
+
+
+def word_starts(word_ids: Sequence[int | None]) -> list[int]:
+    """The token position where each word begins, in text order (words with no token are absent)."""
+    starts, seen = [], set()
+    for position, word in enumerate(word_ids):
+        if word is not None and word not in seen:
+            seen.add(word)
+            starts.append(position)
+    return starts
+
+
+def word_features(text: str, encoding: AnyEncoding, *, lowercased: bool = False) -> tuple[list[int], torch.Tensor]:
+    """The words of raw `text` for a token head: (each word's first token position, its features (W, F)).
+
+    Positions index the encoding's tokens (so they count [CLS] when the encoding has it).
+    """
+    starts = word_starts(encoding.word_ids)
+    return starts, token_features(text, encoding, lowercased=lowercased)[starts]

@@ -1,13 +1,18 @@
 """Task heads on one shared minilm encoder pass, and saving / loading them.
 
-One forward pass runs the encoder once over a batch and feeds every head:
-    sentence heads (question type, sentiment): mean-pooled sentence vector -> dropout -> linear
-    token heads (NER): every token's hidden state -> dropout -> linear
-Heads are thin, as in sentence-transformers' classification recipes and BERT's
-`BertForSequenceClassification` / `BertForTokenClassification`: they take `labels=None` and
-return a loss only when labels are given.
+One forward pass runs the encoder once over a batch, keeps every hidden state (the embeddings' output
+and each block's, `BertModel.hidden_states`), and feeds every head from them:
+    sentence embedding      the last state, pooled (and L2-normalized): exactly what SentenceEncoder.encode gives
+    sentence heads          ScalarMix of the states -> attention pooling over the tokens -> dropout -> MLP
+    token heads (NER)       ScalarMix of the states at each word's first sub-token -> + word-shape features
+                            -> BiLSTM over the words -> linear -> a CRF with IOB2 constraints decodes
+Each part can be switched off in the head's TaskSpec (the ablation in docs/experiments.md does). A token
+head reads only the states at word starts, which is all a frozen backbone's cache keeps for it (heads.train).
 
-Shape legend: B batch, T tokens, C hidden (384), K labels of a task.
+Heads take `labels=None` and return a loss only when labels are given, as transformers'
+`BertForSequenceClassification` / `BertForTokenClassification` do.
+
+Shape legend: B batch, T tokens, W words, S hidden states (L + 1 = 7), C hidden (384), K labels, F shape features.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Literal
 
@@ -26,9 +31,12 @@ from torch import nn
 from minilm.corpus.textio import atomic_output
 from minilm.model.encoder import BertModel
 from minilm.model.loading import StateMismatch, load_state_strict
-from minilm.model.pooling import PoolingMode, l2_normalize, pool
+from minilm.model.pooling import PoolingMode, l2_normalize, mean_pool, pool
+from minilm.text.tokenization import right_pad
 from minilm.weights import WeightsError, fill_from_safetensors, read_safetensors, sha256_of
 
+from .crf import CRF, bio_transitions
+from .features import NUM_FEATURES
 from .ner import IGNORE_INDEX
 
 HEADS_FILE = "heads.safetensors"
@@ -38,18 +46,56 @@ CONFIG_FILE = "config.json"
 
 @dataclass(frozen=True)
 class TaskSpec:
-    """One task: its name (the key in every output), whether it labels sentences or tokens, its labels."""
+    """One task: its name (the key in every output), whether it labels sentences or words, its labels,
+    and the parts of its head."""
 
     name: str
     kind: Literal["sentence", "token"]
     labels: tuple[str, ...]
-    hidden: int | None = None  # optional hidden layer of a sentence head
+    hidden: int | None = None  # sentence heads: units of a hidden layer (None: one linear layer)
+    pool: Literal["attention", "mean"] = "mean"  # sentence heads: how the tokens become one vector
+    layers: Literal["mix", "last"] = "mix"  # a learned ScalarMix of every hidden state, or the last one only
+    shapes: bool = False  # token heads: word-shape (casing) features beside the states
+    lstm: int = 0  # token heads: BiLSTM units per direction over the words (0: none)
+    crf: bool = False  # token heads: a CRF decodes (IOB2-constrained Viterbi), else each word's argmax
+    dropout: float = 0.1
+
+
+@dataclass
+class Words:
+    """The words of a batch, for token heads: where each starts and what it looks like. Padded on the right."""
+
+    positions: torch.Tensor  # (B, W) long: each word's first sub-token, an index into the token axis
+    mask: torch.Tensor  # (B, W) bool: True on real words
+    shapes: torch.Tensor  # (B, W, F) float: heads.features of each word's first sub-token
+
+
+@dataclass
+class Features:
+    """What the heads read: the hidden states of a batch, stacked. All a frozen backbone's cache keeps.
+
+    heads.train caches one Features per example (no batch axis, no mask) and `batch` pads them together.
+    """
+
+    mask: torch.Tensor | None  # (B, T): 1 on real tokens (None with no token states)
+    tokens: torch.Tensor | None = None  # (B, T, S, C): every state at every token (sentence heads, the embedding)
+    words: torch.Tensor | None = None  # (B, W, S, C): every state at each word's first sub-token (token heads)
+
+    @staticmethod
+    def batch(rows: Sequence[Features]) -> Features:
+        """Per-example Features (tokens (T_i, S, C), words (W_i, S, C)) -> one padded batch."""
+        tokens, mask, words = None, None, None
+        if rows[0].tokens is not None:
+            tokens, mask = right_pad([r.tokens for r in rows])
+        if rows[0].words is not None:
+            words, _ = right_pad([r.words for r in rows])
+        return Features(mask, tokens, words)
 
 
 class ScalarMix(nn.Module):
     """A learned, softmax-weighted sum of the encoder's hidden states (ELMo's "scalar mix", Peters et al. 2018).
 
-    mix = gamma * sum_l softmax(w)_l * h_l over the L + 1 states of `BertModel.hidden_states` (the
+    mix = gamma * sum_s softmax(w)_s * h_s over the S = L + 1 states of `BertModel.hidden_states` (the
     embeddings' output and each block's). A frozen BERT keeps different information in different
     layers (BERT paper, Table 7: the last four layers together beat the top one for NER), so a head
     that reads a mix of them gets more from the same pass. It starts as the plain mean of the layers.
@@ -60,47 +106,121 @@ class ScalarMix(nn.Module):
         self.weights = nn.Parameter(torch.zeros(num_states))  # softmax(0, ..., 0): every state counts the same
         self.gamma = nn.Parameter(torch.ones(()))
 
-    def forward(self, states: Sequence[torch.Tensor]) -> torch.Tensor:
-        """L + 1 tensors of the same shape, (B, T, C) or (B, C) -> one of that shape."""
-        stacked = torch.stack(list(states))  # (L + 1, ...)
-        share = self.weights.softmax(0).view(-1, *([1] * (stacked.dim() - 1)))  # (L + 1, 1, ...)
-        return self.gamma * (share * stacked).sum(0)
+    def forward(self, states: torch.Tensor) -> torch.Tensor:
+        """(..., S, C) -> (..., C): the states stacked on the second-to-last axis, mixed."""
+        return self.gamma * torch.einsum("s,...sc->...c", self.weights.softmax(0), states)
+
+
+def read_layers(mix: ScalarMix | None, states: torch.Tensor) -> torch.Tensor:
+    """(..., S, C) -> (..., C): the ScalarMix of the states, or the last state when the head has no mix."""
+    return mix(states) if mix is not None else states[..., -1, :]
 
 
 class SentenceClassificationHead(nn.Module):
-    """dropout -> linear (or dropout -> linear -> GELU -> dropout -> linear) over the pooled sentence vector."""
+    """ScalarMix of the states -> attention pooling over the tokens (or their mean) -> dropout -> linear
+    (or -> linear -> GELU -> dropout -> linear).
 
-    def __init__(self, in_dim: int, num_labels: int, hidden: int | None = None, dropout: float = 0.1):
+    Attention pooling: one learned score per token, softmax over the real tokens, the weighted sum
+    (the word attention of Yang et al. 2016). A frozen encoder's mean gives every token the same say;
+    the head learns which tokens carry the class ("not", "what", "who").
+    """
+
+    def __init__(self, spec: TaskSpec, num_states: int, in_dim: int):
         super().__init__()
-        self.dropout = nn.Dropout(dropout)
-        self.hidden = nn.Linear(in_dim, hidden) if hidden else None
-        self.classifier = nn.Linear(hidden or in_dim, num_labels)
+        self.mix = ScalarMix(num_states) if spec.layers == "mix" else None
+        self.attention = nn.Linear(in_dim, 1) if spec.pool == "attention" else None
+        self.dropout = nn.Dropout(spec.dropout)
+        self.hidden = nn.Linear(in_dim, spec.hidden) if spec.hidden else None
+        self.classifier = nn.Linear(spec.hidden or in_dim, len(spec.labels))
 
-    def forward(self, pooled: torch.Tensor) -> torch.Tensor:
-        """(B, C) -> logits (B, K)"""
+    def forward(self, tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """(B, T, S, C), (B, T) -> logits (B, K)"""
+        x = read_layers(self.mix, tokens)  # (B, T, C)
+        if self.attention is not None:
+            scores = self.attention(x).squeeze(-1).masked_fill(~mask.bool(), float("-inf"))  # (B, T)
+            pooled = torch.einsum("bt,btc->bc", scores.softmax(1), x)  # (B, C)
+        else:
+            pooled = mean_pool(x, mask)  # (B, C)
         x = self.dropout(pooled)
         if self.hidden is not None:
             x = self.dropout(F.gelu(self.hidden(x)))  # (B, hidden)
         return self.classifier(x)
 
+    def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(logits, labels)
+
 
 class TokenClassificationHead(nn.Module):
-    """dropout -> linear over every token's hidden state."""
+    """Per word: ScalarMix of the states -> [+ shape features] -> [BiLSTM over the words] -> linear -> [CRF].
 
-    def __init__(self, in_dim: int, num_labels: int, dropout: float = 0.1):
+    The word-level BiLSTM-CRF of Lample et al. 2016 on frozen BERT features (BERT paper, section 5.4),
+    reading each word at its first sub-token as BERT's NER recipe does.
+    """
+
+    def __init__(self, spec: TaskSpec, num_states: int, in_dim: int):
         super().__init__()
-        self.dropout = nn.Dropout(dropout)
-        self.classifier = nn.Linear(in_dim, num_labels)
+        self.mix = ScalarMix(num_states) if spec.layers == "mix" else None
+        self.shapes = spec.shapes
+        width = in_dim + (NUM_FEATURES if spec.shapes else 0)
+        self.dropout = nn.Dropout(spec.dropout)
+        self.lstm = nn.LSTM(width, spec.lstm, batch_first=True, bidirectional=True) if spec.lstm else None
+        self.classifier = nn.Linear(2 * spec.lstm if spec.lstm else width, len(spec.labels))
+        self.crf = CRF(len(spec.labels), *bio_transitions(spec.labels)) if spec.crf else None
 
-    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
-        """(B, T, C) -> logits (B, T, K)"""
-        return self.classifier(self.dropout(hidden))
+    def forward(self, states: torch.Tensor, words: Words) -> torch.Tensor:
+        """states (B, W, S, C) at the words' first sub-tokens -> emissions (B, W, K), each tag's score per word."""
+        x = read_layers(self.mix, states)  # (B, W, C)
+        if self.shapes:
+            x = torch.cat([x, words.shapes.to(x.dtype)], dim=-1)  # (B, W, C + F)
+        x = self.dropout(x)
+        if self.lstm is not None:
+            lengths = words.mask.sum(1).clamp(min=1).cpu()  # a text with no word still makes one (padded) step
+            packed = nn.utils.rnn.pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
+            x, _ = self.lstm(packed)
+            x, _ = nn.utils.rnn.pad_packed_sequence(x, batch_first=True, total_length=words.mask.shape[1])
+            x = self.dropout(x)  # (B, W, 2 * lstm)
+        return self.classifier(x)
+
+    def loss(self, emissions: torch.Tensor, tags: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """tags (B, W) with IGNORE_INDEX on padding; the mean over sentences (CRF) or over words (softmax)."""
+        keep = mask & (tags != IGNORE_INDEX)
+        if self.crf is not None:
+            rows = keep.any(1)  # a sentence with no word adds nothing
+            return self.crf.neg_log_likelihood(emissions[rows], tags[rows], keep[rows])
+        return F.cross_entropy(emissions[keep], tags[keep]) if keep.any() else emissions.sum() * 0
+
+    @torch.no_grad()
+    def decode(self, emissions: torch.Tensor, mask: torch.Tensor) -> tuple[list[list[int]], list[list[float]]]:
+        """(B, W, K), (B, W) -> each row's tag ids over its real words, and each tag's probability.
+
+        With a CRF: the best valid IOB2 path (Viterbi) and the CRF's marginal probability of each tag on it;
+        without: each word's argmax and its softmax probability.
+        """
+        lengths = mask.sum(1).tolist()
+        if self.crf is None:
+            probs = emissions.float().softmax(-1)
+            best = probs.max(-1)
+            return (
+                [row[:n] for row, n in zip(best.indices.tolist(), lengths)],
+                [row[:n] for row, n in zip(best.values.tolist(), lengths)],
+            )
+        rows = [b for b, n in enumerate(lengths) if n]
+        paths: list[list[int]] = [[] for _ in lengths]
+        scores: list[list[float]] = [[] for _ in lengths]
+        if rows:
+            emissions, mask = emissions[rows].float(), mask[rows]
+            marginals = self.crf.marginals(emissions, mask)  # (B', W, K)
+            for b, path in zip(rows, self.crf.decode(emissions, mask)):
+                paths[b] = path
+                scores[b] = marginals[rows.index(b), torch.arange(len(path)), path].tolist()
+        return paths, scores
 
 
 @dataclass
 class MultiTaskOutput:
-    logits: dict[str, torch.Tensor]  # task -> (B, K) for sentence tasks, (B, T, K) for token tasks
-    embedding: torch.Tensor  # (B, C): the sentence embedding of the same pass, as SentenceEncoder.encode gives it
+    logits: dict[str, torch.Tensor]  # task -> (B, K) for sentence tasks, (B, W, K) word emissions for token tasks
+    embedding: torch.Tensor | None  # (B, C): the pass's sentence embedding, as SentenceEncoder.encode gives it
+    # (None when the Features held no token states: a frozen cache of word states only)
     losses: dict[str, torch.Tensor] = field(default_factory=dict)  # only the tasks whose labels were given
 
 
@@ -113,7 +233,6 @@ class MultiTaskModel(nn.Module):
         bert: BertModel,
         tasks: Sequence[TaskSpec],
         pooling: PoolingMode = "mean",
-        dropout: float = 0.1,
         seed: int = 0,
         normalize: bool = True,
     ):
@@ -126,12 +245,12 @@ class MultiTaskModel(nn.Module):
         self.tasks = {t.name: t for t in tasks}
         generator_state = torch.random.get_rng_state()
         torch.manual_seed(seed)  # seeded head initialization: an untrained model is reproducible
-        size = bert.config.hidden_size
+        size, states = bert.config.hidden_size, bert.num_layers + 1
         self.heads = nn.ModuleDict(
             {
-                t.name: SentenceClassificationHead(size, len(t.labels), t.hidden, dropout)
+                t.name: SentenceClassificationHead(t, states, size)
                 if t.kind == "sentence"
-                else TokenClassificationHead(size, len(t.labels), dropout)
+                else TokenClassificationHead(t, states, size)
                 for t in tasks
             }
         )
@@ -142,38 +261,77 @@ class MultiTaskModel(nn.Module):
         return self.bert.num_layers
 
     def forward(
-        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: dict[str, torch.Tensor] | None = None
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        words: Words | None = None,
+        labels: dict[str, torch.Tensor] | None = None,
+        tasks: Sequence[str] | None = None,
     ) -> MultiTaskOutput:
-        """(B, T) ids and mask -> every head's logits; a loss per task for the tasks in `labels`.
+        """(B, T) ids and mask -> the logits of `tasks` (default: every head); a loss per task in `labels`.
 
-        labels: task -> (B,) label ids for sentence tasks, (B, T) for token tasks (IGNORE_INDEX where unlabelled).
+        words: where the words start, for the token heads (without it they are skipped).
+        labels: task -> (B,) label ids for sentence tasks, (B, W) tag ids for token tasks (IGNORE_INDEX on padding).
         """
-        x = self.bert.embeddings(input_ids)  # (B, T, C); token types are all 0 for single sentences
-        return self.forward_from_layer(x, attention_mask, 0, labels)
+        states = self.bert.hidden_states(input_ids, attention_mask)  # S tensors (B, T, C), from one pass
+        features = self.features(torch.stack(states, dim=2), attention_mask, words)
+        return self.from_features(features, words, labels, tasks)
+
+    def features(self, tokens: torch.Tensor, attention_mask: torch.Tensor, words: Words | None) -> Features:
+        """Stacked states (B, T, S, C) -> Features, with the states at the words' starts when there are words."""
+        at_words = None
+        if words is not None:
+            at_words = tokens[torch.arange(len(tokens)).unsqueeze(1), words.positions]  # (B, W, S, C)
+        return Features(attention_mask, tokens, at_words)
 
     def forward_from_layer(
         self,
-        x: torch.Tensor,
-        attention_mask: torch.Tensor,
+        below: Features,
         first_layer: int,
+        words: Words | None = None,
         labels: dict[str, torch.Tensor] | None = None,
+        tasks: Sequence[str] | None = None,
     ) -> MultiTaskOutput:
-        """Continue from the input of block `first_layer` (0 = the embeddings' output), then apply every head.
+        """Continue a pass whose states 0..first_layer ran before (heads.train runs a frozen bottom once and
+        caches it): `below` holds them, and its last token state is the input of block `first_layer`.
+        With every block frozen there is nothing left to run, and `below` may hold only what the heads read."""
+        if first_layer < self.num_layers:
+            states, h = [], below.tokens[:, :, -1]  # (B, T, C)
+            for block in range(first_layer, self.num_layers):
+                h = self.bert.run_layers(h, below.mask, slice(block, block + 1))  # (B, T, C)
+                states.append(h)
+            tokens = torch.cat([below.tokens, torch.stack(states, dim=2)], dim=2)  # (B, T, S, C)
+            below = self.features(tokens, below.mask, words)
+        return self.from_features(below, words, labels, tasks)
 
-        The frozen bottom of the encoder is run once and cached (heads.train), so training resumes here.
+    def from_features(
+        self,
+        features: Features,
+        words: Words | None = None,
+        labels: dict[str, torch.Tensor] | None = None,
+        tasks: Sequence[str] | None = None,
+    ) -> MultiTaskOutput:
+        """The heads of `tasks` (default: every head whose input is there) and the losses of the tasks in `labels`.
+
+        Sentence heads need features.tokens; token heads need features.words and `words`.
         """
-        hidden = self.bert.run_layers(x, attention_mask, slice(first_layer, None))  # (B, T, C)
-        sentence = pool(hidden, attention_mask, self.pooling)  # (B, C)
-        logits = {
-            name: head(sentence if self.tasks[name].kind == "sentence" else hidden) for name, head in self.heads.items()
-        }
+        logits = {}
+        for name in tasks if tasks is not None else self.heads:
+            head, kind = self.heads[name], self.tasks[name].kind
+            if kind == "sentence" and features.tokens is not None:
+                logits[name] = head(features.tokens, features.mask)
+            elif kind == "token" and features.words is not None and words is not None:
+                logits[name] = head(features.words, words)
         losses = {}
         for name, target in (labels or {}).items():
             if self.tasks[name].kind == "sentence":
-                losses[name] = F.cross_entropy(logits[name], target)
+                losses[name] = self.heads[name].loss(logits[name], target)
             else:
-                losses[name] = F.cross_entropy(logits[name].flatten(0, 1), target.flatten(), ignore_index=IGNORE_INDEX)
-        embedding = l2_normalize(sentence) if self.normalize else sentence  # (B, C)
+                losses[name] = self.heads[name].loss(logits[name], target, words.mask)
+        embedding = None
+        if features.tokens is not None:  # the last state, pooled as SentenceEncoder pools it: the exact embedding
+            sentence = pool(features.tokens[:, :, -1], features.mask, self.pooling)  # (B, C)
+            embedding = l2_normalize(sentence) if self.normalize else sentence
         return MultiTaskOutput(logits, embedding, losses)
 
 
@@ -247,6 +405,17 @@ def read_model_config(folder: Path) -> dict:
     return config
 
 
+def task_spec(entry: dict, folder: Path) -> TaskSpec:
+    """A TaskSpec from its config.json entry (read_model_config checked name, kind and labels)."""
+    known = {f.name for f in fields(TaskSpec)}
+    if unknown := sorted(set(entry) - known):
+        raise WeightsError(
+            f"{folder / CONFIG_FILE}: task {entry['name']!r} has head options {unknown} that this version does not "
+            "know; it was written by a newer heads.train"
+        )
+    return TaskSpec(**{**entry, "labels": tuple(entry["labels"])})
+
+
 def load_model(
     folder: Path,
     bert: BertModel,
@@ -262,7 +431,7 @@ def load_model(
     normalize: whether the embedding the model also returns is L2-normalized (the checkpoint's setting).
     """
     config = read_model_config(folder)
-    saved = [TaskSpec(t["name"], t["kind"], tuple(t["labels"]), t.get("hidden")) for t in config["tasks"]]
+    saved = [task_spec(t, folder) for t in config["tasks"]]
     backbone = config["backbone"]
     if backbone.get("file"):
         path = folder / backbone["file"]

@@ -6,6 +6,10 @@ Pure functions, no tensors. What each reproduces:
     Later sub-tokens and [CLS]/[SEP] get IGNORE_INDEX, as in the Hugging Face token-classification
     example (`tokenize_and_align_labels` with label_all_tokens=False).
   * `bio_to_spans`: the chunk rules of conlleval, the CoNLL-2000/2003 scoring script, for IOB2 tags.
+  * `joined_text` / `project_tags`: a CoNLL sentence as the raw text a user would type (words joined by
+    single spaces), and its tags carried onto the words the tokenizer's pre-tokenizer finds in that text.
+    The heads train on exactly what heads.predict sees: "U.S." is one CoNLL word but four raw-text
+    words ("U", ".", "S", "."), tagged B-LOC I-LOC I-LOC I-LOC.
   * `token_windows` / `window_owners` / `merge_windows`: the sliding "doc stride" windows of BERT's
     run_squad.py, and its `_check_is_max_context` rule for which window a token's prediction comes from.
 
@@ -94,6 +98,34 @@ def bio_to_spans(tags: Sequence[str]) -> list[tuple[str, int, int]]:
     if kind is not None:
         spans.append((kind, start, len(tags)))  # an entity that runs to the end of the sentence
     return spans
+
+
+def joined_text(words: Sequence[str]) -> tuple[str, list[int]]:
+    """Words -> (the words joined by single spaces, each word's character offset in that text)."""
+    starts, position = [], 0
+    for word in words:
+        starts.append(position)
+        position += len(word) + 1
+    return " ".join(words), starts
+
+
+def project_tags(word_starts: Sequence[int], tags: Sequence[str], piece_starts: Sequence[int]) -> list[str]:
+    """IOB2 tags of words at character offsets `word_starts` -> tags of the smaller pieces that split them.
+
+    `piece_starts`: where each piece (a raw-text word of the tokenizer, in text order) begins. A piece
+    takes the tag of the word it lies in; a piece after the first of its word continues it (B-X -> I-X),
+    so every entity keeps its character extent and its count, and the pieces' IOB2 chunks are the words'.
+    """
+    out, word = [], -1
+    for start in piece_starts:
+        first = False
+        while word + 1 < len(word_starts) and word_starts[word + 1] <= start:
+            word, first = word + 1, True
+        if word < 0:
+            raise ValueError(f"a piece starts at {start}, before the first word")
+        tag = tags[word]
+        out.append(tag if first or tag == "O" else "I-" + tag[2:])
+    return out
 
 
 def token_windows(n: int, size: int, stride: int) -> list[tuple[int, int]]:

@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from bisect import bisect_left
 from pathlib import Path
 
 import torch
@@ -35,8 +36,9 @@ from minilm.corpus.textio import atomic_output
 from minilm.text.tokenization import SentenceTokenizer, length_sorted_batches, right_pad
 from minilm.weights import WeightsError
 
-from .model import MultiTaskModel, load_model
-from .ner import bio_to_spans, first_subtoken_predictions, merge_windows, token_windows
+from .features import word_features
+from .model import MultiTaskModel, Words, load_model
+from .ner import bio_to_spans, token_windows, window_owners
 
 SHIPPED_HEADS = Path(__file__).resolve().parent.parent / "weights" / "heads"
 TOKEN_TASK_KEY = {"ner": "entities"}  # output key of a token task's spans
@@ -69,63 +71,84 @@ class MultiTaskPredictor:
         """One record per text (see the module docstring); with_embedding adds each text's sentence embedding,
         from the same encoder pass: the vector `SentenceEncoder.encode` gives for it."""
         pieces = self.tokenizer.split(texts)
-        # one row per window: [CLS] + content tokens [start, end) + [SEP]
-        rows = []  # (text index, window index, ids)
+        lowercased = self.tokenizer.lowercase
+        words = [word_features(text, piece, lowercased=lowercased) for text, piece in zip(texts, pieces)]
+        # one row per window: [CLS] + content tokens [start, end) + [SEP], and the words that start inside it
+        rows = []  # (text index, window index, ids, word numbers, word positions in the row)
         windows = [token_windows(len(p.ids), self.window, self.stride) for p in pieces]
         for t, (piece, spans) in enumerate(zip(pieces, windows)):
-            ids = piece.ids  # once per text: each .ids builds a new list of every token
+            ids, starts = piece.ids, words[t][0]  # .ids once per text: each call builds a new list of every token
             for w, (start, end) in enumerate(spans):
-                rows.append((t, w, [self.tokenizer.cls_id, *ids[start:end], self.tokenizer.sep_id]))
-        probs: dict[tuple[int, int], dict[str, torch.Tensor]] = {}
+                inside = [k for k, p in enumerate(starts) if start <= p < end]
+                positions = [starts[k] - start + 1 for k in inside]  # +1: [CLS]
+                rows.append((t, w, [self.tokenizer.cls_id, *ids[start:end], self.tokenizer.sep_id], inside, positions))
+        sentence_probs: dict[int, dict[str, torch.Tensor]] = {}
+        emissions: dict[tuple[int, int], dict[str, torch.Tensor]] = {}  # (text, window) -> task -> (W_w, K)
         embeddings: dict[int, list[float]] = {}
-        for batch in length_sorted_batches([len(ids) for _, _, ids in rows], batch_size):
+        for batch in length_sorted_batches([len(row[2]) for row in rows], batch_size):
             chunk = [rows[r] for r in batch]
-            ids, mask = right_pad([ids for _, _, ids in chunk])
-            out = self.model(ids.to(self.device), mask.to(self.device))  # the encoder runs once for every head
-            logits = out.logits
-            for row, (t, w, row_ids) in enumerate(chunk):
-                if with_embedding and w == 0:  # the first window is the truncated text that minilm.embed embeds
-                    # 9 significant digits round-trip float32 exactly, as minilm.embed's jsonl writes them
-                    embeddings[t] = [float(f"{v:.9g}") for v in out.embedding[row].tolist()]
-                probs[t, w] = {name: logits[name][row].softmax(-1).cpu() for name in logits}
-                for name, task in self.model.tasks.items():
-                    if task.kind == "token":
-                        probs[t, w][name] = probs[t, w][name][1 : len(row_ids) - 1]  # content tokens only
-        records = [self._record(t, texts[t], pieces[t], windows[t], probs) for t in range(len(texts))]
+            ids, mask = right_pad([row[2] for row in chunk])
+            positions, word_mask = right_pad([row[4] for row in chunk])
+            shapes, _ = right_pad([words[t][1][inside] for t, _, _, inside, _ in chunk])
+            batch_words = Words(positions.to(self.device), word_mask.bool().to(self.device), shapes.to(self.device))
+            out = self.model(ids.to(self.device), mask.to(self.device), batch_words)  # one encoder pass, every head
+            for row, (t, w, _, inside, _) in enumerate(chunk):
+                if w == 0:  # sentence heads and the embedding read the first window: the text minilm.embed embeds
+                    sentence_probs[t] = {
+                        name: out.logits[name][row].softmax(-1).cpu()
+                        for name, task in self.model.tasks.items()
+                        if task.kind == "sentence"
+                    }
+                    if with_embedding:  # 9 significant digits round-trip float32, as minilm.embed's jsonl writes them
+                        embeddings[t] = [float(f"{v:.9g}") for v in out.embedding[row].tolist()]
+                emissions[t, w] = {
+                    name: out.logits[name][row, : len(inside)].float().cpu()
+                    for name, task in self.model.tasks.items()
+                    if task.kind == "token"
+                }
+        records = [
+            self._record(t, texts[t], pieces[t], windows[t], words[t][0], sentence_probs, emissions)
+            for t in range(len(texts))
+        ]
         for t, vector in embeddings.items():
             records[t]["embedding"] = vector
         return records
 
-    def _record(self, t: int, text: str, piece, windows: list[tuple[int, int]], probs: dict) -> dict:
+    def _record(self, t: int, text: str, piece, windows, starts: list[int], sentence_probs, emissions) -> dict:
         record: dict = {"text": text}
+        owners = window_owners(windows)  # the window each token takes its prediction from
+        first_word = [bisect_left(starts, start) for start, _ in windows]  # each window's first word (starts sorted)
+        # per word: (the window that owns its first sub-token, its number among that window's words)
+        word_windows = [(owners[p], k - first_word[owners[p]]) for k, p in enumerate(starts)]
         for name, task in self.model.tasks.items():
             if task.kind == "sentence":
-                p = probs[t, 0][name]  # the first window: the truncated text
+                p = sentence_probs[t][name]
                 record[name] = {"label": task.labels[int(p.argmax())], "score": round(float(p.max()), 6)}
                 continue
-            token_probs = merge_windows(windows, [list(probs[t, w][name]) for w in range(len(windows))])  # n x (K,)
-            record[TOKEN_TASK_KEY.get(name, name)] = self._entities(text, piece, token_probs, task.labels)
+            # each word's emissions from the window that owns its first sub-token, then one decode over the text
+            per_word = [emissions[t, w][name][k] for w, k in word_windows]
+            head = self.model.heads[name]
+            record[TOKEN_TASK_KEY.get(name, name)] = self._entities(text, piece, starts, per_word, head, task.labels)
         return record
 
     @staticmethod
-    def _entities(text: str, piece, token_probs: list[torch.Tensor], labels: tuple[str, ...]) -> list[dict]:
-        """Word-level tags (from each word's first sub-token) -> BIO spans -> character offsets and mean score."""
-        if not token_probs:
+    def _entities(text: str, piece, starts: list[int], per_word: list[torch.Tensor], head, labels) -> list[dict]:
+        """Word emissions -> decoded tags -> BIO spans -> character offsets and the mean tag probability."""
+        if not per_word:
             return []
-        # read once: tokenizers.Encoding builds a new list of every token on each .word_ids or .offsets,
+        paths, probabilities = head.decode(
+            torch.stack(per_word).unsqueeze(0), torch.ones(1, len(per_word), dtype=torch.bool)
+        )
+        tags, scores = [labels[i] for i in paths[0]], probabilities[0]
+        # read once: tokenizers.Encoding builds a new list of every token on each .offsets or .word_ids,
         # so reading them per entity made a long text quadratic (190 s of 286 on one 500 KB line)
-        word_ids, offsets = piece.word_ids, piece.offsets
-        word_probs = first_subtoken_predictions(word_ids, token_probs)
-        tags = [labels[int(p.argmax())] for p in word_probs]
-        first_token, last_token = {}, {}
-        for position, word in enumerate(word_ids):
-            first_token.setdefault(word, position)
-            last_token[word] = position
+        offsets, word_ids = piece.offsets, piece.word_ids
+        last_token = {word: position for position, word in enumerate(word_ids) if word is not None}
+        ends = [offsets[last_token[word_ids[p]]][1] for p in starts]  # a word ends where its last token does
         entities = []
         for label, start_word, end_word in bio_to_spans(tags):
-            start = offsets[first_token[start_word]][0]
-            end = offsets[last_token[end_word - 1]][1]
-            score = sum(float(word_probs[w].max()) for w in range(start_word, end_word)) / (end_word - start_word)
+            start, end = offsets[starts[start_word]][0], ends[end_word - 1]
+            score = sum(scores[start_word:end_word]) / (end_word - start_word)
             entities.append(
                 {"text": text[start:end], "label": label, "start": start, "end": end, "score": round(score, 6)}
             )

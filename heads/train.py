@@ -40,8 +40,8 @@ from minilm.cli import USER_ERRORS, ArgumentParser, non_negative_int, positive_i
 from minilm.text.tokenization import SentenceTokenizer, length_sorted_batches, right_pad
 
 from .data import DataFormatError
-from .model import MultiTaskModel, load_model, save_model
-from .tasks import TASKS, Encoded, batch_labels, encode_examples, predict_logits, read_split, score
+from .model import Features, MultiTaskModel, TaskSpec, load_model, save_model
+from .tasks import TASKS, Encoded, batch_labels, batch_words, encode_examples, predict, read_split, score
 
 DEFAULT_DATA_DIR = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
 
@@ -72,8 +72,13 @@ class TrainConfig:
     weight_decay: float = 0.01
     max_grad_norm: float = 1.0  # 0: no clipping
     warmup: float = 0.1  # fraction of the steps
-    dropout: float = 0.1
-    sentence_hidden: int = 0  # 0: sentence heads are one linear layer
+    dropout: float | None = None  # None: each head's own (heads.tasks.TASKS)
+    sentence_hidden: int | None = None  # None: heads.tasks.TASKS' (512); 0: sentence heads are one linear layer
+    layers: str = "mix"  # mix | last: heads read a ScalarMix of every hidden state, or the last one
+    sentence_pool: str = "attention"  # attention | mean
+    ner_shapes: bool = True
+    ner_lstm: int = 256  # BiLSTM units per direction (0: none)
+    ner_crf: bool = True
     seed: int = 0
     bf16: bool = False
     eval_test: bool = False
@@ -137,16 +142,24 @@ def apply_freezing(model: MultiTaskModel, n_frozen: int | None, frozen_heads: li
 
 
 @torch.no_grad()
-def frozen_states(model: MultiTaskModel, data: Encoded, n_frozen: int, batch_size: int = 64) -> list[torch.Tensor]:
-    """Output of the frozen bottom (embeddings + n_frozen blocks) for every example: (T_i, C) each."""
+def frozen_features(model: MultiTaskModel, data: Encoded, n_frozen: int, batch_size: int = 64) -> list[Features]:
+    """The frozen bottom's states (the embeddings' output and n_frozen blocks') for every example, one Features each.
+
+    Sentence examples keep every token (S' = n_frozen + 1 states, (T_i, S', C)). With the whole encoder
+    frozen, a token example keeps only its word starts ((W_i, S, C)): all its head reads, and about half
+    the memory. Partly frozen, it keeps every token too, as the blocks above still run on them.
+    """
     model.bert.eval()
-    states: list[torch.Tensor] = [torch.empty(0)] * len(data)
+    rows: list[Features] = [Features(None)] * len(data)
     for indices in length_sorted_batches([len(ids) for ids in data.ids], batch_size):
         ids, mask = right_pad([data.ids[i] for i in indices])
-        x = model.bert.run_layers(model.bert.embeddings(ids), mask, slice(0, n_frozen))  # (B, T, C)
+        tokens = torch.stack(model.bert.hidden_states(ids, mask, num_blocks=n_frozen), dim=2)  # (B, T, S', C)
         for row, i in enumerate(indices):
-            states[i] = x[row, : len(data.ids[i])].clone()
-    return states
+            if data.starts is not None and n_frozen == model.num_layers:
+                rows[i] = Features(None, words=tokens[row, data.starts[i]].clone())
+            else:
+                rows[i] = Features(None, tokens[row, : len(data.ids[i])].clone())
+    return rows
 
 
 # --------------------------------------------------------------------------- sampling and schedule
@@ -237,6 +250,17 @@ class Job:
         return self.n_frozen or 0
 
 
+def head_spec(config: TrainConfig, task: TaskSpec) -> TaskSpec:
+    """A task's head as the options build it (the ablation switches parts off; TASKS holds the defaults)."""
+    spec = replace(task, layers=config.layers)
+    if config.dropout is not None:
+        spec = replace(spec, dropout=config.dropout)
+    if task.kind == "sentence":
+        hidden = task.hidden if config.sentence_hidden is None else config.sentence_hidden
+        return replace(spec, hidden=hidden or None, pool=config.sentence_pool)
+    return replace(spec, shapes=config.ner_shapes, lstm=config.ner_lstm, crf=config.ner_crf)
+
+
 def build(config: TrainConfig) -> Job:
     """1. The model: the stock backbone with new heads, or a saved model (--init-from), frozen as asked."""
     stock = SentenceEncoder.from_pretrained(config.backbone)
@@ -253,13 +277,10 @@ def build(config: TrainConfig) -> Job:
         )
         backbone_trained = bool(init_config["backbone"].get("file"))
     else:
-        hidden = config.sentence_hidden or None
-        specs = [replace(TASKS[t], hidden=hidden) if TASKS[t].kind == "sentence" else TASKS[t] for t in config.tasks]
         model = MultiTaskModel(
             stock.model,
-            specs,
+            [head_spec(config, TASKS[t]) for t in config.tasks],
             pooling=stock.config.pooling,
-            dropout=config.dropout,
             seed=config.seed,
             normalize=stock.config.normalize,
         )
@@ -292,8 +313,8 @@ def load_data(config: TrainConfig, job: Job) -> dict[str, dict[str, Encoded]]:
 
 def cache_frozen(
     config: TrainConfig, job: Job, splits: dict[str, dict[str, Encoded]]
-) -> dict[tuple[str, str], list[torch.Tensor]]:
-    """3. The frozen bottom's output for every example, run once: (split, task) -> (T_i, C) states.
+) -> dict[tuple[str, str], list[Features]]:
+    """3. The frozen bottom's states for every example, run once: (split, task) -> one Features per example.
 
     Empty when nothing is frozen.
     """
@@ -304,7 +325,7 @@ def cache_frozen(
     with tqdm(total=total, desc="Frozen layers", unit="ex", file=sys.stderr, disable=config.quiet) as bar:
         for split, sets in splits.items():
             for name, data in sets.items():
-                states[split, name] = frozen_states(job.model, data, job.first_layer)
+                states[split, name] = frozen_features(job.model, data, job.first_layer)
                 bar.update(len(data))
     return states
 
@@ -347,15 +368,14 @@ def fit(config: TrainConfig, job: Job, splits: dict[str, dict[str, Encoded]], st
                     queues[name] = batches_of(train_sets[name], config.batch_size, rng)
                 indices = queues[name].pop()
                 data = train_sets[name]
+                words, target = batch_words(data, indices), {name: batch_labels(data, indices)}
                 with autocast(config):
                     if states:
-                        x, mask = right_pad([states["train", name][i] for i in indices])
-                        out = model.forward_from_layer(
-                            x, mask, first_layer, {name: batch_labels(data, indices, mask.shape[1])}
-                        )
+                        below = Features.batch([states["train", name][i] for i in indices])
+                        out = model.forward_from_layer(below, first_layer, words, target, tasks=[name])
                     else:
                         ids, mask = right_pad([data.ids[i] for i in indices])
-                        out = model(ids, mask, {name: batch_labels(data, indices, mask.shape[1])})
+                        out = model(ids, mask, words, target, tasks=[name])
                 loss = loss_weights.get(name, 1.0) * out.losses[name].float()
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
@@ -397,7 +417,7 @@ def evaluate(config: TrainConfig, job: Job, sets: dict[str, Encoded], states: di
     """Each task's score (0..100) on one split, from the cached frozen states where there are some."""
     with autocast(config):
         return {
-            name: round(score(d, predict_logits(job.model, d, states.get((split, name)), job.first_layer)), 2)
+            name: round(score(d, predict(job.model, d, states.get((split, name)), job.first_layer)), 2)
             for name, d in sets.items()
         }
 
@@ -516,15 +536,49 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=TrainConfig.warmup,
         help="fraction of steps for linear warmup (default: %(default)s)",
     )
-    parser.add_argument(
-        "--dropout", type=float, default=TrainConfig.dropout, help="head dropout (default: %(default)s)"
+    heads = parser.add_argument_group(
+        "heads", "the parts of each head (defaults: the shipped heads; docs/experiments.md measures each part)"
     )
-    parser.add_argument(
+    heads.add_argument(
+        "--dropout", type=float, default=None, help="head dropout (default: 0.1 sentence heads, 0.4 NER)"
+    )
+    heads.add_argument(
+        "--layers",
+        default=TrainConfig.layers,
+        choices=["mix", "last"],
+        help="read a learned mix of every hidden state, or the last one only (default: %(default)s)",
+    )
+    heads.add_argument(
         "--sentence-hidden",
         type=non_negative_int,
-        default=TrainConfig.sentence_hidden,
+        default=None,
         metavar="N",
-        help="give sentence heads one hidden layer of N units (default: none)",
+        help="units of the sentence heads' hidden layer; 0: one linear layer (default: 512)",
+    )
+    heads.add_argument(
+        "--sentence-pool",
+        default=TrainConfig.sentence_pool,
+        choices=["attention", "mean"],
+        help="how sentence heads pool the tokens (default: %(default)s)",
+    )
+    heads.add_argument(
+        "--ner-shapes",
+        action=argparse.BooleanOptionalAction,
+        default=TrainConfig.ner_shapes,
+        help="give the NER head each word's casing shape (default: on)",
+    )
+    heads.add_argument(
+        "--ner-lstm",
+        type=non_negative_int,
+        default=TrainConfig.ner_lstm,
+        metavar="N",
+        help="BiLSTM units per direction over the words; 0: none (default: %(default)s)",
+    )
+    heads.add_argument(
+        "--ner-crf",
+        action=argparse.BooleanOptionalAction,
+        default=TrainConfig.ner_crf,
+        help="decode NER with a CRF constrained to valid IOB2 (default: on)",
     )
     parser.add_argument("--seed", type=int, default=TrainConfig.seed)
     parser.add_argument(

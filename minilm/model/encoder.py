@@ -239,13 +239,18 @@ class BertModel(nn.Module):
         return self.encoder(x, key_mask(attention_mask), layers)  # (B, T, C)
 
     def hidden_states(
-        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor | None = None
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        token_type_ids: torch.Tensor | None = None,
+        num_blocks: int | None = None,
     ) -> list[torch.Tensor]:
         """The embeddings' output and every block's, from one pass: L + 1 tensors (B, T, C), the last = forward().
 
         What transformers returns with output_hidden_states=True; a head that mixes layers reads these.
+        num_blocks: stop after that many blocks (num_blocks + 1 tensors), as a frozen bottom does.
         """
         states = [self.embeddings(input_ids, token_type_ids)]  # (B, T, C)
-        for i in range(self.num_layers):
+        for i in range(self.num_layers if num_blocks is None else num_blocks):
             states.append(self.run_layers(states[-1], attention_mask, slice(i, i + 1)))  # block i's output
         return states
