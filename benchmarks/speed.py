@@ -58,6 +58,17 @@ def flops_per_token(hidden: int = 384, ffn: int = 1536, layers: int = 6) -> floa
     return 2.0 * layers * (4 * hidden * hidden + 2 * hidden * ffn)
 
 
+def cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo ("unknown" where there is none)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "unknown"
+
+
 def gemm_peak(dtype: torch.dtype, repeats: int = 20) -> float:
     """GFLOP/s of one (4096 x 384) @ (384 x 1536) matmul in `dtype`, best of `repeats`."""
     m, k, n = GEMM_SHAPE

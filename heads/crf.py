@@ -118,7 +118,7 @@ class CRF(nn.Module):
         emissions (d log Z / d emissions[t, k] is exactly that probability), so no backward pass is hand-written.
         """
         with torch.enable_grad():
-            emissions = emissions.detach().float().requires_grad_(True)
+            emissions = emissions.detach().requires_grad_(True)
             (grad,) = torch.autograd.grad(self.log_partition(emissions, mask).sum(), emissions)
         return grad.masked_fill(~mask.unsqueeze(-1), 0.0)
 

@@ -65,3 +65,14 @@ def entity_scores(predicted_tags: Sequence[Sequence[str]], gold_tags: Sequence[S
     }
     totals = sum(correct.values()), sum(predicted.values()), sum(gold.values())
     return {**_prf(*totals), "correct": totals[0], "predicted": totals[1], "gold": totals[2], "per_type": per_type}
+
+
+def span_scores(
+    predicted: Sequence[Sequence[tuple[str, int, int]]], gold: Sequence[Sequence[tuple[str, int, int]]]
+) -> dict[str, float]:
+    """Micro precision/recall/F1 of (type, start, end) entity spans per text, any unit of offsets
+    (heads.predict's character offsets). An entity counts only when all three match, as in entity_scores."""
+    if len(predicted) != len(gold):
+        raise ValueError(f"{len(predicted)} predicted texts but {len(gold)} gold texts")
+    correct = sum(len(set(p) & set(g)) for p, g in zip(predicted, gold))
+    return _prf(correct, sum(len(set(p)) for p in predicted), sum(len(set(g)) for g in gold))

@@ -3,7 +3,7 @@
 One forward pass runs the encoder once over a batch, keeps every hidden state (the embeddings' output
 and each block's, `BertModel.hidden_states`), and feeds every head from them:
     sentence embedding      the last state, pooled (and L2-normalized): exactly what SentenceEncoder.encode gives
-    sentence heads          ScalarMix of the states -> attention pooling over the tokens -> dropout -> MLP
+    sentence heads          ScalarMix of the states -> BiLSTM over the tokens -> mean and max pooling -> MLP
     token heads (NER)       ScalarMix of the states at each word's first sub-token -> + word-shape features
                             -> BiLSTM over the words -> linear -> a CRF with IOB2 constraints decodes
 Each part can be switched off in the head's TaskSpec (the ablation in docs/experiments.md does). A token
@@ -31,7 +31,7 @@ from torch import nn
 from minilm.corpus.textio import atomic_output
 from minilm.model.encoder import BertModel
 from minilm.model.loading import StateMismatch, load_state_strict
-from minilm.model.pooling import PoolingMode, l2_normalize, mean_pool, pool
+from minilm.model.pooling import PoolingMode, l2_normalize, max_pool, mean_pool, pool
 from minilm.text.tokenization import right_pad
 from minilm.weights import WeightsError, fill_from_safetensors, read_safetensors, sha256_of
 
@@ -53,10 +53,10 @@ class TaskSpec:
     kind: Literal["sentence", "token"]
     labels: tuple[str, ...]
     hidden: int | None = None  # sentence heads: units of a hidden layer (None: one linear layer)
-    pool: Literal["attention", "mean"] = "mean"  # sentence heads: how the tokens become one vector
+    pool: Literal["mean", "attention", "meanmax"] = "mean"  # sentence heads: how the tokens become one vector
     layers: Literal["mix", "last"] = "mix"  # a learned ScalarMix of every hidden state, or the last one only
     shapes: bool = False  # token heads: word-shape (casing) features beside the states
-    lstm: int = 0  # token heads: BiLSTM units per direction over the words (0: none)
+    lstm: int = 0  # BiLSTM units per direction over the tokens (sentence heads) or the words (token heads); 0: none
     crf: bool = False  # token heads: a CRF decodes (IOB2-constrained Viterbi), else each word's argmax
     dropout: float = 0.1
 
@@ -116,31 +116,49 @@ def read_layers(mix: ScalarMix | None, states: torch.Tensor) -> torch.Tensor:
     return mix(states) if mix is not None else states[..., -1, :]
 
 
+def bilstm(lstm: nn.LSTM, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """A bidirectional LSTM over the real steps of each row: (B, N, D), mask (B, N) -> (B, N, 2H), zero on padding."""
+    lengths = mask.sum(1).clamp(min=1).cpu()  # a row with no real step still makes one (padded) step
+    packed = nn.utils.rnn.pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
+    out, _ = lstm(packed)
+    return nn.utils.rnn.pad_packed_sequence(out, batch_first=True, total_length=mask.shape[1])[0]
+
+
 class SentenceClassificationHead(nn.Module):
-    """ScalarMix of the states -> attention pooling over the tokens (or their mean) -> dropout -> linear
+    """ScalarMix of the states -> [BiLSTM over the tokens] -> pooling -> dropout -> linear
     (or -> linear -> GELU -> dropout -> linear).
 
-    Attention pooling: one learned score per token, softmax over the real tokens, the weighted sum
-    (the word attention of Yang et al. 2016). A frozen encoder's mean gives every token the same say;
-    the head learns which tokens carry the class ("not", "what", "who").
+    pool: "mean" of the tokens; "attention", one learned score per token, softmax over the real tokens,
+    the weighted sum (the word attention of Yang et al. 2016); "meanmax", the mean and the per-channel
+    maximum side by side (InferSent's max pooling, Conneau et al. 2017). A frozen encoder's mean gives every
+    token the same say; a BiLSTM and a max let the head find the few tokens that carry the class ("not", "who").
     """
 
     def __init__(self, spec: TaskSpec, num_states: int, in_dim: int):
         super().__init__()
         self.mix = ScalarMix(num_states) if spec.layers == "mix" else None
-        self.attention = nn.Linear(in_dim, 1) if spec.pool == "attention" else None
+        self.lstm = nn.LSTM(in_dim, spec.lstm, batch_first=True, bidirectional=True) if spec.lstm else None
+        width = 2 * spec.lstm if spec.lstm else in_dim
+        self.pool = spec.pool
+        self.attention = nn.Linear(width, 1) if spec.pool == "attention" else None
+        pooled = 2 * width if spec.pool == "meanmax" else width
         self.dropout = nn.Dropout(spec.dropout)
-        self.hidden = nn.Linear(in_dim, spec.hidden) if spec.hidden else None
-        self.classifier = nn.Linear(spec.hidden or in_dim, len(spec.labels))
+        self.hidden = nn.Linear(pooled, spec.hidden) if spec.hidden else None
+        self.classifier = nn.Linear(spec.hidden or pooled, len(spec.labels))
 
     def forward(self, tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """(B, T, S, C), (B, T) -> logits (B, K)"""
         x = read_layers(self.mix, tokens)  # (B, T, C)
-        if self.attention is not None:
-            scores = self.attention(x).squeeze(-1).masked_fill(~mask.bool(), float("-inf"))  # (B, T)
-            pooled = torch.einsum("bt,btc->bc", scores.softmax(1), x)  # (B, C)
+        real = mask.bool()
+        if self.lstm is not None:
+            x = bilstm(self.lstm, self.dropout(x), real)  # (B, T, 2 * lstm)
+        if self.pool == "attention":
+            scores = self.attention(x).squeeze(-1).masked_fill(~real, float("-inf"))  # (B, T)
+            pooled = torch.einsum("bt,btc->bc", scores.softmax(1), x)  # (B, C')
+        elif self.pool == "meanmax":
+            pooled = torch.cat([mean_pool(x, mask), max_pool(x, mask)], dim=-1)  # (B, 2C')
         else:
-            pooled = mean_pool(x, mask)  # (B, C)
+            pooled = mean_pool(x, mask)  # (B, C')
         x = self.dropout(pooled)
         if self.hidden is not None:
             x = self.dropout(F.gelu(self.hidden(x)))  # (B, hidden)
@@ -174,11 +192,7 @@ class TokenClassificationHead(nn.Module):
             x = torch.cat([x, words.shapes.to(x.dtype)], dim=-1)  # (B, W, C + F)
         x = self.dropout(x)
         if self.lstm is not None:
-            lengths = words.mask.sum(1).clamp(min=1).cpu()  # a text with no word still makes one (padded) step
-            packed = nn.utils.rnn.pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
-            x, _ = self.lstm(packed)
-            x, _ = nn.utils.rnn.pad_packed_sequence(x, batch_first=True, total_length=words.mask.shape[1])
-            x = self.dropout(x)  # (B, W, 2 * lstm)
+            x = self.dropout(bilstm(self.lstm, x, words.mask))  # (B, W, 2 * lstm)
         return self.classifier(x)
 
     def loss(self, emissions: torch.Tensor, tags: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -296,12 +310,14 @@ class MultiTaskModel(nn.Module):
         caches it): `below` holds them, and its last token state is the input of block `first_layer`.
         With every block frozen there is nothing left to run, and `below` may hold only what the heads read."""
         if first_layer < self.num_layers:
-            states, h = [], below.tokens[:, :, -1]  # (B, T, C)
+            states, h = [], below.tokens[:, :, -1].contiguous()  # (B, T, C), laid out as a fresh pass has it
             for block in range(first_layer, self.num_layers):
                 h = self.bert.run_layers(h, below.mask, slice(block, block + 1))  # (B, T, C)
                 states.append(h)
             tokens = torch.cat([below.tokens, torch.stack(states, dim=2)], dim=2)  # (B, T, S, C)
             below = self.features(tokens, below.mask, words)
+        elif below.words is None and below.tokens is not None:
+            below = self.features(below.tokens, below.mask, words)  # the words' states, read from the tokens'
         return self.from_features(below, words, labels, tasks)
 
     def from_features(

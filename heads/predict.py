@@ -37,8 +37,9 @@ from minilm.text.tokenization import SentenceTokenizer, length_sorted_batches, r
 from minilm.weights import WeightsError
 
 from .features import word_features
+from .metrics import accuracy, span_scores
 from .model import MultiTaskModel, Words, load_model
-from .ner import bio_to_spans, token_windows, window_owners
+from .ner import bio_to_spans, joined_text, token_windows, window_owners
 
 SHIPPED_HEADS = Path(__file__).resolve().parent.parent / "weights" / "heads"
 TOKEN_TASK_KEY = {"ner": "entities"}  # output key of a token task's spans
@@ -153,6 +154,29 @@ class MultiTaskPredictor:
                 {"text": text[start:end], "label": label, "start": start, "end": end, "score": round(score, 6)}
             )
         return entities
+
+
+def raw_text_scores(
+    predictor: MultiTaskPredictor, task: str, examples: list, batch_size: int = 32
+) -> tuple[float, list[dict]]:
+    """Score heads.predict as a user meets it: the examples as raw text through `predictor.predict`.
+
+    question_type / sentiment: accuracy (0..100) of the predicted labels. ner: entity F1 (0..100) of the
+    predicted character spans on each CoNLL sentence joined by single spaces, against the gold entities'
+    spans in that text. Returns the score and the records.
+    """
+    if task == "ner":
+        texts = [joined_text(ex.words)[0] for ex in examples]
+        records = predictor.predict(texts, batch_size)
+        gold = []
+        for example in examples:
+            starts = joined_text(example.words)[1]
+            ends = [start + len(word) for start, word in zip(starts, example.words)]
+            gold.append([(kind, starts[a], ends[b - 1]) for kind, a, b in bio_to_spans(example.tags)])
+        predicted = [[(e["label"], e["start"], e["end"]) for e in r["entities"]] for r in records]
+        return 100 * span_scores(predicted, gold)["f1"], records
+    records = predictor.predict([ex.text for ex in examples], batch_size)
+    return 100 * accuracy([r[task]["label"] for r in records], [ex.label for ex in examples]), records
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

@@ -1,14 +1,21 @@
 """python -m heads.train: train task heads (and optionally the backbone) on one shared minilm encoder.
 
-    python -m heads.train --tasks question_type,sentiment,ner --freeze backbone --output runs/frozen
+    python -m heads.train --output runs/heads          # the shipped heads' recipe is in the README
+    python -m heads.train --tasks ner --ner-lstm 0 --no-ner-crf --output runs/probe   # a lighter NER head
     python -m heads.train --freeze layers:4 --sampling temperature --temperature 2 --limit ner=500 --output runs/q3
     python -m heads.train --init-from runs/trec --tasks ner --freeze-heads question_type --output runs/forget
 
-Freezing (--freeze): `none` trains everything; `embeddings` freezes the embedding layer; `layers:K`
-freezes the embeddings and the lowest K blocks; `backbone` freezes the whole encoder. The frozen
-bottom is deterministic, so it runs once over every example before training and its outputs are
+Freezing (--freeze): `backbone` (the default) freezes the whole encoder, so the heads' pass still
+gives the exact sentence-transformers embedding; `layers:K` freezes the embeddings and the lowest K
+blocks; `embeddings` freezes the embedding layer; `none` trains everything. The frozen bottom is
+deterministic, so it runs once over every example before training and its states are cached and
 reused each epoch: a frozen backbone costs one forward pass in all. --freeze-heads keeps named
 heads fixed (to measure what a shared backbone forgets).
+
+Heads (the "heads" options): by default each is the shipped one (heads.tasks.TASKS): sentence heads
+mix all hidden states, run a BiLSTM over the tokens, pool mean and max, and end in an MLP; the NER
+head mixes the states at each word's first sub-token, adds its casing shape, runs a BiLSTM over the
+words and decodes with an IOB2-constrained CRF. Options switch parts off (docs/experiments.md).
 
 Each step draws one task (--sampling proportional to its data, uniform, or temperature T:
 p ∝ n^(1/T)) and one batch of it; its loss is scaled by --loss-weight. AdamW with separate
@@ -58,7 +65,7 @@ class TrainConfig:
     data_dir: Path = DEFAULT_DATA_DIR
     backbone: str | None = None  # checkpoint name or folder; None: all-MiniLM-L6-v2
     init_from: Path | None = None
-    freeze: str = "none"  # none | embeddings | layers:K | backbone
+    freeze: str = "backbone"  # none | embeddings | layers:K | backbone
     freeze_heads: list[str] = field(default_factory=list)
     limit: dict[str, int] = field(default_factory=dict)  # task -> training examples (a seeded sample)
     sampling: str = "proportional"  # proportional | uniform | temperature
@@ -72,13 +79,15 @@ class TrainConfig:
     weight_decay: float = 0.01
     max_grad_norm: float = 1.0  # 0: no clipping
     warmup: float = 0.1  # fraction of the steps
-    dropout: float | None = None  # None: each head's own (heads.tasks.TASKS)
-    sentence_hidden: int | None = None  # None: heads.tasks.TASKS' (512); 0: sentence heads are one linear layer
-    layers: str = "mix"  # mix | last: heads read a ScalarMix of every hidden state, or the last one
-    sentence_pool: str = "attention"  # attention | mean
-    ner_shapes: bool = True
-    ner_lstm: int = 256  # BiLSTM units per direction (0: none)
-    ner_crf: bool = True
+    # the parts of the heads; None keeps each head's own, from heads.tasks.TASKS (the shipped heads)
+    dropout: float | None = None
+    layers: str | None = None  # mix | last: a ScalarMix of every hidden state, or the last one
+    sentence_hidden: int | None = None  # 0: sentence heads end in one linear layer
+    sentence_lstm: int | None = None  # BiLSTM units per direction (0: none)
+    sentence_pool: str | None = None  # mean | attention | meanmax
+    ner_shapes: bool | None = None
+    ner_lstm: int | None = None  # BiLSTM units per direction (0: none)
+    ner_crf: bool | None = None
     seed: int = 0
     bf16: bool = False
     eval_test: bool = False
@@ -251,14 +260,14 @@ class Job:
 
 
 def head_spec(config: TrainConfig, task: TaskSpec) -> TaskSpec:
-    """A task's head as the options build it (the ablation switches parts off; TASKS holds the defaults)."""
-    spec = replace(task, layers=config.layers)
-    if config.dropout is not None:
-        spec = replace(spec, dropout=config.dropout)
+    """A task's head as the options build it: TASKS' head with the parts the options name changed."""
     if task.kind == "sentence":
-        hidden = task.hidden if config.sentence_hidden is None else config.sentence_hidden
-        return replace(spec, hidden=hidden or None, pool=config.sentence_pool)
-    return replace(spec, shapes=config.ner_shapes, lstm=config.ner_lstm, crf=config.ner_crf)
+        hidden = config.sentence_hidden if config.sentence_hidden is not None else task.hidden
+        changes = {"hidden": hidden or None, "lstm": config.sentence_lstm, "pool": config.sentence_pool}
+    else:
+        changes = {"shapes": config.ner_shapes, "lstm": config.ner_lstm, "crf": config.ner_crf}
+    changes |= {"layers": config.layers, "dropout": config.dropout}
+    return replace(task, **{k: v for k, v in changes.items() if v is not None})
 
 
 def build(config: TrainConfig) -> Job:
@@ -494,7 +503,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--init-from", metavar="DIR", help="start from a model saved by heads.train (its backbone and heads)"
     )
     parser.add_argument(
-        "--freeze", default=TrainConfig.freeze, help="none | embeddings | layers:K | backbone (default: %(default)s)"
+        "--freeze",
+        default=TrainConfig.freeze,
+        help="backbone | layers:K | embeddings | none (default: %(default)s: the embedding stays exact)",
     )
     parser.add_argument(
         "--freeze-heads",
@@ -537,48 +548,48 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="fraction of steps for linear warmup (default: %(default)s)",
     )
     heads = parser.add_argument_group(
-        "heads", "the parts of each head (defaults: the shipped heads; docs/experiments.md measures each part)"
+        "heads",
+        "the parts of each head; left out, each keeps the shipped heads' (heads.tasks.TASKS). "
+        "docs/experiments.md measures what each part is worth",
     )
-    heads.add_argument(
-        "--dropout", type=float, default=None, help="head dropout (default: 0.1 sentence heads, 0.4 NER)"
-    )
+    heads.add_argument("--dropout", type=float, help="head dropout (shipped: 0.1 sentence heads, 0.4 NER)")
     heads.add_argument(
         "--layers",
-        default=TrainConfig.layers,
         choices=["mix", "last"],
-        help="read a learned mix of every hidden state, or the last one only (default: %(default)s)",
+        help="read a learned mix of every hidden state, or the last one (shipped: mix)",
+    )
+    heads.add_argument(
+        "--sentence-lstm",
+        type=non_negative_int,
+        metavar="N",
+        help="BiLSTM units per direction over the tokens of sentence heads; 0: none (shipped: 128)",
+    )
+    heads.add_argument(
+        "--sentence-pool",
+        choices=["mean", "attention", "meanmax"],
+        help="how sentence heads pool the tokens (shipped: meanmax, the mean and the maximum)",
     )
     heads.add_argument(
         "--sentence-hidden",
         type=non_negative_int,
-        default=None,
         metavar="N",
-        help="units of the sentence heads' hidden layer; 0: one linear layer (default: 512)",
-    )
-    heads.add_argument(
-        "--sentence-pool",
-        default=TrainConfig.sentence_pool,
-        choices=["attention", "mean"],
-        help="how sentence heads pool the tokens (default: %(default)s)",
+        help="units of the sentence heads' hidden layer; 0: one linear layer (shipped: 512)",
     )
     heads.add_argument(
         "--ner-shapes",
         action=argparse.BooleanOptionalAction,
-        default=TrainConfig.ner_shapes,
-        help="give the NER head each word's casing shape (default: on)",
+        help="give the NER head each word's casing shape (shipped: on)",
     )
     heads.add_argument(
         "--ner-lstm",
         type=non_negative_int,
-        default=TrainConfig.ner_lstm,
         metavar="N",
-        help="BiLSTM units per direction over the words; 0: none (default: %(default)s)",
+        help="BiLSTM units per direction over the words; 0: none (shipped: 256)",
     )
     heads.add_argument(
         "--ner-crf",
         action=argparse.BooleanOptionalAction,
-        default=TrainConfig.ner_crf,
-        help="decode NER with a CRF constrained to valid IOB2 (default: on)",
+        help="decode NER with a CRF constrained to valid IOB2 (shipped: on)",
     )
     parser.add_argument("--seed", type=int, default=TrainConfig.seed)
     parser.add_argument(

@@ -144,6 +144,26 @@ def test_decode_is_the_brute_force_argmax(num_tags, lengths, constrained):
             assert decoded.item() == pytest.approx(scores[best], abs=1e-9)
 
 
+@pytest.mark.parametrize("constrained", [False, True])
+@pytest.mark.parametrize(("num_tags", "lengths"), CASES)
+def test_marginals_are_the_brute_force_tag_probabilities(num_tags, lengths, constrained):
+    """p(tag k at step t) = sum of exp(score) over the paths through (t, k), over the sum over all paths."""
+    crf = random_crf(num_tags, 7, constrained)
+    emissions, mask = random_batch(num_tags, lengths, 300)
+    marginals = crf.marginals(emissions, mask)
+    assert marginals.shape == emissions.shape
+    for b, length in enumerate(lengths):
+        paths = all_paths(num_tags, length)
+        weights = [math.exp(hand_score(crf, emissions[b, :length], p)) for p in paths]
+        total = sum(weights)
+        expected = torch.zeros(length, num_tags, dtype=torch.float64)
+        for path, weight in zip(paths, weights):
+            expected[torch.arange(length), list(path)] += weight / total
+        assert torch.allclose(marginals[b, :length], expected, atol=1e-9)
+        assert torch.all(marginals[b, length:] == 0)  # padding
+    assert torch.allclose(marginals.sum(-1), mask.double())  # a distribution over tags at every real step
+
+
 # ---- BIO constraints -------------------------------------------------------------------------------
 
 

@@ -17,8 +17,11 @@ from heads.features import (
     SPECIAL,
     shape_id,
     token_features,
+    word_features,
     word_list_features,
+    word_starts,
     word_shape,
+    word_spans,
 )
 from minilm.text.tokenization import SentenceTokenizer
 
@@ -147,6 +150,23 @@ def test_every_piece_of_a_split_word_gets_the_whole_word_shape(
     # Each piece alone would read "Schwarz" / "ene" / "gger" (Xx, x, x); the whole word is read instead.
     assert [shapes_of(features)[t] for t in pieces] == [shape] * len(pieces)
     assert [features[t, FIRST_PIECE].item() for t in pieces] == [1.0] + [0.0] * (len(pieces) - 1)
+
+
+def test_word_features_give_each_raw_word_its_first_piece_and_shape(tokenizer: SentenceTokenizer) -> None:
+    """What the NER head reads: one row per word of the raw text, split inside words and across scripts."""
+    text = "Élodie saw U.S. 東京 😀 Schwarzenegger"
+    encoding = encode(tokenizer, text)
+    starts, features = word_features(text, encoding)
+    spans = word_spans(encoding)
+    words = [text[slice(*spans[encoding.word_ids[p]])] for p in starts]
+    assert words[:5] == ["Élodie", "saw", "U", ".", "S"]  # the pre-tokenizer cuts "U.S." at its dots
+    assert starts[0] == 1 and starts == sorted(starts)  # after [CLS], in text order
+    assert len(starts) == len(set(encoding.word_ids) - {None}) == features.shape[0]
+    assert features[:, FIRST_PIECE].tolist() == [1.0] * len(starts)
+    by_word = shapes_of(features)
+    assert by_word[:5] == ["Xx", "x", "X", "punct", "X"] and by_word[-1] == "Xx"
+    assert "other" in by_word and "punct" in by_word[-3:]  # the CJK word and the emoji
+    assert word_starts([None, 0, 0, 1, None, 2, 2]) == [1, 3, 5]
 
 
 def test_special_tokens_are_flagged_and_have_no_shape(tokenizer: SentenceTokenizer) -> None:

@@ -13,13 +13,16 @@ from seqeval.metrics.sequence_labeling import get_entities, precision_recall_fsc
 from tokenizers import Tokenizer
 
 from heads.data import CONLL_TAGS, TokenExample, read_conll
+from heads.features import word_starts
 from heads.metrics import accuracy, entity_scores
 from heads.ner import (
     IGNORE_INDEX,
     align_labels,
     bio_to_spans,
     first_subtoken_predictions,
+    joined_text,
     merge_windows,
+    project_tags,
     token_windows,
     window_owners,
 )
@@ -320,3 +323,56 @@ def test_entity_scores_match_seqeval_on_corrupted_dev(dev_gold_and_corrupted):
 
     perfect = entity_scores(gold, gold)
     assert (perfect["precision"], perfect["recall"], perfect["f1"]) == (1.0, 1.0, 1.0)
+
+
+# ---- joined_text / project_tags --------------------------------------------------------------------
+
+
+def test_joined_text_offsets_point_at_each_word():
+    text, starts = joined_text(["U.S.", "troops", "left", "."])
+    assert text == "U.S. troops left ."
+    assert starts == [0, 5, 12, 17]
+    assert [text[s : s + len(w)] for s, w in zip(starts, ["U.S.", "troops", "left", "."])] == [
+        "U.S.",
+        "troops",
+        "left",
+        ".",
+    ]
+    assert joined_text([]) == ("", [])
+
+
+def test_project_tags_splits_a_word_into_one_entity():
+    # "U.S." (B-LOC) is read as U . S . ; "New York-based" keeps its I- after the first piece
+    word_starts = [0, 5, 12]
+    tags = ["B-LOC", "O", "B-MISC"]
+    pieces = [0, 1, 2, 3, 5, 12, 13, 14]  # U . S . | troops | Anglo - Saxon
+    assert project_tags(word_starts, tags, pieces) == [
+        "B-LOC",
+        "I-LOC",
+        "I-LOC",
+        "I-LOC",
+        "O",
+        "B-MISC",
+        "I-MISC",
+        "I-MISC",
+    ]
+    assert project_tags([0, 3], ["I-PER", "I-PER"], [0, 1, 3]) == ["I-PER", "I-PER", "I-PER"]  # I- stays I-
+    assert project_tags([0, 3], ["B-PER", "B-PER"], [0, 3]) == ["B-PER", "B-PER"]  # two entities stay two
+    with pytest.raises(ValueError, match="before the first word"):
+        project_tags([2], ["O"], [0])
+
+
+def test_projected_chunks_have_the_words_character_extent(tokenizer):
+    """On real CoNLL sentences: the chunks of the projected tags, in characters, are the gold entities'."""
+    for sentence in conll("dev")[:300]:
+        text, starts = joined_text(sentence.words)
+        encoding = tokenizer.encode(text, add_special_tokens=False)
+        pieces = word_starts(encoding.word_ids)
+        tags = project_tags(starts, sentence.tags, [encoding.offsets[p][0] for p in pieces])
+        ends = {}
+        for position, word in enumerate(encoding.word_ids):
+            ends[word] = encoding.offsets[position][1]
+        piece_ends = [ends[encoding.word_ids[p]] for p in pieces]
+        projected = {(k, encoding.offsets[pieces[a]][0], piece_ends[b - 1]) for k, a, b in bio_to_spans(tags)}
+        gold = {(k, starts[a], starts[b - 1] + len(sentence.words[b - 1])) for k, a, b in bio_to_spans(sentence.tags)}
+        assert projected == gold, text
