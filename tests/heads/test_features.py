@@ -19,9 +19,9 @@ from heads.features import (
     token_features,
     word_features,
     word_list_features,
-    word_starts,
     word_shape,
     word_spans,
+    word_starts,
 )
 from minilm.text.tokenization import SentenceTokenizer
 
