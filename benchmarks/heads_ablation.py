@@ -56,7 +56,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", default=",".join(ROWS), help="comma-separated rows among a-e")
     parser.add_argument("--epochs", type=int, default=8, help="as the shipped command (default: %(default)s)")
-    parser.add_argument("--lr-heads", type=float, default=2e-3, help="as the shipped command (default: %(default)s)")
+    parser.add_argument("--lr-heads", type=float, default=TrainConfig.lr_heads, help="(default: %(default)s)")
     parser.add_argument("--limit", type=int, default=0, help="training examples per task (0: all; for quick runs)")
     args = parser.parse_args()
     rows = [r.strip() for r in args.rows.split(",") if r.strip()]

@@ -14,12 +14,10 @@ Per token there are F = NUM_FEATURES = 12 float columns, named by FEATURE_NAMES:
 
 A "word" is what the encoding's word_ids group together, never a single sub-token: every piece
 of "Schwarzenegger" ("schwarz", "##ene", "##gger") gets the shape of "Schwarzenegger".
-  * `token_features(text, encoding)`: raw text. The tokenizer's pre-tokenizer cuts punctuation off
-    as words of their own, so "U.S." is four words ("U", ".", "S", ".": X, punct, X, punct).
-  * `word_list_features(words, encoding)`: a word list (CoNLL, `SentenceTokenizer.encode_words`),
-    where word_ids index the list, so "U.S." is one word: XX.
-A model trained on word lists and run on raw text therefore sees different shapes only for
-words with punctuation inside them (U.S., New-York, 1,000); elsewhere the two agree.
+`token_features(text, encoding)` reads raw text: the tokenizer's pre-tokenizer cuts punctuation off
+as words of their own, so "U.S." is four words ("U", ".", "S", ".": X, punct, X, punct). Training
+reads CoNLL sentences as raw text too (heads.ner.joined_text), so a head never sees other words
+than heads.predict gives it. `word_features` keeps one row per word, at its first sub-token.
 
 Shapes work for any script, from Unicode properties alone (str.isupper / islower / istitle /
 isdigit / isalpha and unicodedata.category), with no table of alphabets:
@@ -153,18 +151,6 @@ def token_features(text: str, encoding: AnyEncoding, *, lowercased: bool = False
         # after the origin of its last one; the two characters of a lowered "İ" both map to the "İ".
         spans = {w: (origins[start], origins[max(end, start + 1) - 1] + 1) for w, (start, end) in spans.items()}
     return _features(encoding.word_ids, {w: text[start:end] for w, (start, end) in spans.items()})
-
-
-def word_list_features(words: Sequence[str], encoding: AnyEncoding) -> torch.Tensor:
-    """Casing features for the encoding of a word list (is_pretokenized=True): (T, F) float32.
-
-    word_ids index `words`, so each token reads its whole original word, whatever the tokenizer
-    did to it (offsets are not needed, and lowercasing before the tokenizer does not matter).
-    """
-    largest = max((w for w in encoding.word_ids if w is not None), default=-1)
-    if largest >= len(words):
-        raise ValueError(f"the encoding has word id {largest} but there are {len(words)} words")
-    return _features(encoding.word_ids, words)
 
 
 def _features(word_ids: Sequence[int | None], words: Sequence[str] | dict[int, str]) -> torch.Tensor:

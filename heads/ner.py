@@ -1,17 +1,16 @@
 """NER helpers between words and WordPiece sub-tokens, and between long sentences and encoder windows.
 
 Pure functions, no tensors. What each reproduces:
-  * `align_labels` / `first_subtoken_predictions`: BERT's NER recipe (Devlin et al. 2019, section 5.3):
-    "we use the representation of the first sub-token as the input to the token-level classifier".
-    Later sub-tokens and [CLS]/[SEP] get IGNORE_INDEX, as in the Hugging Face token-classification
-    example (`tokenize_and_align_labels` with label_all_tokens=False).
   * `bio_to_spans`: the chunk rules of conlleval, the CoNLL-2000/2003 scoring script, for IOB2 tags.
   * `joined_text` / `project_tags`: a CoNLL sentence as the raw text a user would type (words joined by
     single spaces), and its tags carried onto the words the tokenizer's pre-tokenizer finds in that text.
     The heads train on exactly what heads.predict sees: "U.S." is one CoNLL word but four raw-text
     words ("U", ".", "S", "."), tagged B-LOC I-LOC I-LOC I-LOC.
-  * `token_windows` / `window_owners` / `merge_windows`: the sliding "doc stride" windows of BERT's
+  * `token_windows` / `window_owners`: the sliding "doc stride" windows of BERT's
     run_squad.py, and its `_check_is_max_context` rule for which window a token's prediction comes from.
+
+A token head reads each word at its first sub-token, as BERT's NER recipe does (Devlin et al. 2019,
+section 5.3): heads.features.word_starts finds those positions.
 
 Word indices and token positions are 0-based; spans and windows are half-open (start, end_exclusive).
 """
@@ -19,58 +18,8 @@ Word indices and token positions are 0-based; spans and windows are half-open (s
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TypeVar
-
-T = TypeVar("T")
 
 IGNORE_INDEX = -100  # torch.nn.functional.cross_entropy's default ignore_index: these positions add no loss
-
-
-def align_labels(word_ids: Sequence[int | None], word_labels: Sequence[int]) -> list[int]:
-    """One label id per sub-token: the word's label on its first sub-token, IGNORE_INDEX elsewhere.
-
-    `word_ids` is `tokenizers.Encoding.word_ids` (None for special tokens such as [CLS] and [SEP]).
-    Align the whole sentence, then slice labels per window, so a word cut by a window edge keeps
-    its label on its true first sub-token only.
-    """
-    labels = []
-    previous = None
-    for word in word_ids:
-        if word is None:
-            labels.append(IGNORE_INDEX)
-        elif not 0 <= word < len(word_labels):
-            raise ValueError(f"word id {word} has no label: there are {len(word_labels)} word labels")
-        elif word == previous:
-            labels.append(IGNORE_INDEX)  # a continuation piece ("##ing"): one loss term per word, not per piece
-        else:
-            labels.append(word_labels[word])
-        previous = word
-    return labels
-
-
-def first_subtoken_predictions(
-    word_ids: Sequence[int | None], token_values: Sequence[T], num_words: int | None = None
-) -> list[T]:
-    """For each word index 0, 1, 2, ... the value at that word's first sub-token (the inverse of align_labels).
-
-    `token_values` has one entry per sub-token (e.g. argmax tag ids), aligned with `word_ids`.
-    A word with no sub-token (the tokenizer drops words such as "\\u200b" entirely) would shift every
-    later prediction onto the wrong word, so it raises instead. Pass `num_words` to also catch
-    words missing at the end.
-    """
-    if len(word_ids) != len(token_values):
-        raise ValueError(f"{len(word_ids)} word ids but {len(token_values)} token values")
-    first: dict[int, T] = {}
-    for word, value in zip(word_ids, token_values):
-        if word is not None and word not in first:
-            first[word] = value
-    count = num_words if num_words is not None else max(first, default=-1) + 1
-    missing = [w for w in range(count) if w not in first]
-    if missing:
-        raise ValueError(f"words {missing} have no sub-token, so they have no prediction")
-    if len(first) > count:
-        raise ValueError(f"word ids go up to {max(first)} but num_words is {count}")
-    return [first[w] for w in range(count)]
 
 
 def bio_to_spans(tags: Sequence[str]) -> list[tuple[str, int, int]]:
@@ -179,17 +128,3 @@ def window_owners(windows: Sequence[tuple[int, int]]) -> list[int]:
         # max() keeps the first of equal scores: the earlier window wins a full tie.
         owners.append(max(holding, key=lambda w: _context_score(windows[w], position)))
     return owners
-
-
-def merge_windows(windows: Sequence[tuple[int, int]], window_values: Sequence[Sequence[T]]) -> list[T]:
-    """Stitch per-window values (one per content token of each window) into one value per token.
-
-    Each token's value comes from the window `window_owners` picks for it.
-    """
-    if len(windows) != len(window_values):
-        raise ValueError(f"{len(windows)} windows but {len(window_values)} lists of values")
-    for w, ((start, end), values) in enumerate(zip(windows, window_values)):
-        if len(values) != end - start:
-            raise ValueError(f"window {w} spans {end - start} tokens but has {len(values)} values")
-    owners = window_owners(windows)
-    return [window_values[w][position - windows[w][0]] for position, w in enumerate(owners)]

@@ -82,12 +82,6 @@ class SentenceTokenizer:
             texts = [t.lower() for t in texts]
         return self.tokenizer.encode_batch(texts, add_special_tokens=False)
 
-    def encode_words(self, word_lists: list[list[str]]) -> tuple[list[AnyEncoding], list[int]]:
-        """`encode` for text already split into words (CoNLL); `Encoding.word_ids` index those words."""
-        if self.lowercase:
-            word_lists = [[w.lower() for w in words] for words in word_lists]
-        return self._truncate(self.tokenizer.encode_batch(word_lists, is_pretokenized=True, add_special_tokens=False))
-
     def _truncate(self, pieces: list[AnyEncoding]) -> tuple[list[AnyEncoding], list[int]]:
         """Keep the first max_seq_length - 2 word pieces, then add [CLS] and [SEP]."""
         n_tokens = [len(e.ids) + self.num_special for e in pieces]

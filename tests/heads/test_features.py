@@ -18,7 +18,6 @@ from heads.features import (
     shape_id,
     token_features,
     word_features,
-    word_list_features,
     word_shape,
     word_spans,
     word_starts,
@@ -190,45 +189,6 @@ def test_first_word_skips_leading_punctuation(tokenizer: SentenceTokenizer) -> N
     assert flagged == ["hello"]
 
 
-def test_word_list_agrees_with_raw_text_where_the_words_agree(tokenizer: SentenceTokenizer) -> None:
-    # A CoNLL-2003 sentence (train, doc 1) with no punctuation inside a word: its words are the
-    # tokenizer's words, so both routes see the same words and must give the same rows.
-    words = ["EU", "rejects", "German", "call", "to", "boycott", "British", "lamb", "."]
-    text = " ".join(words)
-    from_text = token_features(text, encode(tokenizer, text))
-    encodings, _ = tokenizer.encode_words([words])
-    from_words = word_list_features(words, encodings[0])
-    assert encodings[0].ids == encode(tokenizer, text).ids
-    assert torch.equal(from_words, from_text)
-    assert shapes_of(from_words)[1:-1] == ["XX", "x", "Xx", "x", "x", "x", "Xx", "x", "punct"]
-
-
-def test_word_list_reads_words_with_inner_punctuation_whole(tokenizer: SentenceTokenizer) -> None:
-    # Where the two routes differ: the pre-tokenizer cuts "U.S." into U . S . on raw text, but a
-    # word list keeps it one word, so all its pieces read "U.S." (XX) and only the first is a first piece.
-    words = ["The", "U.S.", "and", "New-York", "Schwarzenegger"]
-    encodings, _ = tokenizer.encode_words([words])
-    encoding = encodings[0]
-    features = word_list_features(words, encoding)
-    by_token = [(words[w], shape) for w, shape in zip(encoding.word_ids, shapes_of(features)) if w is not None]
-    assert dict(by_token) == {
-        "The": "Xx",
-        "U.S.": "XX",
-        "and": "x",
-        "New-York": "Xx",
-        "Schwarzenegger": "Xx",
-    }
-    assert sum(features[:, FIRST_PIECE]) == len(words)  # one first piece per word
-    text = " ".join(words)
-    assert shapes_of(token_features(text, encode(tokenizer, text)))[2:6] == ["X", "punct", "X", "punct"]
-
-
-def test_word_list_with_too_few_words_fails(tokenizer: SentenceTokenizer) -> None:
-    encodings, _ = tokenizer.encode_words([["Angela", "Merkel"]])
-    with pytest.raises(ValueError, match="word id 1 but there are 1 words"):
-        word_list_features(["Angela"], encodings[0])
-
-
 def test_a_capital_whose_lowercase_is_longer(
     tokenizer: SentenceTokenizer, lowering_tokenizer: SentenceTokenizer
 ) -> None:
@@ -245,11 +205,6 @@ def test_a_capital_whose_lowercase_is_longer(
     assert word_shapes(token_features(text, encoding, lowercased=True)) == expected
     with pytest.raises(ValueError, match="pass lowercased=True"):
         token_features(text, encoding)  # reading the lowered offsets in `text` would run past its end
-
-    # Word lists need no offsets, so lowercasing before the tokenizer changes nothing.
-    words = text.split()
-    encodings, _ = lowering_tokenizer.encode_words([words])
-    assert word_shapes(word_list_features(words, encodings[0])) == expected
 
 
 def test_lowercased_flag_changes_nothing_when_lowercase_keeps_the_length(lowering_tokenizer: SentenceTokenizer) -> None:

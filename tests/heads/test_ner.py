@@ -16,12 +16,8 @@ from heads.data import CONLL_TAGS, TokenExample, read_conll
 from heads.features import word_starts
 from heads.metrics import accuracy, entity_scores
 from heads.ner import (
-    IGNORE_INDEX,
-    align_labels,
     bio_to_spans,
-    first_subtoken_predictions,
     joined_text,
-    merge_windows,
     project_tags,
     token_windows,
     window_owners,
@@ -45,54 +41,6 @@ def tokenizer() -> Tokenizer:
 @cache
 def conll(split: str) -> tuple[TokenExample, ...]:
     return tuple(read_conll(require_data(f"conll2003/{split}.txt")))
-
-
-# ---- align_labels / first_subtoken_predictions -------------------------------------------------------
-
-
-def test_align_labels_marks_first_subtokens_only():
-    # [CLS] play ##ing well [SEP] -> words 0, 0, 1
-    assert align_labels([None, 0, 0, 1, None], [3, 5]) == [IGNORE_INDEX, 3, IGNORE_INDEX, 5, IGNORE_INDEX]
-    assert align_labels([None, None], []) == [IGNORE_INDEX, IGNORE_INDEX]
-    with pytest.raises(ValueError, match="word id 2 has no label"):
-        align_labels([None, 0, 1, 2, None], [1, 2])
-
-
-def test_alignment_round_trips_real_conll_sentences(tokenizer):
-    split_words = 0
-    for sentence in conll("train")[:200]:
-        encoding = tokenizer.encode(list(sentence.words), is_pretokenized=True)
-        word_ids = encoding.word_ids
-        word_labels = [TAG_ID[t] for t in sentence.tags]
-        token_labels = align_labels(word_ids, word_labels)
-        assert len(token_labels) == len(encoding.ids)
-        assert first_subtoken_predictions(word_ids, token_labels, num_words=len(sentence.words)) == word_labels
-        # exactly one labelled sub-token per word, and none on [CLS]/[SEP]
-        labelled = [w for w, label in zip(word_ids, token_labels) if label != IGNORE_INDEX]
-        assert labelled == list(range(len(sentence.words)))
-        assert token_labels[0] == token_labels[-1] == IGNORE_INDEX
-        split_words += sum(1 for w, label in zip(word_ids, token_labels) if w is not None and label == IGNORE_INDEX)
-    assert split_words > 100  # the check really exercised words cut into several pieces
-
-
-def test_first_subtoken_predictions_reads_the_first_piece_of_each_word():
-    values = ["cls", "a1", "a2", "b1", "c1", "c2", "c3", "sep"]
-    assert first_subtoken_predictions([None, 0, 0, 1, 2, 2, 2, None], values) == ["a1", "b1", "c1"]
-    with pytest.raises(ValueError, match="8 word ids but 7"):
-        first_subtoken_predictions([None, 0, 0, 1, 2, 2, 2, None], values[:-1])
-
-
-def test_a_word_the_tokenizer_drops_is_an_error_not_a_shift(tokenizer):
-    # BERT's normalizer deletes a zero-width space, so word 1 gets no sub-token at all.
-    word_ids = tokenizer.encode(["Bonn", "\u200b", "Berlin"], is_pretokenized=True).word_ids
-    assert word_ids == [None, 0, 2, None]
-    with pytest.raises(ValueError, match=r"words \[1\] have no sub-token"):
-        first_subtoken_predictions(word_ids, ["x", "B-LOC", "B-LOC", "x"])
-    # a dropped last word is only visible when the caller says how many words there were
-    word_ids = tokenizer.encode(["Bonn", "\u200b"], is_pretokenized=True).word_ids
-    assert first_subtoken_predictions(word_ids, ["x", "B-LOC", "x"]) == ["B-LOC"]
-    with pytest.raises(ValueError, match=r"words \[1\] have no sub-token"):
-        first_subtoken_predictions(word_ids, ["x", "B-LOC", "x"], num_words=2)
 
 
 # ---- bio_to_spans -------------------------------------------------------------------------------------
@@ -182,19 +130,6 @@ def test_window_owner_context_is_maximal_among_windows_holding_the_token():
             start, end = windows[owner]
             assert start <= t < end
             assert context(owner, t) == max(context(w, t) for w, (s, e) in enumerate(windows) if s <= t < e)
-
-
-def test_merge_windows_takes_each_token_from_its_owner():
-    windows = token_windows(10, 6, 2)
-    # each window "predicts" (window index, token position) so the merge shows where each value came from
-    values = [[(w, t) for t in range(start, end)] for w, (start, end) in enumerate(windows)]
-    merged = merge_windows(windows, values)
-    assert merged == [(w, t) for t, w in enumerate(window_owners(windows))]
-    with pytest.raises(ValueError, match="window 1 spans 6 tokens but has 5 values"):
-        merge_windows(windows, [values[0], values[1][:-1], values[2]])
-
-
-# ---- metrics ------------------------------------------------------------------------------------------
 
 
 def test_accuracy():
