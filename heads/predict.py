@@ -29,10 +29,12 @@ from bisect import bisect_left
 from pathlib import Path
 
 import torch
+from tqdm.auto import tqdm
 
 from minilm import SentenceEncoder
 from minilm.cli import ArgumentParser, add_input_arguments, check_output_path, gather_texts, positive_int, run
 from minilm.corpus.textio import atomic_output
+from minilm.sentence_encoder import PROGRESS_BAR_MIN_TEXTS
 from minilm.text.tokenization import SentenceTokenizer, length_sorted_batches, right_pad
 from minilm.weights import WeightsError
 
@@ -68,9 +70,16 @@ class MultiTaskPredictor:
         return cls(model.to(stock.device), stock.tokenizer, stock.device)
 
     @torch.no_grad()
-    def predict(self, texts: list[str], batch_size: int = 32, with_embedding: bool = False) -> list[dict]:
+    def predict(
+        self,
+        texts: list[str],
+        batch_size: int = 32,
+        with_embedding: bool = False,
+        show_progress_bar: bool | None = None,
+    ) -> list[dict]:
         """One record per text (see the module docstring); with_embedding adds each text's sentence embedding,
-        from the same encoder pass: the vector `SentenceEncoder.encode` gives for it."""
+        from the same encoder pass: the vector `SentenceEncoder.encode` gives for it.
+        show_progress_bar: None shows one on stderr from PROGRESS_BAR_MIN_TEXTS texts, as SentenceEncoder.encode."""
         pieces = self.tokenizer.split(texts)
         lowercased = self.tokenizer.lowercase
         words = [word_features(text, piece, lowercased=lowercased) for text, piece in zip(texts, pieces)]
@@ -86,7 +95,10 @@ class MultiTaskPredictor:
         sentence_probs: dict[int, dict[str, torch.Tensor]] = {}
         emissions: dict[tuple[int, int], dict[str, torch.Tensor]] = {}  # (text, window) -> task -> (W_w, K)
         embeddings: dict[int, list[float]] = {}
+        show = len(texts) >= PROGRESS_BAR_MIN_TEXTS if show_progress_bar is None else show_progress_bar
+        bar = tqdm(total=len(rows), desc="Predicting", unit="window", disable=not show, file=sys.stderr)
         for batch in length_sorted_batches([len(row[2]) for row in rows], batch_size):
+            bar.update(len(batch))
             chunk = [rows[r] for r in batch]
             ids, mask = right_pad([row[2] for row in chunk])
             positions, word_mask = right_pad([row[4] for row in chunk])
@@ -107,6 +119,7 @@ class MultiTaskPredictor:
                     for name, task in self.model.tasks.items()
                     if task.kind == "token"
                 }
+        bar.close()
         records = [
             self._record(t, texts[t], pieces[t], windows[t], words[t][0], sentence_probs, emissions)
             for t in range(len(texts))

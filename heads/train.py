@@ -151,12 +151,15 @@ def apply_freezing(model: MultiTaskModel, n_frozen: int | None, frozen_heads: li
 
 
 @torch.no_grad()
-def frozen_features(model: MultiTaskModel, data: Encoded, n_frozen: int, batch_size: int = 64) -> list[Features]:
+def frozen_features(
+    model: MultiTaskModel, data: Encoded, n_frozen: int, batch_size: int = 64, progress=None
+) -> list[Features]:
     """The frozen bottom's states (the embeddings' output and n_frozen blocks') for every example, one Features each.
 
     Sentence examples keep every token (S' = n_frozen + 1 states, (T_i, S', C)). With the whole encoder
     frozen, a token example keeps only its word starts ((W_i, S, C)): all its head reads, and about half
     the memory. Partly frozen, it keeps every token too, as the blocks above still run on them.
+    progress: called with the number of examples after each batch (a progress bar's update).
     """
     model.bert.eval()
     rows: list[Features] = [Features(None)] * len(data)
@@ -168,6 +171,8 @@ def frozen_features(model: MultiTaskModel, data: Encoded, n_frozen: int, batch_s
                 rows[i] = Features(None, words=tokens[row, data.starts[i]].clone())
             else:
                 rows[i] = Features(None, tokens[row, : len(data.ids[i])].clone())
+        if progress is not None:
+            progress(len(indices))
     return rows
 
 
@@ -334,8 +339,7 @@ def cache_frozen(
     with tqdm(total=total, desc="Frozen layers", unit="ex", file=sys.stderr, disable=config.quiet) as bar:
         for split, sets in splits.items():
             for name, data in sets.items():
-                states[split, name] = frozen_features(job.model, data, job.first_layer)
-                bar.update(len(data))
+                states[split, name] = frozen_features(job.model, data, job.first_layer, progress=bar.update)
     return states
 
 
