@@ -70,15 +70,18 @@ def test_head_parts_follow_their_task_spec(encoder):
     tasks = [replace(TASKS["sentiment"], hidden=64), TASKS["ner"]]
     model = MultiTaskModel(copy.deepcopy(encoder.model), tasks).eval()
     sentiment, ner = model.heads["sentiment"], model.heads["ner"]
-    assert tuple(sentiment.hidden.weight.shape) == (64, 384) and sentiment.attention is not None
+    # BiLSTM of 128 a direction over the 384-d mix, then mean and max side by side: 2 * 2 * 128 = 512 into the MLP
+    assert sentiment.lstm.input_size == 384 and sentiment.lstm.hidden_size == 128 and sentiment.pool == "meanmax"
+    assert tuple(sentiment.hidden.weight.shape) == (64, 512) and sentiment.attention is None
     assert ner.lstm.input_size == 384 + 12 and ner.classifier.in_features == 2 * 256 and ner.crf is not None
     plain = [
-        replace(TASKS["sentiment"], hidden=None, pool="mean", layers="last"),
+        replace(TASKS["sentiment"], hidden=None, lstm=0, pool="mean", layers="last"),
         replace(TASKS["ner"], shapes=False, lstm=0, crf=False, layers="last"),
     ]
     model = MultiTaskModel(copy.deepcopy(encoder.model), plain).eval()
     sentiment, ner = model.heads["sentiment"], model.heads["ner"]
-    assert (sentiment.mix, sentiment.attention, sentiment.hidden, ner.mix, ner.lstm, ner.crf) == (None,) * 6
+    parts = (sentiment.mix, sentiment.lstm, sentiment.attention, sentiment.hidden, ner.mix, ner.lstm, ner.crf)
+    assert parts == (None,) * 7
     assert ner.classifier.in_features == 384
     ids, mask, words = words_of(encoder, TEXTS)
     with torch.no_grad():
@@ -89,6 +92,17 @@ def test_head_parts_follow_their_task_spec(encoder):
     assert torch.allclose(out.logits["sentiment"], sentiment.classifier(pooled), atol=1e-5)
     first = states[torch.arange(3)[:, None], words.positions]  # (B, W, C)
     assert torch.allclose(out.logits["ner"], ner.classifier(first), atol=1e-5)
+    # attention pooling by hand: a softmax over each text's real tokens of one learned score per token
+    attentive = MultiTaskModel(copy.deepcopy(encoder.model), [replace(plain[0], pool="attention")]).eval()
+    head = attentive.heads["sentiment"]
+    with torch.no_grad():
+        logits = attentive(ids, mask).logits["sentiment"]
+        expected = []
+        for row, n in enumerate(mask.sum(1).tolist()):
+            x = states[row, :n]  # (n, C)
+            weights = head.attention(x).squeeze(-1).softmax(0)  # (n,)
+            expected.append(head.classifier(weights @ x))
+    assert torch.allclose(logits, torch.stack(expected), atol=1e-5)
 
 
 def test_forward_from_cached_frozen_layers_equals_forward(encoder):
