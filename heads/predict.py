@@ -89,7 +89,7 @@ class MultiTaskPredictor:
         for t, (piece, spans) in enumerate(zip(pieces, windows)):
             ids, starts = piece.ids, words[t][0]  # .ids once per text: each call builds a new list of every token
             for w, (start, end) in enumerate(spans):
-                inside = [k for k, p in enumerate(starts) if start <= p < end]
+                inside = range(bisect_left(starts, start), bisect_left(starts, end))  # starts are sorted
                 positions = [starts[k] - start + 1 for k in inside]  # +1: [CLS]
                 rows.append((t, w, [self.tokenizer.cls_id, *ids[start:end], self.tokenizer.sep_id], inside, positions))
         sentence_probs: dict[int, dict[str, torch.Tensor]] = {}
@@ -102,7 +102,7 @@ class MultiTaskPredictor:
             chunk = [rows[r] for r in batch]
             ids, mask = right_pad([row[2] for row in chunk])
             positions, word_mask = right_pad([row[4] for row in chunk])
-            shapes, _ = right_pad([words[t][1][inside] for t, _, _, inside, _ in chunk])
+            shapes, _ = right_pad([words[t][1][inside.start : inside.stop] for t, _, _, inside, _ in chunk])
             batch_words = Words(positions.to(self.device), word_mask.bool().to(self.device), shapes.to(self.device))
             out = self.model(ids.to(self.device), mask.to(self.device), batch_words)  # one encoder pass, every head
             for row, (t, w, _, inside, _) in enumerate(chunk):
@@ -120,40 +120,52 @@ class MultiTaskPredictor:
                     if task.kind == "token"
                 }
         bar.close()
-        records = [
-            self._record(t, texts[t], pieces[t], windows[t], words[t][0], sentence_probs, emissions)
-            for t in range(len(texts))
-        ]
-        for t, vector in embeddings.items():
-            records[t]["embedding"] = vector
+        tokens = [name for name, task in self.model.tasks.items() if task.kind == "token"]
+        tags = {name: self._decode(name, windows, words, emissions) for name in tokens}
+        records = []
+        for t, text in enumerate(texts):
+            record: dict = {"text": text}
+            for name, task in self.model.tasks.items():
+                if task.kind == "sentence":
+                    p = sentence_probs[t][name]
+                    record[name] = {"label": task.labels[int(p.argmax())], "score": round(float(p.max()), 6)}
+                else:
+                    path, scores = tags[name][t]
+                    labels = [task.labels[i] for i in path]
+                    record[TOKEN_TASK_KEY.get(name, name)] = self._entities(
+                        text, pieces[t], words[t][0], labels, scores
+                    )
+            if t in embeddings:
+                record["embedding"] = embeddings[t]
+            records.append(record)
         return records
 
-    def _record(self, t: int, text: str, piece, windows, starts: list[int], sentence_probs, emissions) -> dict:
-        record: dict = {"text": text}
-        owners = window_owners(windows)  # the window each token takes its prediction from
-        first_word = [bisect_left(starts, start) for start, _ in windows]  # each window's first word (starts sorted)
-        # per word: (the window that owns its first sub-token, its number among that window's words)
-        word_windows = [(owners[p], k - first_word[owners[p]]) for k, p in enumerate(starts)]
-        for name, task in self.model.tasks.items():
-            if task.kind == "sentence":
-                p = sentence_probs[t][name]
-                record[name] = {"label": task.labels[int(p.argmax())], "score": round(float(p.max()), 6)}
-                continue
-            # each word's emissions from the window that owns its first sub-token, then one decode over the text
-            per_word = [emissions[t, w][name][k] for w, k in word_windows]
-            head = self.model.heads[name]
-            record[TOKEN_TASK_KEY.get(name, name)] = self._entities(text, piece, starts, per_word, head, task.labels)
-        return record
+    def _decode(self, name: str, windows, words, emissions, batch_size: int = 256) -> list[tuple[list, list]]:
+        """Each text's (tag ids, their probabilities) for token task `name`: every word takes its emissions
+        from the window that owns its first sub-token, then the head decodes whole texts, in batches."""
+        per_text = []
+        for t, spans in enumerate(windows):
+            starts = words[t][0]
+            owners = window_owners(spans)  # the window each token takes its prediction from
+            first_word = [bisect_left(starts, start) for start, _ in spans]  # each window's first word
+            rows = [emissions[t, owners[p]][name][k - first_word[owners[p]]] for k, p in enumerate(starts)]
+            per_text.append(torch.stack(rows) if rows else None)
+        decoded: list[tuple[list, list]] = [([], [])] * len(windows)
+        texts = [t for t, e in enumerate(per_text) if e is not None]
+        head = self.model.heads[name]
+        for batch in length_sorted_batches([len(per_text[t]) for t in texts], batch_size):
+            chosen = [texts[i] for i in batch]
+            padded, mask = right_pad([per_text[t] for t in chosen])
+            paths, scores = head.decode(padded, mask.bool())
+            for t, path, score in zip(chosen, paths, scores):
+                decoded[t] = (path, score)
+        return decoded
 
     @staticmethod
-    def _entities(text: str, piece, starts: list[int], per_word: list[torch.Tensor], head, labels) -> list[dict]:
-        """Word emissions -> decoded tags -> BIO spans -> character offsets and the mean tag probability."""
-        if not per_word:
+    def _entities(text: str, piece, starts: list[int], tags: list[str], scores: list[float]) -> list[dict]:
+        """Word tags -> BIO spans -> character offsets and the mean probability of the entity's tags."""
+        if not tags:
             return []
-        paths, probabilities = head.decode(
-            torch.stack(per_word).unsqueeze(0), torch.ones(1, len(per_word), dtype=torch.bool)
-        )
-        tags, scores = [labels[i] for i in paths[0]], probabilities[0]
         # read once: tokenizers.Encoding builds a new list of every token on each .offsets or .word_ids,
         # so reading them per entity made a long text quadratic (190 s of 286 on one 500 KB line)
         offsets, word_ids = piece.offsets, piece.word_ids
