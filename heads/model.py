@@ -354,15 +354,23 @@ class MultiTaskModel(nn.Module):
 # --------------------------------------------------------------------------- saving and loading
 
 
+def stored(tensor: torch.Tensor) -> torch.Tensor:
+    """How a head tensor is written: float32 as float16, which halves the file (the shipped heads' 2.9 M
+    parameters are 5.8 MB, not 11.7) for a relative change of at most 2^-11 in each weight; loading casts
+    back to the model's float32. Other dtypes (the CRF's bool masks) as they are."""
+    tensor = tensor.detach().contiguous()
+    return tensor.half() if tensor.dtype == torch.float32 else tensor
+
+
 def save_model(
     model: MultiTaskModel, folder: Path, *, backbone_sha256: str, backbone_trained: bool, extra: dict | None = None
 ) -> None:
-    """heads.safetensors + config.json (+ backbone.safetensors when the backbone was trained),
-    each written atomically."""
+    """heads.safetensors (float16, see `stored`) + config.json (+ backbone.safetensors in float32 when the
+    backbone was trained), each written atomically."""
     from safetensors.torch import save
 
     folder.mkdir(parents=True, exist_ok=True)
-    heads = save({k: v.detach().contiguous() for k, v in model.heads.state_dict().items()})
+    heads = save({k: stored(v) for k, v in model.heads.state_dict().items()})
     with atomic_output(folder / HEADS_FILE, binary=True) as f:
         f.write(heads)
     backbone = {"sha256": backbone_sha256, "file": None}

@@ -18,6 +18,7 @@ from heads.predict import SHIPPED_HEADS, MultiTaskPredictor, raw_text_scores
 from heads.tasks import TASKS, batch_labels, batch_words, encode_examples, predict, read_split, score
 from heads.train import apply_freezing, frozen_features, frozen_layers, task_probabilities
 from minilm.text.tokenization import right_pad
+from minilm.weights import read_safetensors
 
 from conftest import DATA_DIR, require_data, run_module
 
@@ -214,9 +215,11 @@ def test_save_then_load_gives_identical_predictions(tmp_path, encoder, stock_sha
     model = fresh_model(encoder)
     with torch.no_grad():
         for p in model.heads.parameters():
-            p.add_(torch.randn_like(p))
+            p.add_(torch.randn_like(p)).copy_(p.half())  # weights that float16 holds exactly, as a saved model has
     save_model(model, tmp_path, backbone_sha256=stock_sha, backbone_trained=False)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["config.json", "heads.safetensors"]
+    stored = read_safetensors(tmp_path / "heads.safetensors")
+    assert {v.dtype for v in stored.values()} == {torch.float16, torch.bool}  # the CRF's masks stay bool
     loaded, config = load_model(tmp_path, copy.deepcopy(encoder.model), stock_sha)
     assert config["backbone"] == {"sha256": stock_sha, "file": None}
     ids, mask, words = words_of(encoder, ["Save me, Anna.", "And load me again, please."])
