@@ -118,6 +118,8 @@ def read_layers(mix: ScalarMix | None, states: torch.Tensor) -> torch.Tensor:
 
 def bilstm(lstm: nn.LSTM, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """A bidirectional LSTM over the real steps of each row: (B, N, D), mask (B, N) -> (B, N, 2H), zero on padding."""
+    if x.shape[1] == 0:  # a batch of texts with no word at all ("", "   ")
+        return x.new_zeros(x.shape[0], 0, 2 * lstm.hidden_size)
     lengths = mask.sum(1).clamp(min=1).cpu()  # a row with no real step still makes one (padded) step
     packed = nn.utils.rnn.pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
     out, _ = lstm(packed)
@@ -198,10 +200,12 @@ class TokenClassificationHead(nn.Module):
     def loss(self, emissions: torch.Tensor, tags: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """tags (B, W) with IGNORE_INDEX on padding; the mean over sentences (CRF) or over words (softmax)."""
         keep = mask & (tags != IGNORE_INDEX)
+        if not keep.any():
+            return emissions.sum() * 0  # no labelled word in the batch: no loss, and no NaN from an empty mean
         if self.crf is not None:
             rows = keep.any(1)  # a sentence with no word adds nothing
             return self.crf.neg_log_likelihood(emissions[rows], tags[rows], keep[rows])
-        return F.cross_entropy(emissions[keep], tags[keep]) if keep.any() else emissions.sum() * 0
+        return F.cross_entropy(emissions[keep], tags[keep])
 
     @torch.no_grad()
     def decode(self, emissions: torch.Tensor, mask: torch.Tensor) -> tuple[list[list[int]], list[list[float]]]:

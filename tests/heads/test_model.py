@@ -58,6 +58,8 @@ def test_forward_returns_every_task_with_the_right_shapes_and_is_deterministic(e
     }
     assert out.losses == {}
     assert set(fresh_model(encoder)(ids, mask).logits) == {"question_type", "sentiment"}  # no words, no token head
+    empty_ids, empty_mask, no_words = words_of(encoder, ["", "   "])  # texts without a single word
+    assert tuple(fresh_model(encoder)(empty_ids, empty_mask, no_words).logits["ner"].shape) == (2, 0, 9)
     again = fresh_model(encoder)(ids, mask, words)  # same seed, separately built
     other = fresh_model(encoder, seed=1)(ids, mask, words)
     for name in out.logits:
