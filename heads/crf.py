@@ -117,9 +117,10 @@ class CRF(nn.Module):
         The forward-backward marginals, taken as the gradient of log_partition with respect to the
         emissions (d log Z / d emissions[t, k] is exactly that probability), so no backward pass is hand-written.
         """
-        with torch.enable_grad():
-            emissions = emissions.detach().requires_grad_(True)
-            (grad,) = torch.autograd.grad(self.log_partition(emissions, mask).sum(), emissions)
+        # inference_mode(False) as well as enable_grad: a caller's torch.inference_mode() would refuse the graph
+        with torch.inference_mode(False), torch.enable_grad():
+            emissions = emissions.detach().clone().requires_grad_(True)  # clone: a normal tensor, not an inference one
+            (grad,) = torch.autograd.grad(self.log_partition(emissions, mask.clone()).sum(), emissions)
         return grad.masked_fill(~mask.unsqueeze(-1), 0.0)
 
     @torch.no_grad()

@@ -106,11 +106,12 @@ def shape_id(word: str) -> int:
     return SHAPE_IDS[word_shape(word)]
 
 
-def word_spans(encoding: AnyEncoding) -> dict[int, tuple[int, int]]:
+def word_spans(encoding: AnyEncoding, offsets: Sequence[tuple[int, int]] | None = None) -> dict[int, tuple[int, int]]:
     """word id -> (start, end_exclusive) covering all of that word's tokens, in characters of the string
-    the tokenizer read (for a pre-tokenized input, of that word alone). Special tokens are left out."""
+    the tokenizer read (for a pre-tokenized input, of that word alone), or of `offsets` when given
+    (`text_offsets`). Special tokens are left out."""
     spans: dict[int, tuple[int, int]] = {}
-    for word, (start, end) in zip(encoding.word_ids, encoding.offsets):
+    for word, (start, end) in zip(encoding.word_ids, encoding.offsets if offsets is None else offsets):
         if word is not None:
             first, last = spans.get(word, (start, end))
             spans[word] = (min(first, start), max(last, end))
@@ -127,29 +128,39 @@ def _lowercase_origins(text: str) -> list[int]:
     return [i for i, c in enumerate(text) for _ in c.lower()] + [len(text)]
 
 
-def token_features(text: str, encoding: AnyEncoding, *, lowercased: bool = False) -> torch.Tensor:
-    """Casing features for each token of `encoding`, the tokenization of raw `text`: (T, F) float32.
+def text_offsets(text: str, encoding: AnyEncoding, *, lowercased: bool = False) -> list[tuple[int, int]]:
+    """Each token's (start, end_exclusive) in `text` itself, for an encoding of raw `text`.
 
     Offsets index the string the tokenizer read. The backbone's tokenizer lowercases inside its
-    normalizer and keeps offsets into its input, so they index `text` itself and its capitals.
-    Pass lowercased=True when the encoding came from text.lower() instead (SentenceTokenizer with
-    lowercase=True, do_lower_case): the offsets are then mapped back to `text`, which only moves them
-    after an "İ". Forgetting the flag usually raises (offsets past the end of `text`), not always.
-    Works with or without [CLS]/[SEP]; compute it on the whole text, then slice its
-    rows as you slice the ids (windows), so every window keeps the true first piece and first word.
+    normalizer and keeps offsets into its input, so they index `text` as they are. Pass lowercased=True
+    when the encoding came from text.lower() instead (SentenceTokenizer with lowercase=True,
+    do_lower_case): they are then mapped back to `text`, which only moves them after an "İ".
+    Forgetting the flag usually raises (offsets past the end of `text`), not always.
     """
-    spans = word_spans(encoding)
+    offsets = encoding.offsets
     read_length = len(text.lower()) if lowercased else len(text)
-    if any(end > read_length for _, end in spans.values()):
+    if any(end > read_length for _, end in offsets):
         raise ValueError(
             f"token offsets run past the {read_length} characters of the text: is this the encoding of this text? "
             "If the tokenizer read text.lower(), pass lowercased=True"
         )
-    if lowercased and read_length != len(text):
-        origins = _lowercase_origins(text)
-        # A span (start, end) of the lowered text starts where its first character came from and ends
-        # after the origin of its last one; the two characters of a lowered "İ" both map to the "İ".
-        spans = {w: (origins[start], origins[max(end, start + 1) - 1] + 1) for w, (start, end) in spans.items()}
+    if not lowercased or read_length == len(text):
+        return list(offsets)
+    origins = _lowercase_origins(text)
+    # A span (start, end) of the lowered text starts where its first character came from and ends after
+    # the origin of its last one; the two characters of a lowered "İ" both map to the "İ". Empty spans
+    # ([CLS], [SEP]) stay empty.
+    return [(origins[start], origins[end - 1] + 1 if end > start else origins[start]) for start, end in offsets]
+
+
+def token_features(text: str, encoding: AnyEncoding, *, lowercased: bool = False) -> torch.Tensor:
+    """Casing features for each token of `encoding`, the tokenization of raw `text`: (T, F) float32.
+
+    Each word is read in `text` through `text_offsets` (see there for `lowercased`), so its capitals
+    are the ones the user wrote. Works with or without [CLS]/[SEP]; compute it on the whole text, then
+    slice its rows as you slice the ids (windows), so every window keeps the true first piece and first word.
+    """
+    spans = word_spans(encoding, text_offsets(text, encoding, lowercased=lowercased))
     return _features(encoding.word_ids, {w: text[start:end] for w, (start, end) in spans.items()})
 
 

@@ -208,11 +208,14 @@ class TokenClassificationHead(nn.Module):
         return F.cross_entropy(emissions[keep], tags[keep])
 
     @torch.no_grad()
-    def decode(self, emissions: torch.Tensor, mask: torch.Tensor) -> tuple[list[list[int]], list[list[float]]]:
+    def decode(
+        self, emissions: torch.Tensor, mask: torch.Tensor, scores: bool = True
+    ) -> tuple[list[list[int]], list[list[float]]]:
         """(B, W, K), (B, W) -> each row's tag ids over its real words, and each tag's probability.
 
         With a CRF: the best valid IOB2 path (Viterbi) and the CRF's marginal probability of each tag on it;
-        without: each word's argmax and its softmax probability.
+        without: each word's argmax and its softmax probability. scores=False skips the probabilities
+        (empty lists; the CRF's marginals cost a forward and a backward pass).
         """
         lengths = mask.sum(1).tolist()
         if self.crf is None:
@@ -224,14 +227,15 @@ class TokenClassificationHead(nn.Module):
             )
         rows = [b for b, n in enumerate(lengths) if n]
         paths: list[list[int]] = [[] for _ in lengths]
-        scores: list[list[float]] = [[] for _ in lengths]
+        probabilities: list[list[float]] = [[] for _ in lengths]
         if rows:
             emissions, mask = emissions[rows].float(), mask[rows]
-            marginals = self.crf.marginals(emissions, mask)  # (B', W, K)
-            for b, path in zip(rows, self.crf.decode(emissions, mask)):
+            marginals = self.crf.marginals(emissions, mask) if scores else None  # (B', W, K)
+            for i, (b, path) in enumerate(zip(rows, self.crf.decode(emissions, mask))):
                 paths[b] = path
-                scores[b] = marginals[rows.index(b), torch.arange(len(path)), path].tolist()
-        return paths, scores
+                if marginals is not None:
+                    probabilities[b] = marginals[i, torch.arange(len(path)), path].tolist()
+        return paths, probabilities
 
 
 @dataclass
@@ -434,14 +438,29 @@ def read_model_config(folder: Path) -> dict:
 
 
 def task_spec(entry: dict, folder: Path) -> TaskSpec:
-    """A TaskSpec from its config.json entry (read_model_config checked name, kind and labels)."""
+    """A TaskSpec from its config.json entry (read_model_config checked name, kind and labels); any other
+    field of the wrong type or value is a WeightsError, not a traceback deep in torch."""
+    where = f"{folder / CONFIG_FILE}: task {entry['name']!r}"
+    if "layers" not in entry:
+        raise WeightsError(
+            f"{where} was saved by an older heads.train (linear heads, before the layer mix); retrain it"
+        )
     known = {f.name for f in fields(TaskSpec)}
     if unknown := sorted(set(entry) - known):
-        raise WeightsError(
-            f"{folder / CONFIG_FILE}: task {entry['name']!r} has head options {unknown} that this version does not "
-            "know; it was written by a newer heads.train"
-        )
-    return TaskSpec(**{**entry, "labels": tuple(entry["labels"])})
+        raise WeightsError(f"{where} has head options {unknown} that this version does not know; update minilm")
+    spec = TaskSpec(**{**entry, "labels": tuple(entry["labels"])})
+    checks = {
+        "layers": spec.layers in ("mix", "last"),
+        "pool": spec.pool in ("mean", "attention", "meanmax"),
+        "hidden": spec.hidden is None or (type(spec.hidden) is int and spec.hidden > 0),
+        "lstm": type(spec.lstm) is int and spec.lstm >= 0,
+        "shapes": type(spec.shapes) is bool,
+        "crf": type(spec.crf) is bool,
+        "dropout": type(spec.dropout) in (int, float) and 0 <= spec.dropout < 1,
+    }
+    if bad := [f"{name}={getattr(spec, name)!r}" for name, ok in checks.items() if not ok]:
+        raise WeightsError(f"{where} has invalid head options {', '.join(bad)}; retrain or restore the model folder")
+    return spec
 
 
 def load_model(

@@ -64,6 +64,8 @@ def project_tags(word_starts: Sequence[int], tags: Sequence[str], piece_starts: 
     `piece_starts`: where each piece (a raw-text word of the tokenizer, in text order) begins. A piece
     takes the tag of the word it lies in; a piece after the first of its word continues it (B-X -> I-X),
     so every entity keeps its character extent and its count, and the pieces' IOB2 chunks are the words'.
+    Where the tokenizer dropped the first word of an entity entirely (a lone zero-width space), its next
+    piece becomes B-X, so the tags stay a sequence the CRF's IOB2 constraints allow.
     """
     out, word = [], -1
     for start in piece_starts:
@@ -73,7 +75,11 @@ def project_tags(word_starts: Sequence[int], tags: Sequence[str], piece_starts: 
         if word < 0:
             raise ValueError(f"a piece starts at {start}, before the first word")
         tag = tags[word]
-        out.append(tag if first or tag == "O" else "I-" + tag[2:])
+        if tag != "O" and not first:
+            tag = "I-" + tag[2:]  # the word's entity goes on
+        elif tag.startswith("I-") and (not out or out[-1][2:] != tag[2:] or out[-1] == "O"):
+            tag = "B-" + tag[2:]  # its first words left no piece (the tokenizer dropped them): it starts here
+        out.append(tag)
     return out
 
 

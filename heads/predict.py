@@ -38,7 +38,7 @@ from minilm.sentence_encoder import PROGRESS_BAR_MIN_TEXTS
 from minilm.text.tokenization import SentenceTokenizer, length_sorted_batches, right_pad
 from minilm.weights import WeightsError
 
-from .features import word_features
+from .features import text_offsets, word_features
 from .metrics import accuracy, span_scores
 from .model import MultiTaskModel, Words, load_model
 from .ner import bio_to_spans, joined_text, token_windows, window_owners
@@ -61,6 +61,8 @@ class MultiTaskPredictor:
     def from_folder(cls, folder: str | Path | None = None, device: str | None = None) -> MultiTaskPredictor:
         """Load heads saved by heads.train (default: the shipped weights/heads/) on the stock backbone."""
         folder = Path(folder) if folder else SHIPPED_HEADS
+        if folder.exists() and not folder.is_dir():
+            raise WeightsError(f"--model {folder} is a file; give the folder that python -m heads.train wrote")
         if not folder.is_dir():
             raise WeightsError(
                 f"model folder {folder} does not exist; train one with python -m heads.train --output {folder}"
@@ -132,8 +134,9 @@ class MultiTaskPredictor:
                 else:
                     path, scores = tags[name][t]
                     labels = [task.labels[i] for i in path]
+                    offsets = text_offsets(text, pieces[t], lowercased=self.tokenizer.lowercase)
                     record[TOKEN_TASK_KEY.get(name, name)] = self._entities(
-                        text, pieces[t], words[t][0], labels, scores
+                        pieces[t].word_ids, offsets, text, words[t][0], labels, scores
                     )
             if t in embeddings:
                 record["embedding"] = embeddings[t]
@@ -162,13 +165,21 @@ class MultiTaskPredictor:
         return decoded
 
     @staticmethod
-    def _entities(text: str, piece, starts: list[int], tags: list[str], scores: list[float]) -> list[dict]:
-        """Word tags -> BIO spans -> character offsets and the mean probability of the entity's tags."""
+    def _entities(
+        word_ids: list[int | None],
+        offsets: list[tuple[int, int]],
+        text: str,
+        starts: list[int],
+        tags: list[str],
+        scores: list[float],
+    ) -> list[dict]:
+        """Word tags -> BIO spans -> character offsets in `text` and the mean probability of the entity's tags.
+
+        word_ids, offsets: each token's, read once per text (tokenizers.Encoding builds a new list of every
+        token on each .word_ids or .offsets; reading them per entity made a long text quadratic).
+        """
         if not tags:
             return []
-        # read once: tokenizers.Encoding builds a new list of every token on each .offsets or .word_ids,
-        # so reading them per entity made a long text quadratic (190 s of 286 on one 500 KB line)
-        offsets, word_ids = piece.offsets, piece.word_ids
         last_token = {word: position for position, word in enumerate(word_ids) if word is not None}
         ends = [offsets[last_token[word_ids[p]]][1] for p in starts]  # a word ends where its last token does
         entities = []

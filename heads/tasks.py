@@ -22,7 +22,7 @@ import torch
 from minilm.text.tokenization import SentenceTokenizer, length_sorted_batches, right_pad
 
 from .data import CONLL_TAGS, SST2_LABELS, TREC_LABELS, SentenceExample, TokenExample, read_conll, read_sst2, read_trec
-from .features import word_features
+from .features import text_offsets, word_features
 from .metrics import accuracy, entity_scores
 from .model import Features, MultiTaskModel, TaskSpec, Words
 from .ner import IGNORE_INDEX, joined_text, project_tags
@@ -86,7 +86,7 @@ def encode_examples(task: TaskSpec, examples: list, tokenizer: SentenceTokenizer
     starts, shapes, gold = [], [], []
     for (text, word_starts), example, encoding in zip(texts, examples, encodings):
         positions, features = word_features(text, encoding, lowercased=tokenizer.lowercase)
-        offsets = encoding.offsets
+        offsets = text_offsets(text, encoding, lowercased=tokenizer.lowercase)
         starts.append(positions)
         shapes.append(features)
         gold.append(project_tags(word_starts, example.tags, [offsets[p][0] for p in positions]))
@@ -129,7 +129,7 @@ def predict(
             below = Features.batch([cache[i] for i in indices])
             logits = model.forward_from_layer(below, first_layer, words, tasks=[name]).logits[name]
         if data.task.kind == "token":
-            predicted, _ = model.heads[name].decode(logits, words.mask)
+            predicted, _ = model.heads[name].decode(logits, words.mask, scores=False)
         else:
             predicted = list(logits)
         for i, value in zip(indices, predicted):

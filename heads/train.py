@@ -29,6 +29,7 @@ import argparse
 import json
 import math
 import random
+import re
 import resource
 import shlex
 import sys
@@ -136,7 +137,7 @@ def frozen_layers(policy: str, num_layers: int) -> int | None:
         return 0
     if policy == "backbone":
         return num_layers
-    if policy.startswith("layers:") and policy[7:].isdigit() and int(policy[7:]) <= num_layers:
+    if re.fullmatch(r"layers:[0-9]+", policy) and int(policy[7:]) <= num_layers:  # ASCII digits: not "²"
         return int(policy[7:])
     raise ValueError(f"--freeze {policy!r}: use none, embeddings, backbone or layers:K with K from 0 to {num_layers}")
 
@@ -280,7 +281,7 @@ def build(config: TrainConfig) -> Job:
     stock = SentenceEncoder.from_pretrained(config.backbone)
     backbone_trained = False
     if config.init_from:
-        new_tasks = [TASKS[t] for t in config.tasks]
+        new_tasks = [head_spec(config, TASKS[t]) for t in config.tasks]  # heads the saved model lacks
         model, init_config = load_model(
             config.init_from,
             stock.model,
@@ -302,6 +303,11 @@ def build(config: TrainConfig) -> Job:
         raise ValueError(f"--freeze-heads {','.join(bad_heads)}: the model has heads {', '.join(model.tasks)}")
     n_frozen = frozen_layers(config.freeze, model.num_layers)
     apply_freezing(model, n_frozen, config.freeze_heads)
+    if not any(p.requires_grad for p in model.parameters()):
+        raise ValueError(
+            f"--freeze {config.freeze} with --freeze-heads {','.join(config.freeze_heads)} leaves nothing to train; "
+            "keep at least one trained head out of --freeze-heads"
+        )
     return Job(model, stock.tokenizer, stock.checkpoint.sha256, n_frozen, backbone_trained)
 
 

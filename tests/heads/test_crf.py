@@ -308,3 +308,14 @@ def test_reductions_and_saved_constraints():
     loaded = CRF(9)
     loaded.load_state_dict(crf.state_dict())  # strict: the constraints are buffers and travel with the weights
     assert torch.equal(loaded.allowed, crf.allowed) and torch.equal(loaded.allowed_start, crf.allowed_start)
+
+
+def test_marginals_work_inside_inference_mode():
+    """heads.predict may run under a caller's torch.inference_mode(); the autograd trick must still work."""
+    crf = random_crf(4, 3).float()
+    emissions, mask = random_batch(4, [3, 2], 5)
+    expected = crf.marginals(emissions.float(), mask)
+    with torch.inference_mode():
+        inside = crf.marginals(emissions.float(), mask)
+        made_inside = crf.marginals(emissions.float() * 1, mask)  # an inference tensor coming in
+    assert torch.allclose(inside, expected) and torch.allclose(made_inside, expected)

@@ -16,6 +16,7 @@ from heads.features import (
     SHAPES,
     SPECIAL,
     shape_id,
+    text_offsets,
     token_features,
     word_features,
     word_shape,
@@ -232,3 +233,13 @@ def test_the_stock_encoder_tokenizer_keeps_offsets_into_the_original_text(encode
     assert encoder.tokenizer.lowercase is False  # all-MiniLM-L6-v2's do_lower_case: the normalizer lowercases
     text = "Angela Merkel met ÉCOLE staff"
     assert word_shapes(token_features(text, encode(encoder.tokenizer, text))) == ["Xx", "Xx", "x", "XX", "x"]
+
+
+def test_text_offsets_point_into_the_original_text(lowering_tokenizer: SentenceTokenizer) -> None:
+    """A do_lower_case tokenizer reads text.lower(), three characters longer here; entity offsets must not shift."""
+    text = "İİİ met John Smith in Paris"
+    encoding = encode(lowering_tokenizer, text)
+    offsets = text_offsets(text, encoding, lowercased=True)
+    pieces = {text[a:b] for a, b in offsets if b > a}
+    assert {"John", "Smith", "Paris"} <= {p.capitalize() for p in pieces} and "John" in pieces
+    assert offsets[0] == (0, 0)  # [CLS] stays empty

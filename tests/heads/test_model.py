@@ -18,7 +18,7 @@ from heads.predict import SHIPPED_HEADS, MultiTaskPredictor, raw_text_scores
 from heads.tasks import TASKS, batch_labels, batch_words, encode_examples, predict, read_split, score
 from heads.train import apply_freezing, frozen_features, frozen_layers, task_probabilities
 from minilm.text.tokenization import right_pad
-from minilm.weights import read_safetensors
+from minilm.weights import WeightsError, read_safetensors
 
 from conftest import DATA_DIR, require_data, run_module
 
@@ -202,7 +202,7 @@ def test_training_steps_lower_the_loss_and_leave_frozen_parameters_bit_identical
 
 def test_freeze_policies_and_task_sampling():
     assert [frozen_layers(p, 6) for p in ("none", "embeddings", "layers:2", "backbone")] == [None, 0, 2, 6]
-    for bad in ("layers:7", "top", "layers:x"):
+    for bad in ("layers:7", "top", "layers:x", "layers:²"):
         with pytest.raises(ValueError, match="--freeze"):
             frozen_layers(bad, 6)
     sizes = {"question_type": 4952, "sentiment": 6920, "ner": 500}
@@ -227,6 +227,30 @@ def test_save_then_load_gives_identical_predictions(tmp_path, encoder, stock_sha
     ids, mask, words = words_of(encoder, ["Save me, Anna.", "And load me again, please."])
     a, b = model(ids, mask, words), loaded(ids, mask, words)
     assert set(a.logits) == set(TASKS) and all(torch.equal(a.logits[k], b.logits[k]) for k in a.logits)
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"layers": None}, "older heads.train"),  # an entry of the first, linear heads
+        ({"lstm": "256"}, "invalid head options lstm='256'"),
+        ({"pool": "max"}, "invalid head options pool='max'"),
+        ({"dropout": None}, "invalid head options dropout=None"),
+        ({"bidirectional": True}, "does not know"),
+    ],
+)
+def test_a_config_with_bad_head_options_is_one_clear_error(tmp_path, encoder, stock_sha, change, message):
+    save_model(fresh_model(encoder), tmp_path, backbone_sha256=stock_sha, backbone_trained=False)
+    config = json.loads((tmp_path / "config.json").read_text())
+    entry = config["tasks"][0]
+    for key, value in change.items():
+        if key == "layers" and value is None:
+            del entry[key]
+        else:
+            entry[key] = value
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(WeightsError, match=message):
+        load_model(tmp_path, copy.deepcopy(encoder.model), stock_sha)
 
 
 def test_a_trained_backbone_is_saved_and_its_hash_checked(tmp_path, encoder, stock_sha):
