@@ -20,7 +20,8 @@ words and decodes with an IOB2-constrained CRF. Options switch parts off (docs/e
 Each step draws one task (--sampling proportional to its data, uniform, or temperature T:
 p ∝ n^(1/T)) and one batch of it; its loss is scaled by --loss-weight. AdamW with separate
 backbone and head learning rates, linear warmup then linear decay. Dev is scored after every
-epoch; the best epoch (mean dev score of the trained tasks) is kept and saved.
+epoch. With the backbone frozen, each head is kept from its own best dev epoch (the heads then share
+no trained weight); otherwise the epoch with the best mean dev score of the trained tasks is kept.
 """
 
 from __future__ import annotations
@@ -351,10 +352,12 @@ def cache_frozen(
 
 @dataclass
 class Fit:
-    """What the fit step reports: the best epoch (its weights are loaded into the model) and the whole history."""
+    """What the fit step reports: the epoch each head was kept from (its weights are loaded into the model),
+    their dev scores, and the whole history."""
 
     history: list[dict]
-    best_epoch: dict
+    best_epochs: dict[str, int]  # trained task -> the epoch its head comes from
+    best_dev: dict[str, float]  # every head's dev score, as kept
     steps: int
     task_probabilities: dict[str, float]
     loss_weights: dict[str, float]
@@ -375,7 +378,11 @@ def fit(config: TrainConfig, job: Job, splits: dict[str, dict[str, Encoded]], st
     rng = random.Random(config.seed)
     queues: dict[str, list[list[int]]] = {t: [] for t in train_sets}
 
-    history, best_epoch, best_selection, best_state, step, losses = [], None, 0.0, None, 0, []
+    # With the whole backbone frozen the heads share no trained weight, so each keeps its own best epoch;
+    # otherwise they share the backbone, and the epoch with the best mean dev score is kept for all.
+    per_head = job.n_frozen == model.num_layers
+    kept: dict[str, tuple[float, int, dict]] = {}  # "all" or a task -> (dev score, epoch, state)
+    history, step, losses = [], 0, []
     model.train()
     if states:
         model.bert.encoder.layer[:first_layer].eval()  # (already run) keep the frozen bottom's dropout off
@@ -409,7 +416,6 @@ def fit(config: TrainConfig, job: Job, splits: dict[str, dict[str, Encoded]], st
                 bar.update(1)
                 bar.set_postfix(loss=f"{np.mean(losses[-50:]):.3f}")
             dev = evaluate(config, job, splits["dev"], states, "dev")
-            selection = float(np.mean([dev[t] for t in train_sets]))
             history.append(
                 {
                     "epoch": epoch + 1,
@@ -420,12 +426,24 @@ def fit(config: TrainConfig, job: Job, splits: dict[str, dict[str, Encoded]], st
             )
             if not config.quiet:
                 print(f"epoch {epoch + 1}: dev {dev}", file=sys.stderr)
-            if best_epoch is None or selection > best_selection:
-                best_selection, best_epoch = selection, history[-1]
-                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    model.load_state_dict(best_state)
+            candidates = (
+                {t: (dev[t], model.heads[t]) for t in train_sets}
+                if per_head
+                else {"all": (float(np.mean([dev[t] for t in train_sets])), model)}
+            )
+            for key, (value, part) in candidates.items():
+                if key not in kept or value > kept[key][0]:
+                    kept[key] = (value, epoch + 1, {k: v.detach().clone() for k, v in part.state_dict().items()})
+    if per_head:
+        for task, (_, _, state) in kept.items():
+            model.heads[task].load_state_dict(state)
+        best_epochs = {task: epoch for task, (_, epoch, _) in kept.items()}
+    else:
+        model.load_state_dict(kept["all"][2])
+        best_epochs = dict.fromkeys(train_sets, kept["all"][1])
+    best_dev = history[-1]["dev"] | {t: history[e - 1]["dev"][t] for t, e in best_epochs.items()}
     model.eval()
-    return Fit(history, best_epoch, step, probs, loss_weights)
+    return Fit(history, best_epochs, best_dev, step, probs, loss_weights)
 
 
 def autocast(config: TrainConfig):
@@ -456,9 +474,9 @@ def summarize(
         "max_grad_norm": config.max_grad_norm,
         "train_sizes": {t: len(d) for t, d in splits["train"].items()},
         "steps": result.steps,
-        "best_epoch": result.best_epoch["epoch"],
+        "best_epochs": result.best_epochs,
         "history": result.history,
-        "scores": {"dev": result.best_epoch["dev"]},
+        "scores": {"dev": result.best_dev},
         "trainable_parameters": sum(p.numel() for p in job.model.parameters() if p.requires_grad),
         "seed": config.seed,
         "bf16": config.bf16,
