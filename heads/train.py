@@ -269,12 +269,14 @@ class Job:
 def head_spec(config: TrainConfig, task: TaskSpec) -> TaskSpec:
     """A task's head as the options build it: TASKS' head with the parts the options name changed."""
     if task.kind == "sentence":
-        hidden = config.sentence_hidden if config.sentence_hidden is not None else task.hidden
-        changes = {"hidden": hidden or None, "lstm": config.sentence_lstm, "pool": config.sentence_pool}
+        changes = {"lstm": config.sentence_lstm, "pool": config.sentence_pool}
     else:
         changes = {"shapes": config.ner_shapes, "lstm": config.ner_lstm, "crf": config.ner_crf}
     changes |= {"layers": config.layers, "dropout": config.dropout}
-    return replace(task, **{k: v for k, v in changes.items() if v is not None})
+    spec = replace(task, **{k: v for k, v in changes.items() if v is not None})
+    if task.kind == "sentence" and config.sentence_hidden is not None:
+        spec = replace(spec, hidden=config.sentence_hidden or None)  # 0: no hidden layer (None in a TaskSpec)
+    return spec
 
 
 def build(config: TrainConfig) -> Job:

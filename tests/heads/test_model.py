@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -198,6 +199,19 @@ def test_training_steps_lower_the_loss_and_leave_frozen_parameters_bit_identical
     assert frozen and trained
     assert all(torch.equal(before[k], after[k]) for k in frozen)
     assert all(not torch.equal(before[k], after[k]) for k in trained if k.endswith("weight"))
+
+
+def test_head_options_change_only_the_parts_they_name():
+    from heads.train import TrainConfig, head_spec
+
+    shipped = head_spec(TrainConfig(output=Path("x")), TASKS["sentiment"])
+    assert shipped == TASKS["sentiment"] and shipped.hidden == 512
+    probe = head_spec(
+        TrainConfig(output=Path("x"), sentence_hidden=0, sentence_lstm=0, layers="last"), TASKS["sentiment"]
+    )
+    assert (probe.hidden, probe.lstm, probe.layers, probe.pool) == (None, 0, "last", "meanmax")
+    ner = head_spec(TrainConfig(output=Path("x"), ner_crf=False, dropout=0.2), TASKS["ner"])
+    assert (ner.crf, ner.lstm, ner.shapes, ner.dropout) == (False, 256, True, 0.2)
 
 
 def test_freeze_policies_and_task_sampling():
