@@ -153,14 +153,22 @@ def text_offsets(text: str, encoding: AnyEncoding, *, lowercased: bool = False) 
     return [(origins[start], origins[end - 1] + 1 if end > start else origins[start]) for start, end in offsets]
 
 
-def token_features(text: str, encoding: AnyEncoding, *, lowercased: bool = False) -> torch.Tensor:
+def token_features(
+    text: str,
+    encoding: AnyEncoding,
+    *,
+    lowercased: bool = False,
+    offsets: Sequence[tuple[int, int]] | None = None,
+) -> torch.Tensor:
     """Casing features for each token of `encoding`, the tokenization of raw `text`: (T, F) float32.
 
     Each word is read in `text` through `text_offsets` (see there for `lowercased`), so its capitals
     are the ones the user wrote. Works with or without [CLS]/[SEP]; compute it on the whole text, then
     slice its rows as you slice the ids (windows), so every window keeps the true first piece and first word.
     """
-    spans = word_spans(encoding, text_offsets(text, encoding, lowercased=lowercased))
+    if offsets is None:  # a caller that needs them too (heads.predict) passes them in
+        offsets = text_offsets(text, encoding, lowercased=lowercased)
+    spans = word_spans(encoding, offsets)
     return _features(encoding.word_ids, {w: text[start:end] for w, (start, end) in spans.items()})
 
 
@@ -195,10 +203,16 @@ def word_starts(word_ids: Sequence[int | None]) -> list[int]:
     return starts
 
 
-def word_features(text: str, encoding: AnyEncoding, *, lowercased: bool = False) -> tuple[list[int], torch.Tensor]:
+def word_features(
+    text: str,
+    encoding: AnyEncoding,
+    *,
+    lowercased: bool = False,
+    offsets: Sequence[tuple[int, int]] | None = None,
+) -> tuple[list[int], torch.Tensor]:
     """The words of raw `text` for a token head: (each word's first token position, its features (W, F)).
 
     Positions index the encoding's tokens (so they count [CLS] when the encoding has it).
     """
     starts = word_starts(encoding.word_ids)
-    return starts, token_features(text, encoding, lowercased=lowercased)[starts]
+    return starts, token_features(text, encoding, lowercased=lowercased, offsets=offsets)[starts]

@@ -84,7 +84,8 @@ class MultiTaskPredictor:
         show_progress_bar: None shows one on stderr from PROGRESS_BAR_MIN_TEXTS texts, as SentenceEncoder.encode."""
         pieces = self.tokenizer.split(texts)
         lowercased = self.tokenizer.lowercase
-        words = [word_features(text, piece, lowercased=lowercased) for text, piece in zip(texts, pieces)]
+        offsets = [text_offsets(text, piece, lowercased=lowercased) for text, piece in zip(texts, pieces)]  # in `text`
+        words = [word_features(t, p, offsets=o) for t, p, o in zip(texts, pieces, offsets)]
         # one row per window: [CLS] + content tokens [start, end) + [SEP], and the words that start inside it
         rows = []  # (text index, window index, ids, word numbers, word positions in the row)
         windows = [token_windows(len(p.ids), self.window, self.stride) for p in pieces]
@@ -134,9 +135,8 @@ class MultiTaskPredictor:
                 else:
                     path, scores = tags[name][t]
                     labels = [task.labels[i] for i in path]
-                    offsets = text_offsets(text, pieces[t], lowercased=self.tokenizer.lowercase)
                     record[TOKEN_TASK_KEY.get(name, name)] = self._entities(
-                        pieces[t].word_ids, offsets, text, words[t][0], labels, scores
+                        pieces[t].word_ids, offsets[t], text, words[t][0], labels, scores
                     )
             if t in embeddings:
                 record["embedding"] = embeddings[t]

@@ -85,8 +85,8 @@ def encode_examples(task: TaskSpec, examples: list, tokenizer: SentenceTokenizer
     encodings, _ = tokenizer.encode([text for text, _ in texts])  # truncated: words past 254 pieces are left out
     starts, shapes, gold = [], [], []
     for (text, word_starts), example, encoding in zip(texts, examples, encodings):
-        positions, features = word_features(text, encoding, lowercased=tokenizer.lowercase)
         offsets = text_offsets(text, encoding, lowercased=tokenizer.lowercase)
+        positions, features = word_features(text, encoding, offsets=offsets)
         starts.append(positions)
         shapes.append(features)
         gold.append(project_tags(word_starts, example.tags, [offsets[p][0] for p in positions]))
