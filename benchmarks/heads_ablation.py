@@ -60,6 +60,9 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=8, help="as the shipped command (default: %(default)s)")
     parser.add_argument("--lr-heads", type=float, default=TrainConfig.lr_heads, help="(default: %(default)s)")
     parser.add_argument("--limit", type=int, default=0, help="training examples per task (0: all; for quick runs)")
+    parser.add_argument(
+        "--ema", type=float, default=TrainConfig.ema, help="weight-average decay, as heads.train (default: %(default)s)"
+    )
     args = parser.parse_args()
     rows = [r.strip() for r in args.rows.split(",") if r.strip()]
     if unknown := [r for r in rows if r not in ROWS]:
@@ -74,6 +77,7 @@ def main() -> None:
             output=Path(scratch),
             epochs=args.epochs,
             lr_heads=args.lr_heads,
+            ema=args.ema,
             eval_test=True,
             limit=dict.fromkeys(TASKS, args.limit) if args.limit else {},
         )

@@ -2,6 +2,7 @@
 
     python benchmarks/heads_cost.py                  # the TREC, SST-2 and CoNLL-2003 test sets as raw text
     python benchmarks/heads_cost.py --repeats 3
+    python benchmarks/heads_cost.py --model runs/heads   # heads saved by python -m heads.train (default: shipped)
 
 Runs both command lines as a user would, one after the other, --repeats times each (alternating), on one
 file of texts: every TREC and SST-2 test sentence and every CoNLL-2003 test sentence joined by spaces
@@ -42,6 +43,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
+    parser.add_argument("--model", type=Path, help="a folder saved by python -m heads.train (default: weights/heads)")
     args = parser.parse_args()
     corpus = texts(args.data_dir)
     print(
@@ -52,12 +54,22 @@ def main() -> None:
         source = Path(scratch) / "texts.txt"
         source.write_text("".join(t + "\n" for t in corpus), encoding="utf-8")
         python = [sys.executable, "-m"]
+        model = ["--model", str(args.model)] if args.model else []
         commands = {
             "minilm.embed": [*python, "minilm.embed", "--input", str(source), "--output", f"{scratch}/v.npy"],
-            "heads.predict": [*python, "heads.predict", "--input", str(source), "--output", f"{scratch}/p.jsonl"],
+            "heads.predict": [
+                *python,
+                "heads.predict",
+                *model,
+                "--input",
+                str(source),
+                "--output",
+                f"{scratch}/p.jsonl",
+            ],
             "heads.predict --with-embedding": [
                 *python,
                 "heads.predict",
+                *model,
                 "--with-embedding",
                 "--input",
                 str(source),

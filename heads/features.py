@@ -34,6 +34,7 @@ isdigit / isalpha and unicodedata.category), with no table of alphabets:
 
 from __future__ import annotations
 
+import functools
 import unicodedata
 from collections.abc import Sequence
 
@@ -101,6 +102,7 @@ def word_shape(word: str) -> str:
     return "other"
 
 
+@functools.lru_cache(maxsize=1 << 16)  # words repeat ("the", ","): heads.predict looks most of them up once
 def shape_id(word: str) -> int:
     """The index of word_shape(word) in SHAPES."""
     return SHAPE_IDS[word_shape(word)]

@@ -108,7 +108,8 @@ class ScalarMix(nn.Module):
 
     def forward(self, states: torch.Tensor) -> torch.Tensor:
         """(..., S, C) -> (..., C): the states stacked on the second-to-last axis, mixed."""
-        return self.gamma * torch.einsum("s,...sc->...c", self.weights.softmax(0), states)
+        # (S,) @ (..., S, C) is a batched vector-matrix product: 5x faster on CPU than the same einsum
+        return self.gamma * (self.weights.softmax(0) @ states)
 
 
 def read_layers(mix: ScalarMix | None, states: torch.Tensor) -> torch.Tensor:
@@ -116,14 +117,34 @@ def read_layers(mix: ScalarMix | None, states: torch.Tensor) -> torch.Tensor:
     return mix(states) if mix is not None else states[..., -1, :]
 
 
-def bilstm(lstm: nn.LSTM, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """A bidirectional LSTM over the real steps of each row: (B, N, D), mask (B, N) -> (B, N, 2H), zero on padding."""
-    if x.shape[1] == 0:  # a batch of texts with no word at all ("", "   ")
-        return x.new_zeros(x.shape[0], 0, 2 * lstm.hidden_size)
-    lengths = mask.sum(1).clamp(min=1).cpu()  # a row with no real step still makes one (padded) step
-    packed = nn.utils.rnn.pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
-    out, _ = lstm(packed)
-    return nn.utils.rnn.pad_packed_sequence(out, batch_first=True, total_length=mask.shape[1])[0]
+class BiLSTM(nn.Module):
+    """A bidirectional LSTM over the real steps of right-padded rows: (B, N, D), mask (B, N) -> (B, N, 2H).
+
+    Two one-way LSTMs on dense tensors rather than nn.LSTM(bidirectional=True) on a PackedSequence:
+    torch runs packed input step by step, and on CPU it took 1.7x as long as the same rows dense (32 rows
+    of 30 steps, 128 units, 2-core AMD EPYC); it made heads.train 1.7x slower and heads.predict 1.2x.
+    Dense is exact for the left-to-right pass, since padding comes after every
+    real step. The right-to-left pass reads each row reversed within its own length (its padding stays
+    at the end), and its outputs are put back in order. Outputs on padding are zero.
+    """
+
+    def __init__(self, in_dim: int, units: int):
+        super().__init__()
+        self.units = units
+        self.left_to_right = nn.LSTM(in_dim, units, batch_first=True)
+        self.right_to_left = nn.LSTM(in_dim, units, batch_first=True)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        B, N, _ = x.shape
+        if N == 0:  # a batch of texts with no word at all ("", "   ")
+            return x.new_zeros(B, 0, 2 * self.units)
+        steps = torch.arange(N, device=x.device).expand(B, N)  # (B, N)
+        lengths = mask.sum(1, keepdim=True)  # (B, 1)
+        reverse = torch.where(steps < lengths, lengths - 1 - steps, steps)  # (B, N): real steps reversed in place
+        ahead, _ = self.left_to_right(x)  # (B, N, H)
+        behind, _ = self.right_to_left(x.gather(1, reverse.unsqueeze(-1).expand_as(x)))  # (B, N, H), reversed
+        behind = behind.gather(1, reverse.unsqueeze(-1).expand_as(behind))  # (B, N, H), back in order
+        return torch.cat([ahead, behind], dim=-1) * mask.unsqueeze(-1).to(x.dtype)  # (B, N, 2H)
 
 
 class SentenceClassificationHead(nn.Module):
@@ -139,7 +160,7 @@ class SentenceClassificationHead(nn.Module):
     def __init__(self, spec: TaskSpec, num_states: int, in_dim: int):
         super().__init__()
         self.mix = ScalarMix(num_states) if spec.layers == "mix" else None
-        self.lstm = nn.LSTM(in_dim, spec.lstm, batch_first=True, bidirectional=True) if spec.lstm else None
+        self.lstm = BiLSTM(in_dim, spec.lstm) if spec.lstm else None
         width = 2 * spec.lstm if spec.lstm else in_dim
         self.pool = spec.pool
         self.attention = nn.Linear(width, 1) if spec.pool == "attention" else None
@@ -153,7 +174,7 @@ class SentenceClassificationHead(nn.Module):
         x = read_layers(self.mix, tokens)  # (B, T, C)
         real = mask.bool()
         if self.lstm is not None:
-            x = bilstm(self.lstm, self.dropout(x), real)  # (B, T, 2 * lstm)
+            x = self.lstm(self.dropout(x), real)  # (B, T, 2 * lstm)
         if self.pool == "attention":
             scores = self.attention(x).squeeze(-1).masked_fill(~real, float("-inf"))  # (B, T)
             pooled = torch.einsum("bt,btc->bc", scores.softmax(1), x)  # (B, C')
@@ -183,7 +204,7 @@ class TokenClassificationHead(nn.Module):
         self.shapes = spec.shapes
         width = in_dim + (NUM_FEATURES if spec.shapes else 0)
         self.dropout = nn.Dropout(spec.dropout)
-        self.lstm = nn.LSTM(width, spec.lstm, batch_first=True, bidirectional=True) if spec.lstm else None
+        self.lstm = BiLSTM(width, spec.lstm) if spec.lstm else None
         self.classifier = nn.Linear(2 * spec.lstm if spec.lstm else width, len(spec.labels))
         self.crf = CRF(len(spec.labels), *bio_transitions(spec.labels)) if spec.crf else None
 
@@ -194,7 +215,7 @@ class TokenClassificationHead(nn.Module):
             x = torch.cat([x, words.shapes.to(x.dtype)], dim=-1)  # (B, W, C + F)
         x = self.dropout(x)
         if self.lstm is not None:
-            x = self.dropout(bilstm(self.lstm, x, words.mask))  # (B, W, 2 * lstm)
+            x = self.dropout(self.lstm(x, words.mask))  # (B, W, 2 * lstm)
         return self.classifier(x)
 
     def loss(self, emissions: torch.Tensor, tags: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -33,7 +33,7 @@ from tqdm.auto import tqdm
 
 from minilm import SentenceEncoder
 from minilm.cli import ArgumentParser, add_input_arguments, check_output_path, gather_texts, positive_int, run
-from minilm.corpus.textio import atomic_output
+from minilm.corpus.textio import atomic_output, json_vector
 from minilm.sentence_encoder import PROGRESS_BAR_MIN_TEXTS
 from minilm.text.tokenization import SentenceTokenizer, length_sorted_batches, right_pad
 from minilm.weights import WeightsError
@@ -95,9 +95,11 @@ class MultiTaskPredictor:
                 inside = range(bisect_left(starts, start), bisect_left(starts, end))  # starts are sorted
                 positions = [starts[k] - start + 1 for k in inside]  # +1: [CLS]
                 rows.append((t, w, [self.tokenizer.cls_id, *ids[start:end], self.tokenizer.sep_id], inside, positions))
-        sentence_probs: dict[int, dict[str, torch.Tensor]] = {}
+        sentences: dict[int, dict[str, tuple[int, float]]] = {}  # text -> task -> (label id, its probability)
         emissions: dict[tuple[int, int], dict[str, torch.Tensor]] = {}  # (text, window) -> task -> (W_w, K)
         embeddings: dict[int, list[float]] = {}
+        sentence_tasks = [name for name, task in self.model.tasks.items() if task.kind == "sentence"]
+        token_tasks = [name for name, task in self.model.tasks.items() if task.kind == "token"]
         show = len(texts) >= PROGRESS_BAR_MIN_TEXTS if show_progress_bar is None else show_progress_bar
         bar = tqdm(total=len(rows), desc="Predicting", unit="window", disable=not show, file=sys.stderr)
         for batch in length_sorted_batches([len(row[2]) for row in rows], batch_size):
@@ -108,30 +110,26 @@ class MultiTaskPredictor:
             shapes, _ = right_pad([words[t][1][inside.start : inside.stop] for t, _, _, inside, _ in chunk])
             batch_words = Words(positions.to(self.device), word_mask.bool().to(self.device), shapes.to(self.device))
             out = self.model(ids.to(self.device), mask.to(self.device), batch_words)  # one encoder pass, every head
+            # whole-batch tensors to Python / CPU once, then one row per window (per-row tensor calls cost more)
+            best = {name: out.logits[name].softmax(-1).max(-1) for name in sentence_tasks}
+            best = {name: (b.indices.tolist(), b.values.tolist()) for name, b in best.items()}
+            logits = {name: out.logits[name].float().cpu() for name in token_tasks}
+            vectors = out.embedding.tolist() if with_embedding else None
             for row, (t, w, _, inside, _) in enumerate(chunk):
                 if w == 0:  # sentence heads and the embedding read the first window: the text minilm.embed embeds
-                    sentence_probs[t] = {
-                        name: out.logits[name][row].softmax(-1).cpu()
-                        for name, task in self.model.tasks.items()
-                        if task.kind == "sentence"
-                    }
-                    if with_embedding:  # 9 significant digits round-trip float32, as minilm.embed's jsonl writes them
-                        embeddings[t] = [float(f"{v:.9g}") for v in out.embedding[row].tolist()]
-                emissions[t, w] = {
-                    name: out.logits[name][row, : len(inside)].float().cpu()
-                    for name, task in self.model.tasks.items()
-                    if task.kind == "token"
-                }
+                    sentences[t] = {name: (best[name][0][row], best[name][1][row]) for name in sentence_tasks}
+                    if vectors is not None:
+                        embeddings[t] = vectors[row]
+                emissions[t, w] = {name: logits[name][row, : len(inside)] for name in token_tasks}
         bar.close()
-        tokens = [name for name, task in self.model.tasks.items() if task.kind == "token"]
-        tags = {name: self._decode(name, windows, words, emissions) for name in tokens}
+        tags = {name: self._decode(name, windows, words, emissions) for name in token_tasks}
         records = []
         for t, text in enumerate(texts):
             record: dict = {"text": text}
             for name, task in self.model.tasks.items():
                 if task.kind == "sentence":
-                    p = sentence_probs[t][name]
-                    record[name] = {"label": task.labels[int(p.argmax())], "score": round(float(p.max()), 6)}
+                    label, score = sentences[t][name]
+                    record[name] = {"label": task.labels[label], "score": round(score, 6)}
                 else:
                     path, scores = tags[name][t]
                     labels = [task.labels[i] for i in path]
@@ -146,15 +144,18 @@ class MultiTaskPredictor:
     def _decode(self, name: str, windows, words, emissions, batch_size: int = 256) -> list[tuple[list, list]]:
         """Each text's (tag ids, their probabilities) for token task `name`: every word takes its emissions
         from the window that owns its first sub-token, then the head decodes whole texts, in batches."""
-        per_text = []
+        per_text = []  # (W_t, K) per text
         for t, spans in enumerate(windows):
+            if len(spans) == 1:  # the whole text in one window (almost every text): its rows are the words, in order
+                per_text.append(emissions[t, 0][name])
+                continue
             starts = words[t][0]
             owners = window_owners(spans)  # the window each token takes its prediction from
             first_word = [bisect_left(starts, start) for start, _ in spans]  # each window's first word
             rows = [emissions[t, owners[p]][name][k - first_word[owners[p]]] for k, p in enumerate(starts)]
-            per_text.append(torch.stack(rows) if rows else None)
+            per_text.append(torch.stack(rows))  # a text of several windows has words
         decoded: list[tuple[list, list]] = [([], [])] * len(windows)
-        texts = [t for t, e in enumerate(per_text) if e is not None]
+        texts = [t for t, e in enumerate(per_text) if len(e)]
         head = self.model.heads[name]
         for batch in length_sorted_batches([len(per_text[t]) for t in texts], batch_size):
             chosen = [texts[i] for i in batch]
@@ -215,6 +216,15 @@ def raw_text_scores(
     return 100 * accuracy([r[task]["label"] for r in records], [ex.label for ex in examples]), records
 
 
+def json_line(record: dict) -> str:
+    """One record as a JSON line; an "embedding" (last) is written to 9 significant digits, as minilm.embed's
+    jsonl writes it (json_vector): the same float32 values in half the characters of repr."""
+    if "embedding" not in record:
+        return json.dumps(record, ensure_ascii=False)
+    rest = json.dumps({k: v for k, v in record.items() if k != "embedding"}, ensure_ascii=False)
+    return f'{rest[:-1]}, "embedding": {json_vector(record["embedding"])}}}'
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = ArgumentParser(
         prog="python -m heads.predict",
@@ -243,7 +253,7 @@ def predict(args: argparse.Namespace) -> int:
     output = check_output_path(args.output, args.force)
     predictor = MultiTaskPredictor.from_folder(args.model, args.device)
     records = predictor.predict(texts, args.batch_size, with_embedding=args.with_embedding)
-    lines = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
+    lines = "".join(json_line(r) + "\n" for r in records)
     if output:
         with atomic_output(output, binary=False) as f:
             f.write(lines)

@@ -37,7 +37,7 @@ from .cli import (
     write_table,
 )
 from .corpus.quantize import STORED_PRECISIONS
-from .corpus.textio import RECORD_SUFFIXES, InputError, atomic_output
+from .corpus.textio import RECORD_SUFFIXES, InputError, atomic_output, json_vector
 from .model.precision import COMPUTE_DTYPES
 from .sentence_encoder import EncodeResult, SentenceEncoder
 from .text.tokenization import TOKENIZER_KINDS
@@ -51,10 +51,8 @@ TABLE_MAX_TEXTS = 1000  # the table compares every pair; beyond this, jsonl or n
 
 def write_jsonl(out: TextIO, texts: list[str], result: EncodeResult) -> None:
     for text, vector, n_tokens, truncated in zip(texts, result.embeddings, result.n_tokens, result.truncated):
-        # %.9g round-trips float32 exactly and keeps the file about half the size of repr(float)
-        embedding = "[" + ",".join(f"{v:.9g}" for v in vector.tolist()) + "]"
         out.write(
-            f'{{"text": {json.dumps(text, ensure_ascii=False)}, "embedding": {embedding}, '
+            f'{{"text": {json.dumps(text, ensure_ascii=False)}, "embedding": {json_vector(vector.tolist())}, '
             f'"n_tokens": {n_tokens}, "truncated": {json.dumps(truncated)}}}\n'
         )
 

@@ -32,7 +32,7 @@ import hashlib
 import json
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -384,6 +384,15 @@ def _parquet_records(path: Path, text_field: str, id_field: str | None) -> Itera
         for values in batch.to_pylist():
             row += 1
             yield _field_record(values, str(path), row, text_field, id_field, "column")
+
+
+def json_vector(values: Sequence[float]) -> str:
+    """A float32 vector as a JSON array, each value to 9 significant digits.
+
+    %.9g round-trips float32 exactly and keeps the file about half the size of repr(float), and it is
+    one format call per value where json.dumps of pre-rounded floats took three.
+    """
+    return "[" + ",".join(f"{v:.9g}" for v in values) + "]"
 
 
 def _current_umask() -> int:

@@ -15,9 +15,17 @@ from heads.features import SHAPE_IDS, word_features
 from heads.metrics import entity_scores
 from heads.model import Features, MultiTaskModel, Words, load_model, save_model
 from heads.ner import bio_to_spans
-from heads.predict import SHIPPED_HEADS, MultiTaskPredictor, raw_text_scores
+from heads.predict import SHIPPED_HEADS, MultiTaskPredictor, json_line, raw_text_scores
 from heads.tasks import TASKS, batch_labels, batch_words, encode_examples, predict, read_split, score
-from heads.train import apply_freezing, frozen_features, frozen_layers, task_probabilities
+from heads.train import (
+    TrainConfig,
+    WeightAverage,
+    apply_freezing,
+    frozen_features,
+    frozen_layers,
+    task_probabilities,
+)
+from minilm.corpus.textio import json_vector
 from minilm.text.tokenization import right_pad
 from minilm.weights import WeightsError, read_safetensors
 
@@ -75,9 +83,13 @@ def test_head_parts_follow_their_task_spec(encoder):
     model = MultiTaskModel(copy.deepcopy(encoder.model), tasks).eval()
     sentiment, ner = model.heads["sentiment"], model.heads["ner"]
     # BiLSTM of 128 a direction over the 384-d mix, then mean and max side by side: 2 * 2 * 128 = 512 into the MLP
-    assert sentiment.lstm.input_size == 384 and sentiment.lstm.hidden_size == 128 and sentiment.pool == "meanmax"
+    assert (
+        sentiment.lstm.left_to_right.input_size == 384 and sentiment.lstm.units == 128 and sentiment.pool == "meanmax"
+    )
     assert tuple(sentiment.hidden.weight.shape) == (64, 512) and sentiment.attention is None
-    assert ner.lstm.input_size == 384 + 12 and ner.classifier.in_features == 2 * 256 and ner.crf is not None
+    assert (
+        ner.lstm.right_to_left.input_size == 384 + 12 and ner.classifier.in_features == 2 * 256 and ner.crf is not None
+    )
     plain = [
         replace(TASKS["sentiment"], hidden=None, lstm=0, pool="mean", layers="last"),
         replace(TASKS["ner"], shapes=False, lstm=0, crf=False, layers="last"),
@@ -227,6 +239,33 @@ def test_freeze_policies_and_task_sampling():
     assert task_probabilities(sizes, "temperature", 1) == pytest.approx(task_probabilities(sizes, "proportional", 1))
 
 
+def test_weight_average_moves_only_trained_tensors_and_swaps_in_for_scoring():
+    """heads.train's --ema: each step moves the average of the tensors that had a gradient, by hand."""
+    torch.manual_seed(0)
+    model = torch.nn.ModuleDict({"a": torch.nn.Linear(2, 1), "b": torch.nn.Linear(2, 1)})
+    model["b"].bias.requires_grad_(False)  # frozen: never averaged
+    start = {k: v.clone() for k, v in model.state_dict().items()}
+    average = WeightAverage(model, decay=0.9)
+    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.5)
+    for _ in range(2):  # two steps of head "a" alone: "b" gets no gradient
+        optimizer.zero_grad(set_to_none=True)
+        model["a"](torch.ones(1, 2)).sum().backward()
+        optimizer.step()
+        average.update()
+    # a's weight has gradient 1 and a's bias gradient 1 each step: values w0 - 0.5, then w0 - 1.0
+    w0, b0 = start["a.weight"], start["a.bias"]
+    expected_weight = 0.9 * (0.9 * w0 + 0.1 * (w0 - 0.5)) + 0.1 * (w0 - 1.0)
+    trained = {k: v.clone() for k, v in model.state_dict().items()}
+    with average.applied():
+        assert torch.allclose(model["a"].weight, expected_weight, atol=1e-6)
+        assert torch.allclose(model["a"].bias, b0 - 0.145, atol=1e-6)  # the same sum: 0.9 * 0.05 + 0.1 * 1.0
+        assert torch.equal(model["b"].weight, start["b.weight"]) and torch.equal(model["b"].bias, start["b.bias"])
+    for key, value in model.state_dict().items():  # the trained weights are back for the next step
+        assert torch.equal(value, trained[key])
+    with pytest.raises(ValueError, match="--ema"):
+        TrainConfig(output=Path("x"), ema=1.0)
+
+
 def test_save_then_load_gives_identical_predictions(tmp_path, encoder, stock_sha):
     model = fresh_model(encoder)
     with torch.no_grad():
@@ -312,6 +351,11 @@ def test_predict_gives_the_exact_embedding_from_the_same_single_pass(shipped, en
     assert embeddings.shape == expected.shape == (48, 384)
     assert np.abs(embeddings - expected).max() <= 1e-6
     assert "embedding" not in shipped.predict(texts[:1])[0]  # only when asked for
+    # the JSON line (heads.predict --with-embedding) holds the same float32 values, written as minilm.embed writes them
+    line = json_line(records[0])
+    assert line.endswith(f', "embedding": {json_vector(expected[0].tolist())}}}')
+    assert json.loads(line) == {**records[0], "embedding": [float(f"{v:.9g}") for v in expected[0].tolist()]}
+    assert np.array_equal(np.array(json.loads(line)["embedding"], dtype=np.float32), expected[0])
 
 
 # Floors for the shipped heads on the first 500 test items, scored through heads.predict on raw text:
@@ -472,3 +516,28 @@ def test_scalar_mix_starts_as_the_mean_and_learns_a_weighting_by_hand():
     assert torch.allclose(mix(pooled), mix(stacked).mean(1), atol=1e-6)
     mix(stacked).sum().backward()
     assert mix.weights.grad.abs().sum() > 0 and mix.gamma.grad is not None
+
+
+def test_bilstm_equals_torchs_bidirectional_lstm_on_packed_rows():
+    """heads.model.BiLSTM (two one-way LSTMs on dense rows) against nn.LSTM(bidirectional=True) on a
+    PackedSequence, the reference that never lets padding reach a real step, with the same weights."""
+    from heads.model import BiLSTM
+
+    torch.manual_seed(0)
+    lstm = BiLSTM(6, 4)
+    reference = torch.nn.LSTM(6, 4, batch_first=True, bidirectional=True)
+    with torch.no_grad():
+        for name, value in lstm.left_to_right.named_parameters():
+            getattr(reference, name).copy_(value)
+        for name, value in lstm.right_to_left.named_parameters():
+            getattr(reference, f"{name}_reverse").copy_(value)
+    lengths = torch.tensor([5, 3, 1, 0])  # a row with no step at all too (a text with no word)
+    x = torch.randn(4, 5, 6) * 3  # padding holds large values: they must not reach any real step
+    mask = torch.arange(5) < lengths.unsqueeze(1)  # (B, N)
+    packed = torch.nn.utils.rnn.pack_padded_sequence(x[:3], lengths[:3], batch_first=True)
+    expected = torch.nn.utils.rnn.pad_packed_sequence(reference(packed)[0], batch_first=True, total_length=5)[0]
+    out = lstm(x, mask)
+    assert out.shape == (4, 5, 8)
+    assert torch.allclose(out[:3], expected, atol=1e-6)
+    assert (out[~mask] == 0).all()  # padding and the empty row are zero
+    assert lstm(x[:, :0], mask[:, :0]).shape == (4, 0, 8)
