@@ -14,6 +14,7 @@ wall time, and the ratio heads.predict / minilm.embed (issue 15 asks for at most
 from __future__ import annotations
 
 import argparse
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -35,8 +36,11 @@ def texts(data_dir: Path) -> list[str]:
 
 def timed(command: list[str]) -> float:
     start = time.perf_counter()
-    subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
-    return time.perf_counter() - start
+    proc = subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # stderr: progress bars
+    seconds = time.perf_counter() - start
+    if proc.returncode:
+        sys.exit(f"{shlex.join(command)} failed:\n{proc.stderr.decode()}")
+    return seconds
 
 
 def main() -> None:

@@ -352,10 +352,10 @@ def test_predict_gives_the_exact_embedding_from_the_same_single_pass(shipped, en
     assert np.abs(embeddings - expected).max() <= 1e-6
     assert "embedding" not in shipped.predict(texts[:1])[0]  # only when asked for
     # the JSON line (heads.predict --with-embedding) holds the same float32 values, written as minilm.embed writes them
-    line = json_line(records[0])
-    assert line.endswith(f', "embedding": {json_vector(expected[0].tolist())}}}')
-    assert json.loads(line) == {**records[0], "embedding": [float(f"{v:.9g}") for v in expected[0].tolist()]}
-    assert np.array_equal(np.array(json.loads(line)["embedding"], dtype=np.float32), expected[0])
+    line, vector = json_line(records[0]), records[0]["embedding"]
+    assert line.endswith(f', "embedding": {json_vector(vector)}}}')
+    assert json.loads(line) == {**records[0], "embedding": [float(f"{v:.9g}") for v in vector]}
+    assert np.array_equal(np.array(json.loads(line)["embedding"], dtype=np.float32), embeddings[0])  # exact
 
 
 # Floors for the shipped heads on the first 500 test items, scored through heads.predict on raw text:
