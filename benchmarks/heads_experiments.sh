@@ -14,7 +14,9 @@ cd "$(dirname "$0")/.."
 PY="${PY:-.venv/bin/python}"
 R="${1:-runs}"
 mkdir -p "$R"
-LINEAR=(--layers last --sentence-lstm 0 --sentence-pool mean --sentence-hidden 0 --no-ner-shapes --ner-lstm 0 --no-ner-crf --dropout 0.1)
+# The heads and the training these runs were measured with: linear heads, and the raw weights of the best
+# dev epoch (--ema 0; weight averaging came later, with the frozen-backbone heads).
+LINEAR=(--layers last --sentence-lstm 0 --sentence-pool mean --sentence-hidden 0 --no-ner-shapes --ner-lstm 0 --no-ner-crf --dropout 0.1 --ema 0)
 
 run() {
   local name=$1; shift

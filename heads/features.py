@@ -102,9 +102,15 @@ def word_shape(word: str) -> str:
     return "other"
 
 
-@functools.lru_cache(maxsize=1 << 16)  # words repeat ("the", ","): heads.predict looks most of them up once
 def shape_id(word: str) -> int:
     """The index of word_shape(word) in SHAPES."""
+    # words repeat ("the", ","), so heads.predict looks most of them up once; long ones (a URL, a text
+    # with no space) are computed each time, so the cache never holds large strings
+    return _cached_shape_id(word) if len(word) <= 32 else SHAPE_IDS[word_shape(word)]
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _cached_shape_id(word: str) -> int:
     return SHAPE_IDS[word_shape(word)]
 
 

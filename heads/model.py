@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -484,6 +485,19 @@ def task_spec(entry: dict, folder: Path) -> TaskSpec:
     return spec
 
 
+_BIDIRECTIONAL_NAME = re.compile(r"\.lstm\.((?:weight|bias)_(?:ih|hh)_l0)(_reverse)?$")
+
+
+def bilstm_name(key: str) -> str:
+    """A tensor name as BiLSTM has it, from one that nn.LSTM(bidirectional=True) gave before, so that heads
+    saved by an earlier heads.train load as they are: "ner.lstm.weight_ih_l0_reverse" becomes
+    "ner.lstm.right_to_left.weight_ih_l0", "ner.lstm.weight_ih_l0" "ner.lstm.left_to_right.weight_ih_l0"."""
+    if match := _BIDIRECTIONAL_NAME.search(key):
+        side = "right_to_left" if match.group(2) else "left_to_right"
+        return f"{key[: match.start()]}.lstm.{side}.{match.group(1)}"
+    return key
+
+
 def load_model(
     folder: Path,
     bert: BertModel,
@@ -525,7 +539,7 @@ def load_model(
             f"{heads}: sha256 {sha256_of(heads)} is not the {config['heads_sha256']} that {folder / CONFIG_FILE} pins; "
             "the folder mixes two saves (one was stopped half-way): retrain or restore it"
         )
-    tensors = read_safetensors(heads)
+    tensors = {bilstm_name(k): v for k, v in read_safetensors(heads).items()}
     for task in saved:
         prefix = f"{task.name}."
         own = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}

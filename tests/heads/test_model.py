@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -252,18 +254,24 @@ def test_weight_average_moves_only_trained_tensors_and_swaps_in_for_scoring():
         model["a"](torch.ones(1, 2)).sum().backward()
         optimizer.step()
         average.update()
-    # a's weight has gradient 1 and a's bias gradient 1 each step: values w0 - 0.5, then w0 - 1.0
+    # a's weight and bias have gradient 1 each step: values v1 = w0 - 0.5, then v2 = w0 - 1.0. The average
+    # starts at 0 and is divided by 1 - 0.9^2: (0.9 * 0.1 * v1 + 0.1 * v2) / 0.19, nothing of w0 itself
     w0, b0 = start["a.weight"], start["a.bias"]
-    expected_weight = 0.9 * (0.9 * w0 + 0.1 * (w0 - 0.5)) + 0.1 * (w0 - 1.0)
+    expected_weight = (0.9 * 0.1 * (w0 - 0.5) + 0.1 * (w0 - 1.0)) / (1 - 0.9**2)
     trained = {k: v.clone() for k, v in model.state_dict().items()}
     with average.applied():
         assert torch.allclose(model["a"].weight, expected_weight, atol=1e-6)
-        assert torch.allclose(model["a"].bias, b0 - 0.145, atol=1e-6)  # the same sum: 0.9 * 0.05 + 0.1 * 1.0
+        assert torch.allclose(model["a"].bias, b0 - 0.145 / 0.19, atol=1e-6)  # w0 - (0.045 + 0.1) / 0.19
         assert torch.equal(model["b"].weight, start["b.weight"]) and torch.equal(model["b"].bias, start["b.bias"])
     for key, value in model.state_dict().items():  # the trained weights are back for the next step
         assert torch.equal(value, trained[key])
     with pytest.raises(ValueError, match="--ema"):
         TrainConfig(output=Path("x"), ema=1.0)
+    one = WeightAverage(model, decay=0.995)  # one update: the average is that step's value, whatever the decay
+    model["a"].weight.grad = torch.ones_like(model["a"].weight)
+    one.update()
+    with one.applied():
+        assert torch.allclose(model["a"].weight, trained["a.weight"], atol=1e-6)
 
 
 def test_save_then_load_gives_identical_predictions(tmp_path, encoder, stock_sha):
@@ -280,6 +288,25 @@ def test_save_then_load_gives_identical_predictions(tmp_path, encoder, stock_sha
     ids, mask, words = words_of(encoder, ["Save me, Anna.", "And load me again, please."])
     a, b = model(ids, mask, words), loaded(ids, mask, words)
     assert set(a.logits) == set(TASKS) and all(torch.equal(a.logits[k], b.logits[k]) for k in a.logits)
+    # a folder saved before BiLSTM, with nn.LSTM(bidirectional=True)'s tensor names, loads to the same model
+    from safetensors.torch import save_file
+
+    old_names = {
+        re.sub(
+            r"\.lstm\.(left_to_right|right_to_left)\.(\w+)",
+            lambda m: f".lstm.{m[2]}" + ("_reverse" if m[1] == "right_to_left" else ""),
+            k,
+        ): v
+        for k, v in stored.items()
+    }
+    assert "ner.lstm.weight_hh_l0_reverse" in old_names and len(old_names) == len(stored)
+    save_file(old_names, tmp_path / "heads.safetensors")
+    config = json.loads((tmp_path / "config.json").read_text())
+    config["heads_sha256"] = hashlib.sha256((tmp_path / "heads.safetensors").read_bytes()).hexdigest()
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    older, _ = load_model(tmp_path, copy.deepcopy(encoder.model), stock_sha)
+    c = older(ids, mask, words)
+    assert all(torch.equal(a.logits[k], c.logits[k]) for k in a.logits)
 
 
 def test_a_config_with_bad_head_options_is_one_clear_error(tmp_path, encoder, stock_sha):
