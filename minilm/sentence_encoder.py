@@ -4,7 +4,8 @@ The pipeline mirrors sentence-transformers' `Transformer -> Pooling -> Normalize
 tokenize and truncate (minilm.text.tokenization), run the model (minilm.model.encoder), pool over
 the attention mask and L2-normalize (minilm.model.pooling). Texts are batched longest-first, so
 each batch carries little padding, and the results are put back in input order. `dtype` picks the
-compute precision (minilm.model.precision): float32, the default, is the exact parity path.
+compute precision (minilm.model.precision): float32, the default, is the exact parity path;
+bfloat16, float16 and int8 are faster where the hardware has them, and "auto" picks among them.
 Finding and checking the checkpoint is minilm.weights' job (`load_checkpoint`).
 """
 
@@ -15,6 +16,7 @@ import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
@@ -22,9 +24,10 @@ from tqdm.auto import tqdm
 
 from .model.encoder import BertModel
 from .model.pooling import PoolingMode, l2_normalize, pool
-from .model.precision import ComputeDtype, inference_model, resolve_dtype
+from .model.precision import ComputeDtype, choose_auto, inference_model, resolve_dtype
 from .text.tokenization import AnyEncoding, SentenceTokenizer, TokenBatch, TokenizerKind, length_sorted_batches
-from .weights import Checkpoint, SentenceConfig, load_checkpoint
+from .weights import Checkpoint, SentenceConfig, WeightsError, load_checkpoint
+from .weights.int8_scales import load_int8_scales
 
 PROGRESS_BAR_MIN_TEXTS = 1000  # auto mode shows a progress bar from this many texts on
 
@@ -83,22 +86,27 @@ class SentenceEncoder:
         tokenizer: SentenceTokenizer,
         config: SentenceConfig,
         device: str | torch.device | None = None,
-        dtype: ComputeDtype = "float32",
+        dtype: ComputeDtype | Literal["auto"] = "float32",
         checkpoint: Checkpoint | None = None,
+        int8_smoothing: dict[str, torch.Tensor] | None = None,
     ):
-        """dtype: "float32" (exact), "bfloat16" or "float16". Half precision on a CPU without native
-        support falls back to float32 with a warning; `self.dtype` says what runs.
+        """dtype: "float32" (exact), "bfloat16", "float16", "int8" or "auto". A reduced precision on a
+        CPU without native support falls back to float32 with a warning; `self.dtype` says what runs,
+        and for "auto" `self.auto_choice` says why.
         checkpoint: what `model` and `tokenizer` were loaded from, if anything (its folder and hashes).
+        int8_smoothing: the checkpoint's int8 scales (minilm.weights.int8_scales), needed by "int8".
         """
         self.checkpoint = checkpoint
         self.device = resolve_device(device)
+        self.auto_choice = None
+        if dtype == "auto":
+            dtype, self.auto_choice = choose_auto(self.device, int8_smoothing is not None)
         self.dtype, self.precision_note = resolve_dtype(dtype, self.device)
         if self.precision_note:
             warnings.warn(self.precision_note, RuntimeWarning, stacklevel=3)
         self.model = model.to(self.device).eval()  # the plain model; its weights are cast to self.dtype
-        self.runner = inference_model(
-            self.model, self.dtype
-        )  # what encode() calls: the model, or its packed half-precision twin
+        # what encode() calls: the model, or its packed half-precision or int8 twin
+        self.runner = inference_model(self.model, self.dtype, int8_smoothing)
         self.tokenizer = tokenizer
         self.config = config
 
@@ -110,13 +118,15 @@ class SentenceEncoder:
         device: str | torch.device | None = None,
         verify: bool = True,
         download: bool = False,
-        dtype: ComputeDtype = "float32",
+        dtype: ComputeDtype | Literal["auto"] = "float32",
         tokenizer: TokenizerKind = "fast",
     ) -> SentenceEncoder:
         """Load a checkpoint by name or folder (default all-MiniLM-L6-v2), offline;
         see `minilm.weights.load_checkpoint`.
 
-        dtype: the compute precision, "float32" (default, exact), "bfloat16" or "float16"; see minilm.model.precision.
+        dtype: the compute precision, "float32" (default, exact), "bfloat16", "float16", "int8" (with the
+            checkpoint's calibrated scales) or "auto" (the fastest inside the quality budget here);
+            see minilm.model.precision and docs/performance.md.
         tokenizer: "fast" (default), the Rust `tokenizers` library, or "python", minilm.text.wordpiece:
             the same ids, so the same embeddings, in plain Python (slower).
         verify: check pinned sha256 hashes (turn off for your own checkpoints).
@@ -124,7 +134,15 @@ class SentenceEncoder:
         Raises WeightsError with a one-line fix when files are missing, corrupt or do not fit.
         """
         checkpoint = load_checkpoint(model, verify=verify, download=download, tokenizer=tokenizer)
-        return cls(checkpoint.model, checkpoint.tokenizer, checkpoint.sentence_config, device, dtype, checkpoint)
+        smoothing = load_int8_scales(checkpoint, verify) if dtype in ("int8", "auto") else None
+        if dtype == "int8" and smoothing is None:
+            raise WeightsError(
+                f"{checkpoint.folder} has no int8 scales; make them with "
+                f"python -m minilm.calibrate --model {checkpoint.folder} (or choose another --dtype)"
+            )
+        return cls(
+            checkpoint.model, checkpoint.tokenizer, checkpoint.sentence_config, device, dtype, checkpoint, smoothing
+        )
 
     @property
     def folder(self) -> Path | None:

@@ -1,0 +1,136 @@
+"""python -m minilm.calibrate: measure a checkpoint's int8 smoothing scales on calibration text.
+
+    python -m minilm.calibrate --input ../shared/data/stsbenchmark/sts-dev.csv     # the shipped scales
+    python -m minilm.calibrate --model my-checkpoint/ --input texts.txt          # your own checkpoint
+
+It runs the float32 encoder over the texts, records the largest |activation| of every input
+channel of every int8 layer, turns them into SmoothQuant scales (minilm.model.int8) and writes
+them, atomically, as one small safetensors file bound by sha256 to the checkpoint's
+model.safetensors. `dtype="int8"` (and "auto") then finds them: by default they go into the
+checkpoint folder as int8_scales.safetensors, or for a known checkpoint to the file minilm ships
+(weights/int8/NAME.safetensors, whose sha256 minilm.weights.int8_scales pins). Calibrate on
+held-out text, never on what you will evaluate on: the shipped scales saw STS-B dev only.
+
+--input takes one text per line, or an STS-B .csv (tab-separated; both sentence columns are read).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+
+from .cli import ArgumentParser, read_texts, run
+from .corpus.textio import InputError
+from .model.int8 import SMOOTHING_ALPHA, InputAbsmax, calibrated_smoothing
+from .model.packed import PackedEncoder
+from .sentence_encoder import SentenceEncoder
+from .weights import DEFAULT_CHECKPOINT, KNOWN_CHECKPOINTS, file_sha256
+from .weights.int8_scales import FILE_NAME, INT8_SCALE_PINS, save_int8_scales, shipped_path
+
+
+def read_calibration_texts(path: str) -> list[str]:
+    """The texts of --input: an STS-B .csv gives both sentences of every row (each distinct text once)."""
+    if Path(path).suffix.lower() != ".csv":
+        texts = read_texts(path)
+    else:
+        texts = []
+        with open(path, encoding="utf-8") as f:
+            for number, line in enumerate(f, start=1):
+                cols = line.rstrip("\n").split("\t")
+                if len(cols) < 7:
+                    raise InputError(f"{path}:{number}: expected STS-B's tab-separated columns, got {len(cols)}")
+                texts += cols[5:7]
+    texts = list(dict.fromkeys(t for t in texts if t.strip()))
+    if not texts:
+        raise InputError(f"{path} holds no texts to calibrate on")
+    return texts
+
+
+def calibrate(encoder: SentenceEncoder, texts: list[str], alpha: float = SMOOTHING_ALPHA) -> dict[str, torch.Tensor]:
+    """SmoothQuant scales for `encoder`'s float32 model, from the activations `texts` produce."""
+    if encoder.dtype != "float32":
+        raise ValueError("calibrate a float32 encoder: the scales are measured on the exact activations")
+    packed = PackedEncoder(encoder.model).eval()  # the int8 encoder's own layer layout (fused QKV)
+    encoder.runner, float_runner = packed, encoder.runner
+    observer = InputAbsmax(packed)
+    try:
+        encoder.encode(texts, batch_size=64)  # the progress bar shows from 1,000 texts on
+    finally:
+        encoder.runner = float_runner
+        absmax = observer.close()
+    return calibrated_smoothing(packed, absmax, alpha)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = ArgumentParser(
+        prog="python -m minilm.calibrate",
+        description="Measure a checkpoint's int8 smoothing scales on calibration text (for --dtype int8/auto).",
+        epilog=__doc__.split("\n\n")[1],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--model", "-m", default=None, help=f"checkpoint name or folder (default: {DEFAULT_CHECKPOINT})"
+    )
+    parser.add_argument(
+        "--input", "-i", required=True, metavar="FILE", help="calibration texts: one per line, or an STS-B .csv"
+    )
+    parser.add_argument(
+        "--alpha",
+        type=float,
+        default=SMOOTHING_ALPHA,
+        help=f"how much of the activation outliers moves into the weights, 0 to 1 (default {SMOOTHING_ALPHA})",
+    )
+    parser.add_argument(
+        "--output",
+        "-o",
+        metavar="FILE",
+        help=f"where to write (default: {FILE_NAME} in the checkpoint folder; the shipped file for a known one)",
+    )
+    parser.add_argument("--force", action="store_true", help="overwrite an existing scales file")
+    parser.add_argument("--no-verify", action="store_true", help="skip the checkpoint's sha256 pins (your own)")
+    args = parser.parse_args(argv)
+    if not 0 <= args.alpha <= 1:
+        parser.error(f"--alpha must be between 0 and 1, got {args.alpha}")
+    return args
+
+
+def default_output(encoder: SentenceEncoder) -> Path:
+    """The shipped scales file for a known checkpoint, else int8_scales.safetensors in its folder."""
+    for known in KNOWN_CHECKPOINTS.values():
+        if known.name in INT8_SCALE_PINS and known.pins["model.safetensors"].sha256 == encoder.checkpoint.sha256:
+            return shipped_path(known.name)
+    return encoder.folder / FILE_NAME
+
+
+def work(args: argparse.Namespace) -> int:
+    texts = read_calibration_texts(args.input)
+    encoder = SentenceEncoder.from_pretrained(args.model, verify=not args.no_verify)
+    output = Path(args.output) if args.output else default_output(encoder)
+    if output.exists() and not args.force:
+        raise InputError(f"{output} exists; pass --force to overwrite it")
+    scales = calibrate(encoder, texts, args.alpha)
+    n_tokens = sum(min(n, encoder.max_seq_length) for n in encoder.tokenizer.encode(texts)[1])
+    metadata = {
+        "model_sha256": encoder.checkpoint.sha256,
+        "alpha": str(args.alpha),
+        "calibration": f"{Path(args.input).name}: {len(texts)} texts, {n_tokens} tokens",
+        "method": "SmoothQuant s_j = max|x_j|^alpha / max|W_j|^(1-alpha); per-token int8 activations",
+    }
+    save_int8_scales(output, scales, metadata, force=args.force)
+    print(f"{output}  sha256 {file_sha256(output)}", file=sys.stderr)
+    print(
+        f"{len(scales)} layers calibrated on {len(texts)} texts ({n_tokens} tokens), alpha {args.alpha}",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run(lambda: work(parse_args(argv)))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,106 @@
+"""The int8 smoothing scales of a checkpoint: where they live, and the checks before they are used.
+
+`python -m minilm.calibrate` measures them on calibration text and writes one small safetensors
+file: one (K,) float32 vector per int8 Linear layer, keyed by the checkpoint name of the layer's
+input (see minilm.model.int8.linear_quantized_inputs). Its metadata holds the sha256 of the
+model.safetensors it was calibrated on, so scales are never applied to other weights.
+
+Where the scales of a checkpoint are looked for, first hit wins:
+1. `int8_scales.safetensors` inside the checkpoint folder (what `minilm.calibrate --model DIR` writes);
+2. for a known checkpoint, the file shipped with minilm in `weights/int8/<name>.safetensors`,
+   pinned by sha256 in `INT8_SCALE_PINS` like the checkpoint's own files.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from ..model.int8 import quantized_input_widths
+from . import (
+    KNOWN_CHECKPOINTS,
+    Checkpoint,
+    PinnedFile,
+    WeightsError,
+    pin_problem,
+    read_safetensors,
+    source_weights_dir,
+)
+
+FILE_NAME = "int8_scales.safetensors"
+
+# the scales minilm ships, per known checkpoint (written by python -m minilm.calibrate on STS-B dev)
+INT8_SCALE_PINS = {
+    "all-MiniLM-L6-v2": PinnedFile("0b3392b5512db5ef7748424d2e04e3a78293538000bbb24183239feb3b6a7559", 67_048),
+}
+
+
+def shipped_path(name: str) -> Path:
+    return source_weights_dir() / "int8" / f"{name}.safetensors"
+
+
+def find_int8_scales(checkpoint: Checkpoint) -> tuple[Path, PinnedFile | None] | None:
+    """(the scales file for this checkpoint, its pin if it is a shipped one), or None when there is none."""
+    own = checkpoint.folder / FILE_NAME
+    if own.is_file():
+        return own, None
+    for known in KNOWN_CHECKPOINTS.values():
+        if known.pins["model.safetensors"].sha256 == checkpoint.sha256 and known.name in INT8_SCALE_PINS:
+            path = shipped_path(known.name)
+            if path.is_file():
+                return path, INT8_SCALE_PINS[known.name]
+    return None
+
+
+def load_int8_scales(checkpoint: Checkpoint, verify: bool = True) -> dict[str, torch.Tensor] | None:
+    """The checkpoint's smoothing scales, checked; None when it has none.
+
+    Raises WeightsError when the file is damaged, differs from its pin, or was calibrated on other weights.
+    """
+    found = find_int8_scales(checkpoint)
+    if found is None:
+        return None
+    path, pin = found
+    if verify and pin is not None and (problem := pin_problem(path, pin)):
+        raise WeightsError(f"{problem}; the shipped int8 scales are corrupt or changed: restore them (git checkout)")
+    scales = read_safetensors(path)  # WeightsError when it is truncated or not safetensors
+    with safe_open(str(path), framework="pt") as f:
+        calibrated_on = (f.metadata() or {}).get("model_sha256")
+    if calibrated_on != checkpoint.sha256:
+        raise WeightsError(
+            f"{path} was calibrated for model.safetensors with sha256 {calibrated_on}, "
+            f"but this checkpoint's is {checkpoint.sha256}; recalibrate: python -m minilm.calibrate --model {checkpoint.folder}"
+        )
+    widths = quantized_input_widths(checkpoint.model)
+    for name, width in widths.items():
+        vector = scales.get(name)
+        if vector is None or tuple(vector.shape) != (width,) or not bool(torch.isfinite(vector).all()):
+            found_as = "missing" if vector is None else f"shape {tuple(vector.shape)}"
+            raise WeightsError(
+                f"{path}: scales {name!r} are {found_as} or not finite, expected ({width},) finite; "
+                "rerun python -m minilm.calibrate"
+            )
+    return {name: scales[name] for name in widths}
+
+
+def save_int8_scales(path: Path, scales: dict[str, torch.Tensor], metadata: dict[str, str], force: bool) -> None:
+    """Write the scales atomically (a temporary file, then a rename); an existing file needs force."""
+    if path.exists() and not force:
+        raise WeightsError(f"{path} exists; pass --force to overwrite it")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        save_file({name: t.float().contiguous() for name, t in sorted(scales.items())}, tmp, metadata=metadata)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it private; a scales file is as public as the weights
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
