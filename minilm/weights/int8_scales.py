@@ -74,7 +74,8 @@ def load_int8_scales(checkpoint: Checkpoint, verify: bool = True) -> dict[str, t
     if calibrated_on != checkpoint.sha256:
         raise WeightsError(
             f"{path} was calibrated for model.safetensors with sha256 {calibrated_on}, "
-            f"but this checkpoint's is {checkpoint.sha256}; recalibrate: python -m minilm.calibrate --model {checkpoint.folder}"
+            f"but this checkpoint's is {checkpoint.sha256}; "
+            f"recalibrate: python -m minilm.calibrate --model {checkpoint.folder}"
         )
     widths = quantized_input_widths(checkpoint.model)
     for name, width in widths.items():
