@@ -38,7 +38,7 @@ from .cli import (
 )
 from .corpus.quantize import STORED_PRECISIONS
 from .corpus.textio import RECORD_SUFFIXES, InputError, atomic_output, json_vector
-from .model.precision import COMPUTE_DTYPES
+from .model.precision import DTYPE_CHOICES
 from .sentence_encoder import EncodeResult, SentenceEncoder
 from .text.tokenization import TOKENIZER_KINDS
 from .weights import DEFAULT_CHECKPOINT
@@ -163,11 +163,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     model.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default: cpu)")
     model.add_argument(
         "--dtype",
-        choices=COMPUTE_DTYPES,
+        choices=DTYPE_CHOICES,
         default="float32",
         help="compute precision, what the model runs in: float32 is exact (default); "
-        "bfloat16/float16 are faster on GPUs "
-        "and AMX CPUs, and fall back to float32 with a note on CPUs without native support. "
+        "bfloat16/float16 are faster on GPUs and on CPUs with AVX512-BF16/AMX; int8 on CPUs with VNNI or "
+        "AMX-INT8 (min cosine to float32 >= 0.99); each falls back to float32 with a note where it would be "
+        "emulated. auto picks the fastest of these for this machine and prints what it chose. "
         "Not how vectors are stored: see --precision",
     )
     model.add_argument(
@@ -365,8 +366,9 @@ def load_encoder_for(args: argparse.Namespace) -> SentenceEncoder:
             dtype=args.dtype,
             tokenizer=args.tokenizer,
         )
-    if encoder.precision_note:
-        print(f"note: {encoder.precision_note}", file=sys.stderr)
+    for note in (encoder.auto_choice, encoder.precision_note):
+        if note:
+            print(f"note: {note}", file=sys.stderr)
     return encoder
 
 

@@ -13,7 +13,7 @@ import pytest
 
 from minilm.corpus.quantize import STORED_PRECISIONS
 from minilm.embed import main as embed_main
-from minilm.model.precision import COMPUTE_DTYPES
+from minilm.model.precision import DTYPE_CHOICES
 
 from conftest import ROOT
 
@@ -39,7 +39,7 @@ def test_cli_bfloat16_prints_one_note_and_float32_embeddings(encoder):
     [
         (
             ["--dtype", "int4"],
-            "argument --dtype: invalid choice: 'int4' (choose from 'float32', 'bfloat16', 'float16')",
+            "argument --dtype: invalid choice: 'int4' (choose from 'float32', 'bfloat16', 'float16', 'int8', 'auto')",
         ),
         (["--max-batch-tokens", "0"], "argument --max-batch-tokens: must be at least 1, got 0"),
     ],
@@ -60,7 +60,7 @@ def test_help_calls_dtype_compute_precision_and_precision_storage_precision(caps
         embed_main(["--help"])
     assert exit_info.value.code == 0
     text = " ".join(capsys.readouterr().out.split())  # the same at any terminal width
-    assert f"--dtype {{{','.join(COMPUTE_DTYPES)}}} compute precision, what the model runs in:" in text
+    assert f"--dtype {{{','.join(DTYPE_CHOICES)}}} compute precision, what the model runs in:" in text
     assert f"--precision {{{','.join(STORED_PRECISIONS)}}} storage precision, how shards store the vectors:" in text
     assert (
         "--dtype is the compute precision (what the model runs in); --precision is how shards store the vectors."

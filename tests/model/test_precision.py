@@ -1,4 +1,4 @@
-"""Half precision against float32: which dtype runs where (`resolve_dtype`), and how close it comes.
+"""Reduced precision against float32: which dtype runs where (`resolve_dtype`), and how close it comes.
 
 `resolve_dtype` is checked with the CPU flags patched, so every branch runs on any machine. The real
 weights then run the 200 real texts of conftest's `texts` and hold bfloat16 and float16 to a cosine
@@ -7,6 +7,10 @@ of at least 0.999 per sentence against float32.
 This CPU emulates half precision, so `SentenceEncoder` would fall back to float32; the half tests
 build the half-precision runner themselves to force it. Emulation is slow, hence only 200 texts.
 On CUDA, `from_pretrained` keeps the dtype and the same bound is checked on the GPU.
+
+The quality budget of every mode (docs/performance.md) is checked on 500 real STS-B test
+sentences: a minimum cosine to float32 per sentence, and the STS-B Spearman of their 250 pairs
+within 0.15 (x 100) of float32's.
 """
 
 from __future__ import annotations
@@ -21,9 +25,11 @@ from minilm import SentenceEncoder
 from minilm.model.packed import PackedEncoder
 from minilm.model.precision import inference_model, resolve_dtype
 
-from conftest import needs_cuda, with_runner
+from conftest import needs_cuda, read_stsb, with_runner
 
 HALF_MIN_COSINE = 0.999
+MIN_COSINE = {"bfloat16": HALF_MIN_COSINE, "float16": HALF_MIN_COSINE, "int8": 0.99}  # the quality budget
+MAX_SPEARMAN_LOSS = 0.15  # STS-B Spearman x 100, against float32 on the same pairs
 
 
 # --------------------------------------------------------------------------- precision resolution
@@ -113,3 +119,38 @@ def test_from_pretrained_bfloat16_falls_back_to_float32_with_a_warning(monkeypat
     assert fallback.dtype == "float32" and fallback.precision_note.startswith("bfloat16 needs a CPU with")
     assert fallback.runner is fallback.model and next(fallback.model.parameters()).dtype == torch.float32
     np.testing.assert_array_equal(fallback.encode(texts[:20]), encoder.encode(texts[:20]))  # same batches, same bits
+
+
+# --------------------------------------------------------------------------- the quality budget, 500 sentences
+
+
+@pytest.fixture(scope="module")
+def stsb_pairs(encoder) -> tuple[list[float], list[str], np.ndarray]:
+    """The first 250 STS-B test pairs: (gold scores, their 500 sentences, float32 embeddings of them)."""
+    scores, first, second = read_stsb("test")
+    sentences = first[:250] + second[:250]
+    return scores[:250], sentences, encoder.encode(sentences)
+
+
+def spearman(scores: list[float], vectors: np.ndarray) -> float:
+    from scipy.stats import spearmanr
+
+    half = len(scores)
+    return 100 * float(spearmanr(scores, (vectors[:half] * vectors[half:]).sum(axis=1)).statistic)
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16", "int8"])
+def test_every_mode_keeps_the_quality_budget_on_500_stsb_sentences(encoder, stsb_pairs, dtype):
+    scores, sentences, exact = stsb_pairs
+    smoothing = None
+    if dtype == "int8":
+        from minilm.weights.int8_scales import load_int8_scales
+
+        smoothing = load_int8_scales(encoder.checkpoint)
+    # forced even where this CPU would fall back (then it is emulated: slower, the same numbers)
+    runner = inference_model(copy.deepcopy(encoder.model), dtype, smoothing)
+    vectors = with_runner(encoder, runner, dtype).encode(sentences)
+    cosine = (vectors * exact).sum(axis=1) / (np.linalg.norm(vectors, axis=1) * np.linalg.norm(exact, axis=1))
+    assert cosine.min() >= MIN_COSINE[dtype], f"{dtype}: worst {sentences[int(cosine.argmin())][:60]!r}"
+    assert abs(spearman(scores, vectors) - spearman(scores, exact)) <= MAX_SPEARMAN_LOSS
+    assert np.abs(vectors - exact).max() > 1e-5  # it really ran in reduced precision
