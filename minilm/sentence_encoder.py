@@ -102,6 +102,7 @@ class SentenceEncoder:
         if dtype == "auto":
             dtype, self.auto_choice = choose_auto(self.device, int8_smoothing is not None)
         self.dtype, self.precision_note = resolve_dtype(dtype, self.device)
+        self.int8_smoothing = int8_smoothing if self.dtype == "int8" else None  # the scales in use, if any
         if self.precision_note:
             warnings.warn(self.precision_note, RuntimeWarning, stacklevel=3)
         self.model = model.to(self.device).eval()  # the plain model; its weights are cast to self.dtype

@@ -64,6 +64,7 @@ from tqdm.auto import tqdm
 
 from ..sentence_encoder import PROGRESS_BAR_MIN_TEXTS, SentenceEncoder
 from ..weights import file_sha256
+from ..weights.int8_scales import smoothing_sha256
 from .quantize import STORED_DTYPE, STORED_PRECISIONS, StoredPrecision, calibration_ranges, dequantize, quantize
 from .textio import (
     RECORD_SUFFIXES,
@@ -157,7 +158,7 @@ def run_identity(encoder: SentenceEncoder, path: Path, settings: CorpusSettings)
     """Everything that must match for a rerun to continue an earlier run."""
     normalize = encoder.config.normalize if settings.normalize is None else settings.normalize
     model_files = encoder.checkpoint.file_hashes if encoder.checkpoint else None
-    return {
+    identity = {
         "format": FORMAT,
         "model_sha256": (model_files or {}).get("model.safetensors"),
         "model_files": model_files,
@@ -174,6 +175,9 @@ def run_identity(encoder: SentenceEncoder, path: Path, settings: CorpusSettings)
         "id_field": settings.id_field,
         "skip_bad_lines": settings.skip_bad_lines,
     }
+    if encoder.int8_smoothing is not None:  # int8 vectors depend on the calibrated scales too
+        identity["int8_scales_sha256"] = smoothing_sha256(encoder.int8_smoothing)
+    return identity
 
 
 def shard_name(index: int) -> str:

@@ -13,6 +13,7 @@ Where the scales of a checkpoint are looked for, first hit wins:
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 from pathlib import Path
@@ -87,6 +88,15 @@ def load_int8_scales(checkpoint: Checkpoint, verify: bool = True) -> dict[str, t
                 "rerun python -m minilm.calibrate"
             )
     return {name: scales[name] for name in widths}
+
+
+def smoothing_sha256(scales: dict[str, torch.Tensor]) -> str:
+    """sha256 of the scales' names and float32 values: what a shard folder written in int8 records."""
+    digest = hashlib.sha256()
+    for name in sorted(scales):
+        digest.update(name.encode())
+        digest.update(scales[name].float().contiguous().numpy().tobytes())
+    return digest.hexdigest()
 
 
 def save_int8_scales(path: Path, scales: dict[str, torch.Tensor], metadata: dict[str, str], force: bool) -> None:

@@ -121,7 +121,10 @@ def test_calibrate_command_writes_scales_that_int8_then_uses(tmp_path, tiny_chec
     assert (folder / FILE_NAME).is_file() and (folder / FILE_NAME).stat().st_mode & 0o044  # readable, like weights
     assert "8 layers calibrated on 40 texts" in done.stderr.decode()
     again = run_module("minilm.calibrate", "--model", str(folder), "--no-verify", "--input", str(calibration))
-    assert again.returncode == 2 and again.stderr.decode() == f"error: {folder / FILE_NAME} exists; pass --force to overwrite it\n"
+    assert (
+        again.returncode == 2
+        and again.stderr.decode() == f"error: {folder / FILE_NAME} exists; pass --force to overwrite it\n"
+    )
 
     encoder = SentenceEncoder.from_pretrained(str(folder), verify=False, dtype="int8")
     exact = SentenceEncoder.from_pretrained(str(folder), verify=False)
