@@ -1,36 +1,58 @@
-"""CPU inference speed: every engine on the same real corpora, in one process, in one run.
+"""CPU inference speed: every engine on the same real corpora, each in a fresh process of its own.
 
-    python benchmarks/speed.py            # full run (about 15 min on 2 cores)
-    python benchmarks/speed.py --quick    # about 1 min: small slices of each corpus, one timing each
+    python benchmarks/speed.py            # full run (roughly 10-15 min on 2 cores)
+    python benchmarks/speed.py --quick    # 2-4 min: small slices of each corpus, one timing each
+    bash benchmarks/peers/setup.sh        # once, to add the peers (sentence-transformers' fast backends)
 
-Engines: sentence-transformers fp32 (batch 32, the reference every ratio is against) and under
-bf16 autocast; ONNX Runtime fp32 on the same weights (our encoder exported with torch.onnx); and
-ours in every mode. Corpora (benchmarks/corpora.py): short = the 2,758 STS-B test sentences,
-long = 1,000 CoNLL-2003 passages of 128-256 tokens, mixed = both, shuffled.
+Engines:
+- sentence-transformers fp32 (torch, batch 32): the reference every ratio is against; and the
+  same under bf16 autocast.
+- onnxruntime fp32: our fp32 encoder exported with torch.onnx, run by ONNX Runtime, with our
+  tokenizer, batching and pooling.
+- ours in every mode: fp32 (the default, and the reference of the min-cosine column), fp32 with
+  max_batch_tokens=2048, --dtype bfloat16, int8 and auto (the note says what auto picked),
+  float16 where it is native here, and bf16 forced into emulation where the CPU would fall back
+  (to show why it does). --compile adds fp32, bf16 and int8 under torch.compile.
+- the peers, where benchmarks/peers/.venv exists: sentence-transformers' own ONNX backend in fp32
+  and dynamically quantized to int8 (the avx512_vnni config where the CPU has it, else avx2), and
+  its OpenVINO backend. Their versions differ from the project's, so they live in that throwaway
+  venv (benchmarks/peers/setup.sh makes it); without it they are skipped, and the output says so.
 
-Columns: sentences/s and tokens/s (best of --repeats), peak RSS growth while the engine loads and
-runs, the ratio against sentence-transformers fp32 on the same corpus, and the share of the
+Isolation: this process reads the corpora (benchmarks/corpora.py: short = the 2,758 STS-B test
+sentences, long = 1,000 CoNLL-2003 passages of 128-256 tokens, mixed = both, shuffled), measures
+the GEMM peaks and writes the corpora to a temporary JSON file. Then it starts
+benchmarks/speed_worker.py once per engine, one after the other, each in a new process (the
+peers with the peers' venv's python), so that no runtime's idle threads, caches or memory
+outlive it. The worker loads the engine, warms it up on 64 mixed texts, times each corpus and
+hands back its timings and embeddings; the quality columns are computed here. A worker that
+fails stops the run with its stderr.
+
+Columns: sentences/s and tokens/s (best of --repeats); peak RSS MB, the worker process's own
+peak resident memory (Python, the libraries, the engine and its buffers: one engine per
+process); load s, the time from the start of loading (the engine library's import and any
+export or quantization included) to the end of the warm-up, which for torch.compile is the
+compile time; the ratio against sentence-transformers fp32 on the same corpus; the share of the
 roofline: tokens/s x 21.2 MFLOP (the encoder's matmul FLOPs per token) over the GEMM peak
-measured at the start of this run in the dtype the engine multiplies in. Quality: STS-B test
+measured at the start of this run in the dtype the engine multiplies in (int8 engines: the int8
+peak, in GOP/s; OpenVINO picks its own precision, so its row uses the one it reports compiling
+for, bf16 on a CPU with AVX512-BF16, and fp32 where it reports none). Quality: STS-B test
 Spearman x 100 (short corpus) and the minimum cosine to our fp32 embeddings of the same texts.
-Prints a markdown table; --json also writes the numbers.
+
+Prints the CPU, its relevant feature flags, the peaks and a markdown table; --json also writes
+the numbers. --profile adds where our fp32, int8 and bfloat16 encodes spend their time.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
-import ctypes
-import gc
 import json
 import os
+import subprocess
 import sys
 import tempfile
-import threading
 import time
 import warnings
-from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -42,14 +64,31 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from corpora import long_corpus, mixed_corpus, read_stsb_test, short_corpus
 
 from minilm import SentenceEncoder
-from minilm.model.packed import PackedEncoder
-from minilm.model.pooling import l2_normalize, mean_pool
-from minilm.model.precision import inference_model, resolve_dtype
-from minilm.text.tokenization import length_sorted_batches
+from minilm.model.precision import cpu_flags, resolve_dtype
+from minilm.text.tokenization import SentenceTokenizer
+
+BENCHMARKS = Path(__file__).resolve().parent
+WORKER = BENCHMARKS / "speed_worker.py"
+PEERS_PYTHON = BENCHMARKS / "peers" / ".venv" / "bin" / "python"
+PEERS_SKIPPED = "peers skipped: benchmarks/peers/.venv is missing (bash benchmarks/peers/setup.sh installs them)"
 
 REFERENCE = "sentence-transformers fp32"
 OURS_FP32 = "ours fp32 (default)"  # the min-cosine column compares every engine with this one
 GEMM_SHAPE = (4096, 384, 1536)  # tokens x hidden x feed-forward: the encoder's biggest matmul
+# the /proc/cpuinfo flags that decide which precisions run natively (see minilm.model.precision)
+RELEVANT_FLAGS = (
+    "avx2",
+    "avx512f",
+    "avx512_vnni",
+    "avx_vnni",
+    "avx512_bf16",
+    "amx_bf16",
+    "amx_int8",
+    "amx_tile",
+    "avx512_fp16",
+    "amx_fp16",
+)
+STDERR_TAIL = 3000  # characters of a failed worker's stderr to show
 
 
 def flops_per_token(hidden: int = 384, ffn: int = 1536, layers: int = 6) -> float:
@@ -70,189 +109,110 @@ def cpu_model() -> str:
 
 
 def gemm_peak(dtype: torch.dtype, repeats: int = 20) -> float:
-    """GFLOP/s of one (4096 x 384) @ (384 x 1536) matmul in `dtype`, best of `repeats`."""
+    """G(FL)OP/s of one (4096 x 384) @ (384 x 1536) matmul in `dtype`, best of `repeats`.
+
+    int8 multiplies with torch._int_mm (int8 x int8 -> int32), the kernel our int8 mode runs.
+    """
     m, k, n = GEMM_SHAPE
-    a, b = torch.randn(m, k).to(dtype), torch.randn(k, n).to(dtype)
+    if dtype == torch.int8:
+        a, b = torch.randint(-127, 128, (m, k), dtype=torch.int8), torch.randint(-127, 128, (k, n), dtype=torch.int8)
+        matmul = torch._int_mm
+    else:
+        a, b = torch.randn(m, k).to(dtype), torch.randn(k, n).to(dtype)
+        matmul = torch.matmul
     for _ in range(3):
-        a @ b
+        matmul(a, b)
     best = float("inf")
     for _ in range(repeats):
         start = time.perf_counter()
-        a @ b
+        matmul(a, b)
         best = min(best, time.perf_counter() - start)
     return 2 * m * k * n / best / 1e9
 
 
-# ---------------------------------------------------------------------------- memory
-
-
-def rss_bytes() -> int:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-
-@contextlib.contextmanager
-def peak_rss_growth() -> Iterator[dict[str, float]]:
-    """Samples RSS every 2 ms; yields a dict that gets 'mb': the peak minus the RSS at entry."""
-    gc.collect()
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6").malloc_trim(0)  # hand freed memory of earlier engines back first
-    base = rss_bytes()
-    peak = [base]
-    done = threading.Event()
-
-    def sample() -> None:
-        while not done.wait(0.002):
-            peak[0] = max(peak[0], rss_bytes())
-
-    thread = threading.Thread(target=sample, daemon=True)
-    thread.start()
-    result: dict[str, float] = {}
-    try:
-        yield result
-    finally:
-        done.set()
-        thread.join()
-        result["mb"] = (max(peak[0], rss_bytes()) - base) / 2**20
-
-
 # ---------------------------------------------------------------------------- engines
-
-Embed = Callable[[list[str]], np.ndarray]  # texts -> (N, C) normalized float32
 
 
 @dataclass
 class Engine:
+    """One row of the table: what speed_worker.py is asked to run, and with which python."""
+
     name: str
-    compute: str  # dtype the matmuls run in: picks the roofline
-    load: Callable[[], Embed]
-    note: str = ""
+    worker_args: list[str]  # speed_worker.py's engine and options
+    python: str = sys.executable
 
 
-def ours(
-    folder: Path,
-    dtype: str,
-    batch_size: int = 32,
-    max_batch_tokens: int | None = None,
-    packed: bool = False,
-    forced: bool = False,
-) -> Callable[[], Embed]:
-    """Our SentenceEncoder. forced: run `dtype` even where resolve_dtype would fall back (to show why it does)."""
-
-    def load() -> Embed:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            encoder = SentenceEncoder.from_pretrained(str(folder), dtype="float32" if forced else dtype)
-        if forced:
-            encoder.dtype, encoder.runner = dtype, inference_model(encoder.model, dtype)
-        elif packed:
-            encoder.runner = PackedEncoder(encoder.model).eval()
-        return lambda texts: encoder.encode(
-            texts, batch_size=batch_size, max_batch_tokens=max_batch_tokens, show_progress_bar=False
-        )
-
-    return load
+def ours(name: str, *options: str) -> Engine:
+    return Engine(name, ["ours", *options])
 
 
-def sentence_transformers(folder: Path, autocast: bool) -> Callable[[], Embed]:
-    def load() -> Embed:
-        from sentence_transformers import SentenceTransformer
-
-        model = SentenceTransformer(str(folder), device="cpu")
-
-        def embed(texts: list[str]) -> np.ndarray:
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
-                return model.encode(texts, batch_size=32, convert_to_numpy=True, normalize_embeddings=True).astype(
-                    np.float32
-                )
-
-        return embed
-
-    return load
+def native(dtype: str) -> bool:
+    """Whether `dtype` runs natively here (else our encoder falls back to float32)."""
+    return resolve_dtype(dtype, torch.device("cpu"))[1] is None
 
 
-def onnx_runtime(folder: Path) -> Callable[[], Embed]:
-    """Our fp32 encoder exported to ONNX, run by ONNX Runtime; same tokenizer, batching and pooling as ours."""
-
-    def load() -> Embed:
-        import onnxruntime as ort
-
-        encoder = SentenceEncoder.from_pretrained(str(folder))
-        path = Path(tempfile.mkdtemp(prefix="minilm-onnx-")) / "encoder.onnx"
-        ids = torch.randint(1000, 2000, (2, 9))
-        axes = {0: "batch", 1: "tokens"}
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            torch.onnx.export(
-                encoder.model,
-                (ids, torch.ones_like(ids)),
-                str(path),
-                input_names=["input_ids", "attention_mask"],
-                output_names=["hidden"],
-                dynamic_axes={"input_ids": axes, "attention_mask": axes, "hidden": axes},
-                dynamo=False,
-            )
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = torch.get_num_threads()
-        options.add_session_config_entry(
-            "session.intra_op.allow_spinning", "0"
-        )  # idle threads would steal the next engine's cores
-        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-
-        def embed(texts: list[str]) -> np.ndarray:
-            encodings, _ = encoder.tokenizer.encode(texts)
-            out = np.zeros((len(texts), encoder.dim), dtype=np.float32)
-            for indices in length_sorted_batches([len(e.ids) for e in encodings], 32):
-                batch = encoder.tokenizer.pad([encodings[i] for i in indices])
-                hidden = session.run(
-                    None, {"input_ids": batch.input_ids.numpy(), "attention_mask": batch.attention_mask.numpy()}
-                )[0]
-                out[indices] = l2_normalize(mean_pool(torch.from_numpy(hidden), batch.attention_mask)).numpy()
-            return out
-
-        return embed
-
-    return load
+def int8_quantize_config() -> str:
+    """sentence-transformers' dynamic-quantization config for this CPU: VNNI's where it has it."""
+    return "avx512_vnni" if "avx512_vnni" in cpu_flags() else "avx2"
 
 
-def engines(folder: Path, compile_too: bool) -> list[Engine]:
-    bf16, note = resolve_dtype("bfloat16", torch.device("cpu"))
-    fallback = f"falls back to {bf16}: no AMX/AVX512-BF16" if note else ""
-    _, note16 = resolve_dtype("float16", torch.device("cpu"))
+def peer(name: str, *options: str) -> Engine:
+    """A sentence-transformers backend run by the peers' venv's python (its own package versions)."""
+    return Engine(name, ["sentence-transformers", *options], str(PEERS_PYTHON))
+
+
+def engines(compile_too: bool, with_peers: bool) -> list[Engine]:
     listed = [
-        Engine(REFERENCE, "float32", sentence_transformers(folder, autocast=False)),
-        Engine("sentence-transformers bf16 autocast", "bfloat16", sentence_transformers(folder, autocast=True)),
-        Engine("onnxruntime fp32", "float32", onnx_runtime(folder)),
-        Engine(OURS_FP32, "float32", ours(folder, "float32")),
-        Engine("ours fp32 packed+fused QKV", "float32", ours(folder, "float32", packed=True)),
-        Engine(
-            "ours fp32 max_batch_tokens=2048", "float32", ours(folder, "float32", batch_size=256, max_batch_tokens=2048)
-        ),
-        Engine("ours --dtype bfloat16", bf16, ours(folder, "bfloat16"), fallback),
+        Engine(REFERENCE, ["sentence-transformers"]),
+        Engine("sentence-transformers bf16 autocast", ["sentence-transformers", "--autocast"]),
+        Engine("onnxruntime fp32", ["onnxruntime"]),
+        ours(OURS_FP32),
+        ours("ours fp32 max_batch_tokens=2048", "--batch-size", "256", "--max-batch-tokens", "2048"),
+        ours("ours --dtype bfloat16", "--dtype", "bfloat16"),
+        ours("ours --dtype int8", "--dtype", "int8"),
+        ours("ours --dtype auto", "--dtype", "auto"),
     ]
-    if not note16:  # where float16 falls back it is the float32 row again
-        listed.append(Engine("ours --dtype float16", "float16", ours(folder, "float16")))
-    if note:  # show what the fallback avoids
-        listed.append(
-            Engine(
-                "ours bf16 forced (emulated)",
-                "bfloat16",
-                ours(folder, "bfloat16", forced=True),
-                "why the fallback exists",
-            )
-        )
+    if native("float16"):  # where float16 falls back it is the float32 row again
+        listed.append(ours("ours --dtype float16", "--dtype", "float16"))
+    if not native("bfloat16"):  # show what the fallback avoids
+        listed.append(ours("ours bf16 forced (emulated)", "--dtype", "bfloat16", "--forced"))
     if compile_too:
-        listed.append(Engine("ours fp32 torch.compile", "float32", compiled(folder)))
+        listed.append(ours("ours fp32 torch.compile", "--compile"))
+        for dtype, short in (("bfloat16", "bf16"), ("int8", "int8")):
+            if native(dtype):  # a fallback would compile the fp32 row again
+                listed.append(ours(f"ours {short} torch.compile", "--dtype", dtype, "--compile"))
+    if with_peers:
+        config = int8_quantize_config()
+        listed += [
+            peer("sentence-transformers onnx fp32", "--backend", "onnx"),
+            peer(f"sentence-transformers onnx int8 ({config})", "--backend", "onnx", "--quantize", config),
+            peer("sentence-transformers openvino", "--backend", "openvino"),
+        ]
     return listed
 
 
-def compiled(folder: Path) -> Callable[[], Embed]:
-    def load() -> Embed:
-        encoder = SentenceEncoder.from_pretrained(str(folder))
-        encoder.runner = torch.compile(encoder.model, dynamic=True)
-        return lambda texts: encoder.encode(texts, show_progress_bar=False)
+class WorkerFailed(RuntimeError):
+    """A worker exited non-zero; the message holds the tail of its stderr."""
 
-    return load
+
+def run_worker(engine: Engine, folder: Path, corpora_file: Path, out: Path, repeats: int) -> dict:
+    """Runs one engine in its own process; returns its result.json plus its vectors by corpus.
+
+    Its stdout and stderr go to files beside its results: the libraries are chatty, and the tail
+    of stderr is what a failure shows.
+    """
+    out.mkdir(parents=True)
+    command = [engine.python, str(WORKER), *engine.worker_args]
+    command += ["--model", str(folder), "--corpora", str(corpora_file), "--out", str(out), "--repeats", str(repeats)]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}  # never the network
+    with open(out / "stdout.txt", "w") as stdout, open(out / "stderr.txt", "w") as stderr:
+        returncode = subprocess.run(command, stdout=stdout, stderr=stderr, env=env, cwd=BENCHMARKS.parent).returncode
+    if returncode != 0:
+        tail = (out / "stderr.txt").read_text(errors="replace")[-STDERR_TAIL:]
+        raise WorkerFailed(f"error: the worker for {engine.name!r} exited with {returncode}; its stderr ends:\n{tail}")
+    result = json.loads((out / "result.json").read_text())
+    result["vectors"] = {name: np.load(out / f"{name}.npy") for name in result["seconds"]}
+    return result
 
 
 # ---------------------------------------------------------------------------- measuring
@@ -264,7 +224,10 @@ class Row:
     corpus: str
     sentences_per_s: float
     tokens_per_s: float
-    peak_rss_mb: float
+    peak_rss_mb: float  # the worker process's peak RSS
+    load_s: float  # load (imports, export, quantization, compile) plus warm-up
+    compute: str  # the dtype the matmuls ran in: picks the roofline's peak
+    rss_growth_mb: float = float("nan")  # peak RSS growth from before the engine's load to the end
     ratio: float = float("nan")  # against sentence-transformers fp32 on the same corpus
     roofline: float = float("nan")  # share of the GEMM peak
     spearman: float = float("nan")  # STS-B test x 100, short corpus only
@@ -272,13 +235,12 @@ class Row:
     note: str = ""
 
 
-def best_time(embed: Embed, texts: list[str], repeats: int) -> tuple[float, np.ndarray]:
-    best, out = float("inf"), None
-    for _ in range(repeats):
-        start = time.perf_counter()
-        out = embed(texts)
-        best = min(best, time.perf_counter() - start)
-    return best, out
+@dataclass
+class Run:
+    rows: list[Row]
+    peaks: dict[str, float]  # dtype -> GFLOP/s (int8: GOP/s)
+    corpora: dict[str, list[str]]
+    skipped: list[str] = field(default_factory=list)  # one line per group of engines left out
 
 
 def spearman(scores: list[float], first: np.ndarray, second: np.ndarray) -> float:
@@ -287,46 +249,63 @@ def spearman(scores: list[float], first: np.ndarray, second: np.ndarray) -> floa
     return 100 * float(spearmanr(scores, (first * second).sum(axis=1)).statistic)
 
 
-def run(args: argparse.Namespace) -> tuple[list[Row], dict[str, float]]:
-    folder = SentenceEncoder.from_pretrained().folder
-    tokenizer = SentenceEncoder.from_pretrained().tokenizer
+def read_corpora(tokenizer: SentenceTokenizer, quick: bool) -> tuple[dict[str, list[str]], list[float]]:
+    """(corpus name -> texts, the STS-B gold scores of the first len(scores) short pairs)."""
     scores, first, second = read_stsb_test()
     short = short_corpus()
     long = long_corpus(tokenizer.tokenizer)
-    if args.quick:  # the same shapes of text, fewer of them
+    if quick:  # the same shapes of text, fewer of them
         short, long = first[:100] + second[:100], long[:20]
         scores = scores[:100]
-    corpora = {"short": short, "long": long, "mixed": mixed_corpus(short, long)}
+    return {"short": short, "long": long, "mixed": mixed_corpus(short, long)}, scores
+
+
+def run(args: argparse.Namespace) -> Run:
+    encoder = SentenceEncoder.from_pretrained()  # the checkpoint folder every worker loads, and the tokenizer
+    tokenizer = encoder.tokenizer
+    corpora, scores = read_corpora(tokenizer, args.quick)
     tokens = {
         name: sum(min(n, tokenizer.max_seq_length) for n in tokenizer.encode(texts)[1])
         for name, texts in corpora.items()
     }
-    peaks = {"float32": gemm_peak(torch.float32), "bfloat16": gemm_peak(torch.bfloat16)}
-    print(
-        f"GEMM peak {GEMM_SHAPE}: fp32 {peaks['float32']:.0f} GFLOP/s, bf16 {peaks['bfloat16']:.0f} GFLOP/s",
-        file=sys.stderr,
-    )
+    peaks = {name: gemm_peak(dtype) for name, dtype in (("float32", torch.float32), ("bfloat16", torch.bfloat16))}
+    peaks["int8"] = gemm_peak(torch.int8)
+    skipped = []
+    with_peers = PEERS_PYTHON.is_file()
+    if not with_peers:
+        print(PEERS_SKIPPED, file=sys.stderr)
+        skipped.append(PEERS_SKIPPED)
 
     rows: list[Row] = []
     vectors_of: dict[tuple[str, str], np.ndarray] = {}  # (engine, corpus) -> embeddings, for the min-cosine column
-    for engine in engines(folder, args.compile):
-        if args.only and not any(s in engine.name for s in args.only):
-            continue
-        print(f"{engine.name} ...", file=sys.stderr, flush=True)
-        with peak_rss_growth() as memory:
-            embed = engine.load()
-            embed(corpora["mixed"][:64])  # warm-up (and torch.compile's first graphs)
-            timed = {name: best_time(embed, texts, args.repeats) for name, texts in corpora.items()}
-        del embed
-        for name, (seconds, vectors) in timed.items():
-            texts = corpora[name]
-            row = Row(engine.name, name, len(texts) / seconds, tokens[name] / seconds, memory["mb"], note=engine.note)
-            row.roofline = row.tokens_per_s * flops_per_token() / 1e9 / peaks[engine.compute]
-            vectors_of[engine.name, name] = vectors
-            if name == "short":
-                half = len(scores)
-                row.spearman = spearman(scores, vectors[:half], vectors[half : 2 * half])
-            rows.append(row)
+    with tempfile.TemporaryDirectory(prefix="minilm-speed-") as work:
+        corpora_file = Path(work) / "corpora.json"
+        corpora_file.write_text(json.dumps(corpora), encoding="utf-8")
+        for i, engine in enumerate(engines(args.compile, with_peers)):
+            if args.only and not any(s in engine.name for s in args.only):
+                continue
+            print(f"{engine.name} ...", end="", file=sys.stderr, flush=True)
+            start = time.perf_counter()
+            result = run_worker(engine, encoder.folder, corpora_file, Path(work) / f"engine{i}", args.repeats)
+            print(f" {time.perf_counter() - start:.0f} s", file=sys.stderr)
+            for name, seconds in result["seconds"].items():
+                row = Row(
+                    engine.name,
+                    name,
+                    len(corpora[name]) / seconds,
+                    tokens[name] / seconds,
+                    result["peak_rss_mb"],
+                    result["load_s"],
+                    result["compute"],
+                    result["rss_growth_mb"],
+                    note=result["note"],
+                )
+                row.roofline = row.tokens_per_s * flops_per_token() / 1e9 / peaks[row.compute]
+                vectors = vectors_of[engine.name, name] = result["vectors"][name]
+                if name == "short":
+                    half = len(scores)
+                    row.spearman = spearman(scores, vectors[:half], vectors[half : 2 * half])
+                rows.append(row)
     for row in rows:
         reference = next((r for r in rows if r.engine == REFERENCE and r.corpus == row.corpus), None)
         if reference:
@@ -334,16 +313,20 @@ def run(args: argparse.Namespace) -> tuple[list[Row], dict[str, float]]:
         fp32 = vectors_of.get((OURS_FP32, row.corpus))
         if fp32 is not None:
             row.min_cos = float((vectors_of[row.engine, row.corpus] * fp32).sum(axis=1).min())
-    args.corpora = corpora
-    return rows, peaks
+    return Run(rows, peaks, corpora, skipped)
 
 
-OP_GROUPS = {  # profiler op name -> where the time goes
-    "matmul": ("aten::addmm", "aten::mm", "aten::bmm", "aten::matmul"),
+# ---------------------------------------------------------------------------- profile
+
+CASTS = "int8 quantize/dequantize, casts"
+# profiler op name -> where the time goes. The groups are disjoint (asserted below), so their
+# shares add up; aten::copy_ is split by its caller instead (see op_group).
+OP_GROUPS = {
+    "matmul": ("aten::addmm", "aten::mm", "aten::bmm", "aten::matmul", "aten::_int_mm"),
     "attention": ("aten::_scaled_dot_product_flash_attention_for_cpu", "aten::_scaled_dot_product_attention_math"),
     "GELU, LayerNorm, adds": ("aten::gelu", "aten::native_layer_norm", "aten::add", "aten::add_"),
+    CASTS: ("aten::abs", "aten::amax", "aten::clamp_", "aten::mul_", "aten::round_", "aten::to", "aten::_to_copy"),
     "copies and index ops": (
-        "aten::copy_",
         "aten::index_select",
         "aten::index",
         "aten::index_put_",
@@ -351,16 +334,34 @@ OP_GROUPS = {  # profiler op name -> where the time goes
         "aten::embedding",
     ),
 }
+GROUP_OF = {op: group for group, ops in OP_GROUPS.items() for op in ops}
+assert len(GROUP_OF) == sum(len(ops) for ops in OP_GROUPS.values()), "an op is in two groups"
 
 
-def profile(corpora: dict[str, list[str]]) -> str:
-    """Where our fp32 encode spends its time, per corpus: tokenization, then the torch ops by group."""
+def op_group(event) -> str | None:
+    """The group a profiler event's self time counts in, or None (then it is "other").
+
+    aten::copy_ does two jobs: under aten::_to_copy it is a dtype cast (int8's quantize and
+    dequantize, bf16's output cast), anywhere else a plain copy (contiguous, clone).
+    """
+    if event.name == "aten::copy_":
+        parent = event.cpu_parent
+        return CASTS if parent is not None and parent.name == "aten::_to_copy" else "copies and index ops"
+    return GROUP_OF.get(event.name)
+
+
+def profile(corpora: dict[str, list[str]], dtype: str) -> str:
+    """Where our encode in `dtype` spends its time, per corpus: tokenization, then the torch ops by group."""
     from torch.profiler import ProfilerActivity
     from torch.profiler import profile as torch_profile
 
-    encoder = SentenceEncoder.from_pretrained()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a fallback is said in the title instead
+        encoder = SentenceEncoder.from_pretrained(dtype=dtype)
     encoder.encode(corpora["mixed"][:64])
+    runs = "" if encoder.dtype == dtype else f" (falls back to {encoder.dtype} here)"
     lines = [
+        f"Where our {dtype} time goes{runs} (torch.profiler, share of wall time):\n",
         "| corpus | wall s | tokenize | " + " | ".join(OP_GROUPS) + " | other (Python, pooling, padding) |",
         "|---|---:" + "|---:" * (len(OP_GROUPS) + 2) + "|",
     ]
@@ -372,63 +373,103 @@ def profile(corpora: dict[str, list[str]]) -> str:
             start = time.perf_counter()
             encoder.encode(texts, show_progress_bar=False)
             wall = time.perf_counter() - start
-        self_s: dict[str, float] = {}
-        for event in prof.key_averages():
-            self_s[event.key] = self_s.get(event.key, 0.0) + event.self_cpu_time_total / 1e6
-        shares = [sum(self_s.get(op, 0.0) for op in ops) for ops in OP_GROUPS.values()]
-        other = wall - tokenize - sum(shares)
-        cells = " | ".join(f"{100 * v / wall:.0f}%" for v in [tokenize, *shares, other])
+        shares = dict.fromkeys(OP_GROUPS, 0.0)
+        for event in prof.events():
+            if group := op_group(event):
+                shares[group] += event.self_cpu_time_total / 1e6
+        other = wall - tokenize - sum(shares.values())
+        cells = " | ".join(f"{100 * v / wall:.0f}%" for v in [tokenize, *shares.values(), other])
         lines.append(f"| {name} | {wall:.1f} | {cells} |")
     return "\n".join(lines)
 
 
+# ---------------------------------------------------------------------------- output
+
+COLUMNS = (
+    "engine",
+    "corpus",
+    "sent/s",
+    "tokens/s",
+    "peak RSS MB",
+    "load s",
+    "× ST fp32",
+    "roofline",
+    "STS-B ρ×100",
+    "min cos vs fp32",
+    "note",
+)
+
+
 def table(rows: list[Row]) -> str:
-    header = (
-        "| engine | corpus | sent/s | tokens/s | peak RSS MB | "
-        "× ST fp32 | roofline | STS-B ρ×100 | min cos vs fp32 | note |"
-    )
-    lines = [header, "|---|---|---:|---:|---:|---:|---:|---:|---:|---|"]
+    lines = ["| " + " | ".join(COLUMNS) + " |", "|---|---|" + "---:|" * (len(COLUMNS) - 3) + "---|"]
     fmt = lambda v, spec: "–" if v != v else format(v, spec)  # noqa: E731  (NaN -> dash)
     for r in sorted(rows, key=lambda r: ("short", "long", "mixed").index(r.corpus)):
         lines.append(
             f"| {r.engine} | {r.corpus} | {r.sentences_per_s:,.0f} | {r.tokens_per_s:,.0f} | {r.peak_rss_mb:,.0f} | "
-            f"{fmt(r.ratio, '.2f')} | {fmt(100 * r.roofline, '.0f')}% | {fmt(r.spearman, '.2f')} | "
+            f"{r.load_s:.1f} | {fmt(r.ratio, '.2f')} | {fmt(100 * r.roofline, '.0f')}% | {fmt(r.spearman, '.2f')} | "
             f"{fmt(r.min_cos, '.5f')} | {r.note} |"
         )
     return "\n".join(lines)
 
 
+def machine(peaks: dict[str, float]) -> dict:
+    """What the numbers depend on: the CPU, its flags, torch's threads and version, the GEMM peaks."""
+    return {
+        "cpu": cpu_model(),
+        "cpu_flags": [flag for flag in RELEVANT_FLAGS if flag in cpu_flags()],
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "gemm_peak_gflops": peaks,
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument(
-        "--quick", action="store_true", help="about a minute: 200 short texts, 20 long, one timing each"
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        epilog="Each engine runs in its own process (benchmarks/speed_worker.py); the peers need "
+        "benchmarks/peers/.venv (bash benchmarks/peers/setup.sh) and are skipped, with a note, without it.",
     )
     parser.add_argument(
-        "--repeats", type=int, default=None, help="timings per engine and corpus, best kept (default 1)"
+        "--quick", action="store_true", help="2-4 minutes: 200 short texts, 20 long, one timing each; every engine"
     )
-    parser.add_argument("--compile", action="store_true", help="also time torch.compile (slow to compile on 2 cores)")
+    parser.add_argument("--repeats", type=int, default=1, help="timings per engine and corpus, best kept (default 1)")
+    parser.add_argument(
+        "--compile", action="store_true", help="also time fp32, bf16 and int8 under torch.compile (slow on 2 cores)"
+    )
     parser.add_argument(
         "--only", nargs="*", help="run only engines whose name contains one of these (the reference always runs)"
     )
-    parser.add_argument("--json", metavar="FILE", help="also write the rows as JSON")
+    parser.add_argument("--json", metavar="FILE", help="also write the machine and the rows as JSON")
     parser.add_argument(
-        "--profile", action="store_true", help="also profile our fp32 encode: where the time goes, per corpus"
+        "--profile",
+        action="store_true",
+        help="also profile our fp32, int8 and bfloat16 encodes: where the time goes, per corpus",
     )
     args = parser.parse_args(argv)
-    args.repeats = args.repeats or 1
     if args.only:
         args.only = [*args.only, REFERENCE, OURS_FP32]
-    rows, peaks = run(args)
+    try:
+        result = run(args)
+    except WorkerFailed as failure:
+        print(f" failed\n{failure}", file=sys.stderr)  # ends the "engine ..." progress line
+        return 1
+    about = machine(result.peaks)
+    peaks = result.peaks
+    print(f"CPU: {about['cpu']}; flags: {' '.join(about['cpu_flags']) or 'none of ' + ', '.join(RELEVANT_FLAGS)}")
     print(
-        f"{torch.get_num_threads()} threads, torch {torch.__version__}; "
-        f"GEMM peak fp32 {peaks['float32']:.0f} GFLOP/s, bf16 {peaks['bfloat16']:.0f} GFLOP/s\n"
+        f"{about['threads']} threads, torch {about['torch']}; GEMM peak {GEMM_SHAPE}: fp32 {peaks['float32']:.0f} "
+        f"GFLOP/s, bf16 {peaks['bfloat16']:.0f} GFLOP/s, int8 {peaks['int8']:.0f} GOP/s\n"
     )
-    print(table(rows))
+    print(table(result.rows))
+    for line in result.skipped:
+        print(f"\n{line}")
     if args.profile:
-        print("\nWhere our fp32 time goes (torch.profiler, share of wall time):\n")
-        print(profile(args.corpora))
+        for dtype in ("float32", "int8", "bfloat16"):
+            print()
+            print(profile(result.corpora, dtype))
     if args.json:
-        Path(args.json).write_text(json.dumps({"gemm_peak_gflops": peaks, "rows": [asdict(r) for r in rows]}, indent=1))
+        data = {**about, "skipped": result.skipped, "rows": [asdict(r) for r in result.rows]}
+        Path(args.json).write_text(json.dumps(data, indent=1))
     return 0
 
 

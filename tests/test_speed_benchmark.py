@@ -1,4 +1,6 @@
-"""benchmarks/speed.py --quick runs end to end and prints every column (its speeds are not asserted: they are noise here)."""
+"""benchmarks/speed.py --quick runs every engine end to end, each in its own worker process, and
+prints every column. Its speeds are not asserted (they are noise here); its quality columns,
+memory and load times are, and so are the peers where benchmarks/peers/.venv exists."""
 
 from __future__ import annotations
 
@@ -12,12 +14,15 @@ import pytest
 from conftest import ROOT, require_data
 
 REFERENCE = "sentence-transformers fp32"
+OURS_FP32 = "ours fp32 (default)"
+PEERS_VENV = ROOT / "benchmarks" / "peers" / ".venv" / "bin" / "python"
 COLUMNS = [
     "engine",
     "corpus",
     "sent/s",
     "tokens/s",
     "peak RSS MB",
+    "load s",
     "× ST fp32",
     "roofline",
     "STS-B ρ×100",
@@ -45,15 +50,23 @@ def test_quick_benchmark_prints_every_column(tmp_path: Path):
     assert all(len(r) == len(COLUMNS) for r in rows)
 
     data = json.loads(out.read_text())
-    assert data["gemm_peak_gflops"]["float32"] > 0 and data["gemm_peak_gflops"]["bfloat16"] > 0
+    peaks = data["gemm_peak_gflops"]
+    assert peaks["float32"] > 0 and peaks["bfloat16"] > 0 and peaks["int8"] > 0
+    assert data["cpu"] and data["cpu"] in proc.stdout  # the top of the output names the machine
+    assert isinstance(data["cpu_flags"], list)
     by_key = {(r["engine"], r["corpus"]): r for r in data["rows"]}
     engines = {r["engine"] for r in data["rows"]}
     assert {
-        "sentence-transformers fp32",
+        REFERENCE,
         "sentence-transformers bf16 autocast",
         "onnxruntime fp32",
-        "ours fp32 (default)",
+        OURS_FP32,
+        "ours fp32 max_batch_tokens=2048",
+        "ours --dtype bfloat16",
+        "ours --dtype int8",
+        "ours --dtype auto",
     } <= engines
+    assert "ours fp32 packed+fused QKV" not in engines
     assert len(data["rows"]) == 3 * len(engines) == len(rows)  # every engine on short, long and mixed
     for r in data["rows"]:
         assert (
@@ -62,14 +75,30 @@ def test_quick_benchmark_prints_every_column(tmp_path: Path):
             and r["ratio"] > 0
             and r["roofline"] > 0
         )
+        # each engine in its own process: at least Python plus torch, and the model
+        assert 100 < r["peak_rss_mb"] < 8000, r
+        assert r["load_s"] > 0, r
     for corpus in ("short", "long", "mixed"):
-        assert by_key[("sentence-transformers fp32", corpus)]["ratio"] == 1.0
-        assert by_key[("ours fp32 (default)", corpus)]["min_cos"] > 0.99999  # the reference of that column: itself
+        assert by_key[(REFERENCE, corpus)]["ratio"] == 1.0
+        assert by_key[(OURS_FP32, corpus)]["min_cos"] > 0.99999  # the reference of that column: itself
         assert by_key[("onnxruntime fp32", corpus)]["min_cos"] > 0.99999  # same weights, same maths
         assert by_key[(REFERENCE, corpus)]["min_cos"] > 0.99999  # sentence-transformers: our parity
+    # the reduced precisions keep their quality budgets (where one falls back it is float32: closer still)
+    assert by_key[("ours --dtype int8", "short")]["min_cos"] > 0.99
+    assert by_key[("ours --dtype bfloat16", "short")]["min_cos"] > 0.999
+    assert by_key[("ours --dtype auto", "short")]["note"].startswith("auto: ")  # what auto picked, and why
     # the quality column is real: on the same 100 pairs, our fp32 ranks exactly as sentence-transformers does
-    st, mine = (
-        by_key[("sentence-transformers fp32", "short")]["spearman"],
-        by_key[("ours fp32 (default)", "short")]["spearman"],
-    )
+    st, mine = by_key[(REFERENCE, "short")]["spearman"], by_key[(OURS_FP32, "short")]["spearman"]
     assert 50 < st < 100 and abs(st - mine) < 0.01
+
+    peers = sorted(e for e in engines if e.startswith(("sentence-transformers onnx", "sentence-transformers openvino")))
+    if not PEERS_VENV.is_file():
+        assert peers == [] and "peers skipped" in proc.stdout and "peers skipped" in proc.stderr
+        return
+    assert len(peers) == 3, peers
+    int8 = next(e for e in peers if e.startswith("sentence-transformers onnx int8 ("))
+    assert by_key[(int8, "short")]["compute"] == "int8"  # its roofline is against the int8 peak
+    for peer in ("sentence-transformers onnx fp32", int8, "sentence-transformers openvino"):
+        assert by_key[(peer, "short")]["min_cos"] > 0.95, peer
+    assert by_key[("sentence-transformers openvino", "short")]["min_cos"] > 0.999
+    assert "OpenVINO picks its own precision" in by_key[("sentence-transformers openvino", "short")]["note"]
