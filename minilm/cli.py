@@ -28,6 +28,7 @@ import os
 import signal
 import sys
 import threading
+import warnings
 from collections.abc import Callable
 from contextlib import nullcontext
 from pathlib import Path
@@ -45,8 +46,10 @@ from .corpus.textio import (
     read_records,
     require_input_file,
 )
-from .sentence_encoder import cosine_similarity
-from .weights import WeightsError
+from .model.precision import DTYPE_CHOICES
+from .sentence_encoder import SentenceEncoder, cosine_similarity
+from .text.tokenization import TOKENIZER_KINDS
+from .weights import DEFAULT_CHECKPOINT, WeightsError
 
 DEMO_SENTENCES = ["The dog ran across the grass.", "Why is the sky blue?", "The cat jumped into the weeds."]
 
@@ -239,3 +242,49 @@ def write_table(out: TextIO, texts: list[str], embeddings: np.ndarray) -> None:
     out.write(f"{'cosine_sim':>10}  {'sentence_1':<{width}}  sentence_2\n")
     for i, j in pairs:
         out.write(f"{sims[i, j]:>10.6f}  {shorten(texts[i]):<{width}}  {shorten(texts[j])}\n")
+
+
+# --------------------------------------------------------------------------- model options (minilm.embed, minilm.serve)
+
+
+def add_model_arguments(group) -> None:
+    """--model, --device, --dtype, --tokenizer, --no-verify, --download: which encoder to load, and how."""
+    group.add_argument("--model", "-m", default=None, help=f"checkpoint name or folder (default: {DEFAULT_CHECKPOINT})")
+    group.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default: cpu)")
+    group.add_argument(
+        "--dtype",
+        choices=DTYPE_CHOICES,
+        default="float32",
+        help="compute precision, what the model runs in: float32 is exact (default); "
+        "bfloat16/float16 are faster on GPUs and on CPUs with AVX512-BF16/AMX; int8 on CPUs with VNNI or "
+        "AMX-INT8 (min cosine to float32 >= 0.99); each falls back to float32 with a note where it would be "
+        "emulated. auto picks the fastest of these for this machine and prints what it chose",
+    )
+    group.add_argument(
+        "--tokenizer",
+        choices=TOKENIZER_KINDS,
+        default="fast",
+        help="fast: the Rust tokenizers library (default); "
+        "python: minilm.text.wordpiece, the same ids in plain Python (slower)",
+    )
+    group.add_argument("--no-verify", action="store_true", help="skip the sha256 check (for your own checkpoints)")
+    group.add_argument(
+        "--download", action="store_true", help="if the checkpoint is not found locally, download it from the hub"
+    )
+
+
+def load_encoder(args: argparse.Namespace) -> SentenceEncoder:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # the precision fallback is printed below, as one line
+        encoder = SentenceEncoder.from_pretrained(
+            args.model,
+            device=args.device,
+            verify=not args.no_verify,
+            download=args.download,
+            dtype=args.dtype,
+            tokenizer=args.tokenizer,
+        )
+    for note in (encoder.auto_choice, encoder.precision_note):
+        if note:
+            print(f"note: {note}", file=sys.stderr)
+    return encoder

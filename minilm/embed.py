@@ -19,7 +19,6 @@ import argparse
 import json
 import os
 import sys
-import warnings
 from pathlib import Path
 from typing import TextIO
 
@@ -30,18 +29,17 @@ from .cli import (
     EXIT_TERMINATED,
     ArgumentParser,
     add_input_arguments,
+    add_model_arguments,
     check_output_path,
     gather_texts,
+    load_encoder,
     positive_int,
     run,
     write_table,
 )
 from .corpus.quantize import STORED_PRECISIONS
 from .corpus.textio import RECORD_SUFFIXES, InputError, atomic_output, json_vector
-from .model.precision import DTYPE_CHOICES
-from .sentence_encoder import EncodeResult, SentenceEncoder
-from .text.tokenization import TOKENIZER_KINDS
-from .weights import DEFAULT_CHECKPOINT
+from .sentence_encoder import EncodeResult
 
 TABLE_MAX_TEXTS = 1000  # the table compares every pair; beyond this, jsonl or npy is the useful output
 
@@ -159,25 +157,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="embed nothing: check every shard of DIR against its manifest (sizes, sha256) and the input's hash",
     )
     model = parser.add_argument_group("model and compute")
-    model.add_argument("--model", "-m", default=None, help=f"checkpoint name or folder (default: {DEFAULT_CHECKPOINT})")
-    model.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default: cpu)")
-    model.add_argument(
-        "--dtype",
-        choices=DTYPE_CHOICES,
-        default="float32",
-        help="compute precision, what the model runs in: float32 is exact (default); "
-        "bfloat16/float16 are faster on GPUs and on CPUs with AVX512-BF16/AMX; int8 on CPUs with VNNI or "
-        "AMX-INT8 (min cosine to float32 >= 0.99); each falls back to float32 with a note where it would be "
-        "emulated. auto picks the fastest of these for this machine and prints what it chose. "
-        "Not how vectors are stored: see --precision",
-    )
-    model.add_argument(
-        "--tokenizer",
-        choices=TOKENIZER_KINDS,
-        default="fast",
-        help="fast: the Rust tokenizers library (default); "
-        "python: minilm.text.wordpiece, the same ids in plain Python (slower)",
-    )
+    add_model_arguments(model)
     model.add_argument("--batch-size", "-b", type=positive_int, default=32, help="texts per forward pass (default: 32)")
     model.add_argument(
         "--max-batch-tokens",
@@ -187,10 +167,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="also cap each batch at N tokens, padding included",
     )
     model.add_argument("--no-normalize", action="store_true", help="skip L2 normalization of the embeddings")
-    model.add_argument("--no-verify", action="store_true", help="skip the sha256 check (for your own checkpoints)")
-    model.add_argument(
-        "--download", action="store_true", help="if the checkpoint is not found locally, download it from the hub"
-    )
     shards = parser.add_argument_group("shards (--input FILE --output DIR/)")
     shards.add_argument(
         "--shard-size", type=positive_int, default=None, metavar="N", help="texts per shard (default: 10000)"
@@ -261,7 +237,7 @@ def embed_to_shards(args: argparse.Namespace) -> int:
         args.precision,
         args.skip_bad_lines,
     )
-    encoder = load_encoder_for(args)
+    encoder = load_encoder(args)
     manifest = embed_corpus(encoder, Path(args.input), Path(args.output), settings, force=args.force)
     shards = manifest["shards"]
     if manifest["complete"] and not manifest["rows"]:
@@ -355,23 +331,6 @@ def embed_with_ray(args: argparse.Namespace) -> int:
     return 0
 
 
-def load_encoder_for(args: argparse.Namespace) -> SentenceEncoder:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # the precision fallback is printed below, as one line
-        encoder = SentenceEncoder.from_pretrained(
-            args.model,
-            device=args.device,
-            verify=not args.no_verify,
-            download=args.download,
-            dtype=args.dtype,
-            tokenizer=args.tokenizer,
-        )
-    for note in (encoder.auto_choice, encoder.precision_note):
-        if note:
-            print(f"note: {note}", file=sys.stderr)
-    return encoder
-
-
 def embed(args: argparse.Namespace) -> int:
     if args.verify:
         return verify_folder(args.verify)
@@ -398,7 +357,7 @@ def embed(args: argparse.Namespace) -> int:
     args.format = args.format or output_format(args.output)
     texts = gather_texts(args)
     output = check_output(args, len(texts))
-    encoder = load_encoder_for(args)
+    encoder = load_encoder(args)
     result = encoder.encode_detailed(
         texts,
         batch_size=args.batch_size,

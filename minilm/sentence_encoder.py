@@ -192,15 +192,33 @@ class SentenceEncoder:
         texts = check_texts(texts)
         if normalize is not None and not isinstance(normalize, bool):
             raise TypeError(f"normalize must be True, False or None, got {normalize!r}")
-        normalize = self.config.normalize if normalize is None else normalize
         encodings, n_tokens = self.tokenizer.encode(texts)
-        embeddings = np.zeros((len(texts), self.dim), dtype=np.float32)
-        for indices, hidden, batch in self._hidden_states(encodings, batch_size, max_batch_tokens, show_progress_bar):
+        embeddings = self.encode_encodings(
+            encodings, batch_size, normalize, pooling, show_progress_bar, max_batch_tokens
+        )
+        return EncodeResult(embeddings, n_tokens, [n > self.max_seq_length for n in n_tokens])
+
+    def encode_encodings(
+        self,
+        encodings: Sequence[AnyEncoding],
+        batch_size: int = 32,
+        normalize: bool | None = None,
+        pooling: PoolingMode | None = None,
+        show_progress_bar: bool | None = False,
+        max_batch_tokens: int | None = None,
+    ) -> np.ndarray:
+        """`encode` for texts already through `self.tokenizer.encode` (truncated, special tokens added):
+        float32 (N, C) in input order. The server tokenizes off its event loop and embeds here."""
+        normalize = self.config.normalize if normalize is None else normalize
+        embeddings = np.zeros((len(encodings), self.dim), dtype=np.float32)
+        for indices, hidden, batch in self._hidden_states(
+            list(encodings), batch_size, max_batch_tokens, show_progress_bar
+        ):
             vectors = pool(hidden, batch.attention_mask, pooling or self.config.pooling)  # (B, C)
             if normalize:
                 vectors = l2_normalize(vectors)
             embeddings[indices] = vectors.float().cpu().numpy()
-        return EncodeResult(embeddings, n_tokens, [n > self.max_seq_length for n in n_tokens])
+        return embeddings
 
     def encode(
         self,

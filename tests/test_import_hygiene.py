@@ -12,7 +12,15 @@ from pathlib import Path
 
 from conftest import ROOT
 
-ENTRY_POINTS = {"minilm.embed", "minilm.explain", "minilm.weights.__main__", "heads.train", "heads.predict"}
+ENTRY_POINTS = {
+    "minilm.embed",
+    "minilm.explain",
+    "minilm.weights.__main__",
+    "minilm.calibrate",
+    "minilm.serve.__main__",
+    "heads.train",
+    "heads.predict",
+}
 SOURCES = sorted(path for package in ("minilm", "heads") for path in (ROOT / package).rglob("*.py"))
 
 

@@ -1,0 +1,10 @@
+"""minilm.serve: an HTTP server for embeddings and the multi-task heads (`python -m minilm.serve`).
+
+    batcher.py   the queue and the one inference worker: many clients' texts share a batch
+    metrics.py   the Prometheus metrics behind GET /metrics
+    app.py       the routes (OpenAI's /v1/embeddings, TEI's /embed, /predict, /tokenize), checks and errors
+    __main__.py  the command line: load the encoder and heads, warm up, listen, drain on SIGTERM
+
+It needs the [serve] extra (FastAPI, uvicorn, prometheus-client). Nothing here is imported by the
+rest of minilm; heads are imported only by the command line, which joins the two packages.
+"""

@@ -1,0 +1,141 @@
+"""python -m minilm.serve: the HTTP server (pip install -e ".[serve]").
+
+    python -m minilm.serve                                   # 127.0.0.1:8080, all-MiniLM-L6-v2, the shipped heads
+    python -m minilm.serve --port 9000 --dtype auto --max-batch-tokens 4096
+    curl -s localhost:8080/v1/embeddings -H 'content-type: application/json' \\
+         -d '{"model": "all-MiniLM-L6-v2", "input": ["A dog runs.", "Why is the sky blue?"]}'
+
+It loads the encoder (and the heads, unless --no-heads), runs one warm-up batch, then listens.
+SIGTERM or Ctrl-C: it stops accepting connections, answers every request already in, and exits 0.
+The routes and the batching are in app.py and batcher.py; docs/serve.md has the API.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+
+from ..cli import EXIT_USER_ERROR, ArgumentParser, add_model_arguments, load_encoder, positive_int, run
+from ..weights import DEFAULT_CHECKPOINT, lookup_known
+
+try:  # the [serve] extra
+    import uvicorn
+
+    from .app import ServeSettings, Service, create_app
+except ImportError as missing:
+    print(f'error: {missing.name} is missing; install the server extra: pip install -e ".[serve]"', file=sys.stderr)
+    sys.exit(EXIT_USER_ERROR)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = ArgumentParser(
+        prog="python -m minilm.serve",
+        description="An HTTP server for embeddings (OpenAI- and TEI-compatible) and the multi-task heads, "
+        "with dynamic batching across clients.",
+        epilog="Routes: POST /v1/embeddings, GET /v1/models, POST /embed, POST /predict, POST /tokenize, "
+        "GET /health, GET /metrics, GET /docs. See docs/serve.md.",
+    )
+    net = parser.add_argument_group("network")
+    net.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, this machine only)")
+    net.add_argument("--port", type=int, default=8080, help="port to listen on (default: 8080; 0 picks a free one)")
+    net.add_argument("--access-log", action="store_true", help="log every request on stderr (off: it costs under load)")
+    model = parser.add_argument_group("model")
+    add_model_arguments(model)
+    model.add_argument(
+        "--heads",
+        default=None,
+        metavar="DIR",
+        help="heads saved by python -m heads.train, for /predict (default: the shipped weights/heads)",
+    )
+    model.add_argument("--no-heads", action="store_true", help="do not load heads; /predict answers 404")
+    limits = parser.add_argument_group("batching and limits")
+    defaults = ServeSettings(model_name="")
+    limits.add_argument(
+        "--max-batch-tokens",
+        type=positive_int,
+        default=defaults.max_batch_tokens,
+        metavar="N",
+        help=f"padded tokens per encoder batch, shared by all clients (default: {defaults.max_batch_tokens})",
+    )
+    limits.add_argument(
+        "--max-queue",
+        type=positive_int,
+        default=defaults.max_queue,
+        metavar="N",
+        help=f"requests admitted at once, waiting or running; more get 429 (default: {defaults.max_queue})",
+    )
+    limits.add_argument(
+        "--max-request-inputs",
+        type=positive_int,
+        default=defaults.max_request_inputs,
+        metavar="N",
+        help=f"texts per request; more get 413 (default: {defaults.max_request_inputs}); "
+        "a request within it is split over batches as needed",
+    )
+    limits.add_argument(
+        "--max-body-mb",
+        type=positive_int,
+        default=defaults.max_body_bytes // 2**20,
+        metavar="MB",
+        help=f"request body size; more gets 413 (default: {defaults.max_body_bytes // 2**20})",
+    )
+    args = parser.parse_args(argv)
+    if not 0 <= args.port <= 65535:
+        parser.error(f"--port must be between 0 and 65535, got {args.port}")
+    if args.heads and args.no_heads:
+        parser.error("--heads and --no-heads contradict each other")
+    return args
+
+
+def served_names(model: str | None) -> tuple[str, frozenset[str]]:
+    """The name responses carry, and the other names a request's "model" may use."""
+    given = model or DEFAULT_CHECKPOINT
+    known = lookup_known(given)
+    if known:
+        return known.name, frozenset({known.repo_id.lower(), given.lower()})
+    name = given.rstrip("/").rsplit("/", 1)[-1]
+    return name, frozenset({given.lower()})
+
+
+def serve(args: argparse.Namespace) -> int:
+    encoder = load_encoder(args)
+    predict_texts = None
+    if not args.no_heads:
+        from heads.predict import MultiTaskPredictor  # heads sit above minilm; only this entry point joins them
+
+        predictor = MultiTaskPredictor.from_folder(args.heads, args.device)
+
+        def predict_texts(texts: list[str], with_embedding: bool) -> list[dict]:
+            return predictor.predict(texts, with_embedding=with_embedding, show_progress_bar=False)
+
+    name, aliases = served_names(args.model)
+    settings = ServeSettings(
+        model_name=name,
+        model_aliases=aliases,
+        max_batch_tokens=max(args.max_batch_tokens, encoder.max_seq_length),
+        max_queue=args.max_queue,
+        max_request_inputs=args.max_request_inputs,
+        max_body_bytes=args.max_body_mb * 2**20,
+    )
+    if args.max_batch_tokens < encoder.max_seq_length:
+        print(f"note: --max-batch-tokens raised to {encoder.max_seq_length}, the longest text", file=sys.stderr)
+    app = create_app(Service(encoder, settings, predict_texts))
+    config = uvicorn.Config(
+        app, host=args.host, port=args.port, log_level="info", access_log=args.access_log, timeout_graceful_shutdown=60
+    )
+    # uvicorn catches SIGTERM/SIGINT, drains, then raises the signal again to its previous handler:
+    # make that handler a no-op, so a drained shutdown exits 0 (cli.run would report it as 143).
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: None)
+    uvicorn.Server(config).run()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    return run(lambda: serve(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,460 @@
+"""The HTTP API: routes, request checks and error shapes, on FastAPI. The batching is `batcher.py`'s.
+
+Routes (docs/serve.md has the request and response fields):
+    POST /v1/embeddings   OpenAI-compatible embeddings (input, model, encoding_format, dimensions, user)
+    GET  /v1/models       the one model served, as OpenAI lists models
+    POST /embed           TEI-compatible (inputs, normalize, truncate)
+    POST /predict         question type, sentiment and entities (heads/), optionally the embedding too
+    POST /tokenize        the tokens the encoder sees: ids, texts and character offsets
+    GET  /health          200 once warmed up, 503 before and while shutting down
+    GET  /metrics         Prometheus text format (metrics.py)
+    GET  /docs            OpenAPI docs (FastAPI)
+
+Errors are JSON in the caller's dialect: OpenAI's {"error": {"message", "type", "param", "code"}}
+under /v1/, TEI's {"error", "error_type"} elsewhere. 422: a malformed body (one line says what is
+wrong), 413: a body or a request over the limits, 404: a model this server does not serve, 429 with
+Retry-After: the queue is full, 503: warming up or shutting down.
+
+Long texts: `SentenceEncoder.encode` (and sentence-transformers) embed the first max_seq_length
+tokens. /v1/embeddings does so by default and says so: each data item carries "truncated", and the
+X-Truncated-Inputs header lists the indices. /embed follows TEI: truncate defaults to false, and a
+text over the limit is a 422 naming it; with truncate=true the header lists what was cut.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import time
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Annotated, Any, Callable, Literal, Optional, Union
+
+import numpy as np
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from starlette.concurrency import run_in_threadpool
+
+from ..sentence_encoder import SentenceEncoder, check_texts
+from .batcher import Batcher, Closed, Job, QueueFull
+from .metrics import Metrics
+
+WARM_UP_TEXTS = ["The server warms up on this sentence.", "word " * 300]  # the second one fills max_seq_length
+
+
+@dataclass
+class ServeSettings:
+    model_name: str  # what /v1/models lists and responses name
+    model_aliases: frozenset[str] = frozenset()  # other names a request's "model" may use (lower case)
+    max_batch_tokens: int = 8192  # padded tokens per encoder batch
+    max_queue: int = 512  # requests admitted at once (waiting or running); more get 429
+    max_request_inputs: int = 2048  # texts per request (OpenAI's own limit); more get 413
+    max_body_bytes: int = 16 * 2**20  # request body; more gets 413
+    retry_after_s: int = 1
+
+
+class ApiError(Exception):
+    """An error answered to the client; `kind` picks the OpenAI type / TEI error_type."""
+
+    def __init__(self, status: int, message: str, param: str | None = None, code: str | None = None, headers=None):
+        super().__init__(message)
+        self.status, self.message, self.param, self.code, self.headers = status, message, param, code, headers or {}
+
+
+ERROR_TYPES = {  # status -> (OpenAI "type", TEI "error_type")
+    404: ("invalid_request_error", "Validation"),
+    413: ("invalid_request_error", "Validation"),
+    422: ("invalid_request_error", "Validation"),
+    429: ("rate_limit_error", "Overloaded"),
+    503: ("server_error", "Unhealthy"),
+}
+
+
+def error_response(path: str, error: ApiError) -> JSONResponse:
+    openai_type, tei_type = ERROR_TYPES.get(error.status, ("server_error", "Backend"))
+    if path.startswith("/v1/"):
+        detail = {"message": error.message, "type": openai_type, "param": error.param, "code": error.code}
+        body: dict = {"error": detail}
+    else:
+        body = {"error": error.message, "error_type": tei_type}
+    return JSONResponse(body, status_code=error.status, headers=error.headers)
+
+
+# ---------------------------------------------------------------------------- request bodies
+
+
+def json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    return "an object" if isinstance(value, dict) else type(value).__name__
+
+
+def text_or_texts(value: Any) -> Any:
+    """A string or a non-empty list of strings; anything else is a one-line reason."""
+    if isinstance(value, str):
+        return value
+    if not isinstance(value, list):
+        raise ValueError(f"must be a string or a list of strings, got {json_type(value)}")
+    if not value:
+        raise ValueError("is an empty list; send at least one text")
+    for i, item in enumerate(value):
+        if not isinstance(item, str):
+            hint = " (token-id input is not supported; send text)" if isinstance(item, (int, list)) else ""
+            raise ValueError(f"item {i} is {json_type(item)}, expected a string{hint}")
+    return value
+
+
+Texts = Annotated[Union[str, list[str]], BeforeValidator(text_or_texts)]
+Strict = ConfigDict(extra="forbid", strict=True)
+
+
+class OpenAIEmbeddingRequest(BaseModel):
+    model_config = Strict
+    input: Texts = Field(description="a text or a list of texts (at most --max-request-inputs)")
+    model: str = Field(description="the served model's name, as GET /v1/models lists it")
+    encoding_format: Literal["float", "base64"] = Field("float", description="base64: little-endian float32 bytes")
+    dimensions: Optional[int] = Field(  # noqa: UP045 (pydantic reads it at run time; Python 3.9 has no X | None)
+        None, description="keep the first N dimensions, then L2-normalize again (the model is not Matryoshka-trained)"
+    )
+    user: Optional[str] = Field(None, description="accepted and ignored")  # noqa: UP045
+    truncate: bool = Field(True, description="minilm extension: false refuses texts over max_seq_length")
+
+
+class EmbedRequest(BaseModel):
+    model_config = Strict
+    inputs: Texts
+    normalize: bool = True
+    truncate: bool = Field(False, description="false (TEI's default): a text over max_seq_length is a 422")
+    truncation_direction: Literal["Right", "right"] = Field("Right", description="only Right: keep the first tokens")
+
+
+class PredictRequest(BaseModel):
+    model_config = Strict
+    inputs: Texts
+    with_embedding: bool = Field(False, description="add each text's sentence embedding, from the same pass")
+
+
+class TokenizeRequest(BaseModel):
+    model_config = Strict
+    inputs: Texts
+    add_special_tokens: bool = True
+
+
+def validation_message(error: RequestValidationError) -> str:
+    """FastAPI's list of pydantic errors -> one line: where, and what is wrong."""
+    first = error.errors()[0]
+    if first.get("type") == "json_invalid":
+        return f"the body is not valid JSON: {first.get('ctx', {}).get('error', 'decode error')}"
+    where = ".".join(str(part) for part in first.get("loc", ()) if part != "body") or "body"
+    message = str(first.get("msg", "invalid")).removeprefix("Value error, ")
+    if first.get("type") == "missing":
+        message = "is required"
+    return f"{where}: {message}"
+
+
+def as_list(texts: str | list[str]) -> list[str]:
+    return [texts] if isinstance(texts, str) else texts
+
+
+def normalized(vectors: np.ndarray) -> np.ndarray:
+    """L2 rows as sentence-transformers' Normalize: x / max(|x|, 1e-12)."""
+    return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+
+
+# ---------------------------------------------------------------------------- the service
+
+
+@dataclass
+class Embedded:
+    vectors: np.ndarray  # (N, C) float32, not normalized
+    tokens: list[int]  # tokens each text was embedded with ([CLS]/[SEP] included, after truncation)
+    truncated: list[int]  # indices of the texts that were cut to max_seq_length
+
+
+@dataclass
+class Service:
+    """What the routes call: checks, tokenizing off the event loop, and the batcher."""
+
+    encoder: SentenceEncoder
+    settings: ServeSettings
+    predict_texts: Callable[[list[str], bool], list[dict]] | None = None  # heads, when loaded
+    metrics: Metrics = field(default_factory=Metrics)
+    batcher: Batcher | None = None
+    ready: bool = False
+
+    def start(self) -> None:
+        self.batcher = Batcher(
+            self.encoder,
+            self.predict_texts,
+            max_batch_tokens=self.settings.max_batch_tokens,
+            max_queue=self.settings.max_queue,
+            on_batch=self.metrics.record_batch,
+        )
+        self.metrics.track_queue(lambda: self.batcher.depth if self.batcher else 0)
+
+    def warm_up(self) -> None:
+        """One embedding batch (a short and a full-length text) and one prediction, before /health says ok."""
+        assert self.batcher is not None
+        encodings, _ = self.encoder.tokenizer.encode(WARM_UP_TEXTS)
+        self.batcher.submit(Job("embed", encodings=encodings)).result()
+        if self.predict_texts is not None:
+            self.batcher.submit(Job("predict", texts=WARM_UP_TEXTS[:1])).result()
+
+    def stop(self) -> None:
+        self.ready = False
+        if self.batcher is not None:
+            self.batcher.close()
+
+    def check_request(self, texts: list[str]) -> list[str]:
+        if len(texts) > self.settings.max_request_inputs:
+            self.metrics.rejections.labels("too_large").inc()
+            raise ApiError(
+                413,
+                f"the request has {len(texts)} inputs; the limit is {self.settings.max_request_inputs} per request"
+                " (--max-request-inputs): send them in several requests",
+            )
+        try:
+            return check_texts(texts)
+        except ValueError as error:  # a lone surrogate ("\ud800" in the JSON)
+            raise ApiError(422, str(error).replace("texts[", "input[")) from None
+
+    async def run(self, job: Job) -> Any:
+        if self.batcher is None or not self.ready:
+            self.metrics.rejections.labels("shutting_down").inc()
+            raise ApiError(503, "the server is not ready (warming up or shutting down); retry shortly")
+        try:
+            future = self.batcher.submit(job)
+        except QueueFull as error:
+            self.metrics.rejections.labels("queue_full").inc()
+            raise ApiError(
+                429,
+                f"the server is busy: {error}; retry after {self.settings.retry_after_s} s",
+                headers={"Retry-After": str(self.settings.retry_after_s)},
+            ) from None
+        except Closed:
+            self.metrics.rejections.labels("shutting_down").inc()
+            raise ApiError(503, "the server is shutting down") from None
+        return await asyncio.wrap_future(future)
+
+    async def embed(self, texts: list[str], truncate: bool, endpoint: str) -> Embedded:
+        texts = self.check_request(texts)
+        encodings, n_tokens = await run_in_threadpool(self.encoder.tokenizer.encode, texts)
+        limit = self.encoder.max_seq_length
+        over = [i for i, n in enumerate(n_tokens) if n > limit]
+        if over and not truncate:
+            i = over[0]
+            raise ApiError(
+                422,
+                f"input {i} has {n_tokens[i]} tokens, over this model's {limit}; send truncate=true to embed its "
+                f"first {limit} tokens ({len(over)} input(s) are over)",
+                param="input",
+            )
+        vectors = await self.run(Job("embed", encodings=encodings))
+        tokens = [min(n, limit) for n in n_tokens]
+        self.metrics.inputs.labels(endpoint).inc(len(texts))
+        self.metrics.prompt_tokens.inc(sum(tokens))
+        return Embedded(vectors, tokens, over)
+
+    async def predict(self, texts: list[str], with_embedding: bool) -> list[dict]:
+        if self.predict_texts is None:
+            raise ApiError(404, "this server was started with --no-heads: /predict is off")
+        texts = self.check_request(texts)
+        records = await self.run(Job("predict", texts=texts, with_embedding=with_embedding))
+        self.metrics.inputs.labels("/predict").inc(len(texts))
+        return records
+
+    def served(self, model: str) -> bool:
+        names = {self.settings.model_name.lower(), *self.settings.model_aliases}
+        return model.lower() in names
+
+
+def truncation_header(truncated: list[int]) -> dict[str, str]:
+    return {"X-Truncated-Inputs": ",".join(map(str, truncated))} if truncated else {}
+
+
+# ---------------------------------------------------------------------------- ASGI guard
+
+
+class Guard:
+    """Pure ASGI middleware in front of the app: the body-size limit (413, before any parsing), and the
+    request count and latency metrics. A body over the limit is read to its end and dropped, so the
+    client gets its 413 instead of a reset connection, and memory holds at most one chunk of it."""
+
+    def __init__(self, app, service: Service, routes: set[str]):
+        self.app, self.service, self.routes = app, service, routes
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        start, path = time.perf_counter(), scope["path"]
+        endpoint = path if path in self.routes else "other"
+        status = 500
+
+        async def send_and_count(message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+            if message["type"] == "http.response.body" and not message.get("more_body", False):
+                metrics = self.service.metrics
+                metrics.requests.labels(endpoint, str(status)).inc()
+                metrics.latency.labels(endpoint).observe(time.perf_counter() - start)
+
+        limit = self.service.settings.max_body_bytes
+        declared = dict(scope.get("headers", [])).get(b"content-length")
+        body, size, more = [], 0, scope["method"] in ("POST", "PUT", "PATCH")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            size = int(declared)
+        while more and size <= limit:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            chunk = message.get("body", b"")
+            body.append(chunk)
+            size += len(chunk)
+            more = message.get("more_body", False)
+        if size > limit:
+            while more:  # drain and drop the rest
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    return
+                more = message.get("more_body", False)
+            self.service.metrics.rejections.labels("too_large").inc()
+            error = ApiError(413, f"the body is over {limit:,} bytes (--max-body-mb); send fewer texts per request")
+            return await error_response(path, error)(scope, receive, send_and_count)
+        whole = b"".join(body)
+        replayed = False
+
+        async def replay():
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": whole, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send_and_count)
+
+
+# ---------------------------------------------------------------------------- the app
+
+
+def create_app(service: Service) -> FastAPI:
+    settings, encoder = service.settings, service.encoder
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI):
+        service.start()
+        await run_in_threadpool(service.warm_up)
+        service.ready = True
+        yield
+        await run_in_threadpool(service.stop)  # every admitted request is answered first
+
+    app = FastAPI(
+        title="minilm",
+        summary=f"Embeddings and multi-task predictions from {settings.model_name}",
+        version="0.1.0",
+        lifespan=lifespan,
+    )
+
+    @app.exception_handler(ApiError)
+    async def api_error(request: Request, error: ApiError) -> JSONResponse:
+        return error_response(request.url.path, error)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_body(request: Request, error: RequestValidationError) -> JSONResponse:
+        service.metrics.rejections.labels("invalid").inc()
+        first = error.errors()[0]
+        param = None if first.get("type") == "json_invalid" else next((str(p) for p in first.get("loc", ())[1:2]), None)
+        return error_response(request.url.path, ApiError(422, validation_message(error), param=param))
+
+    @app.post("/v1/embeddings", summary="OpenAI-compatible embeddings")
+    async def openai_embeddings(body: OpenAIEmbeddingRequest) -> Response:
+        if not service.served(body.model):
+            raise ApiError(
+                404,
+                f"the model {body.model!r} is not served here; this server serves {settings.model_name!r}",
+                param="model",
+                code="model_not_found",
+            )
+        if body.dimensions is not None and not 1 <= body.dimensions <= encoder.dim:
+            raise ApiError(422, f"dimensions must be between 1 and {encoder.dim}", param="dimensions")
+        embedded = await service.embed(as_list(body.input), body.truncate, "/v1/embeddings")
+        vectors = embedded.vectors[:, : body.dimensions] if body.dimensions else embedded.vectors
+        if encoder.config.normalize:
+            vectors = normalized(vectors)
+        data = []
+        for i, vector in enumerate(vectors):
+            if body.encoding_format == "base64":
+                value: Any = base64.b64encode(vector.astype("<f4").tobytes()).decode("ascii")
+            else:
+                value = vector.tolist()
+            data.append({"object": "embedding", "index": i, "embedding": value, "truncated": i in embedded.truncated})
+        tokens = sum(embedded.tokens)
+        content = {
+            "object": "list",
+            "data": data,
+            "model": settings.model_name,
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+        }
+        return JSONResponse(content, headers=truncation_header(embedded.truncated))
+
+    @app.get("/v1/models", summary="The model served, as OpenAI lists models")
+    async def openai_models() -> dict:
+        return {"object": "list", "data": [{"id": settings.model_name, "object": "model", "owned_by": "minilm"}]}
+
+    @app.post("/embed", summary="TEI-compatible embeddings: a list of vectors")
+    async def tei_embed(body: EmbedRequest) -> Response:
+        embedded = await service.embed(as_list(body.inputs), body.truncate, "/embed")
+        vectors = normalized(embedded.vectors) if body.normalize else embedded.vectors
+        return JSONResponse(vectors.tolist(), headers=truncation_header(embedded.truncated))
+
+    @app.post("/predict", summary="Question type, sentiment and entities (character offsets), one encoder pass")
+    async def predict(body: PredictRequest) -> Response:
+        return JSONResponse(await service.predict(as_list(body.inputs), body.with_embedding))
+
+    @app.post("/tokenize", summary="The tokens the encoder sees (truncated to max_seq_length), with offsets")
+    async def tokenize(body: TokenizeRequest) -> Response:
+        texts = service.check_request(as_list(body.inputs))
+        encodings, n_tokens = await run_in_threadpool(encoder.tokenizer.encode, texts)
+        out = []
+        for encoding in encodings:
+            tokens = []
+            for token_id, text, word, (start, stop) in zip(
+                encoding.ids, encoding.tokens, encoding.word_ids, encoding.offsets
+            ):
+                special = word is None
+                if special and not body.add_special_tokens:
+                    continue
+                tokens.append(
+                    {
+                        "id": token_id,
+                        "text": text,
+                        "special": special,
+                        "start": None if special else start,
+                        "stop": None if special else stop,
+                    }
+                )
+            out.append(tokens)
+        over = [i for i, n in enumerate(n_tokens) if n > encoder.max_seq_length]
+        return JSONResponse(out, headers=truncation_header(over))
+
+    @app.get("/health", summary="200 once warmed up; 503 before that and while shutting down")
+    async def health() -> Response:
+        if not service.ready:
+            return error_response("/health", ApiError(503, "warming up or shutting down"))
+        return JSONResponse({"status": "ok", "model": settings.model_name, "dtype": encoder.dtype})
+
+    @app.get("/metrics", summary="Prometheus metrics")
+    async def metrics() -> Response:
+        return Response(service.metrics.text(), media_type=CONTENT_TYPE_LATEST)
+
+    routes = {route.path for route in app.routes}
+    app.add_middleware(Guard, service=service, routes=routes)
+    return app

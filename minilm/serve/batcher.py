@@ -1,0 +1,193 @@
+"""Dynamic batching for the server: many clients' texts share one encoder pass, each gets its own answer.
+
+A request becomes a `Job` (its tokenized texts and a future). `Batcher.submit` admits it, or raises
+`QueueFull` when `max_queue` requests are already waiting or running: memory is then bounded by
+max_queue x max_request_inputs texts of at most max_seq_length tokens each.
+
+One worker thread owns the model. It works in **rounds**: it takes every job waiting at that moment,
+puts all their texts together, longest first, and cuts them into batches of at most
+`max_batch_tokens` padded tokens (`length_sorted_batches`, as `SentenceEncoder.encode` does). So
+single texts from many clients share a batch, and a big request is split over several batches.
+A job's future is answered as soon as its last text is done, with its vectors in its own order.
+Jobs that arrive during a round wait for the next one, so no text waits longer than one round
+behind the jobs ahead of it: longest-first inside a round cannot starve a short text.
+
+Prediction jobs (`/predict`) go through the same worker, a round's jobs in one `predict` call, so
+the model is never used by two threads at once.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any, Callable, Literal
+
+import numpy as np
+
+from ..sentence_encoder import SentenceEncoder
+from ..text.tokenization import AnyEncoding, length_sorted_batches
+
+
+class QueueFull(Exception):
+    """max_queue requests are already admitted; the client should retry later (HTTP 429)."""
+
+
+class Closed(Exception):
+    """The server is shutting down and takes no new work (HTTP 503)."""
+
+
+@dataclass
+class Job:
+    """One request's work. kind "embed": `encodings` in, (N, C) float32 out, not normalized (the caller
+    normalizes, since clients choose). kind "predict": `texts` in, one heads.predict record per text out."""
+
+    kind: Literal["embed", "predict"]
+    encodings: list[AnyEncoding] = field(default_factory=list)
+    texts: list[str] = field(default_factory=list)
+    with_embedding: bool = False
+    future: Future = field(default_factory=Future)
+    submitted: float = field(default_factory=time.perf_counter)
+
+    def __len__(self) -> int:
+        return len(self.encodings) if self.kind == "embed" else len(self.texts)
+
+
+@dataclass
+class BatchStats:
+    """What one encoder batch held: for the /metrics histograms."""
+
+    kind: Literal["embed", "predict"]
+    texts: int
+    requests: int  # distinct jobs with a text in the batch: > 1 means clients shared the pass
+    tokens: int  # real tokens, [CLS]/[SEP] included (embed batches; 0 for predict)
+    seconds: float
+
+
+class Batcher:
+    """The queue and the one inference worker thread (see the module docstring)."""
+
+    def __init__(
+        self,
+        encoder: SentenceEncoder,
+        predict: Callable[[list[str], bool], list[dict]] | None = None,
+        max_batch_tokens: int = 8192,
+        max_batch_size: int = 256,
+        max_queue: int = 512,
+        on_batch: Callable[[BatchStats], None] | None = None,
+    ):
+        if max_batch_tokens < encoder.max_seq_length:
+            raise ValueError(
+                f"max_batch_tokens ({max_batch_tokens}) must be at least max_seq_length ({encoder.max_seq_length}),"
+                " so that the longest text fits in a batch"
+            )
+        if max_queue < 1 or max_batch_size < 1:
+            raise ValueError("max_queue and max_batch_size must be at least 1")
+        self.encoder = encoder
+        self.predict = predict
+        self.max_batch_tokens = max_batch_tokens
+        self.max_batch_size = max_batch_size
+        self.max_queue = max_queue
+        self.on_batch = on_batch or (lambda stats: None)
+        self._waiting: list[Job] = []
+        self._admitted = 0  # jobs submitted and not yet answered (waiting or in the current round)
+        self._closing = False
+        self._lock = threading.Condition()
+        self._worker = threading.Thread(target=self._run, name="minilm-inference", daemon=True)
+        self._worker.start()
+
+    @property
+    def depth(self) -> int:
+        """Requests admitted and not yet answered."""
+        return self._admitted
+
+    def submit(self, job: Job) -> Future:
+        """Queue a job; its future gets the result. QueueFull when max_queue jobs are in, Closed after close()."""
+        if job.kind == "predict" and self.predict is None:
+            raise ValueError("this server was started without heads")
+        with self._lock:
+            if self._closing:
+                raise Closed("the server is shutting down")
+            if self._admitted >= self.max_queue:
+                raise QueueFull(f"{self._admitted} requests are queued (--max-queue {self.max_queue})")
+            self._admitted += 1
+            job.future.add_done_callback(self._answered)
+            self._waiting.append(job)
+            self._lock.notify()
+        return job.future
+
+    def close(self, timeout: float | None = None) -> None:
+        """Take no new jobs, finish every admitted one, stop the worker."""
+        with self._lock:
+            self._closing = True
+            self._lock.notify()
+        self._worker.join(timeout)
+
+    def _answered(self, _future: Future) -> None:
+        with self._lock:
+            self._admitted -= 1
+
+    # ------------------------------------------------------------------ the worker
+
+    def _run(self) -> None:
+        while True:
+            with self._lock:
+                while not self._waiting and not self._closing:
+                    self._lock.wait()
+                if not self._waiting:  # closing, and nothing left
+                    return
+                round_jobs, self._waiting = self._waiting, []
+            for kind, run in (("embed", self._embed_round), ("predict", self._predict_round)):
+                jobs = [job for job in round_jobs if job.kind == kind and job.future.set_running_or_notify_cancel()]
+                if jobs:
+                    try:
+                        run(jobs)
+                    except Exception as error:
+                        for job in jobs:
+                            if not job.future.done():
+                                job.future.set_exception(error)
+
+    def _embed_round(self, jobs: list[Job]) -> None:
+        items = [(job, i) for job in jobs for i in range(len(job))]  # every text of the round
+        results = {id(job): np.empty((len(job), self.encoder.dim), dtype=np.float32) for job in jobs}
+        remaining = {id(job): len(job) for job in jobs}
+        lengths = [len(job.encodings[i].ids) for job, i in items]
+        for batch in length_sorted_batches(lengths, self.max_batch_size, self.max_batch_tokens):
+            start = time.perf_counter()
+            chosen = [items[k] for k in batch]
+            vectors = self.encoder.encode_encodings(
+                [job.encodings[i] for job, i in chosen], batch_size=len(chosen), normalize=False
+            )
+            for (job, i), vector in zip(chosen, vectors):
+                results[id(job)][i] = vector
+                remaining[id(job)] -= 1
+                if remaining[id(job)] == 0:
+                    job.future.set_result(results[id(job)])
+            self.on_batch(
+                BatchStats(
+                    "embed",
+                    len(chosen),
+                    len({id(job) for job, _ in chosen}),
+                    sum(lengths[k] for k in batch),
+                    time.perf_counter() - start,
+                )
+            )
+        for job in jobs:  # a request of no texts has no batch
+            if not job.future.done():
+                job.future.set_result(results[id(job)])
+
+    def _predict_round(self, jobs: list[Job]) -> None:
+        assert self.predict is not None
+        start = time.perf_counter()
+        texts = [text for job in jobs for text in job.texts]
+        records = self.predict(texts, any(job.with_embedding for job in jobs))
+        offset = 0
+        for job in jobs:
+            mine: list[dict[str, Any]] = records[offset : offset + len(job)]
+            offset += len(job)
+            if not job.with_embedding:
+                for record in mine:
+                    record.pop("embedding", None)
+            job.future.set_result(mine)
+        self.on_batch(BatchStats("predict", len(texts), len(jobs), 0, time.perf_counter() - start))
