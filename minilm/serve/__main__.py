@@ -102,7 +102,7 @@ def serve(args: argparse.Namespace) -> int:
     encoder = load_encoder(args)
     predict_texts = None
     if not args.no_heads:
-        from heads.predict import MultiTaskPredictor  # heads sit above minilm; only this entry point joins them
+        from heads.predictor import MultiTaskPredictor  # heads sit above minilm: only this entry point joins them
 
         predictor = MultiTaskPredictor.from_folder(args.heads, args.device)
 

@@ -287,7 +287,7 @@ def test_odd_sentence_transformers_files_are_one_line(
 )
 def test_a_damaged_heads_folder_is_one_line(tmp_path: Path, edit, needle: str):
     """Second pass: edited heads configs were tracebacks or wrong messages; a save killed between its files mixed two models."""
-    from heads.predict import SHIPPED_HEADS
+    from heads.predictor import SHIPPED_HEADS
 
     folder = tmp_path / "heads"
     shutil.copytree(SHIPPED_HEADS, folder)
@@ -366,7 +366,7 @@ def test_entities_read_the_token_lists_once_however_many_entities():
     from tokenizers import Tokenizer
 
     from heads.features import text_offsets, word_features
-    from heads.predict import MultiTaskPredictor
+    from heads.predictor import MultiTaskPredictor
     from minilm.weights import resolve_checkpoint
 
     tokenizer = Tokenizer.from_file(str(resolve_checkpoint().path / "tokenizer.json"))

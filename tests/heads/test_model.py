@@ -17,7 +17,8 @@ from heads.features import SHAPE_IDS, word_features
 from heads.metrics import entity_scores
 from heads.model import Features, MultiTaskModel, Words, load_model, save_model
 from heads.ner import bio_to_spans
-from heads.predict import SHIPPED_HEADS, MultiTaskPredictor, json_line, raw_text_scores
+from heads.predict import json_line
+from heads.predictor import SHIPPED_HEADS, MultiTaskPredictor, raw_text_scores
 from heads.tasks import TASKS, batch_labels, batch_words, encode_examples, predict, read_split, score
 from heads.train import (
     TrainConfig,
