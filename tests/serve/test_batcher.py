@@ -1,0 +1,93 @@
+"""The server's batcher without HTTP: many threads' jobs share batches, and each gets its own vectors back.
+
+The reference is `SentenceEncoder.encode` of each job's own texts; the batches are read from the
+stats the batcher reports to /metrics.
+"""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+
+from minilm.serve.app import normalized
+from minilm.serve.batcher import Batcher, Closed, Job, QueueFull
+
+
+def jobs_of(encoder, groups: list[list[str]]) -> list[Job]:
+    return [Job("embed", encodings=encoder.tokenizer.encode(texts)[0]) for texts in groups]
+
+
+def test_jobs_from_many_threads_share_batches_and_each_gets_its_own_vectors(encoder, stsb_sentences):
+    long_text = " ".join(stsb_sentences[:60])  # far over 256 tokens: truncated, as encode truncates
+    groups = [[stsb_sentences[i]] for i in range(40)]  # 40 single-text clients
+    groups += [stsb_sentences[100 + 7 * k : 107 + 7 * k] for k in range(8)]  # and 8 clients of 7 texts
+    groups.append([long_text, "", stsb_sentences[5]])
+    stats = []
+    gate = threading.Event()
+    batcher = Batcher(encoder, max_batch_tokens=1024, on_batch=stats.append)
+    blocker = Job("embed", encodings=encoder.tokenizer.encode(["word " * 300] * 4)[0])
+    batcher.submit(blocker)  # keeps the worker busy while the others queue up, so they share a round
+
+    def client(job: Job) -> np.ndarray:
+        gate.wait()
+        return batcher.submit(job).result(timeout=60)
+
+    jobs = jobs_of(encoder, groups)
+    with ThreadPoolExecutor(len(jobs)) as pool:
+        futures = [pool.submit(client, job) for job in jobs]
+        gate.set()
+        results = [f.result() for f in futures]
+    batcher.close()
+    for texts, vectors in zip(groups, results):  # the server normalizes after the batcher, as encode does
+        expected = encoder.encode(texts)
+        assert vectors.shape == expected.shape
+        np.testing.assert_allclose(normalized(vectors), expected, atol=1e-6, rtol=0)
+    embed_batches = [s for s in stats if s.kind == "embed"]
+    assert max(s.requests for s in embed_batches) > 1  # clients really shared a pass
+    assert all(s.texts * 256 >= s.tokens for s in embed_batches)
+    assert sum(s.texts for s in embed_batches) == 4 + sum(len(g) for g in groups)  # every text once, none lost
+
+
+def test_a_full_queue_refuses_and_a_closed_batcher_takes_nothing(encoder):
+    batcher = Batcher(encoder, max_queue=2)
+    long = encoder.tokenizer.encode(["word " * 300] * 32)[0]
+    first, second = batcher.submit(Job("embed", encodings=long)), batcher.submit(Job("embed", encodings=long))
+    with pytest.raises(QueueFull, match="--max-queue 2"):
+        batcher.submit(Job("embed", encodings=long))
+    first.result(timeout=60), second.result(timeout=60)
+    assert batcher.depth == 0
+    last = batcher.submit(Job("embed", encodings=long[:1]))  # room again once answered
+    batcher.close()  # drains what was admitted
+    assert last.result(timeout=0).shape == (1, encoder.dim)
+    with pytest.raises(Closed):
+        batcher.submit(Job("embed", encodings=long[:1]))
+
+
+def test_a_model_error_fails_its_round_and_the_worker_lives_on(encoder):
+    class Broken:
+        dim, max_seq_length, tokenizer = encoder.dim, encoder.max_seq_length, encoder.tokenizer
+
+        def __init__(self):
+            self.calls = 0
+
+        def encode_encodings(self, encodings, **kwargs):
+            self.calls += 1
+            if self.calls == 1:
+                raise RuntimeError("out of memory (simulated)")
+            return encoder.encode_encodings(encodings, **kwargs)
+
+    batcher = Batcher(Broken())
+    one = encoder.tokenizer.encode(["A sentence."])[0]
+    with pytest.raises(RuntimeError, match="simulated"):
+        batcher.submit(Job("embed", encodings=one)).result(timeout=60)
+    vectors = batcher.submit(Job("embed", encodings=one)).result(timeout=60)
+    batcher.close()
+    np.testing.assert_allclose(normalized(vectors), encoder.encode(["A sentence."]), atol=1e-6, rtol=0)
+
+
+def test_max_batch_tokens_below_the_longest_text_is_refused(encoder):
+    with pytest.raises(ValueError, match="at least max_seq_length"):
+        Batcher(encoder, max_batch_tokens=100)
