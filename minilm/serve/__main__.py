@@ -5,15 +5,19 @@
     curl -s localhost:8080/v1/embeddings -H 'content-type: application/json' \\
          -d '{"model": "all-MiniLM-L6-v2", "input": ["A dog runs.", "Why is the sky blue?"]}'
 
-It loads the encoder (and the heads, unless --no-heads), runs one warm-up batch, then listens.
-SIGTERM or Ctrl-C: it stops accepting connections, answers every request already in, and exits 0.
+It binds the port, loads the encoder (and the heads, unless --no-heads), runs one warm-up batch,
+then answers. SIGTERM or Ctrl-C: it stops accepting connections, answers the requests already in
+(for up to --drain-timeout seconds; the rest are cancelled), and exits 0. A second signal stops at
+once, exit 130 (Ctrl-C) or 143 (SIGTERM).
 The routes and the batching are in app.py and batcher.py; docs/serve.md has the API.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import signal
+import socket
 import sys
 
 from ..cli import EXIT_USER_ERROR, ArgumentParser, add_model_arguments, load_encoder, positive_int, run
@@ -40,6 +44,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     net.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, this machine only)")
     net.add_argument("--port", type=int, default=8080, help="port to listen on (default: 8080; 0 picks a free one)")
     net.add_argument("--access-log", action="store_true", help="log every request on stderr (off: it costs under load)")
+    net.add_argument(
+        "--drain-timeout",
+        type=positive_int,
+        default=30,
+        metavar="S",
+        help="on SIGTERM or Ctrl-C, answer the requests in flight for up to S seconds, then cancel the rest "
+        "(default: 30, Kubernetes' grace period)",
+    )
     model = parser.add_argument_group("model")
     add_model_arguments(model)
     model.add_argument(
@@ -98,7 +110,33 @@ def served_names(model: str | None) -> tuple[str, frozenset[str]]:
     return name, frozenset({given.lower()})
 
 
+def bind(host: str, port: int) -> socket.socket:
+    """The listening socket, bound before the model loads: a port in use is an error line at once."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        sock = socket.socket(family, kind, proto)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+    except OSError as error:
+        raise ValueError(
+            f"cannot listen on {host}:{port}: {error.strerror or error}; choose another --host or --port"
+        ) from None
+    return sock
+
+
+class DrainingServer(uvicorn.Server):
+    """uvicorn's server, but a second SIGTERM or Ctrl-C while draining stops at once, with a fixed exit
+    status (130 or 143) and no tracebacks: the requests still in flight are dropped, and said to be."""
+
+    def handle_exit(self, sig: int, frame) -> None:
+        if self.should_exit:
+            print(f"{signal.Signals(sig).name} again: stopping without draining", file=sys.stderr, flush=True)
+            os._exit(128 + sig)
+        super().handle_exit(sig, frame)
+
+
 def serve(args: argparse.Namespace) -> int:
+    sock = bind(args.host, args.port)
     encoder = load_encoder(args)
     predict_texts = None
     if not args.no_heads:
@@ -122,13 +160,15 @@ def serve(args: argparse.Namespace) -> int:
         print(f"note: --max-batch-tokens raised to {encoder.max_seq_length}, the longest text", file=sys.stderr)
     app = create_app(Service(encoder, settings, predict_texts))
     config = uvicorn.Config(
-        app, host=args.host, port=args.port, log_level="info", access_log=args.access_log, timeout_graceful_shutdown=60
+        app, log_level="info", access_log=args.access_log, timeout_graceful_shutdown=args.drain_timeout
     )
+    host, port = sock.getsockname()[:2]
+    print(f"minilm.serve: {name} ({encoder.dtype}) on http://{host}:{port}, warming up", file=sys.stderr, flush=True)
     # uvicorn catches SIGTERM/SIGINT, drains, then raises the signal again to its previous handler:
     # make that handler a no-op, so a drained shutdown exits 0 (cli.run would report it as 143).
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: None)
-    uvicorn.Server(config).run()
+    DrainingServer(config).run(sockets=[sock])
     return 0
 
 

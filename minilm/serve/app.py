@@ -37,9 +37,11 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..sentence_encoder import SentenceEncoder, check_texts
-from .batcher import Batcher, Closed, Job, QueueFull
+from ..text.tokenization import AnyEncoding, SentenceTokenizer
+from .batcher import Batcher, Closed, Job, QueueFull, Ticket
 from .metrics import Metrics
 
 WARM_UP_TEXTS = ["The server warms up on this sentence.", "word " * 300]  # the second one fills max_seq_length
@@ -66,6 +68,7 @@ class ApiError(Exception):
 
 ERROR_TYPES = {  # status -> (OpenAI "type", TEI "error_type")
     404: ("invalid_request_error", "Validation"),
+    405: ("invalid_request_error", "Validation"),
     413: ("invalid_request_error", "Validation"),
     422: ("invalid_request_error", "Validation"),
     429: ("rate_limit_error", "Overloaded"),
@@ -73,7 +76,20 @@ ERROR_TYPES = {  # status -> (OpenAI "type", TEI "error_type")
 }
 
 
-def error_response(path: str, error: ApiError) -> JSONResponse:
+REJECTION_REASONS = {
+    404: "not_found",
+    405: "not_found",
+    413: "too_large",
+    422: "invalid",
+    429: "queue_full",
+    503: "unavailable",
+}
+
+
+def error_response(path: str, error: ApiError, metrics: Metrics | None = None) -> JSONResponse:
+    """The error in the caller's dialect; counted in minilm_rejections_total when `metrics` is given."""
+    if metrics is not None and error.status in REJECTION_REASONS:
+        metrics.rejections.labels(REJECTION_REASONS[error.status]).inc()
     openai_type, tei_type = ERROR_TYPES.get(error.status, ("server_error", "Backend"))
     if path.startswith("/v1/"):
         detail = {"message": error.message, "type": openai_type, "param": error.param, "code": error.code}
@@ -153,6 +169,8 @@ def validation_message(error: RequestValidationError) -> str:
     if first.get("type") == "json_invalid":
         return f"the body is not valid JSON: {first.get('ctx', {}).get('error', 'decode error')}"
     where = ".".join(str(part) for part in first.get("loc", ()) if part != "body") or "body"
+    if where == "body" and first.get("type") in ("model_attributes_type", "dict_type", "model_type"):
+        return "the body must be a JSON object (and the content-type application/json)"
     message = str(first.get("msg", "invalid")).removeprefix("Value error, ")
     if first.get("type") == "missing":
         message = "is required"
@@ -166,6 +184,40 @@ def as_list(texts: str | list[str]) -> list[str]:
 def normalized(vectors: np.ndarray) -> np.ndarray:
     """L2 rows as sentence-transformers' Normalize: x / max(|x|, 1e-12)."""
     return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+
+
+PREFIX_CHARS_PER_TOKEN = 64  # a long text is first read up to a space before 64 characters per token it may keep
+
+
+def tokenize_bounded(tokenizer: SentenceTokenizer, texts: list[str]) -> tuple[list[AnyEncoding], list[int]]:
+    """`tokenizer.encode(texts)`, reading a very long text only as far as the model needs.
+
+    A text over 64 x max_seq_length characters is first tokenized up to its last space before that
+    bound. BERT's tokenizer works word by word (lower-casing, splitting on spaces and punctuation,
+    then WordPiece per word), so when that prefix already has more word pieces than the model
+    keeps, they are exactly the text's first pieces, and the text is cut there: a 16 MB body costs a
+    few kilobytes, not gigabytes of Encoding objects. Its count is then the prefix's, a lower bound
+    that is over max_seq_length all the same. A prefix with too few pieces (words of hundreds of
+    characters) is tokenized whole, as encode would.
+    """
+    bound = PREFIX_CHARS_PER_TOKEN * tokenizer.max_seq_length
+    heads = []
+    for text in texts:
+        cut = text.rfind(" ", 0, bound) if len(text) > bound else -1
+        heads.append(text[:cut] if cut > 0 else text)
+    encodings, n_tokens = tokenizer.encode(heads)
+    redo = [i for i, n in enumerate(n_tokens) if heads[i] is not texts[i] and n <= tokenizer.max_seq_length]
+    if redo:
+        again, counts = tokenizer.encode([texts[i] for i in redo])
+        for i, encoding, n in zip(redo, again, counts):
+            encodings[i], n_tokens[i] = encoding, n
+    return encodings, n_tokens
+
+
+async def disconnected(request: Request) -> None:
+    """Returns when the client has gone away (the body was read already, so receive() waits for that)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
 
 
 # ---------------------------------------------------------------------------- the service
@@ -214,7 +266,6 @@ class Service:
 
     def check_request(self, texts: list[str]) -> list[str]:
         if len(texts) > self.settings.max_request_inputs:
-            self.metrics.rejections.labels("too_large").inc()
             raise ApiError(
                 413,
                 f"the request has {len(texts)} inputs; the limit is {self.settings.max_request_inputs} per request"
@@ -223,50 +274,65 @@ class Service:
         try:
             return check_texts(texts)
         except ValueError as error:  # a lone surrogate ("\ud800" in the JSON)
-            raise ApiError(422, str(error).replace("texts[", "input[")) from None
+            raise ApiError(422, str(error).replace("texts[", "input["), param="input") from None
 
-    async def run(self, job: Job) -> Any:
+    def reserve(self) -> Ticket:
+        """A place in the queue before any work (tokenizing included): 429 when full, 503 when stopping."""
         if self.batcher is None or not self.ready:
-            self.metrics.rejections.labels("shutting_down").inc()
             raise ApiError(503, "the server is not ready (warming up or shutting down); retry shortly")
         try:
-            future = self.batcher.submit(job)
+            return self.batcher.reserve()
         except QueueFull as error:
-            self.metrics.rejections.labels("queue_full").inc()
             raise ApiError(
                 429,
                 f"the server is busy: {error}; retry after {self.settings.retry_after_s} s",
                 headers={"Retry-After": str(self.settings.retry_after_s)},
             ) from None
         except Closed:
-            self.metrics.rejections.labels("shutting_down").inc()
             raise ApiError(503, "the server is shutting down") from None
-        return await asyncio.wrap_future(future)
 
-    async def embed(self, texts: list[str], truncate: bool, endpoint: str) -> Embedded:
+    async def run(self, job: Job, ticket: Ticket, request: Request) -> Any:
+        """Queue the job and wait for it; if the client goes away first (or the server cancels this
+        request at the end of its drain time), the job is abandoned and the worker drops it."""
+        answer = asyncio.wrap_future(ticket.submit(job))
+        gone = asyncio.ensure_future(disconnected(request))
+        try:
+            await asyncio.wait({answer, gone}, return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:
+            job.abandon()
+            raise
+        finally:
+            gone.cancel()
+        if not answer.done():
+            job.abandon()
+            raise ApiError(499, "the client closed the connection")
+        return answer.result()
+
+    async def embed(self, request: Request, texts: list[str], truncate: bool, endpoint: str) -> Embedded:
         texts = self.check_request(texts)
-        encodings, n_tokens = await run_in_threadpool(self.encoder.tokenizer.encode, texts)
-        limit = self.encoder.max_seq_length
-        over = [i for i, n in enumerate(n_tokens) if n > limit]
-        if over and not truncate:
-            i = over[0]
-            raise ApiError(
-                422,
-                f"input {i} has {n_tokens[i]} tokens, over this model's {limit}; send truncate=true to embed its "
-                f"first {limit} tokens ({len(over)} input(s) are over)",
-                param="input",
-            )
-        vectors = await self.run(Job("embed", encodings=encodings))
+        with self.reserve() as ticket:
+            encodings, n_tokens = await run_in_threadpool(tokenize_bounded, self.encoder.tokenizer, texts)
+            limit = self.encoder.max_seq_length
+            over = [i for i, n in enumerate(n_tokens) if n > limit]
+            if over and not truncate:
+                raise ApiError(
+                    422,
+                    f"input {over[0]} is over this model's {limit} tokens; send truncate=true to embed the first "
+                    f"{limit} tokens of each ({len(over)} input(s) are over)",
+                    param="input",
+                )
+            vectors = await self.run(Job("embed", encodings=encodings), ticket, request)
         tokens = [min(n, limit) for n in n_tokens]
         self.metrics.inputs.labels(endpoint).inc(len(texts))
         self.metrics.prompt_tokens.inc(sum(tokens))
         return Embedded(vectors, tokens, over)
 
-    async def predict(self, texts: list[str], with_embedding: bool) -> list[dict]:
+    async def predict(self, request: Request, texts: list[str], with_embedding: bool) -> list[dict]:
         if self.predict_texts is None:
             raise ApiError(404, "this server was started with --no-heads: /predict is off")
         texts = self.check_request(texts)
-        records = await self.run(Job("predict", texts=texts, with_embedding=with_embedding))
+        with self.reserve() as ticket:
+            records = await self.run(Job("predict", texts=texts, with_embedding=with_embedding), ticket, request)
         self.metrics.inputs.labels("/predict").inc(len(texts))
         return records
 
@@ -326,9 +392,8 @@ class Guard:
                 if message["type"] == "http.disconnect":
                     return
                 more = message.get("more_body", False)
-            self.service.metrics.rejections.labels("too_large").inc()
             error = ApiError(413, f"the body is over {limit:,} bytes (--max-body-mb); send fewer texts per request")
-            return await error_response(path, error)(scope, receive, send_and_count)
+            return await error_response(path, error, self.service.metrics)(scope, receive, send_and_count)
         whole = b"".join(body)
         replayed = False
 
@@ -365,17 +430,31 @@ def create_app(service: Service) -> FastAPI:
 
     @app.exception_handler(ApiError)
     async def api_error(request: Request, error: ApiError) -> JSONResponse:
-        return error_response(request.url.path, error)
+        return error_response(request.url.path, error, service.metrics)
 
     @app.exception_handler(RequestValidationError)
     async def invalid_body(request: Request, error: RequestValidationError) -> JSONResponse:
-        service.metrics.rejections.labels("invalid").inc()
         first = error.errors()[0]
         param = None if first.get("type") == "json_invalid" else next((str(p) for p in first.get("loc", ())[1:2]), None)
-        return error_response(request.url.path, ApiError(422, validation_message(error), param=param))
+        return error_response(request.url.path, ApiError(422, validation_message(error), param=param), service.metrics)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, error: StarletteHTTPException) -> JSONResponse:
+        """FastAPI's own errors, in our shapes: no such route, wrong method, a body it could not parse."""
+        path, method = request.url.path, request.method
+        if error.status_code == 404:
+            answer = ApiError(404, f"there is no route {path}; see /docs for the routes")
+        elif error.status_code == 405:
+            allowed = error.headers.get("Allow", "") if error.headers else ""
+            answer = ApiError(405, f"{method} is not allowed on {path}; use {allowed or 'another method'}")
+        elif error.status_code == 400:  # nesting too deep for the JSON parser, or bytes that are not UTF-8
+            answer = ApiError(422, "the body could not be read as JSON: send UTF-8 JSON of reasonable nesting")
+        else:
+            answer = ApiError(error.status_code, str(error.detail))
+        return error_response(path, answer, service.metrics)
 
     @app.post("/v1/embeddings", summary="OpenAI-compatible embeddings")
-    async def openai_embeddings(body: OpenAIEmbeddingRequest) -> Response:
+    async def openai_embeddings(request: Request, body: OpenAIEmbeddingRequest) -> Response:
         if not service.served(body.model):
             raise ApiError(
                 404,
@@ -385,7 +464,7 @@ def create_app(service: Service) -> FastAPI:
             )
         if body.dimensions is not None and not 1 <= body.dimensions <= encoder.dim:
             raise ApiError(422, f"dimensions must be between 1 and {encoder.dim}", param="dimensions")
-        embedded = await service.embed(as_list(body.input), body.truncate, "/v1/embeddings")
+        embedded = await service.embed(request, as_list(body.input), body.truncate, "/v1/embeddings")
         vectors = embedded.vectors[:, : body.dimensions] if body.dimensions else embedded.vectors
         if encoder.config.normalize:
             vectors = normalized(vectors)
@@ -410,19 +489,19 @@ def create_app(service: Service) -> FastAPI:
         return {"object": "list", "data": [{"id": settings.model_name, "object": "model", "owned_by": "minilm"}]}
 
     @app.post("/embed", summary="TEI-compatible embeddings: a list of vectors")
-    async def tei_embed(body: EmbedRequest) -> Response:
-        embedded = await service.embed(as_list(body.inputs), body.truncate, "/embed")
+    async def tei_embed(request: Request, body: EmbedRequest) -> Response:
+        embedded = await service.embed(request, as_list(body.inputs), body.truncate, "/embed")
         vectors = normalized(embedded.vectors) if body.normalize else embedded.vectors
         return JSONResponse(vectors.tolist(), headers=truncation_header(embedded.truncated))
 
     @app.post("/predict", summary="Question type, sentiment and entities (character offsets), one encoder pass")
-    async def predict(body: PredictRequest) -> Response:
-        return JSONResponse(await service.predict(as_list(body.inputs), body.with_embedding))
+    async def predict(request: Request, body: PredictRequest) -> Response:
+        return JSONResponse(await service.predict(request, as_list(body.inputs), body.with_embedding))
 
     @app.post("/tokenize", summary="The tokens the encoder sees (truncated to max_seq_length), with offsets")
     async def tokenize(body: TokenizeRequest) -> Response:
         texts = service.check_request(as_list(body.inputs))
-        encodings, n_tokens = await run_in_threadpool(encoder.tokenizer.encode, texts)
+        encodings, n_tokens = await run_in_threadpool(tokenize_bounded, encoder.tokenizer, texts)
         out = []
         for encoding in encodings:
             tokens = []
@@ -445,10 +524,10 @@ def create_app(service: Service) -> FastAPI:
         over = [i for i, n in enumerate(n_tokens) if n > encoder.max_seq_length]
         return JSONResponse(out, headers=truncation_header(over))
 
-    @app.get("/health", summary="200 once warmed up; 503 before that and while shutting down")
+    @app.api_route("/health", methods=["GET", "HEAD"], summary="200 once warmed up; 503 before and while stopping")
     async def health() -> Response:
         if not service.ready:
-            return error_response("/health", ApiError(503, "warming up or shutting down"))
+            return error_response("/health", ApiError(503, "warming up or shutting down"), service.metrics)
         return JSONResponse({"status": "ok", "model": settings.model_name, "dtype": encoder.dtype})
 
     @app.get("/metrics", summary="Prometheus metrics")

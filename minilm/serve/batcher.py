@@ -1,8 +1,11 @@
 """Dynamic batching for the server: many clients' texts share one encoder pass, each gets its own answer.
 
-A request becomes a `Job` (its tokenized texts and a future). `Batcher.submit` admits it, or raises
-`QueueFull` when `max_queue` requests are already waiting or running: memory is then bounded by
-max_queue x max_request_inputs texts of at most max_seq_length tokens each.
+A request takes a place in the queue first (`Batcher.reserve`, or `QueueFull` when `max_queue`
+requests are already in, tokenizing, waiting or running), then becomes a `Job` (its tokenized texts
+and a future). Memory is then bounded by max_queue requests of at most max_request_inputs texts,
+each tokenized to at most max_seq_length tokens (the server reads a very long text only as far as
+that needs: app.py's `tokenize_bounded`). A job whose client went away is cancelled, and the worker
+skips it unless its round has already started.
 
 One worker thread owns the model. It works in **rounds**: it takes every job waiting at that moment,
 puts all their texts together, longest first, and cuts them into batches of at most
@@ -38,6 +41,10 @@ class Closed(Exception):
     """The server is shutting down and takes no new work (HTTP 503)."""
 
 
+class Abandoned(Exception):
+    """The job's client went away before its texts were run."""
+
+
 @dataclass
 class Job:
     """One request's work. kind "embed": `encodings` in, (N, C) float32 out, not normalized (the caller
@@ -49,6 +56,11 @@ class Job:
     with_embedding: bool = False
     future: Future = field(default_factory=Future)
     submitted: float = field(default_factory=time.perf_counter)
+    abandoned: bool = False  # its client went away: the worker drops its texts not yet run
+
+    def abandon(self) -> None:
+        self.abandoned = True
+        self.future.cancel()  # skipped whole if its round has not started
 
     def __len__(self) -> int:
         return len(self.encodings) if self.kind == "embed" else len(self.texts)
@@ -63,6 +75,30 @@ class BatchStats:
     requests: int  # distinct jobs with a text in the batch: > 1 means clients shared the pass
     tokens: int  # real tokens, [CLS]/[SEP] included (embed batches; 0 for predict)
     seconds: float
+
+
+class Ticket:
+    """A reserved place in the queue (Batcher.reserve): submit one job with it, or leave the `with`
+    block without one and the place is given back."""
+
+    def __init__(self, batcher: Batcher):
+        self.batcher, self.used = batcher, False
+
+    def submit(self, job: Job) -> Future:
+        self.used = True
+        try:
+            return self.batcher._enqueue(job)
+        except BaseException:
+            self.batcher._answered()
+            raise
+
+    def __enter__(self) -> Ticket:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if not self.used:
+            self.used = True
+            self.batcher._answered()
 
 
 class Batcher:
@@ -102,20 +138,21 @@ class Batcher:
         """Requests admitted and not yet answered."""
         return self._admitted
 
-    def submit(self, job: Job) -> Future:
-        """Queue a job; its future gets the result. QueueFull when max_queue jobs are in, Closed after close()."""
-        if job.kind == "predict" and self.predict is None:
-            raise ValueError("this server was started without heads")
+    def reserve(self) -> Ticket:
+        """A place in the queue, taken before the request is tokenized, so that tokenizing counts against
+        max_queue too. QueueFull when max_queue requests are in, Closed after close()."""
         with self._lock:
             if self._closing:
                 raise Closed("the server is shutting down")
             if self._admitted >= self.max_queue:
                 raise QueueFull(f"{self._admitted} requests are queued (--max-queue {self.max_queue})")
             self._admitted += 1
-            job.future.add_done_callback(self._answered)
-            self._waiting.append(job)
-            self._lock.notify()
-        return job.future
+        return Ticket(self)
+
+    def submit(self, job: Job) -> Future:
+        """Reserve and queue a job at once; its future gets the result."""
+        with self.reserve() as ticket:
+            return ticket.submit(job)
 
     def close(self, timeout: float | None = None) -> None:
         """Take no new jobs, finish every admitted one, stop the worker."""
@@ -124,7 +161,16 @@ class Batcher:
             self._lock.notify()
         self._worker.join(timeout)
 
-    def _answered(self, _future: Future) -> None:
+    def _enqueue(self, job: Job) -> Future:
+        if job.kind == "predict" and self.predict is None:
+            raise ValueError("this server was started without heads")
+        job.future.add_done_callback(self._answered)  # answered or cancelled: the place is free again
+        with self._lock:
+            self._waiting.append(job)
+            self._lock.notify()
+        return job.future
+
+    def _answered(self, _future: Future | None = None) -> None:
         with self._lock:
             self._admitted -= 1
 
@@ -155,7 +201,9 @@ class Batcher:
         lengths = [len(job.encodings[i].ids) for job, i in items]
         for batch in length_sorted_batches(lengths, self.max_batch_size, self.max_batch_tokens):
             start = time.perf_counter()
-            chosen = [items[k] for k in batch]
+            chosen = [items[k] for k in batch if not items[k][0].abandoned]
+            if not chosen:
+                continue
             vectors = self.encoder.encode_encodings(
                 [job.encodings[i] for job, i in chosen], batch_size=len(chosen), normalize=False
             )
@@ -169,13 +217,16 @@ class Batcher:
                     "embed",
                     len(chosen),
                     len({id(job) for job, _ in chosen}),
-                    sum(lengths[k] for k in batch),
+                    sum(len(job.encodings[i].ids) for job, i in chosen),
                     time.perf_counter() - start,
                 )
             )
-        for job in jobs:  # a request of no texts has no batch
+        for job in jobs:  # abandoned part way, or a request of no texts (it has no batch)
             if not job.future.done():
-                job.future.set_result(results[id(job)])
+                if job.abandoned:
+                    job.future.set_exception(Abandoned())
+                else:
+                    job.future.set_result(results[id(job)])
 
     def _predict_round(self, jobs: list[Job]) -> None:
         assert self.predict is not None

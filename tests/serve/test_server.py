@@ -41,6 +41,7 @@ class Server:
 
     def __init__(self, *args: str):
         self.port = free_port()
+        self.terminated = False
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = tempfile.TemporaryFile()
         self.proc = subprocess.Popen(
@@ -73,9 +74,14 @@ class Server:
     def metrics(self) -> str:
         return httpx.get(f"{self.url}/metrics", timeout=10).text
 
-    def stop(self) -> int:
-        if self.proc.poll() is None:
+    def terminate(self) -> None:
+        """SIGTERM, once: a second one stops the server without draining."""
+        if not self.terminated and self.proc.poll() is None:
+            self.terminated = True
             self.proc.send_signal(signal.SIGTERM)
+
+    def stop(self) -> int:
+        self.terminate()
         code = self.proc.wait(timeout=60)
         if code != 0:
             print(self.output())
@@ -146,7 +152,7 @@ def test_long_texts_are_truncated_as_encode_does_and_reported_never_silently(ser
     assert [d["truncated"] for d in r.json()["data"]] == [False, True]
     np.testing.assert_allclose([d["embedding"] for d in r.json()["data"]], expected, atol=1e-6, rtol=0)
     refused = server.post("/v1/embeddings", {"model": MODEL, "input": texts, "truncate": False})
-    assert refused.status_code == 422 and "input 1 has" in refused.json()["error"]["message"]
+    assert refused.status_code == 422 and "input 1 is over" in refused.json()["error"]["message"]
     # TEI: truncate defaults to false, so the long text is a 422 naming it; truncate=true embeds and reports it
     tei = server.post("/embed", {"inputs": texts})
     assert tei.status_code == 422 and tei.json()["error_type"] == "Validation" and "input 1" in tei.json()["error"]
@@ -267,10 +273,32 @@ def test_malformed_bodies_get_one_line_openai_errors_and_the_server_stays_up(ser
     assert httpx.get(f"{server.url}/health").status_code == 200
 
 
-def test_bodies_and_requests_over_the_limits_get_413_and_the_server_stays_up(server):
+@pytest.mark.parametrize(
+    ("method", "path", "content", "status", "expected"),
+    [
+        ("GET", "/v1/nope", None, 404, "there is no route /v1/nope"),
+        ("GET", "/embed", None, 405, "GET is not allowed on /embed; use POST"),
+        ("POST", "/embed", b'{"inputs":' + b"[" * 5000 + b"]" * 5000 + b"}", 422, "could not be read as JSON"),
+        ("POST", "/v1/embeddings", b'{"model": "\xff\xfe", "input": "a"}', 422, "could not be read as JSON"),
+        ("POST", "/embed", b'"just a string"', 422, "the body must be a JSON object"),
+    ],
+)
+def test_routing_and_parsing_errors_come_in_the_callers_shape_too(server, method, path, content, status, expected):
+    r = httpx.request(method, f"{server.url}{path}", content=content, headers={"content-type": "application/json"})
+    assert r.status_code == status, r.text
+    error = r.json()["error"]
+    assert expected in (error["message"] if path.startswith("/v1/") else error), r.text
+    assert httpx.head(f"{server.url}/health").status_code == 200
+
+
+def test_bodies_and_requests_over_the_limits_get_413_and_the_server_stays_up(server, encoder):
     big = b'{"model": "all-MiniLM-L6-v2", "input": ["' + b"a" * (20 * 2**20) + b'"]}'  # 20 MB
     r = httpx.post(f"{server.url}/v1/embeddings", content=big, headers={"content-type": "application/json"}, timeout=60)
     assert r.status_code == 413 and "--max-body-mb" in r.json()["error"]["message"]
+    huge = "a " * (8 * 2**20 - 100)  # 16 MB of one-letter words: read only as far as the model needs
+    r = server.post("/embed", {"inputs": [huge], "truncate": True})
+    assert r.status_code == 200 and r.headers["x-truncated-inputs"] == "0"
+    np.testing.assert_allclose(r.json(), encoder.encode(["a " * 1000]), atol=1e-6, rtol=0)
     r = server.post("/embed", {"inputs": ["a"] * 2049})
     assert r.status_code == 413 and "--max-request-inputs" in r.json()["error"], r.text
     r = server.post("/embed", {"inputs": ["a short text"] * 2048})  # at the limit: split over batches, answered
@@ -278,6 +306,7 @@ def test_bodies_and_requests_over_the_limits_get_413_and_the_server_stays_up(ser
     assert httpx.get(f"{server.url}/health").status_code == 200
     page = server.metrics()
     assert re.search(r'^minilm_rejections_total\{reason="too_large"\} [1-9]', page, re.M)
+    assert re.search(r'^minilm_rejections_total\{reason="invalid"\} [1-9]', page, re.M)
     assert re.search(r"^minilm_request_duration_seconds_bucket\{endpoint=\"/embed\"", page, re.M)
     assert re.search(r"^minilm_queue_depth 0\.0$", page, re.M)
 
@@ -316,13 +345,56 @@ def test_sigterm_during_load_answers_every_request_in_flight_then_exits_0(encode
         while not re.search(r"^minilm_queue_depth 8\.0$", server.metrics(), re.M):  # all eight admitted
             assert time.monotonic() < deadline, server.metrics()
             time.sleep(0.05)
-        server.proc.send_signal(signal.SIGTERM)
+        server.terminate()
         responses = [f.result() for f in futures]
     assert server.stop() == 0
     assert [r.status_code for r in responses] == [200] * 8
     np.testing.assert_allclose(responses[-1].json(), encoder.encode(texts), atol=1e-6, rtol=0)
     with pytest.raises(httpx.TransportError):
         httpx.get(f"{server.url}/health", timeout=2)
+
+
+def test_a_second_sigterm_stops_at_once_with_143_and_abandoned_clients_are_dropped(encoder, stsb_sentences):
+    server = Server("--no-heads")
+    texts = [long_text(stsb_sentences[40 * k :]) for k in range(32)]
+    # 24 requests whose clients give up after 0.2 s: their work is dropped, not computed for nobody
+    body = {"inputs": texts, "truncate": True}
+    with ThreadPoolExecutor(24) as pool:
+        give_up = [pool.submit(httpx.post, f"{server.url}/embed", json=body, timeout=0.2) for _ in range(24)]
+        for f in give_up:
+            with pytest.raises(httpx.TimeoutException):
+                f.result()
+    started = time.monotonic()
+    r = server.post("/embed", {"inputs": "after the crowd left"})
+    assert r.status_code == 200 and time.monotonic() - started < 20  # not behind 24 x 32 abandoned long texts
+    assert re.search(r"^minilm_queue_depth 0\.0$", server.metrics(), re.M)
+    with ThreadPoolExecutor(4) as pool:
+        futures = [pool.submit(server.post, "/embed", {"inputs": texts * 4, "truncate": True}) for _ in range(4)]
+        time.sleep(1.0)
+        server.terminate()
+        time.sleep(0.5)
+        server.proc.send_signal(signal.SIGTERM)
+        assert server.proc.wait(timeout=30) == 143
+        outcomes = []
+        for f in futures:  # dropped ones are connection errors, never a 500
+            try:
+                outcomes.append(f.result().status_code)
+            except httpx.TransportError:
+                outcomes.append("dropped")
+    assert "dropped" in outcomes and set(outcomes) <= {200, "dropped"}, outcomes
+    assert "again: stopping without draining" in server.output() and "Traceback" not in server.output()
+    server.log.close()
+
+
+def test_a_port_in_use_is_one_error_line_and_exit_2_before_the_model_loads():
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        proc = subprocess.run(
+            [sys.executable, "-m", "minilm.serve", "--port", str(port)], cwd=ROOT, capture_output=True, text=True
+        )
+    assert proc.returncode == 2 and proc.stderr.startswith(f"error: cannot listen on 127.0.0.1:{port}"), proc.stderr
 
 
 def test_a_bad_model_is_one_error_line_and_exit_2(tmp_path):
