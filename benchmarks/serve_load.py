@@ -6,8 +6,9 @@
 
 Load: closed-loop clients (1, 8, 64), each sending STS-B test sentences to /v1/embeddings (ours)
 or /embeddings (infinity, the same OpenAI shape), one sentence per request, then 32 per request;
-each client sends its next request as soon as the last is answered. Each cell runs `--seconds`
-after a one-second warm-up, and reports requests/s, sentences/s and the p50/p99 latency.
+each client sends its next request as soon as the last is answered. Each cell is timed for
+`--seconds` once every client has had its first answer, and reports requests/s, sentences/s and
+the p50/p99 latency of the requests answered in that window.
 
 Both servers load the same local all-MiniLM-L6-v2 folder in float32 on the CPU, one at a time.
 infinity runs `--engine torch` from benchmarks/serve/.venv (setup_infinity.sh); without that venv it
@@ -123,32 +124,41 @@ class Cell:
 async def closed_loop(
     port: int, path: str, bodies: list[bytes], clients: int, per_request: int, seconds: float
 ) -> tuple[list[float], int, float]:
-    """`clients` loops, each sending the next body as soon as its last answer came. Returns the
-    latencies (s) of the requests that finished inside the timed window, the error count, its length."""
+    """`clients` loops, each sending the next body as soon as its last answer came.
+
+    Each client's first request is a warm-up; the timed window opens when every client has had its
+    first answer (the server is then in its steady state, whatever its latency) and lasts `seconds`.
+    Returns the latencies (s) of the requests answered inside the window, the error count, and the
+    window's length, so throughput = len(latencies) / window."""
     latencies: list[float] = []
     errors = 0
-    start = time.perf_counter()
-    warm_until = start + 1.0
-    stop_at = warm_until + seconds
+    warmed = 0
+    opened: list[float] = []  # the window's start, once every client is warm
     checked = False
 
     async def client(k: int) -> None:
-        nonlocal errors, checked
+        nonlocal errors, checked, warmed
         connection = Connection("127.0.0.1", port)
-        i = k
+        i, first = k, True
         try:
-            while (now := time.perf_counter()) < stop_at:
+            while not opened or time.perf_counter() < opened[0] + seconds:
+                sent = time.perf_counter()
                 status, payload = await connection.post(path, bodies[i % len(bodies)])
                 done = time.perf_counter()
                 i += clients
                 if status != 200:
                     errors += 1
-                    continue
-                if not checked:
+                    if errors == 1:
+                        print(f"  first error: {status} {payload[:300]!r}", file=sys.stderr)
+                elif not checked:
                     checked = True
                     assert len(json.loads(payload)["data"]) == per_request, payload[:200]
-                if now >= warm_until and done <= stop_at:
-                    latencies.append(done - now)
+                if first:
+                    first, warmed = False, warmed + 1
+                    if warmed == clients:
+                        opened.append(done)
+                elif status == 200 and opened and opened[0] <= done <= opened[0] + seconds:
+                    latencies.append(done - sent)
         finally:
             connection.close()
 
@@ -175,6 +185,8 @@ def measure(name: str, port: int, path: str, sentences: list[str], seconds: floa
         for clients in CLIENTS:
             before = read_metrics(port) if ours else ""
             latencies, errors, window = asyncio.run(closed_loop(port, path, bodies, clients, per_request, seconds))
+            if not latencies:
+                raise RuntimeError(f"{name}: no request succeeded ({errors} errors) with {clients} clients")
             ms = np.array(latencies) * 1000
             cell = Cell(
                 name,
@@ -313,7 +325,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"offline SentenceEncoder.encode, float32, batch 32: {offline:,.0f} sent/s", file=sys.stderr)
     cells: list[Cell] = []
     port = free_port()
-    ours_command = [sys.executable, "-m", "minilm.serve", "--port", str(port), "--model", str(folder), "--no-heads"]
+    # by name, so that responses say all-MiniLM-L6-v2; it resolves to `folder`, the files infinity loads
+    ours_command = [sys.executable, "-m", "minilm.serve", "--port", str(port), "--model", MODEL, "--no-heads"]
     ours, ours_start = run_server(
         "minilm", ours_command, port, "/health", "/v1/embeddings", sentences, seconds, {"HF_HUB_OFFLINE": "1"}
     )

@@ -23,6 +23,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .model.encoder import BertModel
+from .model.packed import PackedEncoder
 from .model.pooling import PoolingMode, l2_normalize, pool
 from .model.precision import ComputeDtype, choose_auto, inference_model, resolve_dtype
 from .text.tokenization import AnyEncoding, SentenceTokenizer, TokenBatch, TokenizerKind, length_sorted_batches
@@ -157,6 +158,18 @@ class SentenceEncoder:
     @property
     def max_seq_length(self) -> int:
         return self.config.max_seq_length
+
+    def use_packed(self) -> SentenceEncoder:
+        """Run float32 through the packed encoder too (minilm.model.packed: no padding rows in the matmuls).
+
+        It pays when batches mix lengths, as a server's batches of many clients' texts do (2x on STS-B
+        sentences in random batches of 32); encode's own longest-first batches carry little padding,
+        so the default keeps the plain model. The vectors stay encode's (tests/model/test_packed.py).
+        Half precision and int8 are packed already. Returns self.
+        """
+        if self.dtype == "float32":
+            self.runner = PackedEncoder(self.model).eval()
+        return self
 
     # ------------------------------------------------------------------ batching
 
