@@ -20,6 +20,8 @@ import signal
 import socket
 import sys
 
+import torch
+
 from ..cli import EXIT_USER_ERROR, ArgumentParser, add_model_arguments, load_encoder, positive_int, run
 from ..weights import DEFAULT_CHECKPOINT, lookup_known
 
@@ -137,6 +139,10 @@ class DrainingServer(uvicorn.Server):
 
 def serve(args: argparse.Namespace) -> int:
     sock = bind(args.host, args.port)
+    # Loading runs on one thread, so that only the inference worker holds an OpenMP team: two teams
+    # on these cores would make every torch op sleep between parallel regions (batcher.py).
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
     encoder = load_encoder(args).use_packed()  # a round mixes lengths: no padding rows in the matmuls
     predict_texts = None
     if not args.no_heads:
@@ -155,6 +161,7 @@ def serve(args: argparse.Namespace) -> int:
         max_queue=args.max_queue,
         max_request_inputs=args.max_request_inputs,
         max_body_bytes=args.max_body_mb * 2**20,
+        threads=threads,
     )
     if args.max_batch_tokens < encoder.max_seq_length:
         print(f"note: --max-batch-tokens raised to {encoder.max_seq_length}, the longest text", file=sys.stderr)

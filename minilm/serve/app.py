@@ -57,6 +57,7 @@ class ServeSettings:
     max_request_inputs: int = 2048  # texts per request (OpenAI's own limit); more get 413
     max_body_bytes: int = 16 * 2**20  # request body; more gets 413
     retry_after_s: int = 1
+    threads: int | None = None  # torch threads of the inference worker (batcher.py says why it is set there)
 
 
 class ApiError(Exception):
@@ -249,6 +250,7 @@ class Service:
             max_batch_tokens=self.settings.max_batch_tokens,
             max_queue=self.settings.max_queue,
             on_batch=self.metrics.record_batch,
+            threads=self.settings.threads,
         )
         self.metrics.track_queue(lambda: self.batcher.depth if self.batcher else 0)
 

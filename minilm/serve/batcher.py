@@ -17,6 +17,13 @@ behind the jobs ahead of it: longest-first inside a round cannot starve a short 
 
 Prediction jobs (`/predict`) go through the same worker, a round's jobs in one `predict` call, so
 the model is never used by two threads at once.
+
+The worker runs torch with `threads` intra-op threads, set in the worker thread itself. With GNU
+OpenMP (torch's CPU builds) the process must not also hold another thread's OpenMP team: when more
+OpenMP threads exist than CPUs, libgomp cuts its busy-wait from 300,000 spins to 100 (see
+GOMP_SPINCOUNT in its manual), every parallel region then ends in a futex sleep, and one sentence
+took 26 ms instead of 12 on 2 cores. The server's entry point therefore loads the model with one
+thread and hands the cores to this worker.
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Literal
 
 import numpy as np
+import torch
 
 from ..sentence_encoder import SentenceEncoder
 from ..text.tokenization import AnyEncoding, length_sorted_batches
@@ -112,6 +120,7 @@ class Batcher:
         max_batch_size: int = 256,
         max_queue: int = 512,
         on_batch: Callable[[BatchStats], None] | None = None,
+        threads: int | None = None,
     ):
         if max_batch_tokens < encoder.max_seq_length:
             raise ValueError(
@@ -126,6 +135,7 @@ class Batcher:
         self.max_batch_size = max_batch_size
         self.max_queue = max_queue
         self.on_batch = on_batch or (lambda stats: None)
+        self.threads = threads  # torch intra-op threads of the worker; None: leave torch's setting
         self._waiting: list[Job] = []
         self._admitted = 0  # jobs submitted and not yet answered (waiting or in the current round)
         self._closing = False
@@ -177,6 +187,8 @@ class Batcher:
     # ------------------------------------------------------------------ the worker
 
     def _run(self) -> None:
+        if self.threads is not None:
+            torch.set_num_threads(self.threads)
         while True:
             with self._lock:
                 while not self._waiting and not self._closing:

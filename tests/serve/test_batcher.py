@@ -11,6 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
+import torch
 
 from minilm.serve.app import normalized
 from minilm.serve.batcher import Batcher, Closed, Job, QueueFull
@@ -91,3 +92,20 @@ def test_a_model_error_fails_its_round_and_the_worker_lives_on(encoder):
 def test_max_batch_tokens_below_the_longest_text_is_refused(encoder):
     with pytest.raises(ValueError, match="at least max_seq_length"):
         Batcher(encoder, max_batch_tokens=100)
+
+
+def test_the_worker_runs_torch_with_the_threads_it_was_given(encoder):
+    """The entry point loads on one thread and gives the cores to the worker (batcher.py says why):
+    the setting must hold in the worker thread itself, whatever the calling thread has."""
+    seen = []
+
+    def predict(texts: list[str], with_embedding: bool) -> list[dict]:
+        seen.append(torch.get_num_threads())
+        return [{} for _ in texts]
+
+    before = torch.get_num_threads()
+    batcher = Batcher(encoder, predict=predict, threads=1)
+    batcher.submit(Job("predict", texts=["a"])).result(timeout=60)
+    batcher.close()
+    assert seen == [1]
+    assert torch.get_num_threads() == before  # the caller's own setting is left alone
