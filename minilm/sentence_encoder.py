@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 
 from .model.encoder import BertModel
 from .model.packed import PackedEncoder
-from .model.pooling import PoolingMode, l2_normalize, pool
+from .model.pooling import PoolingMode, l2_normalize, mask_prompt, pool
 from .model.precision import ComputeDtype, choose_auto, inference_model, resolve_dtype
 from .text.tokenization import AnyEncoding, SentenceTokenizer, TokenBatch, TokenizerKind, length_sorted_batches
 from .weights import Checkpoint, SentenceConfig, WeightsError, load_checkpoint
@@ -159,6 +159,37 @@ class SentenceEncoder:
     def max_seq_length(self) -> int:
         return self.config.max_seq_length
 
+    @property
+    def prompts(self) -> dict[str, str]:
+        """The checkpoint's named prompts (config_sentence_transformers.json), e.g. {"query": "query: "}."""
+        return dict(self.config.prompts)
+
+    def resolve_prompt(self, prompt_name: str | None = None, prompt: str | None = None) -> str:
+        """The text put before every input, as sentence-transformers chooses it: `prompt` itself, else
+        the checkpoint's prompt called `prompt_name`, else its default prompt, else none ("")."""
+        if prompt is not None and prompt_name is not None:
+            raise ValueError("give prompt or prompt_name, not both")
+        if prompt is not None:
+            if not isinstance(prompt, str):
+                raise TypeError(f"prompt must be a str, got {type(prompt).__name__}")
+            return prompt
+        if prompt_name is not None:
+            if prompt_name not in self.prompts:
+                known = ", ".join(repr(name) for name in self.prompts) or "none"
+                raise ValueError(f"prompt_name {prompt_name!r} is not one of this checkpoint's prompts ({known})")
+            return self.prompts[prompt_name]
+        if self.config.default_prompt_name is not None:
+            return self.prompts[self.config.default_prompt_name]
+        return ""
+
+    def prompt_length(self, prompt: str) -> int:
+        """How many leading positions pooling leaves out for this prompt: [CLS] and the prompt's word
+        pieces when the checkpoint pools without its prompt (include_prompt false), else 0."""
+        if not prompt or self.config.include_prompt:
+            return 0
+        encodings, _ = self.tokenizer.encode([prompt])
+        return len(encodings[0].ids) - 1  # all but the closing [SEP]
+
     def use_packed(self) -> SentenceEncoder:
         """Run float32 through the packed encoder too (minilm.model.packed: no padding rows in the matmuls).
 
@@ -200,14 +231,17 @@ class SentenceEncoder:
         pooling: PoolingMode | None = None,
         show_progress_bar: bool | None = None,
         max_batch_tokens: int | None = None,
+        prompt_name: str | None = None,
+        prompt: str | None = None,
     ) -> EncodeResult:
-        """Like `encode` for a list, plus each text's token count and whether it was truncated."""
+        """Like `encode` for a list, plus each text's token count (its prompt included) and whether it was truncated."""
         texts = check_texts(texts)
         if normalize is not None and not isinstance(normalize, bool):
             raise TypeError(f"normalize must be True, False or None, got {normalize!r}")
-        encodings, n_tokens = self.tokenizer.encode(texts)
+        prompt = self.resolve_prompt(prompt_name, prompt)
+        encodings, n_tokens = self.tokenizer.encode([prompt + text for text in texts] if prompt else texts)
         embeddings = self.encode_encodings(
-            encodings, batch_size, normalize, pooling, show_progress_bar, max_batch_tokens
+            encodings, batch_size, normalize, pooling, show_progress_bar, max_batch_tokens, self.prompt_length(prompt)
         )
         return EncodeResult(embeddings, n_tokens, [n > self.max_seq_length for n in n_tokens])
 
@@ -219,15 +253,19 @@ class SentenceEncoder:
         pooling: PoolingMode | None = None,
         show_progress_bar: bool | None = False,
         max_batch_tokens: int | None = None,
+        prompt_length: int = 0,
     ) -> np.ndarray:
-        """`encode` for texts already through `self.tokenizer.encode` (truncated, special tokens added):
-        float32 (N, C) in input order. The server tokenizes off its event loop and embeds here."""
+        """`encode` for texts already through `self.tokenizer.encode` (truncated, special tokens added, a
+        prompt already before each): float32 (N, C) in input order. prompt_length: the leading positions
+        pooling leaves out (`self.prompt_length(prompt)`). The server tokenizes off its event loop and
+        embeds here."""
         normalize = self.config.normalize if normalize is None else normalize
         embeddings = np.zeros((len(encodings), self.dim), dtype=np.float32)
         for indices, hidden, batch in self._hidden_states(
             list(encodings), batch_size, max_batch_tokens, show_progress_bar
         ):
-            vectors = pool(hidden, batch.attention_mask, pooling or self.config.pooling)  # (B, C)
+            mask = mask_prompt(batch.attention_mask, prompt_length) if prompt_length else batch.attention_mask
+            vectors = pool(hidden, mask, pooling or self.config.pooling)  # (B, C)
             if normalize:
                 vectors = l2_normalize(vectors)
             embeddings[indices] = vectors.float().cpu().numpy()
@@ -241,20 +279,49 @@ class SentenceEncoder:
         pooling: PoolingMode | None = None,
         show_progress_bar: bool | None = None,
         max_batch_tokens: int | None = None,
+        prompt_name: str | None = None,
+        prompt: str | None = None,
     ) -> np.ndarray:
         """Embed texts: a list gives float32 (N, C); a single str gives (C,).
 
         normalize: L2-normalize; None follows the checkpoint (modules.json has Normalize for all-MiniLM-L6-v2).
-        pooling: "mean", "cls" or "max"; None follows the checkpoint's 1_Pooling/config.json.
+        pooling: one of minilm.model.pooling.POOLING_MODES; None follows the checkpoint's 1_Pooling/config.json.
+        prompt_name, prompt: text put before each input, by its name in `self.prompts` or itself; neither
+            gives the checkpoint's default prompt, if it has one (as sentence-transformers). A checkpoint
+            whose pooling has include_prompt false pools without the prompt's tokens.
         show_progress_bar: None shows a bar on stderr from 1,000 texts on.
         max_batch_tokens: also cap each batch at this many tokens, padding included (batch_size still
             caps the count). Short texts then share bigger batches and long ones smaller ones.
         """
         single = isinstance(texts, str)
         result = self.encode_detailed(
-            [texts] if single else texts, batch_size, normalize, pooling, show_progress_bar, max_batch_tokens
+            [texts] if single else texts,
+            batch_size,
+            normalize,
+            pooling,
+            show_progress_bar,
+            max_batch_tokens,
+            prompt_name,
+            prompt,
         )
         return result.embeddings[0] if single else result.embeddings
+
+    def encode_query(
+        self, texts: str | Sequence[str], prompt_name: str | None = None, prompt: str | None = None, **kwargs
+    ) -> np.ndarray:
+        """`encode` for search queries: with neither prompt given, the checkpoint's "query" prompt if it has one."""
+        if prompt_name is None and prompt is None and "query" in self.prompts:
+            prompt_name = "query"
+        return self.encode(texts, prompt_name=prompt_name, prompt=prompt, **kwargs)
+
+    def encode_document(
+        self, texts: str | Sequence[str], prompt_name: str | None = None, prompt: str | None = None, **kwargs
+    ) -> np.ndarray:
+        """`encode` for the searched texts: with neither prompt given, the checkpoint's "document",
+        "passage" or "corpus" prompt, the first it has (as sentence-transformers)."""
+        if prompt_name is None and prompt is None:
+            prompt_name = next((name for name in ("document", "passage", "corpus") if name in self.prompts), None)
+        return self.encode(texts, prompt_name=prompt_name, prompt=prompt, **kwargs)
 
     def encode_tokens(
         self,
@@ -262,15 +329,18 @@ class SentenceEncoder:
         batch_size: int = 32,
         show_progress_bar: bool | None = None,
         max_batch_tokens: int | None = None,
+        prompt_name: str | None = None,
+        prompt: str | None = None,
     ) -> list[np.ndarray]:
         """Token-level embeddings (the encoder's last hidden states, unpooled, unnormalized).
 
         Returns one float32 (n_i, C) array per text, n_i its token count after truncation,
-        [CLS] and [SEP] included: sentence-transformers' `output_value="token_embeddings"`.
+        [CLS], [SEP] and any prompt included: sentence-transformers' `output_value="token_embeddings"`.
         """
         texts = check_texts([texts] if isinstance(texts, str) else texts)
         out: list[np.ndarray] = [np.empty(0)] * len(texts)
-        encodings, _ = self.tokenizer.encode(texts)
+        prompt = self.resolve_prompt(prompt_name, prompt)
+        encodings, _ = self.tokenizer.encode([prompt + text for text in texts] if prompt else texts)
         for indices, hidden, batch in self._hidden_states(encodings, batch_size, max_batch_tokens, show_progress_bar):
             lengths = batch.attention_mask.sum(dim=1).tolist()
             states = hidden.cpu().numpy()

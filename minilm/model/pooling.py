@@ -1,7 +1,9 @@
 """Token vectors -> one sentence vector, as sentence-transformers `models/Pooling.py` and `models/Normalize.py` do.
 
-Pure functions over (B, T, C) hidden states and a (B, T) attention mask (1 = real token).
-all-MiniLM-L6-v2 uses `mean` followed by L2 normalization.
+Pure functions over (B, T, C) hidden states and a (B, T) mask of the tokens to pool (1 = pooled),
+one per mode sentence-transformers' Pooling has. The mask is the attention mask (batches are
+right-padded), with a prompt's leading tokens set to 0 when the checkpoint pools without them
+(`mask_prompt`). all-MiniLM-L6-v2 uses `mean` followed by L2 normalization.
 """
 
 from __future__ import annotations
@@ -11,8 +13,8 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
-PoolingMode = Literal["mean", "cls", "max"]
-POOLING_MODES: tuple[PoolingMode, ...] = ("mean", "cls", "max")
+PoolingMode = Literal["mean", "cls", "max", "mean_sqrt_len_tokens", "weightedmean", "lasttoken"]
+POOLING_MODES: tuple[PoolingMode, ...] = ("mean", "cls", "max", "mean_sqrt_len_tokens", "weightedmean", "lasttoken")
 
 
 def mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -24,9 +26,35 @@ def mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return summed / count
 
 
+def mean_sqrt_len_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """The real tokens' sum over the square root of their count: (B, T, C), (B, T) -> (B, C)."""
+    weights = mask.unsqueeze(-1).to(hidden.dtype)  # (B, T, 1)
+    return (hidden * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1e-9).sqrt()
+
+
+def weighted_mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean of the real tokens weighted by position, 1 for the first token ([CLS]) up to n for the last:
+    (B, T, C), (B, T) -> (B, C)."""
+    positions = torch.arange(1, hidden.shape[1] + 1, device=hidden.device, dtype=hidden.dtype)  # (T,)
+    weights = mask.to(hidden.dtype).unsqueeze(-1) * positions.view(1, -1, 1)  # (B, T, 1)
+    return (hidden * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1e-9)
+
+
+def last_token_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """The last real token's vector ([SEP] for BERT): (B, T, C), (B, T) -> (B, C); zeros for a row
+    with no real token."""
+    T = hidden.shape[1]
+    last = T - 1 - mask.flip(1).argmax(dim=1)  # (B,) the last position whose mask is 1
+    rows = torch.arange(hidden.shape[0], device=hidden.device)
+    return hidden[rows, last] * mask[rows, last].unsqueeze(-1).to(hidden.dtype)
+
+
 def cls_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """The first token's vector ([CLS]): (B, T, C), (B, T) -> (B, C)."""
-    return hidden[:, 0]
+    """The first real token's vector: [CLS], unless a prompt's tokens are masked out of pooling, as
+    sentence-transformers' include_prompt=False does; then the first token after the prompt.
+    (B, T, C), (B, T) -> (B, C)."""
+    first = mask.argmax(dim=1)  # (B,) the first position whose mask is 1 (0 for a row with none)
+    return hidden[torch.arange(hidden.shape[0], device=hidden.device), first]
 
 
 def max_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -36,7 +64,22 @@ def max_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return filled.max(dim=1).values
 
 
-_POOLERS = {"mean": mean_pool, "cls": cls_pool, "max": max_pool}
+_POOLERS = {
+    "mean": mean_pool,
+    "cls": cls_pool,
+    "max": max_pool,
+    "mean_sqrt_len_tokens": mean_sqrt_len_pool,
+    "weightedmean": weighted_mean_pool,
+    "lasttoken": last_token_pool,
+}
+
+
+def mask_prompt(mask: torch.Tensor, prompt_length: int) -> torch.Tensor:
+    """The attention mask without a prompt's tokens ([CLS] and the prompt's pieces, the first
+    `prompt_length` positions): (B, T) -> (B, T), a copy."""
+    mask = mask.clone()
+    mask[:, :prompt_length] = 0
+    return mask
 
 
 def pool(hidden: torch.Tensor, mask: torch.Tensor, mode: PoolingMode) -> torch.Tensor:

@@ -37,7 +37,7 @@ import torch
 
 from ..model.encoder import BertConfig, BertModel
 from ..model.loading import StateMismatch, bert_config, check_shapes, expected_shapes, load_state_strict
-from ..model.pooling import PoolingMode
+from ..model.pooling import POOLING_MODES, PoolingMode
 from ..text.tokenization import TOKENIZER_KINDS, SentenceTokenizer, TokenizerKind
 
 
@@ -376,6 +376,9 @@ class SentenceConfig:
     do_lower_case: bool
     pooling: PoolingMode
     normalize: bool
+    include_prompt: bool = True  # 1_Pooling: False pools without the prompt's tokens
+    prompts: tuple[tuple[str, str], ...] = ()  # config_sentence_transformers.json: (name, text) pairs
+    default_prompt_name: str | None = None  # the prompt every text gets unless another is asked for
 
 
 def _read_json(path: Path) -> dict | list:
@@ -402,33 +405,67 @@ def read_bert_config(folder: Path) -> BertConfig:
         raise WeightsError(f"{folder / 'config.json'}: {e}") from None
 
 
-# 1_Pooling/config.json flags for the modes we implement
+# 1_Pooling/config.json's older boolean flags, in the order sentence-transformers reads them
 POOLING_FLAGS: dict[str, PoolingMode] = {
-    "pooling_mode_mean_tokens": "mean",
     "pooling_mode_cls_token": "cls",
     "pooling_mode_max_tokens": "max",
+    "pooling_mode_mean_tokens": "mean",
+    "pooling_mode_mean_sqrt_len_tokens": "mean_sqrt_len_tokens",
+    "pooling_mode_weightedmean_tokens": "weightedmean",
+    "pooling_mode_lasttoken": "lasttoken",
 }
 
 
-def _read_pooling_mode(path: Path) -> PoolingMode:
-    """The one pooling mode a sentence-transformers Pooling config turns on
-    (older flag style or newer "pooling_mode")."""
+def _read_pooling(path: Path) -> tuple[PoolingMode, bool]:
+    """The pooling mode and include_prompt of a sentence-transformers Pooling config, as
+    sentence-transformers reads it: a "pooling_mode" string (or a list of one) wins over the older
+    boolean flags, and a config with neither pools by mean. Several modes at once (their vectors
+    concatenated) are refused."""
     config = _read_json(path)
     if not isinstance(config, dict):
         raise WeightsError(
             f"{path} holds a JSON {type(config).__name__}, not an object of pooling flags; re-download or reinstall it"
         )
-    if isinstance(config.get("pooling_mode"), str):
-        enabled = [
-            f"pooling_mode_{config['pooling_mode']}_tokens"
-            if config["pooling_mode"] != "cls"
-            else "pooling_mode_cls_token"
-        ]
+    if "pooling_mode" in config:
+        modes = config["pooling_mode"] if isinstance(config["pooling_mode"], list) else [config["pooling_mode"]]
     else:
-        enabled = [key for key, on in config.items() if key.startswith("pooling_mode_") and on is True]
-    if len(enabled) != 1 or enabled[0] not in POOLING_FLAGS:
-        raise WeightsError(f"{path}: only a single mean, cls or max pooling is supported, found {config}")
-    return POOLING_FLAGS[enabled[0]]
+        modes = [mode for flag, mode in POOLING_FLAGS.items() if config.get(flag) is True] or ["mean"]
+    if len(modes) != 1 or modes[0] not in POOLING_MODES:
+        raise WeightsError(
+            f"{path}: pooling {modes} is not supported; one of {', '.join(POOLING_MODES)} is (several modes "
+            "concatenated are not)"
+        )
+    include_prompt = config.get("include_prompt", True)
+    if not isinstance(include_prompt, bool):
+        raise WeightsError(f"{path}: include_prompt is {include_prompt!r}; it must be true or false")
+    return modes[0], include_prompt
+
+
+SIMILARITIES = ("cosine", None)  # config_sentence_transformers.json's similarity_fn_name values we follow
+
+
+def _read_st_config(path: Path) -> tuple[tuple[tuple[str, str], ...], str | None]:
+    """The prompts and default prompt name of config_sentence_transformers.json. A default name
+    that is not among the prompts, and a similarity other than cosine, are refused."""
+    if not path.exists():
+        return (), None
+    config = _read_json(path)
+    if not isinstance(config, dict):
+        raise WeightsError(f"{path} holds a JSON {type(config).__name__}, not an object; re-download or reinstall it")
+    prompts = config.get("prompts") or {}
+    if not isinstance(prompts, dict) or not all(isinstance(v, (str, type(None))) for v in prompts.values()):
+        raise WeightsError(f"{path}: prompts must map names to texts, found {prompts!r}")
+    prompts = {str(name): text or "" for name, text in prompts.items()}  # null is "", as in sentence-transformers
+    default = config.get("default_prompt_name")
+    if default is not None and default not in prompts:
+        raise WeightsError(
+            f"{path}: default_prompt_name {default!r} is not among its prompts {sorted(prompts)}; fix the file"
+        )
+    if config.get("similarity_fn_name") not in SIMILARITIES:
+        raise WeightsError(
+            f"{path}: similarity_fn_name {config['similarity_fn_name']!r} is not supported; only cosine is"
+        )
+    return tuple(prompts.items()), default
 
 
 def read_sentence_config(folder: Path, bert: BertConfig) -> SentenceConfig:
@@ -458,18 +495,23 @@ def read_sentence_config(folder: Path, bert: BertConfig) -> SentenceConfig:
         )
     types = {m.get("type", "").rsplit(".", 1)[-1]: m for m in modules}
     pooling: PoolingMode = "mean"
+    include_prompt = True
     if "Pooling" in types:
-        pooling = _read_pooling_mode(folder / str(types["Pooling"].get("path", "")) / "config.json")
+        pooling, include_prompt = _read_pooling(folder / str(types["Pooling"].get("path", "")) / "config.json")
     unsupported = sorted(set(types) - {"Transformer", "Pooling", "Normalize"})
     if unsupported:
         raise WeightsError(
             f"{folder / 'modules.json'}: modules {unsupported} are not supported (only Transformer, Pooling, Normalize)"
         )
+    prompts, default_prompt_name = _read_st_config(folder / "config_sentence_transformers.json")
     return SentenceConfig(
         max_seq_length=min(int(max_len), bert.max_position_embeddings),
         do_lower_case=bool(sbert.get("do_lower_case", False)),
         pooling=pooling,
         normalize="Normalize" in types,
+        include_prompt=include_prompt,
+        prompts=prompts,
+        default_prompt_name=default_prompt_name,
     )
 
 
