@@ -273,6 +273,18 @@ def add_model_arguments(group) -> None:
     )
 
 
+def add_prompt_arguments(group) -> None:
+    """--prompt-name / --prompt: the text put before every input (a checkpoint's named prompt, or your own)."""
+    choice = group.add_mutually_exclusive_group()
+    choice.add_argument(
+        "--prompt-name",
+        metavar="NAME",
+        help="put the checkpoint's prompt NAME (config_sentence_transformers.json, e.g. query) before every text; "
+        "without it or --prompt, the checkpoint's default prompt, if it has one",
+    )
+    choice.add_argument("--prompt", metavar="TEXT", help='put TEXT before every text, e.g. "query: "')
+
+
 def load_encoder(args: argparse.Namespace) -> SentenceEncoder:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # the precision fallback is printed below, as one line

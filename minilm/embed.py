@@ -30,6 +30,7 @@ from .cli import (
     ArgumentParser,
     add_input_arguments,
     add_model_arguments,
+    add_prompt_arguments,
     check_output_path,
     gather_texts,
     load_encoder,
@@ -167,6 +168,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="also cap each batch at N tokens, padding included",
     )
     model.add_argument("--no-normalize", action="store_true", help="skip L2 normalization of the embeddings")
+    add_prompt_arguments(model)
     shards = parser.add_argument_group("shards (--input FILE --output DIR/)")
     shards.add_argument(
         "--shard-size", type=positive_int, default=None, metavar="N", help="texts per shard (default: 10000)"
@@ -238,6 +240,7 @@ def embed_to_shards(args: argparse.Namespace) -> int:
         args.skip_bad_lines,
     )
     encoder = load_encoder(args)
+    settings.prompt = encoder.resolve_prompt(args.prompt_name, args.prompt)
     manifest = embed_corpus(encoder, Path(args.input), Path(args.output), settings, force=args.force)
     shards = manifest["shards"]
     if manifest["complete"] and not manifest["rows"]:
@@ -325,6 +328,7 @@ def embed_with_ray(args: argparse.Namespace) -> int:
         device=args.device,
         dtype=args.dtype,
         normalize=False if args.no_normalize else None,
+        prompt=load_encoder(args).resolve_prompt(args.prompt_name) if args.prompt_name else args.prompt,
         force=args.force,
     )
     print(f"{rows} embeddings in Parquet files (id, embedding) in {args.output}", file=sys.stderr)
@@ -363,6 +367,8 @@ def embed(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         normalize=False if args.no_normalize else None,
         max_batch_tokens=args.max_batch_tokens,
+        prompt_name=args.prompt_name,
+        prompt=args.prompt,
     )
     if n_truncated := sum(result.truncated):
         print(

@@ -70,12 +70,13 @@ class EmbedBatch:
         id_column: str,
         normalize: bool | None,
         batch_size: int,
+        prompt: str | None = None,
     ):
         from ..sentence_encoder import SentenceEncoder
 
         self.encoder = SentenceEncoder.from_pretrained(model, device=device, dtype=dtype)
         self.text_column, self.id_column = text_column, id_column
-        self.normalize, self.batch_size = normalize, batch_size
+        self.normalize, self.batch_size, self.prompt = normalize, batch_size, prompt
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         """(B rows with the text and id columns) -> (B rows: id string, embedding float32[C])."""
@@ -87,7 +88,7 @@ class EmbedBatch:
                 f'column "{self.text_column}" has {texts.null_count} null values; drop or fill them before embedding'
             )
         vectors = self.encoder.encode(
-            texts.to_pylist(), self.batch_size, self.normalize, show_progress_bar=False
+            texts.to_pylist(), self.batch_size, self.normalize, show_progress_bar=False, prompt=self.prompt
         )  # (B, C)
         dim = vectors.shape[1]
         # A fixed-size list is plain Arrow: any Parquet reader sees float32[C], no Ray tensor extension needed.
@@ -137,6 +138,7 @@ def embed_dataset(
     device: str | None = None,
     dtype: str = "float32",
     normalize: bool | None = None,
+    prompt: str | None = None,
 ) -> ray.data.Dataset:
     """A lazy Dataset of rows (id: string, embedding: float32[384]) in the order of `ds`.
 
@@ -145,7 +147,7 @@ def embed_dataset(
     batch_size: rows per map_batches call, each embedded as one `encode` batch.
     concurrency: actors, i.e. model copies; None autoscales from 1 to what the cluster fits.
     num_cpus / num_gpus: what each actor reserves. device: None is "cuda" when num_gpus > 0, else CPU.
-    dtype, normalize: as `SentenceEncoder.from_pretrained` and `encode`.
+    dtype, normalize, prompt: as `SentenceEncoder.from_pretrained` and `encode` (None: the default prompt).
     """
     _import_ray()
     from ray.data import ActorPoolStrategy
@@ -173,6 +175,7 @@ def embed_dataset(
             "id_column": id_column,
             "normalize": normalize,
             "batch_size": batch_size,
+            "prompt": prompt,
         },
         batch_size=batch_size,
         batch_format="pyarrow",
@@ -278,6 +281,7 @@ def embed_files(
     device: str | None = None,
     dtype: str = "float32",
     normalize: bool | None = None,
+    prompt: str | None = None,
     force: bool = False,
 ) -> int:
     """Embed a .txt, .jsonl, .csv, .tsv or .parquet file (local or s3://...) into Parquet files under
@@ -308,6 +312,7 @@ def embed_files(
         device=device,
         dtype=dtype,
         normalize=normalize,
+        prompt=prompt,
     )
     embedded.write_parquet(output_dir)
     # write_parquet returns nothing; the Parquet footers hold the row counts, so this reads no vectors.

@@ -102,6 +102,7 @@ class CorpusSettings:
     normalize: bool | None = None  # None: as the checkpoint says
     precision: StoredPrecision = "float32"  # how the shards store the vectors (minilm.corpus.quantize)
     skip_bad_lines: bool = False  # False: a bad record stops the run at its file:line
+    prompt: str | None = None  # put before every text; None: the checkpoint's default prompt, if any
 
 
 class DamagedShards(InputError):
@@ -175,6 +176,8 @@ def run_identity(encoder: SentenceEncoder, path: Path, settings: CorpusSettings)
         "id_field": settings.id_field,
         "skip_bad_lines": settings.skip_bad_lines,
     }
+    # null when there is none, as in manifests written before prompts existed, so those still resume
+    identity["prompt"] = encoder.resolve_prompt(prompt=settings.prompt) or None
     if encoder.int8_smoothing is not None:  # int8 vectors depend on the calibrated scales too
         identity["int8_scales_sha256"] = smoothing_sha256(encoder.int8_smoothing)
     return identity
@@ -479,6 +482,7 @@ def _embed_windows(
                     settings.normalize,
                     show_progress_bar=False,
                     max_batch_tokens=settings.max_batch_tokens,
+                    prompt=settings.prompt,
                 )
                 if settings.precision in ("int8", "uint8") and manifest["ranges"] is None:
                     manifest["ranges"] = calibration_ranges(result.embeddings).tolist()  # the first shard calibrates

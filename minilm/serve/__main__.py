@@ -22,7 +22,15 @@ import sys
 
 import torch
 
-from ..cli import EXIT_USER_ERROR, ArgumentParser, add_model_arguments, load_encoder, positive_int, run
+from ..cli import (
+    EXIT_USER_ERROR,
+    ArgumentParser,
+    add_model_arguments,
+    add_prompt_arguments,
+    load_encoder,
+    positive_int,
+    run,
+)
 from ..weights import DEFAULT_CHECKPOINT, lookup_known
 
 try:  # the [serve] extra
@@ -63,6 +71,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="heads saved by python -m heads.train, for /predict (default: the shipped weights/heads)",
     )
     model.add_argument("--no-heads", action="store_true", help="do not load heads; /predict answers 404")
+    add_prompt_arguments(model)
     limits = parser.add_argument_group("batching and limits")
     defaults = ServeSettings(model_name="")
     limits.add_argument(
@@ -162,6 +171,7 @@ def serve(args: argparse.Namespace) -> int:
         max_request_inputs=args.max_request_inputs,
         max_body_bytes=args.max_body_mb * 2**20,
         threads=threads,
+        prompt=encoder.resolve_prompt(args.prompt_name, args.prompt),
     )
     if args.max_batch_tokens < encoder.max_seq_length:
         print(f"note: --max-batch-tokens raised to {encoder.max_seq_length}, the longest text", file=sys.stderr)

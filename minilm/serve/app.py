@@ -58,6 +58,7 @@ class ServeSettings:
     max_body_bytes: int = 16 * 2**20  # request body; more gets 413
     retry_after_s: int = 1
     threads: int | None = None  # torch threads of the inference worker (batcher.py says why it is set there)
+    prompt: str = ""  # put before every text to embed, unless a request names another (--prompt-name/--prompt)
 
 
 class ApiError(Exception):
@@ -151,6 +152,7 @@ class EmbedRequest(BaseModel):
     normalize: bool = True
     truncate: bool = Field(False, description="false (TEI's default): a text over max_seq_length is a 422")
     truncation_direction: Literal["Right", "right"] = Field("Right", description="only Right: keep the first tokens")
+    prompt_name: str | None = Field(None, description="one of the checkpoint's prompts, put before every input")
 
 
 class PredictRequest(BaseModel):
@@ -310,8 +312,18 @@ class Service:
         finally:
             watch.cancel()
 
-    async def embed(self, request: Request, texts: list[str], truncate: bool, endpoint: str) -> Embedded:
+    async def embed(
+        self, request: Request, texts: list[str], truncate: bool, endpoint: str, prompt_name: str | None = None
+    ) -> Embedded:
         texts = self.check_request(texts)
+        prompt = self.settings.prompt
+        if prompt_name is not None:
+            try:
+                prompt = self.encoder.resolve_prompt(prompt_name)
+            except ValueError as error:
+                raise ApiError(422, str(error), param="prompt_name") from None
+        if prompt:
+            texts = [prompt + text for text in texts]
         with self.reserve() as ticket:
             encodings, n_tokens = await run_in_threadpool(tokenize_bounded, self.encoder.tokenizer, texts)
             limit = self.encoder.max_seq_length
@@ -323,7 +335,8 @@ class Service:
                     f"{limit} tokens of each ({len(over)} input(s) are over)",
                     param="input",
                 )
-            vectors = await self.run(Job("embed", encodings=encodings), ticket, request)
+            job = Job("embed", encodings=encodings, prompt_length=self.encoder.prompt_length(prompt))
+            vectors = await self.run(job, ticket, request)
         tokens = [min(n, limit) for n in n_tokens]
         self.metrics.inputs.labels(endpoint).inc(len(texts))
         self.metrics.prompt_tokens.inc(sum(tokens))
@@ -500,7 +513,7 @@ def create_app(service: Service) -> FastAPI:
 
     @app.post("/embed", summary="TEI-compatible embeddings: a list of vectors")
     async def tei_embed(request: Request, body: EmbedRequest) -> Response:
-        embedded = await service.embed(request, as_list(body.inputs), body.truncate, "/embed")
+        embedded = await service.embed(request, as_list(body.inputs), body.truncate, "/embed", body.prompt_name)
         vectors = normalized(embedded.vectors) if body.normalize else embedded.vectors
         return json_response(vectors, truncation_header(embedded.truncated))
 

@@ -62,6 +62,7 @@ class Job:
     encodings: list[AnyEncoding] = field(default_factory=list)
     texts: list[str] = field(default_factory=list)
     with_embedding: bool = False
+    prompt_length: int = 0  # embed: leading positions pooling leaves out (SentenceEncoder.prompt_length)
     future: Future = field(default_factory=Future)
     submitted: float = field(default_factory=time.perf_counter)
     abandoned: bool = False  # its client went away: the worker drops its texts not yet run
@@ -207,9 +208,21 @@ class Batcher:
                                 job.future.set_exception(error)
 
     def _embed_round(self, jobs: list[Job]) -> None:
-        items = [(job, i) for job in jobs for i in range(len(job))]  # every text of the round
         results = {id(job): np.empty((len(job), self.encoder.dim), dtype=np.float32) for job in jobs}
         remaining = {id(job): len(job) for job in jobs}
+        # texts pooled without the same number of prompt positions cannot share a batch
+        for prompt_length in sorted({job.prompt_length for job in jobs}):
+            mine = [job for job in jobs if job.prompt_length == prompt_length]
+            self._embed_texts(mine, prompt_length, results, remaining)
+        for job in jobs:  # abandoned part way, or a request of no texts (it has no batch)
+            if not job.future.done():
+                if job.abandoned:
+                    job.future.set_exception(Abandoned())
+                else:
+                    job.future.set_result(results[id(job)])
+
+    def _embed_texts(self, jobs: list[Job], prompt_length: int, results: dict, remaining: dict) -> None:
+        items = [(job, i) for job in jobs for i in range(len(job))]  # every text of these jobs
         lengths = [len(job.encodings[i].ids) for job, i in items]
         for batch in length_sorted_batches(lengths, self.max_batch_size, self.max_batch_tokens):
             start = time.perf_counter()
@@ -217,7 +230,10 @@ class Batcher:
             if not chosen:
                 continue
             vectors = self.encoder.encode_encodings(
-                [job.encodings[i] for job, i in chosen], batch_size=len(chosen), normalize=False
+                [job.encodings[i] for job, i in chosen],
+                batch_size=len(chosen),
+                normalize=False,
+                prompt_length=prompt_length,
             )
             for (job, i), vector in zip(chosen, vectors):
                 results[id(job)][i] = vector
@@ -233,12 +249,6 @@ class Batcher:
                     time.perf_counter() - start,
                 )
             )
-        for job in jobs:  # abandoned part way, or a request of no texts (it has no batch)
-            if not job.future.done():
-                if job.abandoned:
-                    job.future.set_exception(Abandoned())
-                else:
-                    job.future.set_result(results[id(job)])
 
     def _predict_round(self, jobs: list[Job]) -> None:
         assert self.predict is not None

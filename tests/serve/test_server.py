@@ -406,3 +406,31 @@ def test_a_bad_model_is_one_error_line_and_exit_2(tmp_path):
         timeout=120,
     )
     assert proc.returncode == 2 and proc.stderr.startswith("error: ") and "Traceback" not in proc.stderr, proc.stderr
+
+
+def test_prompts_the_server_default_and_tei_prompt_name(tmp_path, checkpoint_dir, stsb_sentences):
+    """An e5-style checkpoint (prompts "query: " and "passage: "), served with --prompt-name query:
+    OpenAI requests get the query prompt, TEI's prompt_name picks another, an unknown one is a 422."""
+    from minilm import SentenceEncoder
+
+    from test_model_families import FAMILIES, write_family
+
+    folder = write_family(tmp_path / "e5", checkpoint_dir, FAMILIES["e5-small-v2"] | {"layers": 2})
+    encoder = SentenceEncoder.from_pretrained(str(folder), verify=False)
+    texts = stsb_sentences[:20]
+    s = Server("--model", str(folder), "--no-verify", "--no-heads", "--prompt-name", "query")
+    try:
+        openai = s.post("/v1/embeddings", {"input": texts, "model": str(folder)})
+        assert openai.status_code == 200, openai.text
+        got = np.array([item["embedding"] for item in openai.json()["data"]], dtype=np.float32)
+        np.testing.assert_allclose(got, encoder.encode(texts, prompt_name="query"), atol=1e-6, rtol=0)
+        tei = s.post("/embed", {"inputs": texts, "prompt_name": "passage"})
+        assert tei.status_code == 200, tei.text
+        np.testing.assert_allclose(
+            np.array(tei.json()), encoder.encode(texts, prompt_name="passage"), atol=1e-6, rtol=0
+        )
+        unknown = s.post("/embed", {"inputs": texts, "prompt_name": "search"})
+        assert unknown.status_code == 422
+        assert "prompt_name 'search' is not one of this checkpoint's prompts" in unknown.json()["error"]
+    finally:
+        assert s.stop() == 0
