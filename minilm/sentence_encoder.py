@@ -309,18 +309,21 @@ class SentenceEncoder:
     def encode_query(
         self, texts: str | Sequence[str], prompt_name: str | None = None, prompt: str | None = None, **kwargs
     ) -> np.ndarray:
-        """`encode` for search queries: with neither prompt given, the checkpoint's "query" prompt if it has one."""
-        if prompt_name is None and prompt is None and "query" in self.prompts:
-            prompt_name = "query"
+        """`encode` for search queries: with neither prompt given, the checkpoint's "query" prompt, or none
+        (never the default prompt, as in sentence-transformers)."""
+        if prompt_name is None and prompt is None:
+            prompt = self.prompts.get("query", "")
         return self.encode(texts, prompt_name=prompt_name, prompt=prompt, **kwargs)
 
     def encode_document(
         self, texts: str | Sequence[str], prompt_name: str | None = None, prompt: str | None = None, **kwargs
     ) -> np.ndarray:
         """`encode` for the searched texts: with neither prompt given, the checkpoint's "document",
-        "passage" or "corpus" prompt, the first it has (as sentence-transformers)."""
+        "passage" or "corpus" prompt, the first it has, or none. sentence-transformers 6.2 stops at its
+        own empty "document" prompt, so it never reaches "passage" (docs/models.md)."""
         if prompt_name is None and prompt is None:
-            prompt_name = next((name for name in ("document", "passage", "corpus") if name in self.prompts), None)
+            name = next((name for name in ("document", "passage", "corpus") if name in self.prompts), None)
+            prompt = self.prompts[name] if name else ""  # never the default prompt, as in sentence-transformers
         return self.encode(texts, prompt_name=prompt_name, prompt=prompt, **kwargs)
 
     def encode_tokens(

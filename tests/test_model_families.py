@@ -55,6 +55,13 @@ FAMILIES = {  # the metadata of each family, on a small random BERT of its layer
         normalize=True,
         st_config={"prompts": {"query": "query: ", "passage": "passage: "}, "default_prompt_name": "passage"},
     ),
+    "a default prompt, no query prompt": dict(  # encode_query and encode_document use no prompt, not the default
+        layers=2,
+        max_seq_length=256,
+        pooling={"pooling_mode": "mean"},
+        normalize=True,
+        st_config={"prompts": {"passage": "passage: "}, "default_prompt_name": "passage"},
+    ),
     "include_prompt false, mean": dict(  # INSTRUCTOR-style: the prompt is read but not pooled
         layers=2,
         max_seq_length=256,
@@ -186,6 +193,7 @@ def test_prompts_are_checked(tmp_path, checkpoint_dir):
         ),
         ({"similarity_fn_name": "dot"}, "similarity_fn_name 'dot' is not supported; only cosine is"),
         ({"prompts": ["query: "]}, "prompts must map names to texts"),
+        ({"truncate_dim": 128}, "truncate_dim 128 is not supported"),
     ],
 )
 def test_metadata_we_cannot_follow_is_refused_in_one_line(tmp_path, checkpoint_dir, st_config, message):

@@ -429,7 +429,10 @@ def _read_pooling(path: Path) -> tuple[PoolingMode, bool]:
     if "pooling_mode" in config:
         modes = config["pooling_mode"] if isinstance(config["pooling_mode"], list) else [config["pooling_mode"]]
     else:
-        modes = [mode for flag, mode in POOLING_FLAGS.items() if config.get(flag) is True] or ["mean"]
+        odd = [flag for flag in POOLING_FLAGS if not isinstance(config.get(flag, False), bool)]
+        if odd:
+            raise WeightsError(f"{path}: {odd[0]} is {config[odd[0]]!r}; it must be true or false")
+        modes = [mode for flag, mode in POOLING_FLAGS.items() if config.get(flag)] or ["mean"]
     if len(modes) != 1 or modes[0] not in POOLING_MODES:
         raise WeightsError(
             f"{path}: pooling {modes} is not supported; one of {', '.join(POOLING_MODES)} is (several modes "
@@ -460,6 +463,11 @@ def _read_st_config(path: Path) -> tuple[tuple[tuple[str, str], ...], str | None
     if default is not None and default not in prompts:
         raise WeightsError(
             f"{path}: default_prompt_name {default!r} is not among its prompts {sorted(prompts)}; fix the file"
+        )
+    if config.get("truncate_dim") is not None:
+        raise WeightsError(
+            f"{path}: truncate_dim {config['truncate_dim']!r} is not supported; "
+            "remove it to embed at the full dimension"
         )
     if config.get("similarity_fn_name") not in SIMILARITIES:
         raise WeightsError(

@@ -74,6 +74,7 @@ def test_a_config_with_no_mode_pools_by_mean_as_sentence_transformers_does(tmp_p
         ({"pooling_mode_mean_tokens": True, "pooling_mode_cls_token": True}, r"pooling \['cls', 'mean'\]"),
         ({"pooling_mode": "attention"}, r"pooling \['attention'\] is not supported; one of mean, cls"),
         ({"pooling_mode": "mean", "include_prompt": "no"}, "include_prompt is 'no'"),
+        ({"pooling_mode_cls_token": 1}, "pooling_mode_cls_token is 1; it must be true or false"),
     ],
 )
 def test_pooling_we_do_not_have_is_refused_in_one_line(tmp_path, checkpoint_dir, config, message):
