@@ -95,3 +95,35 @@ def test_unreadable_tokenizer_json_is_a_weights_error(tmp_path, checkpoint_dir):
     (tmp_path / "tokenizer.json").write_text("{not json")
     with pytest.raises(WeightsError, match="tokenizer.json could not be read"):
         SentenceEncoder.from_pretrained(str(tmp_path), verify=False)
+
+
+def test_non_bert_architecture_is_refused_in_one_line(tmp_path, tiny_checkpoint):
+    """An MPNet or RoBERTa config.json would build a BERT with the wrong maths; it is refused by name."""
+    for path in tiny_checkpoint.rglob("*"):
+        if path.is_file():
+            target = tmp_path / path.relative_to(tiny_checkpoint)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(path.read_bytes())
+    config = json.loads((tmp_path / "config.json").read_text())
+    (tmp_path / "config.json").write_text(json.dumps({**config, "model_type": "mpnet"}))
+    with pytest.raises(WeightsError, match=r"config.json: model_type='mpnet' is not supported") as refused:
+        SentenceEncoder.from_pretrained(str(tmp_path), verify=False)
+    assert "\n" not in str(refused.value)
+
+
+@pytest.mark.parametrize("kind", ["fast", "python"])
+def test_non_wordpiece_tokenizer_is_refused_in_one_line(tmp_path, tiny_checkpoint, kind):
+    """A BPE tokenizer.json (as RoBERTa's) would give other ids for every text; both tokenizers refuse it."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    for path in tiny_checkpoint.rglob("*"):
+        if path.is_file() and path.name != "tokenizer.json":
+            target = tmp_path / path.relative_to(tiny_checkpoint)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(path.read_bytes())
+    bpe = Tokenizer(models.BPE({"[UNK]": 0, "a": 1, "b": 2, "ab": 3}, [("a", "b")], unk_token="[UNK]"))
+    bpe.pre_tokenizer = pre_tokenizers.Whitespace()
+    bpe.save(str(tmp_path / "tokenizer.json"))
+    with pytest.raises(WeightsError, match=r"tokenizer.json describes a (BPE|.*/BPE) tokenizer") as refused:
+        SentenceEncoder.from_pretrained(str(tmp_path), verify=False, tokenizer=kind)
+    assert "\n" not in str(refused.value)

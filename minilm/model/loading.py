@@ -31,6 +31,11 @@ def bert_config(raw: dict[str, Any]) -> BertConfig:
 
     Raises ValueError naming the first setting that is of the wrong type or not supported.
     """
+    if raw.get("model_type", "bert") != "bert":
+        raise ValueError(
+            f"model_type={raw['model_type']!r} is not supported; this encoder is BERT (model_type 'bert'), "
+            "so RoBERTa, MPNet, XLM-R and other architectures do not load"
+        )
     known = {f.name: f.type for f in fields(BertConfig)}
     for key, kind in known.items():
         value = raw.get(key)

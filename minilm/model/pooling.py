@@ -59,8 +59,8 @@ def cls_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 def max_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Per-channel maximum over the real tokens: (B, T, C), (B, T) -> (B, C)."""
-    # sentence-transformers fills padding with -1e9 (not -inf) before the max; same result for real rows
-    filled = hidden.masked_fill(~mask.bool().unsqueeze(-1), -1e9)  # (B, T, C)
+    # padding can never be the largest: -inf, as sentence-transformers fills it
+    filled = hidden.masked_fill(~mask.bool().unsqueeze(-1), float("-inf"))  # (B, T, C)
     return filled.max(dim=1).values
 
 

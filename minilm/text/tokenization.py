@@ -19,9 +19,9 @@ from pathlib import Path
 from typing import Literal, Union
 
 import torch
-from tokenizers import Encoding, Tokenizer
+from tokenizers import Encoding, Tokenizer, models
 
-from .wordpiece import WordPieceEncoding, WordPieceTokenizer
+from .wordpiece import UnsupportedTokenizer, WordPieceEncoding, WordPieceTokenizer
 
 TokenizerKind = Literal["fast", "python"]
 TOKENIZER_KINDS = ("fast", "python")
@@ -66,7 +66,12 @@ class SentenceTokenizer:
         """path: the checkpoint's tokenizer.json; kind "python" also reads vocab.txt beside it."""
         if kind == "python":
             return cls(WordPieceTokenizer.from_files(path, Path(path).parent / "vocab.txt"), max_seq_length, lowercase)
-        return cls(Tokenizer.from_file(str(path)), max_seq_length, lowercase)
+        tokenizer = Tokenizer.from_file(str(path))
+        if not isinstance(tokenizer.model, models.WordPiece):
+            raise UnsupportedTokenizer(
+                f"{path} describes a {type(tokenizer.model).__name__} tokenizer; only BERT's WordPiece is supported"
+            )
+        return cls(tokenizer, max_seq_length, lowercase)
 
     def largest_id(self) -> int:
         """The largest token id the tokenizer can produce (it must be below the model's vocab_size)."""

@@ -177,6 +177,10 @@ class WordPieceEncoding:
             del getattr(self, name)[max_length:]
 
 
+class UnsupportedTokenizer(ValueError):
+    """A tokenizer.json that describes something other than BERT's WordPiece (BPE, Unigram, ...)."""
+
+
 class WordPieceTokenizer:
     """BERT's tokenizer, stage by stage. Build it with `from_files(tokenizer.json, vocab.txt)`."""
 
@@ -215,9 +219,9 @@ class WordPieceTokenizer:
     def from_files(cls, tokenizer_json: Path, vocab_txt: Path) -> WordPieceTokenizer:
         """The vocabulary from vocab.txt (one token per line, id = line number), settings from tokenizer.json."""
         config = json.loads(Path(tokenizer_json).read_text(encoding="utf-8"))
-        kinds = (config["normalizer"]["type"], config["pre_tokenizer"]["type"], config["model"]["type"])
+        kinds = tuple(str((config.get(part) or {}).get("type")) for part in ("normalizer", "pre_tokenizer", "model"))
         if kinds != ("BertNormalizer", "BertPreTokenizer", "WordPiece"):
-            raise ValueError(
+            raise UnsupportedTokenizer(
                 f"{tokenizer_json} describes a {'/'.join(kinds)} tokenizer; "
                 "the Python tokenizer only does BERT WordPiece. Use tokenizer='fast'"
             )

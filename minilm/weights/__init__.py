@@ -39,6 +39,7 @@ from ..model.encoder import BertConfig, BertModel
 from ..model.loading import StateMismatch, bert_config, check_shapes, expected_shapes, load_state_strict
 from ..model.pooling import POOLING_MODES, PoolingMode
 from ..text.tokenization import TOKENIZER_KINDS, SentenceTokenizer, TokenizerKind
+from ..text.wordpiece import UnsupportedTokenizer
 
 
 class WeightsError(Exception):
@@ -532,6 +533,8 @@ def read_tokenizer(folder: Path, config: SentenceConfig, kind: TokenizerKind = "
         return SentenceTokenizer.from_file(
             folder / "tokenizer.json", config.max_seq_length, config.do_lower_case, kind=kind
         )
+    except UnsupportedTokenizer as e:  # BPE, Unigram, ...: not BERT's WordPiece
+        raise WeightsError(str(e)) from None
     except Exception as e:  # the tokenizers library raises a bare Exception for unreadable files
         raise WeightsError(
             f"{folder / 'tokenizer.json'} could not be read ({e}); re-download or reinstall the checkpoint"
