@@ -1,10 +1,10 @@
 """A BERT encoder written out by hand, as used by all-MiniLM-L6-v2.
 
-It reproduces Hugging Face `transformers` `BertModel` (modeling_bert.py, encoder part; no pooler)
-closely enough to match its `last_hidden_state` to float32 rounding. Read it top to bottom:
+It reproduces Hugging Face `transformers` `BertModel` (modeling_bert.py) closely enough to match
+its `last_hidden_state` and `pooler_output` to float32 rounding. Read it top to bottom:
 
     config -> embeddings -> self-attention -> attention output -> feed-forward -> layer
-           -> encoder (the layer stack) -> model
+           -> encoder (the layer stack) -> pooler -> model
 
 Module names mirror the checkpoint's keys (`embeddings.word_embeddings`,
 `encoder.layer.{i}.attention.self.query`, `attention.output.LayerNorm`, ...), so loading needs no
@@ -208,14 +208,35 @@ class BertEncoder(nn.Module):
         return x
 
 
-class BertModel(nn.Module):
-    """Token ids in, contextual token vectors out. The checkpoint's `pooler` is not used by sentence embeddings."""
+class BertPooler(nn.Module):
+    """BERT's pooler: the [CLS] token's vector through a dense layer and tanh.
+
+    Pre-trained for next-sentence prediction; sentence embeddings pool the token vectors instead
+    (minilm.model.pooling), but a cross-encoder's classifier reads this (minilm.model.classifier).
+    """
 
     def __init__(self, config: BertConfig):
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        """(B, T, C) hidden states -> (B, C): token 0 is [CLS], with or without padding on the right."""
+        return torch.tanh(self.dense(hidden[:, 0]))
+
+
+class BertModel(nn.Module):
+    """Token ids in, contextual token vectors out.
+
+    add_pooling_layer: also hold the checkpoint's `pooler` (BertPooler), as a cross-encoder needs;
+    sentence embeddings leave it out, and their loading drops its tensors.
+    """
+
+    def __init__(self, config: BertConfig, add_pooling_layer: bool = False):
         super().__init__()
         self.config = config
         self.embeddings = BertEmbeddings(config)
         self.encoder = BertEncoder(config)
+        self.pooler = BertPooler(config) if add_pooling_layer else None
 
     @property
     def num_layers(self) -> int:

@@ -8,14 +8,15 @@ No files are read here; `minilm.weights` reads them and hands over dicts and ten
 
 from __future__ import annotations
 
+from collections.abc import Callable, Collection
 from dataclasses import fields
 from typing import Any
 
 import torch
 
-from .encoder import BertConfig, BertModel
+from .encoder import BertConfig
 
-# Checkpoint keys the model has no module for, and why they are safe to drop.
+# Checkpoint keys a model may have no module for, and why they are safe to drop when it has none.
 IGNORED_KEY_PARTS = (
     "pooler.",  # BERT's next-sentence pooler; sentence embeddings pool the token states instead
     "position_ids",  # a constant arange buffer some transformers versions save
@@ -63,15 +64,23 @@ def bert_config(raw: dict[str, Any]) -> BertConfig:
     return config
 
 
-def checkpoint_key(key: str) -> str | None:
-    """The model's name for a checkpoint key, or None for a key that is tolerated and dropped."""
-    key = key.removeprefix("bert.")  # BertForX checkpoints prefix the backbone with bert.
-    return None if any(part in key for part in IGNORED_KEY_PARTS) else key
+def checkpoint_key(key: str, expected: Collection[str]) -> str | None:
+    """The model's name for a checkpoint key, or None for a key that is tolerated and dropped.
+
+    expected: the model's own tensor names. A sentence encoder's BertModel takes a BertForX
+    checkpoint's `bert.` tensors without the prefix; a model that holds `bert.` itself (the
+    cross-encoder) takes every name as it is.
+    """
+    if key not in expected and key.startswith("bert."):
+        key = key.removeprefix("bert.")
+    if key not in expected and any(part in key for part in IGNORED_KEY_PARTS):
+        return None
+    return key
 
 
 def check_shapes(expected: dict[str, tuple[int, ...]], found: dict[str, tuple[int, ...]]) -> None:
     """Raise StateMismatch naming every missing, unexpected or mis-shaped tensor of `found` (checkpoint names)."""
-    found = {k: v for key, v in found.items() if (k := checkpoint_key(key)) is not None}
+    found = {k: v for key, v in found.items() if (k := checkpoint_key(key, expected)) is not None}
     missing = sorted(set(expected) - set(found))
     unexpected = sorted(set(found) - set(expected))
     misshaped = [
@@ -85,15 +94,16 @@ def check_shapes(expected: dict[str, tuple[int, ...]], found: dict[str, tuple[in
         raise StateMismatch("; ".join(problems))
 
 
-def expected_shapes(config: BertConfig) -> dict[str, tuple[int, ...]]:
-    """The tensor shapes a BertModel of `config` holds, found on the meta device: nothing is allocated."""
+def expected_shapes(build: Callable[[], torch.nn.Module]) -> dict[str, tuple[int, ...]]:
+    """The tensor shapes of the model `build()` makes, found on the meta device: nothing is allocated."""
     with torch.device("meta"):
-        return {k: tuple(v.shape) for k, v in BertModel(config).state_dict().items()}
+        return {k: tuple(v.shape) for k, v in build().state_dict().items()}
 
 
 def load_state_strict(model: torch.nn.Module, tensors: dict[str, torch.Tensor]) -> None:
     """Copy checkpoint tensors into `model`, after check_shapes: every tensor must fit, and none may be left out."""
-    check_shapes(
-        {k: tuple(v.shape) for k, v in model.state_dict().items()}, {k: tuple(v.shape) for k, v in tensors.items()}
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    check_shapes(expected, {k: tuple(v.shape) for k, v in tensors.items()})
+    model.load_state_dict(
+        {k: v for key, v in tensors.items() if (k := checkpoint_key(key, expected)) is not None}, strict=True
     )
-    model.load_state_dict({k: v for key, v in tensors.items() if (k := checkpoint_key(key)) is not None}, strict=True)

@@ -66,12 +66,7 @@ class SentenceTokenizer:
         """path: the checkpoint's tokenizer.json; kind "python" also reads vocab.txt beside it."""
         if kind == "python":
             return cls(WordPieceTokenizer.from_files(path, Path(path).parent / "vocab.txt"), max_seq_length, lowercase)
-        tokenizer = Tokenizer.from_file(str(path))
-        if not isinstance(tokenizer.model, models.WordPiece):
-            raise UnsupportedTokenizer(
-                f"{path} describes a {type(tokenizer.model).__name__} tokenizer; only BERT's WordPiece is supported"
-            )
-        return cls(tokenizer, max_seq_length, lowercase)
+        return cls(read_wordpiece(path), max_seq_length, lowercase)
 
     def largest_id(self) -> int:
         """The largest token id the tokenizer can produce (it must be below the model's vocab_size)."""
@@ -100,9 +95,54 @@ class SentenceTokenizer:
 
     def pad(self, encodings: list[AnyEncoding]) -> TokenBatch:
         """Right-pad a list of encodings to the longest one: -> TokenBatch of (B, T) int64 tensors."""
-        ids, mask = right_pad([e.ids for e in encodings], self.pad_id)
-        types, _ = right_pad([e.type_ids for e in encodings])
-        return TokenBatch(ids, mask, types)
+        return pad_encodings(encodings, self.pad_id)
+
+
+class PairTokenizer:
+    """Text pairs for a cross-encoder: `[CLS] a [SEP] b [SEP]`, token types 0 then 1, as transformers
+    tokenizes them for sentence-transformers' CrossEncoder: longest-first truncation to `max_length`
+    (word pieces come off the longer text, one at a time), padding to the longest pair of a batch.
+
+    The Rust tokenizer only: minilm.text.wordpiece encodes one text at a time.
+    """
+
+    def __init__(self, tokenizer: Tokenizer, max_length: int):
+        self.pad_id = tokenizer.padding["pad_id"] if tokenizer.padding else 0
+        self.tokenizer = tokenizer
+        self.tokenizer.no_padding()
+        self.tokenizer.enable_truncation(max_length, strategy="longest_first")
+        self.max_length = max_length
+
+    @classmethod
+    def from_file(cls, path: Path, max_length: int) -> PairTokenizer:
+        return cls(read_wordpiece(path), max_length)
+
+    def largest_id(self) -> int:
+        return max(self.tokenizer.get_vocab(with_added_tokens=True).values())
+
+    def encode(self, pairs: Sequence[tuple[str, str]]) -> list[Encoding]:
+        """Tokenized, truncated pairs with their special tokens and token types."""
+        return self.tokenizer.encode_batch([(a, b) for a, b in pairs])
+
+    def pad(self, encodings: list[Encoding]) -> TokenBatch:
+        return pad_encodings(encodings, self.pad_id)
+
+
+def pad_encodings(encodings: Sequence[AnyEncoding], pad_id: int) -> TokenBatch:
+    """Right-pad encodings to the longest one: -> TokenBatch of (B, T) int64 tensors."""
+    ids, mask = right_pad([e.ids for e in encodings], pad_id)
+    types, _ = right_pad([e.type_ids for e in encodings])
+    return TokenBatch(ids, mask, types)
+
+
+def read_wordpiece(path: Path) -> Tokenizer:
+    """A tokenizer.json read with the Rust library; anything but BERT's WordPiece is refused."""
+    tokenizer = Tokenizer.from_file(str(path))
+    if not isinstance(tokenizer.model, models.WordPiece):
+        raise UnsupportedTokenizer(
+            f"{path} describes a {type(tokenizer.model).__name__} tokenizer; only BERT's WordPiece is supported"
+        )
+    return tokenizer
 
 
 def right_pad(rows: Sequence[Sequence[int] | torch.Tensor], value: int = 0) -> tuple[torch.Tensor, torch.Tensor]:

@@ -86,16 +86,7 @@ def load_checkpoint(
     """
     if tokenizer not in TOKENIZER_KINDS:
         raise ValueError(f"tokenizer={tokenizer!r}: choose one of {', '.join(TOKENIZER_KINDS)}")
-    try:
-        resolved = resolve_checkpoint(name_or_path)
-    except WeightsError:
-        known = lookup_known(os.fspath(name_or_path or DEFAULT_CHECKPOINT))
-        if not (download and known):
-            raise
-        download_checkpoint(known.name)
-        resolved = resolve_checkpoint(name_or_path)
-    if verify:
-        verify_checkpoint(resolved)
+    resolved = resolve_and_verify(name_or_path, verify=verify, download=download)
     folder = resolved.path
     config = read_bert_config(folder)
     sentence_config = read_sentence_config(folder, config)
@@ -108,6 +99,23 @@ def load_checkpoint(
             "the tokenizer does not belong to these weights"
         )
     return Checkpoint(folder, resolved.source, model, text_tokenizer, sentence_config)
+
+
+def resolve_and_verify(
+    name_or_path: str | os.PathLike | None, *, verify: bool = True, download: bool = False
+) -> ResolvedCheckpoint:
+    """resolve_checkpoint, then (download: a known checkpoint not found is fetched) the pins checked (verify)."""
+    try:
+        resolved = resolve_checkpoint(name_or_path)
+    except WeightsError:
+        known = lookup_known(os.fspath(name_or_path or DEFAULT_CHECKPOINT))
+        if not (download and known):
+            raise
+        download_checkpoint(known.name)
+        resolved = resolve_checkpoint(name_or_path)
+    if verify:
+        verify_checkpoint(resolved)
+    return resolved
 
 
 # --------------------------------------------------------------------------- known checkpoints
@@ -615,7 +623,7 @@ def load_model(folder: Path, config: BertConfig | None = None) -> BertModel:
     config = config or read_bert_config(folder)
     path = folder / "model.safetensors"
     try:
-        check_shapes(expected_shapes(config), _safetensors_shapes(path))
+        check_shapes(expected_shapes(lambda: BertModel(config)), _safetensors_shapes(path))
     except StateMismatch as e:
         raise WeightsError(_does_not_fit(path, e)) from None
     model = BertModel(config)

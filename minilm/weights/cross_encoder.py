@@ -1,0 +1,163 @@
+"""Finding, checking and reading a cross-encoder checkpoint (cross-encoder/ms-marco-MiniLM-L-6-v2 and kin).
+
+    checkpoint = load_cross_encoder("path/to/ms-marco-MiniLM-L-6-v2", verify=False)
+    checkpoint.model, checkpoint.tokenizer, checkpoint.config
+
+The folder is found and its pins checked as for a sentence encoder (minilm.weights). What
+sentence-transformers' CrossEncoder reads around the model, read here the same way:
+
+- config.json: a BERT (model_type "bert") of any depth, with `BertForSequenceClassification`
+  among its architectures when it names any; the number of labels is the length of `id2label`.
+- the score's activation, the first found of: config_sentence_transformers.json `activation_fn`
+  (sentence-transformers 5+), config.json `sentence_transformers.activation_fn` (4.x),
+  config.json `sbert_ce_default_activation_function` (before 4.0); without any, sigmoid for one
+  label and none (the logits) for more. ms-marco's rerankers name Identity: their scores are logits.
+- the pair length: sentence_bert_config.json `max_seq_length`, else tokenizer_config.json
+  `model_max_length`, capped at the model's positions (512).
+- modules.json, when present, must be the one Transformer module; prompts are refused.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..model.classifier import ACTIVATIONS, BertForSequenceClassification
+from ..model.encoder import BertConfig
+from ..model.loading import StateMismatch, check_shapes, expected_shapes
+from ..text.tokenization import PairTokenizer
+from ..text.wordpiece import UnsupportedTokenizer
+from . import (
+    WeightsError,
+    _does_not_fit,
+    _read_json,
+    _safetensors_shapes,
+    fill_from_safetensors,
+    read_bert_config,
+    resolve_and_verify,
+)
+
+
+@dataclass(frozen=True)
+class CrossEncoderConfig:
+    """What sentence-transformers' CrossEncoder does around the model, read from the checkpoint's files."""
+
+    num_labels: int
+    activation: str  # a key of minilm.model.classifier.ACTIVATIONS
+    max_length: int  # tokens per pair, specials included
+
+
+@dataclass(frozen=True)
+class CrossEncoderCheckpoint:
+    folder: Path
+    source: str
+    model: BertForSequenceClassification  # in eval mode, float32
+    tokenizer: PairTokenizer
+    config: CrossEncoderConfig
+
+
+def load_cross_encoder(
+    name_or_path: str | os.PathLike, *, verify: bool = True, download: bool = False
+) -> CrossEncoderCheckpoint:
+    """Find a cross-encoder by name or folder, check its pins, and load it; WeightsError says what to fix."""
+    resolved = resolve_and_verify(name_or_path, verify=verify, download=download)
+    folder = resolved.path
+    bert = read_bert_config(folder)
+    config = read_cross_encoder_config(folder, bert)
+    try:
+        tokenizer = PairTokenizer.from_file(folder / "tokenizer.json", config.max_length)
+    except UnsupportedTokenizer as e:
+        raise WeightsError(str(e)) from None
+    except Exception as e:  # the tokenizers library raises a bare Exception for unreadable files
+        raise WeightsError(f"{folder / 'tokenizer.json'} could not be read ({e}); re-download it") from None
+    if (largest := tokenizer.largest_id()) >= bert.vocab_size:
+        raise WeightsError(
+            f"{folder / 'tokenizer.json'} has token ids up to {largest}, but config.json's vocab_size is "
+            f"{bert.vocab_size}; the tokenizer does not belong to these weights"
+        )
+    path = folder / "model.safetensors"
+    try:
+        check_shapes(
+            expected_shapes(lambda: BertForSequenceClassification(bert, config.num_labels)), _safetensors_shapes(path)
+        )
+    except StateMismatch as e:
+        raise WeightsError(_does_not_fit(path, e)) from None
+    model = BertForSequenceClassification(bert, config.num_labels)
+    fill_from_safetensors(model, path)
+    return CrossEncoderCheckpoint(folder, resolved.source, model.eval(), tokenizer, config)
+
+
+def _activation_name(path: str, where: str) -> str:
+    """A dotted torch activation ("torch.nn.modules.activation.Sigmoid") -> its ACTIVATIONS key, or refused."""
+    name = path.rsplit(".", 1)[-1] if isinstance(path, str) else None
+    if not (isinstance(path, str) and path.startswith("torch.") and name in ACTIVATIONS):
+        raise WeightsError(
+            f"{where}: activation {path!r} is not supported; "
+            f"one of torch.nn {', '.join(ACTIVATIONS)} is (pass activation_fn= to predict for another)"
+        )
+    return name
+
+
+def _read_activation(folder: Path, raw: dict, num_labels: int) -> str:
+    """The score's activation, looked for where sentence-transformers looks, newest place first."""
+    st_path = folder / "config_sentence_transformers.json"
+    st_config = _read_json(st_path) if st_path.exists() else {}
+    if not isinstance(st_config, dict):
+        raise WeightsError(f"{st_path} holds a JSON {type(st_config).__name__}, not an object; re-download it")
+    if st_config.get("prompts") or st_config.get("default_prompt_name"):
+        raise WeightsError(f"{st_path}: cross-encoder prompts are not supported; remove them to score plain pairs")
+    if st_config.get("activation_fn") is not None:
+        return _activation_name(st_config["activation_fn"], str(st_path))
+    nested = raw.get("sentence_transformers")
+    if isinstance(nested, dict) and nested.get("activation_fn") is not None:
+        return _activation_name(nested["activation_fn"], f"{folder / 'config.json'} sentence_transformers")
+    if raw.get("sbert_ce_default_activation_function") is not None:
+        return _activation_name(raw["sbert_ce_default_activation_function"], str(folder / "config.json"))
+    return "Sigmoid" if num_labels == 1 else "Identity"
+
+
+def _read_max_length(folder: Path, bert: BertConfig) -> int:
+    sbert_path, tok_path = folder / "sentence_bert_config.json", folder / "tokenizer_config.json"
+    sbert = _read_json(sbert_path) if sbert_path.exists() else {}
+    tok = _read_json(tok_path) if tok_path.exists() else {}
+    if not isinstance(sbert, dict) or not isinstance(tok, dict):
+        raise WeightsError(f"{sbert_path if not isinstance(sbert, dict) else tok_path} is not a JSON object")
+    task = sbert.get("transformer_task", "sequence-classification")
+    if task != "sequence-classification":
+        raise WeightsError(
+            f"{sbert_path}: transformer_task {task!r} is not supported; a cross-encoder here is sequence-classification"
+        )
+    where, length = (sbert_path, sbert["max_seq_length"]) if sbert.get("max_seq_length") else (tok_path, None)
+    if length is None:
+        length = tok.get("model_max_length", bert.max_position_embeddings)
+    if isinstance(length, bool) or not isinstance(length, (int, float)) or length < 3:
+        raise WeightsError(f"{where}: the maximum length is {length!r}; it must be a whole number of 3 or more")
+    return min(int(length), bert.max_position_embeddings)  # transformers' "no limit" is 1e30
+
+
+def read_cross_encoder_config(folder: Path, bert: BertConfig) -> CrossEncoderConfig:
+    raw = _read_json(folder / "config.json")  # read_bert_config has checked that it is an object
+    architectures = raw.get("architectures") or ["BertForSequenceClassification"]
+    if "BertForSequenceClassification" not in architectures:
+        raise WeightsError(
+            f"{folder / 'config.json'}: architectures {architectures} is not a cross-encoder "
+            "(BertForSequenceClassification); load a sentence-embedding model with SentenceEncoder"
+        )
+    labels = raw.get("id2label")
+    num_labels = len(labels) if isinstance(labels, dict) and labels else raw.get("num_labels", 2)
+    if isinstance(num_labels, bool) or not isinstance(num_labels, int) or num_labels < 1:
+        raise WeightsError(f"{folder / 'config.json'}: num_labels is {num_labels!r}; it must be 1 or more")
+    modules_path = folder / "modules.json"
+    if modules_path.exists():
+        modules = _read_json(modules_path)
+        types = (
+            [m.get("type", "").rsplit(".", 1)[-1] for m in modules if isinstance(m, dict)]
+            if isinstance(modules, list)
+            else None
+        )
+        if types != ["Transformer"]:
+            raise WeightsError(
+                f"{modules_path}: modules {types} are not supported; a cross-encoder here is one Transformer module"
+            )
+    return CrossEncoderConfig(num_labels, _read_activation(folder, raw, num_labels), _read_max_length(folder, bert))
