@@ -8,8 +8,9 @@ import json
 import pytest
 
 from minilm import CrossEncoder
+from minilm.rerank import main
 
-from conftest import read_stsb, run_module, write_lines
+from conftest import read_stsb, write_lines
 from test_cross_encoder import LAYOUTS, write_cross_encoder
 
 
@@ -28,13 +29,19 @@ def documents(tmp_path_factory):
     return path, texts, first[0]
 
 
-@pytest.mark.slow
-def test_rerank_prints_the_documents_best_first(reranker, documents):
+def rerank(capsys, *args: str) -> tuple[int, str, list[str]]:
+    """main() in this process (what `python -m minilm.rerank` runs): status, stdout, stderr lines."""
+    status = main(list(args))
+    out, err = capsys.readouterr()
+    return status, out, err.strip().splitlines()
+
+
+def test_rerank_prints_the_documents_best_first(reranker, documents, capsys):
     path, texts, query = documents
     expected = CrossEncoder.from_pretrained(str(reranker), verify=False).rank(query, texts)
-    done = run_module("minilm.rerank", query, "--input", str(path), "--model", str(reranker), "--no-verify")
-    assert done.returncode == 0, done.stderr.decode()
-    header, *rows = done.stdout.decode().splitlines()
+    status, out, err = rerank(capsys, query, "--input", str(path), "--model", str(reranker), "--no-verify")
+    assert status == 0, err
+    header, *rows = out.splitlines()
     assert header.split() == ["rank", "score", "line", "text"]
     assert len(rows) == len(texts)
     for rank, (row, hit) in enumerate(zip(rows, expected), start=1):
@@ -42,30 +49,28 @@ def test_rerank_prints_the_documents_best_first(reranker, documents):
         assert (int(number), int(line), text) == (rank, hit["corpus_id"] + 1, " ".join(texts[hit["corpus_id"]].split()))
         assert abs(float(score) - hit["score"]) <= 5e-5  # printed to 4 decimals
 
-    top = run_module(
-        "minilm.rerank", query, "-i", str(path), "-m", str(reranker), "--no-verify", "-k", "3", "--format", "jsonl"
+    status, out, err = rerank(
+        capsys, query, "-i", str(path), "-m", str(reranker), "--no-verify", "-k", "3", "--format", "jsonl"
     )
-    assert top.returncode == 0, top.stderr.decode()
-    records = [json.loads(line) for line in top.stdout.decode().splitlines()]
+    assert status == 0, err
+    records = [json.loads(line) for line in out.splitlines()]
     assert [(r["rank"], r["line"], r["score"], r["text"]) for r in records] == [
         (rank, hit["corpus_id"] + 1, hit["score"], texts[hit["corpus_id"]]) for rank, hit in enumerate(expected[:3], 1)
     ]
 
 
-@pytest.mark.slow
-def test_rerank_user_errors_are_one_line(reranker, documents, tmp_path):
+def test_rerank_user_errors_are_one_line(reranker, documents, tmp_path, capsys):
     path, _, query = documents
     cases = [
         (("q", "--input", str(tmp_path / "none.txt"), "-m", str(reranker), "--no-verify"), "none.txt"),
         (("  ", "--input", str(path), "-m", str(reranker), "--no-verify"), "the query is empty"),
         ((query, "--input", str(path), "-m", str(reranker)), "matches no known checkpoint"),
         ((query, "--input", str(path), "-m", str(tmp_path / "missing")), "does not exist"),
-        ((query,), "the following arguments are required: --input"),
     ]
     for args, message in cases:
-        done = run_module("minilm.rerank", *args)
-        lines = done.stderr.decode().strip().splitlines()
-        assert done.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], (
-            args,
-            lines,
-        )
+        status, _, lines = rerank(capsys, *args)
+        assert status == 2 and len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], (args, lines)
+    with pytest.raises(SystemExit) as usage:  # argparse exits by itself, with the same one line
+        main([query])
+    assert usage.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1].startswith("error: the following arguments are required")
