@@ -38,6 +38,9 @@ FAMILIES = {  # the metadata of each family, on a small random BERT of its layer
     "all-MiniLM-L12-v2": dict(
         layers=12, max_seq_length=128, pooling={"pooling_mode_mean_tokens": True}, normalize=True
     ),
+    "multi-qa-MiniLM-L6-cos-v1": dict(
+        layers=6, max_seq_length=512, pooling={"pooling_mode_mean_tokens": True}, normalize=True
+    ),
     "paraphrase-MiniLM-L6-v2": dict(
         layers=6, max_seq_length=128, pooling={"pooling_mode_mean_tokens": True}, normalize=False
     ),

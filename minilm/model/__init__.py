@@ -1,7 +1,8 @@
 """The model maths: a BERT encoder written out by hand, and what runs it. No files, no network.
 
-encoder.py    BertConfig, BertModel (embeddings + BertEncoder, the layer stack), key_mask
-pooling.py    token vectors -> one sentence vector (mean, cls, max), L2 normalization
+encoder.py    BertConfig, BertModel (embeddings + BertEncoder, the layer stack, optional BertPooler), key_mask
+classifier.py BertForSequenceClassification: BERT + pooler + classifier, the cross-encoder reranker
+pooling.py    token vectors -> one sentence vector (the six sentence-transformers modes), L2 normalization
 loading.py    config.json's settings -> BertConfig; checkpoint tensors -> BertModel, strictly
 packed.py     PackedEncoder: the same maths without padding, Q/K/V fused (half precision)
 precision.py  which compute dtype runs (float32, bfloat16, float16) and the model for it
