@@ -11,7 +11,6 @@ long enough (300-600 tokens) to be truncated longest-first.
 from __future__ import annotations
 
 import json
-import shutil
 
 import numpy as np
 import pytest
@@ -20,6 +19,7 @@ from minilm import CrossEncoder
 from minilm.weights import WeightsError
 
 from conftest import read_stsb
+from test_model_families import save_small_bert
 
 IDENTITY = "torch.nn.modules.linear.Identity"
 SIGMOID = "torch.nn.modules.activation.Sigmoid"
@@ -45,31 +45,24 @@ LAYOUTS = {  # config.json extras and the sentence-transformers files of each la
     "no activation named: sigmoid": dict(layers=2, config={}),
     "three labels: identity": dict(layers=2, config={}, num_labels=3),
 }
-TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "tokenizer_config.json", "special_tokens_map.json")
 
 
 def write_cross_encoder(folder, checkpoint_dir, layout: dict, seed: int = 0):
-    import torch
     import transformers
 
-    config = transformers.BertConfig(
-        vocab_size=30522,
-        hidden_size=32,
-        num_hidden_layers=layout["layers"],
-        num_attention_heads=4,
-        intermediate_size=64,
-        max_position_embeddings=512,
+    save_small_bert(
+        transformers.BertForSequenceClassification,
+        folder,
+        checkpoint_dir,
+        layout["layers"],
+        seed,
         num_labels=layout.get("num_labels", 1),
         initializer_range=0.2,  # logits of a few units, not all ~0: a real spread of scores to compare
         **layout.get("config", {}),
     )
-    torch.manual_seed(seed)
-    transformers.BertForSequenceClassification(config).save_pretrained(folder, safe_serialization=True)
     if "edit_config" in layout:  # what transformers would not write itself (architectures, model_type)
         saved = json.loads((folder / "config.json").read_text())
         (folder / "config.json").write_text(json.dumps({**saved, **layout["edit_config"]}))
-    for name in TOKENIZER_FILES:
-        shutil.copy(checkpoint_dir / name, folder / name)
     tokenizer_config = json.loads((folder / "tokenizer_config.json").read_text())
     (folder / "tokenizer_config.json").write_text(json.dumps({**tokenizer_config, "model_max_length": 512}))
     for name, key in (("modules.json", "modules"), ("config_sentence_transformers.json", "st_config")):

@@ -97,23 +97,32 @@ FAMILIES = {  # the metadata of each family, on a small random BERT of its layer
 TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "tokenizer_config.json", "special_tokens_map.json")
 
 
-def write_family(folder, checkpoint_dir, family: dict, seed: int = 0):
-    """A sentence-transformers folder: a random transformers BertModel plus the family's metadata."""
+def save_small_bert(model_class, folder, checkpoint_dir, layers: int, seed: int = 0, **settings):
+    """A random (seeded) transformers `model_class` 32 wide, on the real vocabulary and 512 positions,
+    saved to `folder` with the real uncased WordPiece tokenizer files."""
     import torch
     import transformers
 
     config = transformers.BertConfig(
         vocab_size=30522,
         hidden_size=32,
-        num_hidden_layers=family["layers"],
+        num_hidden_layers=layers,
         num_attention_heads=4,
         intermediate_size=64,
         max_position_embeddings=512,
+        **settings,
     )
     torch.manual_seed(seed)
-    transformers.BertModel(config).save_pretrained(folder, safe_serialization=True)
+    model_class(config).save_pretrained(folder, safe_serialization=True)
     for name in TOKENIZER_FILES:
         shutil.copy(checkpoint_dir / name, folder / name)
+
+
+def write_family(folder, checkpoint_dir, family: dict, seed: int = 0):
+    """A sentence-transformers folder: a random transformers BertModel plus the family's metadata."""
+    import transformers
+
+    save_small_bert(transformers.BertModel, folder, checkpoint_dir, family["layers"], seed)
     (folder / "sentence_bert_config.json").write_text(
         json.dumps({"max_seq_length": family["max_seq_length"], "do_lower_case": False})
     )
