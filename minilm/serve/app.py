@@ -58,7 +58,9 @@ class ServeSettings:
     max_body_bytes: int = 16 * 2**20  # request body; more gets 413
     retry_after_s: int = 1
     threads: int | None = None  # torch threads of the inference worker (batcher.py says why it is set there)
-    prompt: str = ""  # put before every text to embed, unless a request names another (--prompt-name/--prompt)
+    # put before every text to embed, unless a request names another (--prompt-name/--prompt);
+    # None: the checkpoint's default prompt, if it has one, as SentenceEncoder.encode
+    prompt: str | None = None
 
 
 class ApiError(Exception):
@@ -316,7 +318,7 @@ class Service:
         self, request: Request, texts: list[str], truncate: bool, endpoint: str, prompt_name: str | None = None
     ) -> Embedded:
         texts = self.check_request(texts)
-        prompt = self.settings.prompt
+        prompt = self.encoder.resolve_prompt(prompt=self.settings.prompt)
         if prompt_name is not None:
             try:
                 prompt = self.encoder.resolve_prompt(prompt_name)
