@@ -300,6 +300,8 @@ def run(args: argparse.Namespace) -> Run:
                     result["rss_growth_mb"],
                     note=result["note"],
                 )
+                if row.compute not in peaks:  # float16, where it is native (see engines)
+                    peaks[row.compute] = gemm_peak(getattr(torch, row.compute))
                 row.roofline = row.tokens_per_s * flops_per_token() / 1e9 / peaks[row.compute]
                 vectors = vectors_of[engine.name, name] = result["vectors"][name]
                 if name == "short":
@@ -458,7 +460,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"CPU: {about['cpu']}; flags: {' '.join(about['cpu_flags']) or 'none of ' + ', '.join(RELEVANT_FLAGS)}")
     print(
         f"{about['threads']} threads, torch {about['torch']}; GEMM peak {GEMM_SHAPE}: fp32 {peaks['float32']:.0f} "
-        f"GFLOP/s, bf16 {peaks['bfloat16']:.0f} GFLOP/s, int8 {peaks['int8']:.0f} GOP/s\n"
+        f"GFLOP/s, bf16 {peaks['bfloat16']:.0f} GFLOP/s"
+        + (f", fp16 {peaks['float16']:.0f} GFLOP/s" if "float16" in peaks else "")
+        + f", int8 {peaks['int8']:.0f} GOP/s\n"
     )
     print(table(result.rows))
     for line in result.skipped:
