@@ -126,22 +126,26 @@ def read_texts(path: str, text_field: str = "text") -> list[str]:
     .jsonl, .csv, .tsv and .parquet files give their `text_field`, skipping blank lines; any other
     bad record stops with its file:line (minilm.corpus.textio.read_records).
     """
+    return [text for _, text in read_numbered_texts(path, text_field)]
+
+
+def read_numbered_texts(path: str, text_field: str = "text") -> list[tuple[int, str]]:
+    """read_texts with each text's 1-based line in the file (its row, for Parquet)."""
     if path != "-":
         require_input_file(path)
     if path == "-" or Path(path).suffix.lower() not in RECORD_SUFFIXES:
         with open_input(Path(path)) if path != "-" else nullcontext(sys.stdin.buffer) as stream:
-            lines = [line for _, line in decoded_lines(stream, "<stdin>" if path == "-" else path)]
-        if lines and not any(line.strip() for line in lines):
+            lines = list(decoded_lines(stream, "<stdin>" if path == "-" else path))
+        if lines and not any(line.strip() for _, line in lines):
             raise InputError(f"{'<stdin>' if path == '-' else path} holds only blank lines: no texts to embed")
         return lines
-    file = Path(path)
     texts = []
-    for record in read_records(file, text_field):
+    for record in read_records(Path(path), text_field):
         if isinstance(record, EmptyLine):
             continue
         if isinstance(record, BadRecord):
             raise record
-        texts.append(record.text)
+        texts.append((record.line, record.text))
     return texts
 
 

@@ -6,7 +6,7 @@
     grep -i everest passages.txt | python -m minilm.rerank "how tall is everest" --input - --no-verify
 
 Prints the documents best first: rank, score, the document's line number in the input (1-based)
-and its text; `--format jsonl` prints {"rank", "line", "score", "text"} per document instead.
+and its text (a Parquet file's row); `--format jsonl` prints {"rank", "line", "score", "text"} per document instead.
 Scores are what the checkpoint's activation makes of the logits (ms-marco's rerankers: the logits
 themselves); see minilm.cross_encoder. User errors print one line and exit with status 2.
 """
@@ -17,7 +17,7 @@ import argparse
 import json
 import sys
 
-from .cli import ArgumentParser, positive_int, read_texts, run
+from .cli import ArgumentParser, positive_int, read_numbered_texts, run
 from .corpus.textio import RECORD_SUFFIXES, InputError
 from .cross_encoder import CrossEncoder
 
@@ -57,7 +57,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def rerank(args: argparse.Namespace) -> int:
-    documents = read_texts(args.input, args.text_field)
+    numbered = read_numbered_texts(args.input, args.text_field)
+    lines, documents = [line for line, _ in numbered], [text for _, text in numbered]
     if not args.query.strip():
         raise InputError("the query is empty; give the text to rank the documents against")
     reranker = CrossEncoder.from_pretrained(
@@ -70,7 +71,7 @@ def rerank(args: argparse.Namespace) -> int:
     if args.format == "table":
         out.write(f"{'rank':>4}  {'score':>10}  {'line':>6}  text\n")
     for rank, hit in enumerate(ranked, start=1):
-        line, text = hit["corpus_id"] + 1, documents[hit["corpus_id"]]
+        line, text = lines[hit["corpus_id"]], documents[hit["corpus_id"]]
         if args.format == "jsonl":
             record = {"rank": rank, "line": line, "score": hit["score"], "text": text}
             out.write(json.dumps(record, ensure_ascii=False) + "\n")

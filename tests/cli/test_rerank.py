@@ -74,3 +74,19 @@ def test_rerank_user_errors_are_one_line(reranker, documents, tmp_path, capsys):
         main([query])
     assert usage.value.code == 2
     assert capsys.readouterr().err.strip().splitlines()[-1].startswith("error: the following arguments are required")
+
+
+def test_rerank_names_each_record_by_its_line_in_the_file(reranker, documents, tmp_path, capsys):
+    """Blank lines in a JSONL file are skipped, so the record index is not the line: the line is printed."""
+    _, texts, query = documents
+    path = tmp_path / "hits.jsonl"
+    records = [json.dumps({"id": i, "body": text}) for i, text in enumerate(texts[:5])]
+    path.write_text("\n".join(["", records[0], "", "", *records[1:]]) + "\n", encoding="utf-8")
+    file_line = {text: number for number, text in ((2, texts[0]), *((5 + i, t) for i, t in enumerate(texts[1:5])))}
+    status, out, err = rerank(
+        capsys, query, "-i", str(path), "--text-field", "body", "-m", str(reranker), "--no-verify", "--format", "jsonl"
+    )
+    assert status == 0, err
+    printed = [json.loads(line) for line in out.splitlines()]
+    assert sorted(r["text"] for r in printed) == sorted(texts[:5])
+    assert all(r["line"] == file_line[r["text"]] for r in printed), printed
