@@ -112,7 +112,9 @@ def test_each_layout_equals_sentence_transformers(tmp_path, checkpoint_dir, stsb
         return
     query, documents = stsb_pairs[0][0], [b for _, b in stsb_pairs[:60]] + [stsb_pairs[-1][1]]
     ranked, expected = ours.rank(query, documents, top_k=10), reference.rank(query, documents, top_k=10)
-    assert [r["corpus_id"] for r in ranked] == [r["corpus_id"] for r in expected]
+    # by text: STS-B repeats sentences ("A man is playing a guitar." is documents 17 and 55), and
+    # the order of equal scores is float noise in sentence-transformers
+    assert [documents[r["corpus_id"]] for r in ranked] == [documents[r["corpus_id"]] for r in expected]
     assert_close([r["score"] for r in ranked], [r["score"] for r in expected])
     assert ours.predict(stsb_pairs[0]).shape == ()  # one pair, one score, as sentence-transformers
 
