@@ -8,6 +8,8 @@ every import statement of every file, at the top or inside a function, resolved 
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 from conftest import ROOT
@@ -17,6 +19,7 @@ ENTRY_POINTS = {
     "minilm.explain",
     "minilm.weights.__main__",
     "minilm.calibrate",
+    "minilm.rerank",
     "minilm.serve.__main__",
     "heads.train",
     "heads.predict",
@@ -68,3 +71,25 @@ def test_no_module_imports_an_entry_point():
     }
     assert {name: entries for name, entries in offenders.items() if entries} == {}
     assert len(offenders) >= 25  # every file was read: minilm/ and heads/ hold about 30
+
+
+STARTS = """
+import runpy, sys
+sys.argv = ["minilm.embed", "--model", sys.argv[1], "--no-verify", "a first text", "a second text"]
+try:
+    runpy.run_module("minilm.embed", run_name="__main__")
+except SystemExit as exit:
+    assert exit.code in (0, None), exit.code
+print(sorted(m for m in ("torch._dynamo", "transformers", "sentence_transformers") if m in sys.modules))
+"""
+
+
+def test_a_command_starts_without_torch_dynamo_or_the_references(tiny_checkpoint):
+    """What `python -m minilm.embed` imports, from start to printed vectors: not torch._dynamo, which
+    torch pulls in by itself for its Flash varlen API and for meta-device normal_ (about 2 s of every
+    start, see minilm.model.packed and minilm.model.loading), nor the test-only references."""
+    proc = subprocess.run(
+        [sys.executable, "-c", STARTS, str(tiny_checkpoint)], capture_output=True, text=True, timeout=120, cwd=ROOT
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip().splitlines()[-1] == "[]", proc.stdout[-500:]

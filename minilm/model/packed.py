@@ -19,6 +19,7 @@ Shape legend as in minilm.model.encoder, plus N = real tokens in the batch (sum 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cache
 
 import torch
 import torch.nn.functional as F
@@ -26,10 +27,17 @@ from torch import nn
 
 from .encoder import BertLayer, BertModel, key_mask
 
-try:  # Flash Attention on packed tokens, no padding at all (CUDA, half precision; recent torch only)
-    from torch.nn.attention.varlen import varlen_attn
-except ImportError:
-    varlen_attn = None
+
+@cache
+def flash_varlen_attention():
+    """torch's varlen_attn, Flash Attention on packed tokens with no padding at all (CUDA, half
+    precision; recent torch only), or None. Imported on first use: the import pulls in torch._dynamo,
+    about 2 s, which every command's start would otherwise pay."""
+    try:
+        from torch.nn.attention.varlen import varlen_attn
+    except ImportError:
+        return None
+    return varlen_attn
 
 
 @dataclass
@@ -66,7 +74,7 @@ def packed_attention(qkv: torch.Tensor, index: PackedIndex, num_heads: int) -> t
     """Self-attention of each text with itself. qkv: (N, 3C) from the fused projection -> (N, C)."""
     N, C = qkv.size(0), qkv.size(1) // 3
     H, D = num_heads, C // num_heads
-    if qkv.is_cuda and qkv.dtype in (torch.float16, torch.bfloat16) and varlen_attn is not None:
+    if qkv.is_cuda and qkv.dtype in (torch.float16, torch.bfloat16) and (varlen_attn := flash_varlen_attention()):
         q, k, v = qkv.view(N, 3, H, D).unbind(1)  # each (N, H, D)
         return varlen_attn(q, k, v, index.cu_seqlens, index.cu_seqlens, index.max_len, index.max_len).reshape(N, C)
     B, T = index.batch, index.max_len
