@@ -108,8 +108,10 @@ def cpu_model() -> str:
     return "unknown"
 
 
-def gemm_peak(dtype: torch.dtype, repeats: int = 20) -> float:
-    """G(FL)OP/s of one (4096 x 384) @ (384 x 1536) matmul in `dtype`, best of `repeats`.
+def gemm_peak(dtype: torch.dtype, repeats: int = 20, budget_s: float = 2.0) -> float:
+    """G(FL)OP/s of one (4096 x 384) @ (384 x 1536) matmul in `dtype`, best of `repeats` after a warm-up,
+    or of the calls that fit in `budget_s`: where a dtype is emulated (bf16 without AVX512-BF16 or AMX
+    runs at about 1 GFLOP/s, 5 s a call) one or two calls tell it, and twenty would take minutes.
 
     int8 multiplies with torch._int_mm (int8 x int8 -> int32), the kernel our int8 mode runs.
     """
@@ -120,14 +122,12 @@ def gemm_peak(dtype: torch.dtype, repeats: int = 20) -> float:
     else:
         a, b = torch.randn(m, k).to(dtype), torch.randn(k, n).to(dtype)
         matmul = torch.matmul
-    for _ in range(3):
-        matmul(a, b)
-    best = float("inf")
-    for _ in range(repeats):
+    seconds: list[float] = []  # the first call is the warm-up
+    while len(seconds) <= repeats and sum(seconds) < budget_s:
         start = time.perf_counter()
         matmul(a, b)
-        best = min(best, time.perf_counter() - start)
-    return 2 * m * k * n / best / 1e9
+        seconds.append(time.perf_counter() - start)
+    return 2 * m * k * n / min(seconds[1:] or seconds) / 1e9
 
 
 # ---------------------------------------------------------------------------- engines
