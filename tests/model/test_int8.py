@@ -70,6 +70,7 @@ def test_smoothing_moves_scale_from_activations_to_weights_without_changing_the_
 # --------------------------------------------------------------------------- tier 2: the scales file
 
 
+@pytest.mark.slow
 def test_shipped_scales_are_what_calibrating_on_stsb_dev_gives(encoder):
     """weights/int8 holds the calibration of `python -m minilm.calibrate --input sts-dev.csv`, and its pin is its hash."""
     path = shipped_path("all-MiniLM-L6-v2")

@@ -83,6 +83,7 @@ def test_resolve_dtype_rejects_unknown_names(dtype):
 # --------------------------------------------------------------------------- tier 2: real weights, real texts
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dtype, torch_dtype", [("bfloat16", torch.bfloat16), ("float16", torch.float16)])
 def test_half_precision_matches_float32_by_cosine(encoder, texts, fp32_embeddings, dtype, torch_dtype):
     runner = inference_model(copy.deepcopy(encoder.model), dtype)
@@ -139,6 +140,7 @@ def spearman(scores: list[float], vectors: np.ndarray) -> float:
     return 100 * float(spearmanr(scores, (vectors[:half] * vectors[half:]).sum(axis=1)).statistic)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dtype", ["bfloat16", "float16", "int8"])
 def test_every_mode_keeps_the_quality_budget_on_500_stsb_sentences(encoder, stsb_pairs, dtype):
     scores, sentences, exact = stsb_pairs
