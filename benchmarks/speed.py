@@ -109,9 +109,10 @@ def cpu_model() -> str:
 
 
 def gemm_peak(dtype: torch.dtype, repeats: int = 20, budget_s: float = 2.0) -> float:
-    """G(FL)OP/s of one (4096 x 384) @ (384 x 1536) matmul in `dtype`, best of `repeats` after a warm-up,
-    or of the calls that fit in `budget_s`: where a dtype is emulated (bf16 without AVX512-BF16 or AMX
-    runs at about 1 GFLOP/s, 5 s a call) one or two calls tell it, and twenty would take minutes.
+    """G(FL)OP/s of one (4096 x 384) @ (384 x 1536) matmul in `dtype`: the best of `repeats` calls after a
+    warm-up, or of those that fit in `budget_s`. Where a dtype is emulated (bf16 without AVX512-BF16 or
+    AMX runs at about 1 GFLOP/s, 5 s a call) twenty calls would take minutes, and the warm-up call alone
+    tells it: then it is the one timed.
 
     int8 multiplies with torch._int_mm (int8 x int8 -> int32), the kernel our int8 mode runs.
     """
@@ -123,7 +124,7 @@ def gemm_peak(dtype: torch.dtype, repeats: int = 20, budget_s: float = 2.0) -> f
         a, b = torch.randn(m, k).to(dtype), torch.randn(k, n).to(dtype)
         matmul = torch.matmul
     seconds: list[float] = []  # the first call is the warm-up
-    while len(seconds) <= repeats and sum(seconds) < budget_s:
+    while not seconds or (len(seconds) <= repeats and sum(seconds) < budget_s):
         start = time.perf_counter()
         matmul(a, b)
         seconds.append(time.perf_counter() - start)

@@ -137,7 +137,7 @@ def read_numbered_texts(path: str, text_field: str = "text") -> list[tuple[int, 
         with open_input(Path(path)) if path != "-" else nullcontext(sys.stdin.buffer) as stream:
             lines = list(decoded_lines(stream, "<stdin>" if path == "-" else path))
         if lines and not any(line.strip() for _, line in lines):
-            raise InputError(f"{'<stdin>' if path == '-' else path} holds only blank lines: no texts to embed")
+            raise InputError(f"{'<stdin>' if path == '-' else path} holds only blank lines: no texts")
         return lines
     texts = []
     for record in read_records(Path(path), text_field):

@@ -5,8 +5,9 @@
     python -m minilm.rerank "query" --input hits.jsonl --text-field body --top-k 5 --format jsonl
     grep -i everest passages.txt | python -m minilm.rerank "how tall is everest" --input - --no-verify
 
-Prints the documents best first: rank, score, the document's line number in the input (1-based)
-and its text (a Parquet file's row); `--format jsonl` prints {"rank", "line", "score", "text"} per document instead.
+Prints the documents best first: rank, score, the document's 1-based line in the input (a
+Parquet file's row) and its text; `--format jsonl` prints {"rank", "line", "score", "text"} per
+document instead. Blank documents are skipped, with a note on stderr; an input without any is an error.
 Scores are what the checkpoint's activation makes of the logits (ms-marco's rerankers: the logits
 themselves); see minilm.cross_encoder. User errors print one line and exit with status 2.
 """
@@ -58,7 +59,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def rerank(args: argparse.Namespace) -> int:
     numbered = read_numbered_texts(args.input, args.text_field)
-    lines, documents = [line for line, _ in numbered], [text for _, text in numbered]
+    kept = [(line, text) for line, text in numbered if text.strip()]  # a blank document has nothing to rank
+    if not kept:
+        raise InputError(f"{args.input if args.input != '-' else '<stdin>'} holds no documents to rank")
+    if len(kept) < len(numbered):
+        print(f"note: {len(numbered) - len(kept)} blank documents skipped", file=sys.stderr)
+    lines, documents = [line for line, _ in kept], [text for _, text in kept]
     if not args.query.strip():
         raise InputError("the query is empty; give the text to rank the documents against")
     reranker = CrossEncoder.from_pretrained(

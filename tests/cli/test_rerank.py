@@ -90,3 +90,17 @@ def test_rerank_names_each_record_by_its_line_in_the_file(reranker, documents, t
     printed = [json.loads(line) for line in out.splitlines()]
     assert sorted(r["text"] for r in printed) == sorted(texts[:5])
     assert all(r["line"] == file_line[r["text"]] for r in printed), printed
+
+
+def test_blank_documents_are_skipped_with_a_note_and_none_at_all_is_an_error(reranker, documents, tmp_path, capsys):
+    _, texts, query = documents
+    path = tmp_path / "gaps.txt"
+    path.write_text(f"{texts[0]}\n\n  \n{texts[1]}\n", encoding="utf-8")
+    status, out, err = rerank(capsys, query, "-i", str(path), "-m", str(reranker), "--no-verify", "--format", "jsonl")
+    assert status == 0 and err == ["note: 2 blank documents skipped"], err
+    assert sorted((r["line"], r["text"]) for r in map(json.loads, out.splitlines())) == [(1, texts[0]), (4, texts[1])]
+    for name, content in (("empty.txt", ""), ("blanks.txt", "\n \n"), ("header.csv", "text\n"), ("gaps.jsonl", "\n\n")):
+        (tmp_path / name).write_text(content, encoding="utf-8")
+        status, out, err = rerank(capsys, query, "-i", str(tmp_path / name), "-m", str(reranker), "--no-verify")
+        assert status == 2 and out == "" and len(err) == 1, err
+        assert err[0].startswith(f"error: {tmp_path / name} holds "), err
