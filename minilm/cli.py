@@ -129,15 +129,20 @@ def read_texts(path: str, text_field: str = "text") -> list[str]:
     return [text for _, text in read_numbered_texts(path, text_field)]
 
 
+def input_name(path: str) -> str:
+    """How messages name an input path: '-' is <stdin>."""
+    return "<stdin>" if path == "-" else path
+
+
 def read_numbered_texts(path: str, text_field: str = "text") -> list[tuple[int, str]]:
     """read_texts with each text's 1-based line in the file (its row, for Parquet)."""
     if path != "-":
         require_input_file(path)
     if path == "-" or Path(path).suffix.lower() not in RECORD_SUFFIXES:
         with open_input(Path(path)) if path != "-" else nullcontext(sys.stdin.buffer) as stream:
-            lines = list(decoded_lines(stream, "<stdin>" if path == "-" else path))
+            lines = list(decoded_lines(stream, input_name(path)))
         if lines and not any(line.strip() for _, line in lines):
-            raise InputError(f"{'<stdin>' if path == '-' else path} holds only blank lines: no texts")
+            raise InputError(f"{input_name(path)} holds only blank lines: no texts")
         return lines
     texts = []
     for record in read_records(Path(path), text_field):

@@ -18,7 +18,7 @@ import argparse
 import json
 import sys
 
-from .cli import ArgumentParser, positive_int, read_numbered_texts, run
+from .cli import ArgumentParser, input_name, positive_int, read_numbered_texts, run
 from .corpus.textio import RECORD_SUFFIXES, InputError
 from .cross_encoder import CrossEncoder
 
@@ -61,10 +61,10 @@ def rerank(args: argparse.Namespace) -> int:
     numbered = read_numbered_texts(args.input, args.text_field)
     kept = [(line, text) for line, text in numbered if text.strip()]  # a blank document has nothing to rank
     if not kept:
-        raise InputError(f"{args.input if args.input != '-' else '<stdin>'} holds no documents to rank")
+        raise InputError(f"{input_name(args.input)} holds no documents to rank")
     if len(kept) < len(numbered):
         print(f"note: {len(numbered) - len(kept)} blank documents skipped", file=sys.stderr)
-    lines, documents = [line for line, _ in kept], [text for _, text in kept]
+    documents = [text for _, text in kept]
     if not args.query.strip():
         raise InputError("the query is empty; give the text to rank the documents against")
     reranker = CrossEncoder.from_pretrained(
@@ -77,7 +77,7 @@ def rerank(args: argparse.Namespace) -> int:
     if args.format == "table":
         out.write(f"{'rank':>4}  {'score':>10}  {'line':>6}  text\n")
     for rank, hit in enumerate(ranked, start=1):
-        line, text = lines[hit["corpus_id"]], documents[hit["corpus_id"]]
+        line, text = kept[hit["corpus_id"]]
         if args.format == "jsonl":
             record = {"rank": rank, "line": line, "score": hit["score"], "text": text}
             out.write(json.dumps(record, ensure_ascii=False) + "\n")

@@ -17,9 +17,8 @@ from conftest import ROOT, require_data
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
 import speed  # benchmarks/ is not a package: from its folder, put on the path above
+from speed import OURS_FP32, REFERENCE
 
-REFERENCE = "sentence-transformers fp32"
-OURS_FP32 = "ours fp32 (default)"
 PEERS_VENV = ROOT / "benchmarks" / "peers" / ".venv" / "bin" / "python"
 COLUMNS = [
     "engine",
