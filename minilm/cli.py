@@ -15,7 +15,7 @@
 The shard writer (minilm.corpus.shards) catches both signals itself, to finish the shard in hand first.
 
 It also holds the options and input handling that several commands share (`add_input_arguments`,
-`gather_texts`, `check_output_path`, `positive_int`), so no command imports another: entry points
+`gather_texts`, `check_output_path`, `positive_int`, `number_option`), so no command imports another: entry points
 import the library and this module, and the library never imports an entry point.
 """
 
@@ -47,6 +47,7 @@ from .corpus.textio import (
     require_input_file,
 )
 from .model.precision import DTYPE_CHOICES
+from .numbers import NumberError, checked_number
 from .sentence_encoder import SentenceEncoder, cosine_similarity
 from .text.tokenization import TOKENIZER_KINDS
 from .weights import DEFAULT_CHECKPOINT, WeightsError
@@ -154,21 +155,23 @@ def read_numbered_texts(path: str, text_field: str = "text") -> list[tuple[int, 
     return texts
 
 
-def _count(value: str, minimum: int, wanted: str) -> int:
-    number = int(value)
-    if number < minimum:
-        raise argparse.ArgumentTypeError(f"must be {wanted}, got {number}")
-    return number
+def number_option(
+    *, integer: bool = False, minimum: float | None = None, maximum: float | None = None, above: float | None = None
+) -> Callable[[str], int | float]:
+    """An argparse type for a number option, checked by minilm.numbers (finite, in range): NaN, inf or an
+    out-of-range value is `error: argument --lr-heads: must be a finite number > 0, got nan`."""
+
+    def parse(value: str) -> int | float:
+        try:
+            return checked_number(value, "the value", integer=integer, minimum=minimum, maximum=maximum, above=above)
+        except NumberError as e:
+            raise argparse.ArgumentTypeError(e.problem) from None
+
+    return parse
 
 
-def positive_int(value: str) -> int:
-    """argparse type for counts such as --batch-size."""
-    return _count(value, 1, "at least 1")
-
-
-def non_negative_int(value: str) -> int:
-    """argparse type for counts where 0 means "off", such as heads.train's --max-steps."""
-    return _count(value, 0, "0 or more")
+positive_int = number_option(integer=True, minimum=1)  # counts such as --batch-size
+non_negative_int = number_option(integer=True, minimum=0)  # counts where 0 means "off", such as --max-steps
 
 
 def add_input_arguments(parser: argparse.ArgumentParser) -> None:

@@ -307,7 +307,7 @@ def test_batch_size_0_is_an_argparse_error(capsys):
     proc = run_main(["Hello world", "--batch-size", "0"], capsys)
     assert proc.returncode == 2 and proc.stdout == b""
     assert proc.stderr.decode().splitlines() == [
-        "error: argument --batch-size/-b: must be at least 1, got 0; see python -m minilm.embed --help"
+        "error: argument --batch-size/-b: must be an integer >= 1, got 0; see python -m minilm.embed --help"
     ]
 
 

@@ -41,7 +41,7 @@ def test_cli_bfloat16_prints_one_note_and_float32_embeddings(encoder):
             ["--dtype", "int4"],
             "argument --dtype: invalid choice: 'int4' (choose from 'float32', 'bfloat16', 'float16', 'int8', 'auto')",
         ),
-        (["--max-batch-tokens", "0"], "argument --max-batch-tokens: must be at least 1, got 0"),
+        (["--max-batch-tokens", "0"], "argument --max-batch-tokens: must be an integer >= 1, got 0"),
     ],
 )
 def test_cli_usage_errors_exit_2(capsys, args, message):

@@ -306,19 +306,19 @@ def test_a_damaged_heads_folder_is_one_line(tmp_path: Path, edit, needle: str):
         (
             "minilm.embed",
             ["--shard-size", "0", "x"],
-            "error: argument --shard-size: must be at least 1, got 0; see python -m minilm.embed --help",
+            "error: argument --shard-size: must be an integer >= 1, got 0; see python -m minilm.embed --help",
         ),
         ("minilm.embed", ["--precision", "float8", "x"], "error: argument --precision: invalid choice: 'float8'"),
         ("minilm.weights", ["frob"], "error: argument command: invalid choice: 'frob'"),
         (
             "heads.train",
             ["--max-steps", "-1", "--output", "m"],
-            "error: argument --max-steps: must be 0 or more, got -1; see python -m heads.train --help",
+            "error: argument --max-steps: must be an integer >= 0, got -1; see python -m heads.train --help",
         ),
         (
             "heads.train",
             ["--sentence-hidden", "-3", "--output", "m"],
-            "error: argument --sentence-hidden: must be 0 or more, got -3",
+            "error: argument --sentence-hidden: must be an integer >= 0, got -3",
         ),
         (
             "minilm.embed",
