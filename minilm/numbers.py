@@ -68,9 +68,7 @@ def checked_number(
             number = int(text) if integer else float(text)
         except ValueError:
             raise NumberError(where, f"must be {wanted}, got {_describe(value)}") from None
-    elif isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise NumberError(where, f"must be {wanted}, got {_describe(value)}")
-    elif integer and not isinstance(value, int):
+    elif isinstance(value, bool) or not isinstance(value, int if integer else (int, float)):
         raise NumberError(where, f"must be {wanted}, got {_describe(value)}")
     else:
         number = value
