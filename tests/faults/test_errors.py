@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -14,7 +15,7 @@ import numpy as np
 import pytest
 
 from conftest import ROOT, write_tiny_checkpoint
-from faultkit import corpus_file, drive, error_line, shard_args
+from faultkit import DRIVER, corpus_file, drive, error_line, shard_args
 
 
 def config_copy(folder: Path, source: Path, raw: str) -> Path:
@@ -122,6 +123,24 @@ def test_a_closed_pipe_is_quiet(module: str, args: list[str]):
 def test_ctrl_c_and_sigterm_during_the_model_load_are_one_line(module: str, name: str, status: int, word: str):
     proc = drive("--signal-in", f"minilm.weights.load_model:{name}", module=module, args=["A sentence."])
     assert proc.returncode == status and proc.stderr == f"{word}\n", proc.stderr[-2000:]
+
+
+@pytest.mark.slow
+def test_ctrl_c_is_one_line_even_when_the_test_run_ignores_sigint():
+    """A suite started in the background (`bash .ci/run &`) runs with SIGINT ignored, and every process it
+    starts inherits that: the model-load SIGINT tests above then saw the command finish with status 0.
+    The driver stands for a terminal, where Ctrl-C is Python's KeyboardInterrupt."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    proc = subprocess.run(
+        [sys.executable, str(DRIVER), "--signal-in", "minilm.weights.load_model:SIGINT", "--", "minilm.embed", "A."],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
+    )
+    assert proc.returncode == 130 and proc.stderr == "interrupted\n", (proc.returncode, proc.stderr[-2000:])
 
 
 @pytest.mark.slow
