@@ -399,8 +399,11 @@ def save_model(
     backbone was trained), each written atomically."""
     from safetensors.torch import save
 
+    tensors = {k: stored(v) for k, v in model.heads.state_dict().items()}
+    if bad := next((k for k, v in tensors.items() if v.is_floating_point() and not v.isfinite().all()), None):
+        raise ValueError(f"the {bad} weights hold NaN or infinity (the training diverged); nothing was saved")
     folder.mkdir(parents=True, exist_ok=True)
-    heads = save({k: stored(v) for k, v in model.heads.state_dict().items()})
+    heads = save(tensors)
     with atomic_output(folder / HEADS_FILE, binary=True) as f:
         f.write(heads)
     backbone = {"sha256": backbone_sha256, "file": None}

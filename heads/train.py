@@ -54,7 +54,8 @@ import torch
 from tqdm.auto import tqdm
 
 from minilm import SentenceEncoder
-from minilm.cli import USER_ERRORS, ArgumentParser, non_negative_int, positive_int, run
+from minilm.cli import USER_ERRORS, ArgumentParser, non_negative_int, number_option, positive_int, run
+from minilm.numbers import NumberError, checked_number
 from minilm.text.tokenization import SentenceTokenizer, length_sorted_batches, right_pad
 
 from .data import DataFormatError
@@ -65,6 +66,24 @@ DEFAULT_DATA_DIR = Path(__file__).resolve().parent.parent.parent / "shared" / "d
 
 
 # --------------------------------------------------------------------------- the job
+
+# TrainConfig's numbers and their ranges (minilm.numbers.checked_number's bounds), for the dataclass
+# and for the options alike; the fields not here are counts (positive_int / non_negative_int options).
+NUMBER_OPTIONS: dict[str, dict] = {
+    "temperature": {"above": 0},
+    "lr_backbone": {"minimum": 0},
+    "lr_heads": {"minimum": 0},
+    "weight_decay": {"minimum": 0},
+    "max_grad_norm": {"minimum": 0},  # 0: no clipping
+    "warmup": {"minimum": 0, "maximum": 1},  # a fraction of the steps
+    "ema": {"minimum": 0},  # and < 1: __post_init__
+    "dropout": {"minimum": 0},  # and < 1: __post_init__
+    "epochs": {"integer": True, "minimum": 1},
+    "max_steps": {"integer": True, "minimum": 0},
+    "batch_size": {"integer": True, "minimum": 1},
+    "dev_limit": {"integer": True, "minimum": 0},
+    "seed": {"integer": True},
+}
 
 
 @dataclass
@@ -108,8 +127,16 @@ class TrainConfig:
     command: str = "python -m heads.train"  # recorded in the saved config
 
     def __post_init__(self) -> None:
-        if not 0 <= self.ema < 1:
+        # Every number, through the one check (minilm.numbers): NaN or a negative rate trained and saved
+        # all-NaN heads with status 0. The options' argparse types check the same ranges (NUMBER_OPTIONS).
+        for name, bounds in NUMBER_OPTIONS.items():
+            value = getattr(self, name)
+            if value is not None:
+                setattr(self, name, checked_number(value, f"--{name.replace('_', '-')}", **bounds))
+        if not self.ema < 1:
             raise ValueError(f"--ema {self.ema}: give a decay in [0, 1), such as 0.995 (0: no averaging)")
+        if self.dropout is not None and not self.dropout < 1:
+            raise ValueError(f"--dropout {self.dropout}: give a probability in [0, 1)")
         unknown = [t for t in self.tasks if t not in TASKS]
         if unknown or not self.tasks:
             raise ValueError(f"--tasks {','.join(self.tasks)!r}: choose from {', '.join(TASKS)}")
@@ -117,6 +144,7 @@ class TrainConfig:
             for name, value in values.items():
                 if name not in TASKS:
                     raise ValueError(f"{option} '{name}={value}': expected TASK=VALUE with TASK in {', '.join(TASKS)}")
+                checked_number(value, f"{option} {name}", integer=option == "--limit", minimum=0)
                 if option == "--limit" and value < 1:
                     raise ValueError(
                         f"{option} '{name}={value}': train on at least 1 example "
@@ -256,9 +284,9 @@ def parse_assignments(items: list[str], option: str, cast) -> dict[str, float]:
         if name not in TASKS or not value:  # named as typed; TrainConfig checks the dicts it is given directly
             raise ValueError(f"{option} {item!r}: expected TASK=VALUE with TASK in {', '.join(TASKS)}")
         try:
-            out[name] = cast(value)
-        except ValueError:
-            raise ValueError(f"{option} {item!r}: {value!r} is not a number") from None
+            out[name] = checked_number(value, option, integer=cast is int, minimum=0)
+        except NumberError as e:
+            raise ValueError(f"{option} {item!r}: {e.problem}") from None
     return out
 
 
@@ -458,6 +486,11 @@ def fit(config: TrainConfig, job: Job, splits: dict[str, dict[str, Encoded]], st
                         ids, mask = right_pad([data.ids[i] for i in indices])
                         out = model(ids, mask, words, target, tasks=[name])
                 loss = loss_weights.get(name, 1.0) * out.losses[name].float()
+                if not torch.isfinite(loss):  # every later weight would be NaN, and saved as such
+                    raise ValueError(
+                        f"training diverged at step {step + 1}: the {name} loss is {loss.item()}; "
+                        "lower --lr-heads or --lr-backbone"
+                    )
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 if config.max_grad_norm > 0:
@@ -607,7 +640,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--sampling", default=TrainConfig.sampling, choices=["proportional", "uniform", "temperature"])
     parser.add_argument(
         "--temperature",
-        type=float,
+        type=number_option(**NUMBER_OPTIONS["temperature"]),
         default=TrainConfig.temperature,
         help="T for --sampling temperature (default: %(default)s)",
     )
@@ -620,18 +653,22 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="stop after this many steps (0: epochs decide)",
     )
     parser.add_argument("--batch-size", type=positive_int, default=TrainConfig.batch_size)
-    parser.add_argument("--lr-backbone", type=float, default=TrainConfig.lr_backbone)
-    parser.add_argument("--lr-heads", type=float, default=TrainConfig.lr_heads)
-    parser.add_argument("--weight-decay", type=float, default=TrainConfig.weight_decay)
+    parser.add_argument(
+        "--lr-backbone", type=number_option(**NUMBER_OPTIONS["lr_backbone"]), default=TrainConfig.lr_backbone
+    )
+    parser.add_argument("--lr-heads", type=number_option(**NUMBER_OPTIONS["lr_heads"]), default=TrainConfig.lr_heads)
+    parser.add_argument(
+        "--weight-decay", type=number_option(**NUMBER_OPTIONS["weight_decay"]), default=TrainConfig.weight_decay
+    )
     parser.add_argument(
         "--max-grad-norm",
-        type=float,
+        type=number_option(**NUMBER_OPTIONS["max_grad_norm"]),
         default=TrainConfig.max_grad_norm,
         help="clip each step's gradient norm to this (0: no clipping; default: %(default)s)",
     )
     parser.add_argument(
         "--ema",
-        type=float,
+        type=number_option(**NUMBER_OPTIONS["ema"]),
         default=TrainConfig.ema,
         metavar="DECAY",
         help="score, keep and save a moving average of the trained weights with this decay, each tensor's "
@@ -639,7 +676,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--warmup",
-        type=float,
+        type=number_option(**NUMBER_OPTIONS["warmup"]),
         default=TrainConfig.warmup,
         help="fraction of steps for linear warmup (default: %(default)s)",
     )
@@ -648,7 +685,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "the parts of each head; left out, each keeps the shipped heads' (heads.tasks.TASKS). "
         "docs/experiments.md measures what each part is worth",
     )
-    heads.add_argument("--dropout", type=float, help="head dropout (shipped: 0.1 sentence heads, 0.4 NER)")
+    heads.add_argument(
+        "--dropout",
+        type=number_option(**NUMBER_OPTIONS["dropout"]),
+        help="head dropout (shipped: 0.1 sentence heads, 0.4 NER)",
+    )
     heads.add_argument(
         "--layers",
         choices=["mix", "last"],
@@ -702,8 +743,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines on stderr")
     args = parser.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)  # recorded in the saved config
-    if args.temperature <= 0:
-        parser.error("--temperature must be positive")
     return args
 
 

@@ -27,7 +27,9 @@ from heads.train import (
     frozen_features,
     frozen_layers,
     task_probabilities,
+    train,
 )
+from heads.train import main as train_main
 from minilm.corpus.textio import json_vector
 from minilm.text.tokenization import right_pad
 from minilm.weights import WeightsError, read_safetensors
@@ -569,3 +571,60 @@ def test_bilstm_equals_torchs_bidirectional_lstm_on_packed_rows():
     assert torch.allclose(out[:3], expected, atol=1e-6)
     assert (out[~mask] == 0).all()  # padding and the empty row are zero
     assert lstm(x[:, :0], mask[:, :0]).shape == (4, 0, 8)
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--lr-heads", "nan"], "argument --lr-heads: must be a finite number >= 0, got 'nan'"),
+        (["--lr-heads", "-1"], "argument --lr-heads: must be a finite number >= 0, got -1.0"),
+        (["--warmup", "nan"], "argument --warmup: must be a finite number >= 0 and <= 1, got 'nan'"),
+        (["--temperature", "inf"], "argument --temperature: must be a finite number > 0, got 'inf'"),
+        (["--dropout", "1"], "--dropout 1.0: give a probability in [0, 1)"),
+        (["--loss-weight", "question_type=nan"], "--loss-weight 'question_type=nan': must be a finite number >= 0"),
+        (["--limit", "ner=2.5"], "--limit 'ner=2.5': must be an integer >= 0, got '2.5'"),
+    ],
+)
+def test_train_refuses_non_finite_and_out_of_range_numbers_in_one_line(tmp_path, capsys, args, message):
+    """--lr-heads nan, --loss-weight question_type=nan and --lr-heads -1 trained and saved all-NaN heads with
+    status 0 (heads.predict then printed "score": NaN, which is not JSON); --warmup nan was "cannot convert float
+    NaN to integer". Each is now one line naming the option, before any data or model is read."""
+    try:
+        status = train_main([*args, "--output", str(tmp_path / "m")])
+    except SystemExit as exit:  # argparse's own errors
+        status = exit.code
+    stderr = capsys.readouterr().err
+    assert status == 2 and stderr.count("\n") == 1 and stderr.startswith("error: ") and message in stderr, stderr
+    assert not (tmp_path / "m").exists()
+
+
+def test_train_config_checks_numbers_given_in_code(tmp_path):
+    """The library's TrainConfig holds the same ranges as the options (NUMBER_OPTIONS), for callers without argparse."""
+    with pytest.raises(ValueError, match="--lr-heads must be a finite number >= 0, got nan"):
+        TrainConfig(output=tmp_path, lr_heads=float("nan"))
+    with pytest.raises(ValueError, match="--epochs must be an integer >= 1, got 2.0"):
+        TrainConfig(output=tmp_path, epochs=2.0)
+    assert TrainConfig(output=tmp_path, lr_heads=0.5, warmup=1).warmup == 1.0
+
+
+def test_training_that_diverges_stops_before_saving_nan_heads(tmp_path, encoder):
+    """A rate that sends the loss to NaN or infinity stops training with one line; nothing is saved."""
+    require_data("trec")
+    out = tmp_path / "run"
+    config = TrainConfig(
+        output=out,
+        tasks=["question_type"],
+        limit={"question_type": 32},
+        data_dir=DATA_DIR,
+        lr_heads=1e30,
+        warmup=0,
+        ema=0,
+        max_grad_norm=0,
+        max_steps=8,
+        batch_size=16,
+        dev_limit=16,
+        quiet=True,
+    )
+    with pytest.raises(ValueError, match=r"training diverged at step [2-8]: the question_type loss is (nan|inf)"):
+        train(config)
+    assert not out.exists()
