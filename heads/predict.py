@@ -35,9 +35,10 @@ from .predictor import MultiTaskPredictor
 def json_line(record: dict) -> str:
     """One record as a JSON line; an "embedding" (last) is written to 9 significant digits, as minilm.embed's
     jsonl writes it (json_vector): the same float32 values in half the characters of repr."""
+    # allow_nan=False: a NaN score would print as NaN, which is not JSON; it is a ValueError (one line) instead
     if "embedding" not in record:
-        return json.dumps(record, ensure_ascii=False)
-    rest = json.dumps({k: v for k, v in record.items() if k != "embedding"}, ensure_ascii=False)
+        return json.dumps(record, ensure_ascii=False, allow_nan=False)
+    rest = json.dumps({k: v for k, v in record.items() if k != "embedding"}, ensure_ascii=False, allow_nan=False)
     return f'{rest[:-1]}, "embedding": {json_vector(record["embedding"])}}}'
 
 

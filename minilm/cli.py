@@ -170,6 +170,21 @@ def number_option(
     return parse
 
 
+def text_option(value: str) -> str:
+    """An argparse type for a text option (--prompt, a query): bytes that are not UTF-8 reach Python's argv as lone
+    surrogates, which the tokenizer would meet as a TypeError deep inside; they are refused here, by name."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as e:
+        byte = (
+            f" (byte 0x{ord(value[e.start]) - 0xDC00:02x} at character {e.start + 1})"
+            if value[e.start] >= "\udc80"
+            else ""
+        )
+        raise argparse.ArgumentTypeError(f"is not valid UTF-8{byte}; pass UTF-8 text") from None
+    return value
+
+
 positive_int = number_option(integer=True, minimum=1)  # counts such as --batch-size
 non_negative_int = number_option(integer=True, minimum=0)  # counts where 0 means "off", such as --max-steps
 
@@ -213,7 +228,7 @@ def gather_texts(args: argparse.Namespace, default: list[str] | None = DEMO_SENT
     else:
         texts = default
     if not texts:
-        raise InputError(f"{args.input or '<stdin>'} holds no texts to embed")
+        raise InputError(f"{args.input or '<stdin>'} holds no texts")
     return texts
 
 
@@ -294,7 +309,7 @@ def add_prompt_arguments(group) -> None:
         help="put the checkpoint's prompt NAME (config_sentence_transformers.json, e.g. query) before every text; "
         "without it or --prompt, the checkpoint's default prompt, if it has one",
     )
-    choice.add_argument("--prompt", metavar="TEXT", help='put TEXT before every text, e.g. "query: "')
+    choice.add_argument("--prompt", metavar="TEXT", type=text_option, help='put TEXT before every text, e.g. "query: "')
 
 
 def load_encoder(args: argparse.Namespace) -> SentenceEncoder:

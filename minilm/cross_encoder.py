@@ -26,7 +26,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .model.classifier import ACTIVATIONS, BertForSequenceClassification
-from .sentence_encoder import PROGRESS_BAR_MIN_TEXTS, check_texts, resolve_device
+from .sentence_encoder import PROGRESS_BAR_MIN_TEXTS, check_text, check_texts, resolve_device
 from .text.tokenization import PairTokenizer, length_sorted_batches
 from .weights.cross_encoder import CrossEncoderCheckpoint, CrossEncoderConfig, load_cross_encoder
 
@@ -39,7 +39,11 @@ def check_pairs(pairs: Sequence[Sequence[str]]) -> list[tuple[str, str]]:
     for i, pair in enumerate(pairs):
         if isinstance(pair, (str, bytes)) or not isinstance(pair, Sequence) or len(pair) != 2:
             raise TypeError(f"pairs[{i}] is {pair!r:.60}, expected a pair of two texts")
-        checked.append(tuple(check_texts(list(pair))))
+        for side, text in enumerate(pair):
+            if not isinstance(text, str):
+                raise TypeError(f"pairs[{i}][{side}] is {type(text).__name__}, expected str")
+            check_text(text, f"pairs[{i}][{side}]")
+        checked.append((pair[0], pair[1]))
     return checked
 
 
@@ -147,6 +151,7 @@ class CrossEncoder:
             raise ValueError(f"rank() needs a one-label model; this one has {self.num_labels} labels, use predict()")
         if not isinstance(query, str):
             raise TypeError(f"query must be a str, got {type(query).__name__}")
+        check_text(query, "the query")
         documents = check_texts(documents)
         if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
             raise ValueError(f"top_k must be a whole number of 1 or more, got {top_k!r}")

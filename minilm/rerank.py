@@ -18,7 +18,7 @@ import argparse
 import json
 import sys
 
-from .cli import ArgumentParser, input_name, positive_int, read_numbered_texts, run
+from .cli import ArgumentParser, input_name, positive_int, read_numbered_texts, run, text_option
 from .corpus.textio import RECORD_SUFFIXES, InputError
 from .cross_encoder import CrossEncoder
 
@@ -32,7 +32,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         epilog=f"The default model, {DEFAULT_RERANKER}, is looked for in weights/ and the Hugging Face cache. "
         "No reranker is in the pinned table yet, so a reranker loads with --no-verify.",
     )
-    parser.add_argument("query", help="the query")
+    parser.add_argument("query", type=text_option, help="the query")
     parser.add_argument(
         "--input",
         "-i",

@@ -40,6 +40,18 @@ class EncodeResult:
     truncated: list[bool]  # n_tokens > max_seq_length
 
 
+def check_text(text: str, name: str) -> str:
+    """`text`, or a ValueError naming it when it holds a lone surrogate, as Python decodes bytes that are
+    not UTF-8 in argv (the tokenizer would raise a TypeError deep inside instead)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise ValueError(
+            f"{name} is not valid Unicode (a lone surrogate at character {e.start}); decode it as UTF-8 first"
+        ) from None
+    return text
+
+
 def check_texts(texts: Sequence[str]) -> list[str]:
     """A list of str, or TypeError naming the first item that is not one."""
     if isinstance(texts, (str, bytes)) or not isinstance(texts, Sequence):
@@ -47,13 +59,13 @@ def check_texts(texts: Sequence[str]) -> list[str]:
     for i, text in enumerate(texts):
         if not isinstance(text, str):
             raise TypeError(f"texts[{i}] is {type(text).__name__}, expected str")
-        try:
-            text.encode("utf-8")
-        except UnicodeEncodeError as e:  # a lone surrogate, as Python decodes bytes that are not UTF-8 in argv
-            raise ValueError(
-                f"texts[{i}] is not valid Unicode (a lone surrogate at character {e.start}); decode it as UTF-8 first"
-            ) from None
+        check_text(text, f"texts[{i}]")
     return list(texts)
+
+
+class NonFiniteOutput(ValueError):
+    """The model gave NaN or infinity for a text: damaged weights or int8 scales, or a float16 overflow.
+    Raised instead of returning the vector, so that no NaN reaches a file, a response or a cosine."""
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
@@ -172,7 +184,7 @@ class SentenceEncoder:
         if prompt is not None:
             if not isinstance(prompt, str):
                 raise TypeError(f"prompt must be a str, got {type(prompt).__name__}")
-            return prompt
+            return check_text(prompt, "the prompt")
         if prompt_name is not None:
             if prompt_name not in self.prompts:
                 known = ", ".join(repr(name) for name in self.prompts) or "none"
@@ -269,6 +281,12 @@ class SentenceEncoder:
             if normalize:
                 vectors = l2_normalize(vectors)
             embeddings[indices] = vectors.float().cpu().numpy()
+        if not np.isfinite(embeddings).all():
+            first = int(np.flatnonzero(~np.isfinite(embeddings).all(axis=1))[0])
+            raise NonFiniteOutput(
+                f"the model gave NaN or infinite values for text {first} (dtype {self.dtype}): its weights or int8 "
+                "scales are damaged, or half precision overflowed; restore the checkpoint or use --dtype float32"
+            )
         return embeddings
 
     def encode(
