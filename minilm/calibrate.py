@@ -22,8 +22,8 @@ from pathlib import Path
 
 import torch
 
-from .cli import ArgumentParser, read_texts, run
-from .corpus.textio import InputError
+from .cli import ArgumentParser, number_option, read_texts, run
+from .corpus.textio import InputError, decoded_lines, open_input, require_input_file
 from .model.int8 import SMOOTHING_ALPHA, InputAbsmax, calibrated_smoothing
 from .model.packed import PackedEncoder
 from .sentence_encoder import SentenceEncoder
@@ -37,9 +37,10 @@ def read_calibration_texts(path: str) -> list[str]:
         texts = read_texts(path)
     else:
         texts = []
-        with open(path, encoding="utf-8") as f:
-            for number, line in enumerate(f, start=1):
-                cols = line.rstrip("\n").split("\t")
+        require_input_file(path)
+        with open_input(Path(path)) as stream:  # a byte that is not UTF-8 is an error naming the file and line
+            for number, line in decoded_lines(stream, path):
+                cols = line.split("\t")
                 if len(cols) < 7:
                     raise InputError(f"{path}:{number}: expected STS-B's tab-separated columns, got {len(cols)}")
                 texts += cols[5:7]
@@ -79,7 +80,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--alpha",
-        type=float,
+        type=number_option(minimum=0, maximum=1),
         default=SMOOTHING_ALPHA,
         help=f"how much of the activation outliers moves into the weights, 0 to 1 (default {SMOOTHING_ALPHA})",
     )
@@ -91,10 +92,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--force", action="store_true", help="overwrite an existing scales file")
     parser.add_argument("--no-verify", action="store_true", help="skip the checkpoint's sha256 pins (your own)")
-    args = parser.parse_args(argv)
-    if not 0 <= args.alpha <= 1:
-        parser.error(f"--alpha must be between 0 and 1, got {args.alpha}")
-    return args
+    return parser.parse_args(argv)
 
 
 def default_output(encoder: SentenceEncoder) -> Path:

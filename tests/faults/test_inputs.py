@@ -219,3 +219,15 @@ def test_json_ids_keep_their_json_spelling(tmp_path: Path, tiny_checkpoint):
     )
     assert drive(args=shard_args(tiny_checkpoint, path, tmp_path / "out", "--id-field", "id")).returncode == 0
     assert load_shards(tmp_path / "out")[0] == ["true", "1.0", "7", "x"]
+
+
+def test_calibrate_names_the_file_and_line_of_a_byte_that_is_not_utf8(tmp_path: Path):
+    """calibrate read its STS-B .csv with open(), and a bad byte was a UnicodeDecodeError naming neither."""
+    row = "main-captions\tMSRvid\t2012test\t0001\t5.000\tA man plays.\tA man is playing.\n"
+    bad = tmp_path / "sts.csv"
+    bad.write_bytes((row * 2).encode() + b"main\tx\ty\t3\t1.0\tcaf\xe9\tcafe\n")
+    error_line(drive(module="minilm.calibrate", args=["--input", str(bad)]), f"{bad}:3: not valid UTF-8 (byte 0xe9")
+    error_line(
+        drive(module="minilm.calibrate", args=["--input", str(bad), "--alpha", "nan"]),
+        "argument --alpha: must be a finite number >= 0 and <= 1, got 'nan'",
+    )
