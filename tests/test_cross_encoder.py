@@ -144,7 +144,7 @@ def test_rank_orders_by_score_and_keeps_the_texts(tiny_reranker):
     [
         (["just a text"], TypeError, r"pairs\[0\] is 'just a text', expected a pair of two texts"),
         ([("a", "b", "c")], TypeError, r"pairs\[0\] is .*expected a pair"),
-        ([("a", 3)], TypeError, r"texts\[1\] is int, expected str"),
+        ([("a", 3)], TypeError, r"pairs\[0\]\[1\] is int, expected str"),
     ],
 )
 def test_malformed_pairs_are_named(tiny_reranker, bad, error, message):

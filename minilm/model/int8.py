@@ -32,10 +32,16 @@ from collections.abc import Iterator
 import torch
 from torch import nn
 
+from ..numbers import checked_number
 from .encoder import BertModel
 from .packed import PackedEncoder
 
 SMOOTHING_ALPHA = 0.7  # how much of the outliers moves into the weights; chosen on STS-B dev (docs/performance.md)
+# The smoothing values int8 accepts. s_j multiplies a weight column and 1/s_j an input channel, in
+# float32: 0 or a subnormal makes 1/s_j infinite, and a huge s_j overflows W_j * s_j (NaN vectors
+# either way). smoothing_factors clamps at 1e-5 from below and gives a few thousand at most on real
+# text; a value outside this range is damage, not calibration.
+SMOOTHING_RANGE = (1e-6, 1e6)
 
 
 def quantize_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -101,10 +107,25 @@ def smoothing_factors(input_absmax: torch.Tensor, weight: torch.Tensor, alpha: f
     return s.clamp(min=1e-5)
 
 
+def check_smoothing(smoothing: torch.Tensor, width: int, where: str) -> None:
+    """Refuse a smoothing vector that would make Int8Linear's output non-finite or meaningless: not (width,),
+    or a value NaN, infinite or outside SMOOTHING_RANGE. Raises ValueError (NumberError for a value)
+    naming `where` and the first bad index, through minilm.numbers.checked_number's one rule."""
+    if tuple(smoothing.shape) != (width,):
+        raise ValueError(f"{where} has shape {tuple(smoothing.shape)}, expected ({width},)")
+    low, high = SMOOTHING_RANGE
+    values = smoothing.float()
+    bad = ~(torch.isfinite(values) & (values >= low) & (values <= high))  # NaN compares False: bad
+    if bool(bad.any()):
+        i = int(bad.nonzero()[0, 0])
+        checked_number(values[i].item(), f"{where}[{i}]", minimum=low, maximum=high)  # raises, naming the value
+
+
 def int8_encoder(model: BertModel, smoothing: dict[str, torch.Tensor]) -> PackedEncoder:
     """The packed encoder with every block's Linear layers in int8.
 
     smoothing: one (K,) vector per name of `linear_quantized_inputs` (what `minilm.calibrate` saves).
+    Every vector is checked first (check_smoothing): a zero or NaN would give NaN vectors, not an error.
     The packed encoder shares the plain model's modules, so the attention output and feed-forward
     Linears of `model` itself become int8 too (their float32 weights do not stay in memory), as
     half precision casts `model` in place; its separate query, key and value stay float32.
@@ -113,6 +134,8 @@ def int8_encoder(model: BertModel, smoothing: dict[str, torch.Tensor]) -> Packed
     names = [name for name, _ in linear_quantized_inputs(packed)]
     if missing := [n for n in names if n not in smoothing]:
         raise ValueError(f"int8 smoothing scales lack {len(missing)} layers, first {missing[0]}")
+    for name, linear in linear_quantized_inputs(packed):
+        check_smoothing(smoothing[name], linear.in_features, f"int8 smoothing scales {name!r}")
     for i, layer in enumerate(packed.layers):
         block = model.encoder.layer[i]
         layer.qkv = Int8Linear(layer.qkv, smoothing[f"encoder.layer.{i}.attention.self"])

@@ -30,14 +30,16 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from ..model.encoder import BertConfig, BertModel
-from ..model.loading import StateMismatch, bert_config, check_shapes, expected_shapes, load_state_strict
+from ..model.loading import StateMismatch, bert_config, check_fits, load_state_strict, short_repr
 from ..model.pooling import POOLING_MODES, PoolingMode
+from ..numbers import NumberError, checked_number
 from ..text.tokenization import TOKENIZER_KINDS, SentenceTokenizer, TokenizerKind
 from ..text.wordpiece import UnsupportedTokenizer
 
@@ -552,28 +554,116 @@ class SentenceConfig:
     default_prompt_name: str | None = None  # the prompt every text gets unless another is asked for
 
 
-def _read_json(path: Path) -> dict | list:
+MAX_METADATA_BYTES = 16 << 20  # a checkpoint's JSON files are a few KB (a label map of thousands: under 1 MB)
+JSON_NAMES = {dict: "object", list: "list", str: "string", int: "number", float: "number", bool: "true/false"}
+_NO_DEFAULT = object()
+
+
+def read_json(path: Path, kind: type | None = dict, what: str = "an object", *, default: object = _NO_DEFAULT):
+    """A JSON metadata file of a checkpoint, read safely: every way it can be unusable is one WeightsError naming it.
+
+    kind: the top-level type it must hold (None: any, the caller checks it), `what` in the message.
+    default: what a missing file gives; without it a missing file is refused.
+    Refused: a missing file, one that is not a regular file (a folder; a FIFO, which would block), one
+    over MAX_METADATA_BYTES, bytes that are not UTF-8, text that is not JSON, nesting deeper than
+    Python's recursion limit (the parser's RecursionError), and a top level of another type.
+    """
+    fix = "re-download or reinstall the checkpoint"
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise WeightsError(
-            f"{path} is missing; the checkpoint folder is incomplete, re-download or reinstall it"
-        ) from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise WeightsError(f"{path} is not valid JSON ({e}); re-download or reinstall it") from None
+        if not path.exists():
+            if default is not _NO_DEFAULT:
+                return default
+            raise WeightsError(f"{path} is missing; the checkpoint folder is incomplete, {fix}")
+        if not path.is_file():
+            raise WeightsError(f"{path} is not a regular file; {fix}")
+        with open(path, "rb") as f:
+            data = f.read(MAX_METADATA_BYTES + 1)
+    except OSError as e:
+        raise WeightsError(f"{path} cannot be read ({e.strerror}); {fix}") from None
+    if len(data) > MAX_METADATA_BYTES:
+        raise WeightsError(f"{path} is over {MAX_METADATA_BYTES >> 20} MiB, too large for checkpoint metadata; {fix}")
+    try:
+        raw = json.loads(data.decode("utf-8"))
+    except RecursionError:
+        raise WeightsError(f"{path} is nested too deeply to be checkpoint metadata; {fix}") from None
+    except UnicodeDecodeError as e:
+        raise WeightsError(f"{path} is not UTF-8 text (byte {e.start}); {fix}") from None
+    except ValueError as e:  # json.JSONDecodeError, or an integer of over 4,300 digits
+        raise WeightsError(f"{path} is not valid JSON ({str(e)[:120]}); {fix}") from None
+    if kind is not None and not isinstance(raw, kind):
+        found = "null" if raw is None else JSON_NAMES.get(type(raw), type(raw).__name__)
+        raise WeightsError(f"{path} holds a JSON {found}, not {what}; {fix}")
+    return raw
+
+
+def checked_field(value: object, path: Path, key: str, **bounds) -> int | float:
+    """minilm.numbers.checked_number for `key` of the metadata file `path`: the error names both."""
+    try:
+        return checked_number(value, f'{path}: "{key}"', **bounds)
+    except NumberError as e:
+        raise WeightsError(f"{e}; fix the file, or re-download the checkpoint") from None
+
+
+MIN_LENGTH = 3  # a token length holds [CLS], one word piece and [SEP]
+
+
+def checked_length(value: object, path: Path, key: str) -> int:
+    """The one rule for a token length read from a checkpoint (sentence_bert_config.json's max_seq_length,
+    tokenizer_config.json's model_max_length, for the sentence and the cross-encoder alike): a whole
+    number of MIN_LENGTH or more. No maximum: the caller caps it at the model's positions, and
+    transformers writes 10**30 for "no limit"."""
+    return checked_field(value, path, key, integer=True, minimum=MIN_LENGTH)
+
+
+def checkpoint_subfolder(folder: Path, relative: object, where: str) -> Path:
+    """A folder that a checkpoint's metadata names (a module's path in modules.json), resolved inside `folder`.
+
+    The metadata may name only the checkpoint's own files: an absolute path, and a `..` or a symlink
+    that leads out of the folder (checked after resolving both), are refused, so a Pooling path of
+    /etc never reads /etc/config.json. A path that is a file, or is not there, is named as such.
+    where: what names the path, for the message ('.../modules.json: the Pooling module's path').
+    """
+    fix = "fix the file, or re-download the checkpoint"
+    if not isinstance(relative, str) or "\0" in relative:
+        raise WeightsError(f"{where} is {short_repr(relative)}, not a folder name; {fix}")
+    shown = short_repr(relative)
+    if Path(relative).is_absolute():
+        raise WeightsError(f"{where} {shown} is absolute; a checkpoint names its own folders, relative to it; {fix}")
+    try:
+        root = folder.resolve()
+        target = (root / relative).resolve()
+    except (OSError, RuntimeError) as e:  # a symlink loop is a RuntimeError up to Python 3.12
+        raise WeightsError(f"{where} {shown} cannot be resolved ({e}); {fix}") from None
+    if target != root and root not in target.parents:
+        raise WeightsError(f"{where} {shown} leads outside the checkpoint folder {root}; {fix}")
+    if not target.is_dir():
+        state = "is a file" if target.exists() else "does not exist"
+        raise WeightsError(f"{where} {shown} {state}, not a folder of {root}; {fix}")
+    return target
 
 
 def read_bert_config(folder: Path) -> BertConfig:
-    raw = _read_json(folder / "config.json")
-    if not isinstance(raw, dict):
-        raise WeightsError(
-            f"{folder / 'config.json'} holds a JSON {type(raw).__name__}, not an object of BERT settings; "
-            "re-download or reinstall it"
-        )
+    path = folder / "config.json"
+    raw = read_json(path, dict, "an object of BERT settings")
     try:
-        return bert_config(raw)
+        return bert_config(raw, source=str(path))
+    except NumberError as e:
+        raise WeightsError(f"{e}; fix config.json, or re-download the checkpoint") from None
     except (TypeError, ValueError) as e:
-        raise WeightsError(f"{folder / 'config.json'}: {e}") from None
+        raise WeightsError(str(e)) from None
+
+
+def read_modules(folder: Path) -> list[tuple[str, dict]] | None:
+    """modules.json as (the type's last part, "Pooling" say, and the entry) per module, in order; None without it."""
+    path = folder / "modules.json"
+    if not path.exists():
+        return None
+    modules = read_json(path, None)
+    if not isinstance(modules, list) or not all(
+        isinstance(m, dict) and isinstance(m.get("type", ""), str) for m in modules
+    ):
+        raise WeightsError(f"{path} is not a list of modules with a type each; re-download or reinstall it")
+    return [(m.get("type", "").rsplit(".", 1)[-1], m) for m in modules]
 
 
 # 1_Pooling/config.json's older boolean flags, in the order sentence-transformers reads them
@@ -592,57 +682,62 @@ def _read_pooling(path: Path) -> tuple[PoolingMode, bool]:
     sentence-transformers reads it: a "pooling_mode" string (or a list of one) wins over the older
     boolean flags, and a config with neither pools by mean. Several modes at once (their vectors
     concatenated) are refused."""
-    config = _read_json(path)
-    if not isinstance(config, dict):
-        raise WeightsError(
-            f"{path} holds a JSON {type(config).__name__}, not an object of pooling flags; re-download or reinstall it"
-        )
+    config = read_json(path, dict, "an object of pooling flags")
     if "pooling_mode" in config:
         modes = config["pooling_mode"] if isinstance(config["pooling_mode"], list) else [config["pooling_mode"]]
     else:
         odd = [flag for flag in POOLING_FLAGS if not isinstance(config.get(flag, False), bool)]
         if odd:
-            raise WeightsError(f"{path}: {odd[0]} is {config[odd[0]]!r}; it must be true or false")
+            raise WeightsError(f"{path}: {odd[0]} is {short_repr(config[odd[0]])}; it must be true or false")
         modes = [mode for flag, mode in POOLING_FLAGS.items() if config.get(flag)] or ["mean"]
     if len(modes) != 1 or modes[0] not in POOLING_MODES:
         raise WeightsError(
-            f"{path}: pooling {modes} is not supported; one of {', '.join(POOLING_MODES)} is (several modes "
-            "concatenated are not)"
+            f"{path}: pooling {short_repr(modes, 200)} is not supported; one of {', '.join(POOLING_MODES)} is "
+            "(several modes concatenated are not)"
         )
     include_prompt = config.get("include_prompt", True)
     if not isinstance(include_prompt, bool):
-        raise WeightsError(f"{path}: include_prompt is {include_prompt!r}; it must be true or false")
+        raise WeightsError(f"{path}: include_prompt is {short_repr(include_prompt)}; it must be true or false")
     return modes[0], include_prompt
 
 
 SIMILARITIES = ("cosine", None)  # config_sentence_transformers.json's similarity_fn_name values we follow
 
 
+def _utf8_problem(text: str) -> str | None:
+    """Why `text` cannot be written as UTF-8 (a lone surrogate such as "\\ud800" that JSON can spell), or None."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        return f"holds {short_repr(text[e.start : e.end])}, which is not UTF-8 text"
+    return None
+
+
 def _read_st_config(path: Path) -> tuple[tuple[tuple[str, str], ...], str | None]:
-    """The prompts and default prompt name of config_sentence_transformers.json. A default name
-    that is not among the prompts, and a similarity other than cosine, are refused."""
-    if not path.exists():
-        return (), None
-    config = _read_json(path)
-    if not isinstance(config, dict):
-        raise WeightsError(f"{path} holds a JSON {type(config).__name__}, not an object; re-download or reinstall it")
+    """The prompts and default prompt name of config_sentence_transformers.json. A prompt that is not
+    UTF-8 text, a default name that is not among the prompts, and a similarity other than cosine are refused."""
+    config = read_json(path, dict, default={})
     prompts = config.get("prompts") or {}
     if not isinstance(prompts, dict) or not all(isinstance(v, (str, type(None))) for v in prompts.values()):
-        raise WeightsError(f"{path}: prompts must map names to texts, found {prompts!r}")
-    prompts = {str(name): text or "" for name, text in prompts.items()}  # null is "", as in sentence-transformers
+        raise WeightsError(f"{path}: prompts must map names to texts, found {short_repr(prompts)}")
+    prompts = {name: text or "" for name, text in prompts.items()}  # null is "", as in sentence-transformers
+    for name, text in prompts.items():
+        if problem := _utf8_problem(name) or _utf8_problem(text):
+            raise WeightsError(f"{path}: the prompt {short_repr(name)} {problem}; fix the file")
     default = config.get("default_prompt_name")
-    if default is not None and default not in prompts:
+    if default is not None and (not isinstance(default, str) or default not in prompts):
         raise WeightsError(
-            f"{path}: default_prompt_name {default!r} is not among its prompts {sorted(prompts)}; fix the file"
+            f"{path}: default_prompt_name {short_repr(default)} is not among its prompts "
+            f"{short_repr(sorted(prompts), 200)}; fix the file"
         )
     if config.get("truncate_dim") is not None:
         raise WeightsError(
-            f"{path}: truncate_dim {config['truncate_dim']!r} is not supported; "
+            f"{path}: truncate_dim {short_repr(config['truncate_dim'])} is not supported; "
             "remove it to embed at the full dimension"
         )
     if config.get("similarity_fn_name") not in SIMILARITIES:
         raise WeightsError(
-            f"{path}: similarity_fn_name {config['similarity_fn_name']!r} is not supported; only cosine is"
+            f"{path}: similarity_fn_name {short_repr(config['similarity_fn_name'])} is not supported; only cosine is"
         )
     return tuple(prompts.items()), default
 
@@ -653,39 +748,31 @@ def read_sentence_config(folder: Path, bert: BertConfig) -> SentenceConfig:
     A plain BERT folder without these files gets mean pooling, no normalization and the model's
     position limit, as sentence-transformers does when it wraps a bare transformers model.
     """
-    sbert = _read_json(folder / "sentence_bert_config.json") if (folder / "sentence_bert_config.json").exists() else {}
-    modules = _read_json(folder / "modules.json") if (folder / "modules.json").exists() else []
-    if not isinstance(sbert, dict):
-        raise WeightsError(
-            f"{folder / 'sentence_bert_config.json'} holds a JSON {type(sbert).__name__}, not an object; "
-            "re-download or reinstall it"
-        )
-    if not isinstance(modules, list) or not all(
-        isinstance(m, dict) and isinstance(m.get("type", ""), str) for m in modules
-    ):
-        raise WeightsError(
-            f"{folder / 'modules.json'} is not a list of modules with a type each; re-download or reinstall it"
-        )
-    max_len = sbert.get("max_seq_length") or bert.max_position_embeddings
-    if isinstance(max_len, bool) or not isinstance(max_len, int) or max_len < 3:
-        raise WeightsError(
-            f"{folder / 'sentence_bert_config.json'}: max_seq_length is {max_len!r}; "
-            "it must be a whole number of 3 or more ([CLS], a token, [SEP])"
-        )
-    types = {m.get("type", "").rsplit(".", 1)[-1]: m for m in modules}
+    sbert_path = folder / "sentence_bert_config.json"
+    sbert = read_json(sbert_path, dict, default={})
+    modules = read_modules(folder) or []
+    max_len = sbert.get("max_seq_length")  # absent or null: the model's positions, as sentence-transformers
+    max_len = bert.max_position_embeddings if max_len is None else checked_length(max_len, sbert_path, "max_seq_length")
+    do_lower_case = sbert.get("do_lower_case", False)
+    if not isinstance(do_lower_case, bool):
+        raise WeightsError(f"{sbert_path}: do_lower_case is {short_repr(do_lower_case)}; it must be true or false")
+    types = dict(modules)
     pooling: PoolingMode = "mean"
     include_prompt = True
     if "Pooling" in types:
-        pooling, include_prompt = _read_pooling(folder / str(types["Pooling"].get("path", "")) / "config.json")
+        where = f"{folder / 'modules.json'}: the Pooling module's path"
+        pooling_folder = checkpoint_subfolder(folder, types["Pooling"].get("path", ""), where)
+        pooling, include_prompt = _read_pooling(pooling_folder / "config.json")
     unsupported = sorted(set(types) - {"Transformer", "Pooling", "Normalize"})
     if unsupported:
         raise WeightsError(
-            f"{folder / 'modules.json'}: modules {unsupported} are not supported (only Transformer, Pooling, Normalize)"
+            f"{folder / 'modules.json'}: modules {short_repr(unsupported, 200)} are not supported "
+            "(only Transformer, Pooling, Normalize)"
         )
     prompts, default_prompt_name = _read_st_config(folder / "config_sentence_transformers.json")
     return SentenceConfig(
-        max_seq_length=min(int(max_len), bert.max_position_embeddings),
-        do_lower_case=bool(sbert.get("do_lower_case", False)),
+        max_seq_length=min(max_len, bert.max_position_embeddings),
+        do_lower_case=do_lower_case,
         pooling=pooling,
         normalize="Normalize" in types,
         include_prompt=include_prompt,
@@ -729,6 +816,7 @@ def _missing_safetensors(folder: Path) -> str:
 
 
 def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    """Every tensor of a safetensors file, each checked finite (check_finite); WeightsError names what is wrong."""
     from safetensors.torch import load_file
 
     if not path.is_file():
@@ -736,15 +824,37 @@ def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
             _missing_safetensors(path.parent) if path.name == "model.safetensors" else f"{path} is missing"
         )
     try:
-        return load_file(str(path))
+        tensors = load_file(str(path))
     except Exception as e:  # safetensors raises its own SafetensorError, or OSError on short reads
         raise WeightsError(
             f"{path} is not a readable safetensors file ({type(e).__name__}: {e}); "
             "it is truncated or corrupt, re-download or reinstall it"
         ) from None
+    check_finite(path, tensors)
+    return tensors
 
 
-def _safetensors_shapes(path: Path) -> dict[str, tuple[int, ...]]:
+def check_finite(path: Path, tensors: dict[str, torch.Tensor]) -> None:
+    """Refuse NaN or infinity in any floating-point tensor, naming the file and the first such tensor.
+
+    A NaN weight makes every vector NaN, silently; with --no-verify no hash stands in the way. Each
+    tensor's sum is taken first (about 12 ms for all-MiniLM-L6-v2's 22.7M weights; an isfinite
+    mask of each is 25 times slower): NaN and infinity carry into a sum, so only a sum that is not
+    finite (damage, or finite values that overflow float32 when added) is looked at element by element.
+    """
+    for name, tensor in tensors.items():
+        if not tensor.is_floating_point() or bool(torch.isfinite(tensor.sum())):
+            continue
+        bad = ~torch.isfinite(tensor)
+        if bool(bad.any()):
+            first = tensor[bad][0].item()
+            raise WeightsError(
+                f"{path}: tensor {short_repr(name)} holds {int(bad.sum()):,} non-finite values ({first}); "
+                "the file is damaged, or was saved from a model whose training diverged: re-download or re-export it"
+            )
+
+
+def safetensors_shapes(path: Path) -> dict[str, tuple[int, ...]]:
     """Tensor shapes from a safetensors header, without reading the tensors."""
     from safetensors import safe_open
 
@@ -761,33 +871,41 @@ def _safetensors_shapes(path: Path) -> dict[str, tuple[int, ...]]:
 
 
 def fill_from_safetensors(model: torch.nn.Module, path: Path, tensors: dict[str, torch.Tensor] | None = None) -> None:
-    """Load `path` (or `tensors` already read from it) into `model` strictly; a mismatch names every tensor."""
+    """Load `path` (or `tensors` already read from it) into `model` strictly; a mismatch names the tensors."""
     try:
         load_state_strict(model, read_safetensors(path) if tensors is None else tensors)
     except StateMismatch as e:
-        raise WeightsError(_does_not_fit(path, e)) from None
+        raise WeightsError(does_not_fit(path, e)) from None
 
 
-def _does_not_fit(path: Path, mismatch: StateMismatch) -> str:
+def does_not_fit(path: Path, mismatch: StateMismatch) -> str:
+    """The message for a safetensors file whose tensors do not fit the model config.json describes."""
     return (
         f"{path} does not fit the encoder built from config.json ({mismatch}); "
         "check that config.json belongs to these weights, or re-export the checkpoint"
     )
 
 
+def check_header(path: Path, build: Callable[[], torch.nn.Module], num_hidden_layers: int) -> None:
+    """config.json against the safetensors header at `path` before anything is built or allocated
+    (minilm.model.loading.check_fits): the layer count from the tensor names, then every shape on the meta device."""
+    try:
+        check_fits(build, num_hidden_layers, safetensors_shapes(path))
+    except StateMismatch as e:
+        raise WeightsError(does_not_fit(path, e)) from None
+
+
 def load_model(folder: Path, config: BertConfig | None = None) -> BertModel:
     """A BertModel built from `folder/config.json` (or `config`) and filled from `folder/model.safetensors`,
     in eval mode.
 
-    The shapes config.json implies are checked against the safetensors header first, on the meta device,
-    so a config that does not belong to the weights (hidden_size 3,840,000, say) allocates nothing.
+    config.json is compared with the safetensors header first (check_header): its layer count from
+    the tensor names, then every shape on the meta device, so a config that does not belong to the
+    weights (hidden_size 3,840,000, or 200 layers over 6) allocates and builds nothing.
     """
     config = config or read_bert_config(folder)
     path = folder / "model.safetensors"
-    try:
-        check_shapes(expected_shapes(lambda: BertModel(config)), _safetensors_shapes(path))
-    except StateMismatch as e:
-        raise WeightsError(_does_not_fit(path, e)) from None
+    check_header(path, lambda: BertModel(config), config.num_hidden_layers)
     model = BertModel(config)
     fill_from_safetensors(model, path)
     return model.eval()

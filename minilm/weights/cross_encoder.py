@@ -25,16 +25,18 @@ from pathlib import Path
 
 from ..model.classifier import ACTIVATIONS, BertForSequenceClassification
 from ..model.encoder import BertConfig
-from ..model.loading import StateMismatch, check_shapes, expected_shapes
+from ..model.loading import short_repr
 from ..text.tokenization import PairTokenizer
 from ..text.wordpiece import UnsupportedTokenizer
 from . import (
     WeightsError,
-    _does_not_fit,
-    _read_json,
-    _safetensors_shapes,
+    check_header,
+    checked_field,
+    checked_length,
     fill_from_safetensors,
     read_bert_config,
+    read_json,
+    read_modules,
     resolve_and_verify,
 )
 
@@ -77,12 +79,7 @@ def load_cross_encoder(
             f"{bert.vocab_size}; the tokenizer does not belong to these weights"
         )
     path = folder / "model.safetensors"
-    try:
-        check_shapes(
-            expected_shapes(lambda: BertForSequenceClassification(bert, config.num_labels)), _safetensors_shapes(path)
-        )
-    except StateMismatch as e:
-        raise WeightsError(_does_not_fit(path, e)) from None
+    check_header(path, lambda: BertForSequenceClassification(bert, config.num_labels), bert.num_hidden_layers)
     model = BertForSequenceClassification(bert, config.num_labels)
     fill_from_safetensors(model, path)
     return CrossEncoderCheckpoint(folder, resolved.source, model.eval(), tokenizer, config)
@@ -93,7 +90,7 @@ def _activation_name(path: str, where: str) -> str:
     name = path.rsplit(".", 1)[-1] if isinstance(path, str) else None
     if not (isinstance(path, str) and path.startswith("torch.") and name in ACTIVATIONS):
         raise WeightsError(
-            f"{where}: activation {path!r} is not supported; "
+            f"{where}: activation {short_repr(path)} is not supported; "
             f"one of torch.nn {', '.join(ACTIVATIONS)} is (pass activation_fn= to predict for another)"
         )
     return name
@@ -102,9 +99,7 @@ def _activation_name(path: str, where: str) -> str:
 def _read_activation(folder: Path, raw: dict, num_labels: int) -> str:
     """The score's activation, looked for where sentence-transformers looks, newest place first."""
     st_path = folder / "config_sentence_transformers.json"
-    st_config = _read_json(st_path) if st_path.exists() else {}
-    if not isinstance(st_config, dict):
-        raise WeightsError(f"{st_path} holds a JSON {type(st_config).__name__}, not an object; re-download it")
+    st_config = read_json(st_path, dict, default={})
     if st_config.get("prompts") or st_config.get("default_prompt_name"):
         raise WeightsError(f"{st_path}: cross-encoder prompts are not supported; remove them to score plain pairs")
     if st_config.get("activation_fn") is not None:
@@ -118,46 +113,52 @@ def _read_activation(folder: Path, raw: dict, num_labels: int) -> str:
 
 
 def _read_max_length(folder: Path, bert: BertConfig) -> int:
+    """Tokens per pair: sentence_bert_config.json's max_seq_length, else tokenizer_config.json's
+    model_max_length, else the model's positions; capped at the positions. Either length is held to the
+    one rule the sentence encoder's is (minilm.weights.checked_length): 0, 3.5, NaN or Infinity are refused."""
     sbert_path, tok_path = folder / "sentence_bert_config.json", folder / "tokenizer_config.json"
-    sbert = _read_json(sbert_path) if sbert_path.exists() else {}
-    tok = _read_json(tok_path) if tok_path.exists() else {}
-    if not isinstance(sbert, dict) or not isinstance(tok, dict):
-        raise WeightsError(f"{sbert_path if not isinstance(sbert, dict) else tok_path} is not a JSON object")
+    sbert = read_json(sbert_path, dict, default={})
+    tok = read_json(tok_path, dict, default={})
     task = sbert.get("transformer_task", "sequence-classification")
     if task != "sequence-classification":
         raise WeightsError(
-            f"{sbert_path}: transformer_task {task!r} is not supported; a cross-encoder here is sequence-classification"
+            f"{sbert_path}: transformer_task {short_repr(task)} is not supported; "
+            "a cross-encoder here is sequence-classification"
         )
-    where, length = (sbert_path, sbert["max_seq_length"]) if sbert.get("max_seq_length") else (tok_path, None)
-    if length is None:
-        length = tok.get("model_max_length", bert.max_position_embeddings)
-    if isinstance(length, bool) or not isinstance(length, (int, float)) or length < 3:
-        raise WeightsError(f"{where}: the maximum length is {length!r}; it must be a whole number of 3 or more")
-    return min(int(length), bert.max_position_embeddings)  # transformers' "no limit" is 1e30
+    if sbert.get("max_seq_length") is not None:
+        length = checked_length(sbert["max_seq_length"], sbert_path, "max_seq_length")
+    elif tok.get("model_max_length") is not None:
+        length = checked_length(tok["model_max_length"], tok_path, "model_max_length")
+    else:
+        length = bert.max_position_embeddings
+    return min(length, bert.max_position_embeddings)  # transformers' "no limit" is 10**30
+
+
+MAX_LABELS = 1 << 16  # far above any classifier's; the header comparison then checks the classifier's shape
 
 
 def read_cross_encoder_config(folder: Path, bert: BertConfig) -> CrossEncoderConfig:
-    raw = _read_json(folder / "config.json")  # read_bert_config has checked that it is an object
+    config_path = folder / "config.json"
+    raw = read_json(config_path)  # read_bert_config has checked that it is an object
     architectures = raw.get("architectures") or ["BertForSequenceClassification"]
-    if "BertForSequenceClassification" not in architectures:
+    if not isinstance(architectures, list) or "BertForSequenceClassification" not in architectures:
         raise WeightsError(
-            f"{folder / 'config.json'}: architectures {architectures} is not a cross-encoder "
+            f"{config_path}: architectures {short_repr(architectures, 200)} is not a cross-encoder "
             "(BertForSequenceClassification); load a sentence-embedding model with SentenceEncoder"
         )
     labels = raw.get("id2label")
-    num_labels = len(labels) if isinstance(labels, dict) and labels else raw.get("num_labels", 2)
-    if isinstance(num_labels, bool) or not isinstance(num_labels, int) or num_labels < 1:
-        raise WeightsError(f"{folder / 'config.json'}: num_labels is {num_labels!r}; it must be 1 or more")
-    modules_path = folder / "modules.json"
-    if modules_path.exists():
-        modules = _read_json(modules_path)
-        types = (
-            [m.get("type", "").rsplit(".", 1)[-1] for m in modules if isinstance(m, dict)]
-            if isinstance(modules, list)
-            else None
+    if isinstance(labels, dict) and labels:
+        num_labels = checked_field(len(labels), config_path, "id2label", integer=True, maximum=MAX_LABELS)
+    else:
+        num_labels = checked_field(
+            raw.get("num_labels", 2), config_path, "num_labels", integer=True, minimum=1, maximum=MAX_LABELS
         )
-        if types != ["Transformer"]:
-            raise WeightsError(
-                f"{modules_path}: modules {types} are not supported; a cross-encoder here is one Transformer module"
-            )
+    # the second text of a pair has token type 1: a model with one token type would index past its table
+    checked_field(bert.type_vocab_size, config_path, "type_vocab_size", integer=True, minimum=2)
+    modules = read_modules(folder)
+    if modules is not None and [kind for kind, _ in modules] != ["Transformer"]:
+        raise WeightsError(
+            f"{folder / 'modules.json'}: modules {short_repr([kind for kind, _ in modules], 200)} are not supported; "
+            "a cross-encoder here is one Transformer module"
+        )
     return CrossEncoderConfig(num_labels, _read_activation(folder, raw, num_labels), _read_max_length(folder, bert))

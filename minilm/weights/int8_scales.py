@@ -22,7 +22,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from ..model.int8 import quantized_input_widths
+from ..model.int8 import check_smoothing, quantized_input_widths
 from . import (
     KNOWN_CHECKPOINTS,
     Checkpoint,
@@ -61,7 +61,10 @@ def find_int8_scales(checkpoint: Checkpoint) -> tuple[Path, PinnedFile | None] |
 def load_int8_scales(checkpoint: Checkpoint, verify: bool = True) -> dict[str, torch.Tensor] | None:
     """The checkpoint's smoothing scales, checked; None when it has none.
 
-    Raises WeightsError when the file is damaged, differs from its pin, or was calibrated on other weights.
+    Raises WeightsError when the file is damaged, differs from its pin, was calibrated on other weights,
+    or holds a vector int8 cannot use: a wrong width, or a value that is not finite or outside
+    minilm.model.int8.SMOOTHING_RANGE (a zero scale gave NaN vectors with exit 0; pins do not cover a
+    checkpoint's own file).
     """
     found = find_int8_scales(checkpoint)
     if found is None:
@@ -80,13 +83,12 @@ def load_int8_scales(checkpoint: Checkpoint, verify: bool = True) -> dict[str, t
         )
     widths = quantized_input_widths(checkpoint.model)
     for name, width in widths.items():
-        vector = scales.get(name)
-        if vector is None or tuple(vector.shape) != (width,) or not bool(torch.isfinite(vector).all()):
-            found_as = "missing" if vector is None else f"shape {tuple(vector.shape)}"
-            raise WeightsError(
-                f"{path}: scales {name!r} are {found_as} or not finite, expected ({width},) finite; "
-                "rerun python -m minilm.calibrate"
-            )
+        if name not in scales:
+            raise WeightsError(f"{path}: scales {name!r} are missing; rerun python -m minilm.calibrate")
+        try:
+            check_smoothing(scales[name], width, f"{path}: scales {name!r}")
+        except ValueError as e:  # a wrong shape, or a value int8 would turn into NaN vectors (0, NaN, 1e-40, ...)
+            raise WeightsError(f"{e}; rerun python -m minilm.calibrate --model {checkpoint.folder}") from None
     return {name: scales[name] for name in widths}
 
 

@@ -36,7 +36,7 @@ def config_copy(folder: Path, source: Path, raw: str) -> Path:
         (
             '{"vocab_size": "abc"}',
             "config.json: sha256 mismatch",
-            "config.json: vocab_size is 'abc', expected a number (int)",
+            "config.json: \"vocab_size\" must be an integer >= 1 and <= 16777216, got 'abc'",
         ),
         ("[1, 2]", "config.json: sha256 mismatch", "config.json holds a JSON list, not an object of BERT settings"),
     ],
@@ -277,7 +277,7 @@ def test_a_text_argument_that_is_not_utf8_is_one_line(tiny_checkpoint):
         (
             "sentence_bert_config.json",
             '{"max_seq_length": 1}',
-            "max_seq_length is 1; it must be a whole number of 3 or more",
+            'sentence_bert_config.json: "max_seq_length" must be an integer >= 3, got 1',
         ),
     ],
 )

@@ -67,6 +67,28 @@ def test_smoothing_moves_scale_from_activations_to_weights_without_changing_the_
     assert smoothed.max() / smoothed.min() < (x.abs().amax(0).max() / x.abs().amax(0).min()) ** 0.5  # flatter
 
 
+@pytest.mark.parametrize("value", [0.0, -0.5, float("nan"), float("inf"), 1e-40, 1e30])
+def test_int8_encoder_refuses_a_smoothing_value_that_would_give_nan_vectors(value):
+    """Issue 27, defect 6: a zero scale (and a subnormal, whose inverse is infinite, or a huge one, which
+    overflows W * s) made every vector NaN. The model refuses it by layer and index, whoever passes it."""
+    from minilm.model.encoder import BertModel
+    from minilm.model.int8 import int8_encoder, quantized_input_widths
+    from minilm.model.loading import bert_config
+
+    from conftest import TINY
+
+    model = BertModel(bert_config({**TINY, "hidden_act": "gelu"})).eval()
+    smoothing = {name: torch.ones(width) for name, width in quantized_input_widths(model).items()}
+    smoothing["encoder.layer.1.output.dense"][5] = value
+    with pytest.raises(ValueError, match=r"'encoder.layer.1.output.dense'\[5\] must be a finite number >= 1e-06"):
+        int8_encoder(model, smoothing)
+    smoothing["encoder.layer.1.output.dense"][5] = 1.0
+    packed = int8_encoder(model, smoothing)  # sound scales: finite vectors
+    ids = torch.randint(0, TINY["vocab_size"], (2, 9))
+    with torch.inference_mode():
+        assert bool(torch.isfinite(packed(ids, torch.ones_like(ids))).all())
+
+
 # --------------------------------------------------------------------------- tier 2: the scales file
 
 
@@ -107,7 +129,7 @@ def test_scales_load_only_for_the_weights_they_were_measured_on(tmp_path, checkp
     # scales of the wrong width (or missing layers) are refused by name
     scales = {name: torch.ones(7) for name in load_file(shipped_path("all-MiniLM-L6-v2"))}
     save_file(scales, str(folder / FILE_NAME), metadata={"model_sha256": other.sha256})
-    with pytest.raises(WeightsError, match=r"'encoder.layer.0.attention.self' are shape \(7,\).*expected \(32,\)"):
+    with pytest.raises(WeightsError, match=r"'encoder.layer.0.attention.self' has shape \(7,\), expected \(32,\)"):
         load_int8_scales(other)
 
 
