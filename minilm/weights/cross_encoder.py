@@ -67,6 +67,8 @@ def load_cross_encoder(
     folder = resolved.path
     bert = read_bert_config(folder)
     config = read_cross_encoder_config(folder, bert)
+    if not (folder / "tokenizer.json").is_file():  # a FIFO there would block the tokenizers library for ever
+        raise WeightsError(f"{folder / 'tokenizer.json'} is missing or not a regular file; re-download the checkpoint")
     try:
         tokenizer = PairTokenizer.from_file(folder / "tokenizer.json", config.max_length)
     except UnsupportedTokenizer as e:

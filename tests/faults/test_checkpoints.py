@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import json
 import math
+import multiprocessing
+import os
 import shutil
 import subprocess
 import sys
@@ -133,6 +135,45 @@ def test_unreadable_json_metadata_is_one_line(tmp_path, tiny_checkpoint, content
     folder = copy_of(tiny_checkpoint, tmp_path / "model")
     (folder / "config.json").write_bytes(content)
     refused(load_checkpoint, folder, f"{folder / 'config.json'} {needle}")
+
+
+@pytest.mark.parametrize(
+    "load, source, name",
+    [
+        (load_checkpoint, "tiny_checkpoint", "config.json"),
+        (load_checkpoint, "tiny_checkpoint", "1_Pooling/config.json"),
+        (load_cross_encoder, "tiny_cross_encoder", "tokenizer.json"),
+    ],
+    ids=["config.json", "pooling", "cross-encoder tokenizer.json"],
+)
+def test_a_fifo_in_place_of_a_file_is_one_line_not_a_hang(request, tmp_path, load, source, name):
+    """A named pipe where a file belongs blocked the reader for ever (nothing ever writes to it). The load
+    runs in a forked child so that a regression fails here instead of stalling the suite (the tokenizers
+    library blocks holding the GIL, so a thread would not do); 60 s is only a generous bound for a
+    refusal that takes milliseconds."""
+    folder = copy_of(request.getfixturevalue(source), tmp_path / "model")
+    (folder / name).unlink()
+    os.mkfifo(folder / name)
+    context = multiprocessing.get_context("fork")
+    receiver, sender = context.Pipe(duplex=False)
+
+    def attempt() -> None:
+        try:
+            load(str(folder), verify=False)
+            sender.send("loaded")
+        except WeightsError as e:
+            sender.send(f"WeightsError: {e}")
+        except BaseException as e:
+            sender.send(f"{type(e).__name__}: {e}")
+
+    child = context.Process(target=attempt, daemon=True)
+    child.start()
+    answered = receiver.poll(60)
+    child.kill()
+    child.join()
+    assert answered, f"loading a checkpoint whose {name} is a FIFO hangs"
+    message = receiver.recv()
+    assert message.startswith(f"WeightsError: {folder / name} is ") and "not a regular file" in message, message
 
 
 # --------------------------------------------------------------------------- tensors and int8 scales (6, 8)
