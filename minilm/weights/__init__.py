@@ -838,18 +838,19 @@ def check_finite(path: Path, tensors: dict[str, torch.Tensor]) -> None:
     """Refuse NaN or infinity in any floating-point tensor, naming the file and the first such tensor.
 
     A NaN weight makes every vector NaN, silently; with --no-verify no hash stands in the way. Each
-    tensor's sum is taken first (about 12 ms for all-MiniLM-L6-v2's 22.7M weights; an isfinite
-    mask of each is 25 times slower): NaN and infinity carry into a sum, so only a sum that is not
-    finite (damage, or finite values that overflow float32 when added) is looked at element by element.
+    tensor's sum is taken first: NaN and infinity carry into a sum, so only a sum that is not finite
+    (damage, or finite values that overflow float32 when added) is looked at element by element.
+    That costs 4 ms for all-MiniLM-L6-v2's 22.7M weights on 2 EPYC cores (12 ms when the file is
+    first paged in); an isfinite mask of every tensor is 25 times slower.
     """
     for name, tensor in tensors.items():
         if not tensor.is_floating_point() or bool(torch.isfinite(tensor.sum())):
             continue
         bad = ~torch.isfinite(tensor)
         if bool(bad.any()):
-            first = tensor[bad][0].item()
+            first, count = tensor[bad][0].item(), int(bad.sum())
             raise WeightsError(
-                f"{path}: tensor {short_repr(name)} holds {int(bad.sum()):,} non-finite values ({first}); "
+                f"{path}: tensor {short_repr(name)} holds {count:,} non-finite value{'s' * (count > 1)} ({first}); "
                 "the file is damaged, or was saved from a model whose training diverged: re-download or re-export it"
             )
 
