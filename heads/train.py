@@ -55,7 +55,7 @@ from tqdm.auto import tqdm
 
 from minilm import SentenceEncoder
 from minilm.cli import USER_ERRORS, ArgumentParser, non_negative_int, number_option, positive_int, run
-from minilm.numbers import NumberError, checked_number
+from minilm.numbers import NumberError, checked_number, parse_number
 from minilm.text.tokenization import SentenceTokenizer, length_sorted_batches, right_pad
 
 from .data import DataFormatError
@@ -284,7 +284,7 @@ def parse_assignments(items: list[str], option: str, cast) -> dict[str, float]:
         if name not in TASKS or not value:  # named as typed; TrainConfig checks the dicts it is given directly
             raise ValueError(f"{option} {item!r}: expected TASK=VALUE with TASK in {', '.join(TASKS)}")
         try:
-            out[name] = checked_number(value, option, integer=cast is int, minimum=0)
+            out[name] = parse_number(value, option, integer=cast is int, minimum=0)
         except NumberError as e:
             raise ValueError(f"{option} {item!r}: {e.problem}") from None
     return out

@@ -47,7 +47,7 @@ from .corpus.textio import (
     require_input_file,
 )
 from .model.precision import DTYPE_CHOICES
-from .numbers import NumberError, checked_number
+from .numbers import NumberError, parse_number
 from .sentence_encoder import SentenceEncoder, cosine_similarity
 from .text.tokenization import TOKENIZER_KINDS
 from .weights import DEFAULT_CHECKPOINT, WeightsError
@@ -163,7 +163,7 @@ def number_option(
 
     def parse(value: str) -> int | float:
         try:
-            return checked_number(value, "the value", integer=integer, minimum=minimum, maximum=maximum, above=above)
+            return parse_number(value, "the value", integer=integer, minimum=minimum, maximum=maximum, above=above)
         except NumberError as e:
             raise argparse.ArgumentTypeError(e.problem) from None
 

@@ -6,10 +6,11 @@ in one line that names where it came from (`config.json: "layer_norm_eps"`, `--l
 would be accepted, instead of surfacing later as a NaN vector, a hang or a traceback.
 
     checked_number(raw["layer_norm_eps"], 'config.json: "layer_norm_eps"', above=0, maximum=1)
-    checked_number(value, "--warmup", minimum=0, maximum=1)                # value: float or str
-    checked_number(raw["num_hidden_layers"], "...", integer=True, minimum=1, maximum=1024)
+    checked_number(raw["num_hidden_layers"], "...", integer=True, minimum=1, maximum=256)
+    parse_number("0.1", "--warmup", minimum=0, maximum=1)                  # an option's text
 
-A string is parsed first (options arrive as text); JSON's own numbers arrive as int or float.
+A file's numbers must be JSON numbers: "256" (a string) is refused, as it would be by the reference
+implementations that read the same files. Options arrive as text and go through `parse_number`.
 """
 
 from __future__ import annotations
@@ -61,17 +62,9 @@ def checked_number(
     An integer must be written as one: 3.5 or 2.0 for a count is refused, as is true/false.
     """
     wanted = _bounds(integer, minimum, maximum, above)
-    number: int | float
-    if isinstance(value, str):
-        text = value.strip()
-        try:
-            number = int(text) if integer else float(text)
-        except ValueError:
-            raise NumberError(where, f"must be {wanted}, got {_describe(value)}") from None
-    elif isinstance(value, bool) or not isinstance(value, int if integer else (int, float)):
+    if isinstance(value, bool) or not isinstance(value, int if integer else (int, float)):
         raise NumberError(where, f"must be {wanted}, got {_describe(value)}")
-    else:
-        number = value
+    number: int | float = value
     if not integer:
         number = float(number)
         if not math.isfinite(number):
@@ -83,3 +76,22 @@ def checked_number(
     ):
         raise NumberError(where, f"must be {wanted}, got {_describe(number)}")
     return number
+
+
+def parse_number(
+    text: str,
+    where: str,
+    *,
+    integer: bool = False,
+    minimum: float | None = None,
+    maximum: float | None = None,
+    above: float | None = None,
+) -> int | float:
+    """`checked_number` for a number written as text (an option, a TASK=VALUE): "nan", "2.5" for a count
+    and "ten" are NumberErrors naming `where`, as out-of-range values are."""
+    try:
+        value: int | float = int(text) if integer else float(text)
+    except ValueError:
+        wanted = _bounds(integer, minimum, maximum, above)
+        raise NumberError(where, f"must be {wanted}, got {_describe(text)}") from None
+    return checked_number(value, where, integer=integer, minimum=minimum, maximum=maximum, above=above)

@@ -229,5 +229,5 @@ def test_calibrate_names_the_file_and_line_of_a_byte_that_is_not_utf8(tmp_path: 
     error_line(drive(module="minilm.calibrate", args=["--input", str(bad)]), f"{bad}:3: not valid UTF-8 (byte 0xe9")
     error_line(
         drive(module="minilm.calibrate", args=["--input", str(bad), "--alpha", "nan"]),
-        "argument --alpha: must be a finite number >= 0 and <= 1, got 'nan'",
+        "argument --alpha: must be a finite number >= 0 and <= 1, got nan",
     )

@@ -576,10 +576,10 @@ def test_bilstm_equals_torchs_bidirectional_lstm_on_packed_rows():
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["--lr-heads", "nan"], "argument --lr-heads: must be a finite number >= 0, got 'nan'"),
+        (["--lr-heads", "nan"], "argument --lr-heads: must be a finite number >= 0, got nan"),
         (["--lr-heads", "-1"], "argument --lr-heads: must be a finite number >= 0, got -1.0"),
-        (["--warmup", "nan"], "argument --warmup: must be a finite number >= 0 and <= 1, got 'nan'"),
-        (["--temperature", "inf"], "argument --temperature: must be a finite number > 0, got 'inf'"),
+        (["--warmup", "nan"], "argument --warmup: must be a finite number >= 0 and <= 1, got nan"),
+        (["--temperature", "inf"], "argument --temperature: must be a finite number > 0, got inf"),
         (["--dropout", "1"], "--dropout 1.0: give a probability in [0, 1)"),
         (["--loss-weight", "question_type=nan"], "--loss-weight 'question_type=nan': must be a finite number >= 0"),
         (["--limit", "ner=2.5"], "--limit 'ner=2.5': must be an integer >= 0, got '2.5'"),
