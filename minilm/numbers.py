@@ -78,20 +78,13 @@ def checked_number(
     return number
 
 
-def parse_number(
-    text: str,
-    where: str,
-    *,
-    integer: bool = False,
-    minimum: float | None = None,
-    maximum: float | None = None,
-    above: float | None = None,
-) -> int | float:
-    """`checked_number` for a number written as text (an option, a TASK=VALUE): "nan", "2.5" for a count
-    and "ten" are NumberErrors naming `where`, as out-of-range values are."""
+def parse_number(text: str, where: str, **bounds) -> int | float:
+    """`checked_number` (same bounds) for a number written as text (an option, a TASK=VALUE): "nan", "2.5"
+    for a count and "ten" are NumberErrors naming `where`, as out-of-range values are."""
+    integer = bounds.get("integer", False)
     try:
         value: int | float = int(text) if integer else float(text)
     except ValueError:
-        wanted = _bounds(integer, minimum, maximum, above)
+        wanted = _bounds(integer, bounds.get("minimum"), bounds.get("maximum"), bounds.get("above"))
         raise NumberError(where, f"must be {wanted}, got {_describe(text)}") from None
-    return checked_number(value, where, integer=integer, minimum=minimum, maximum=maximum, above=above)
+    return checked_number(value, where, **bounds)
