@@ -1,6 +1,7 @@
 """minilm.serve: an HTTP server for embeddings and the multi-task heads (`python -m minilm.serve`).
 
     batcher.py   the queue and the one inference worker: many clients' texts share a batch
+    bounded.py   a long text's first tokens, read only as far as they need (any text, exactly)
     metrics.py   the Prometheus metrics behind GET /metrics
     app.py       the routes (OpenAI's /v1/embeddings, TEI's /embed, /predict, /tokenize), checks and errors
     __main__.py  the command line: load the encoder and heads, warm up, listen, drain on SIGTERM

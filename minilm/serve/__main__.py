@@ -5,10 +5,12 @@
     curl -s localhost:8080/v1/embeddings -H 'content-type: application/json' \\
          -d '{"model": "all-MiniLM-L6-v2", "input": ["A dog runs.", "Why is the sky blue?"]}'
 
-It binds the port, loads the encoder (and the heads, unless --no-heads), runs one warm-up batch,
-then answers. SIGTERM or Ctrl-C: it stops accepting connections, answers the requests already in
-(for up to --drain-timeout seconds; the rest are cancelled), and exits 0. A second signal stops at
-once, exit 130 (Ctrl-C) or 143 (SIGTERM).
+It binds and listens on the port (a port in use, or taken by a server starting at the same moment,
+is one error line and exit 2), loads the encoder (and the heads, unless --no-heads), runs one
+warm-up batch, then answers. SIGTERM or Ctrl-C: it stops accepting connections, answers the
+requests already in for up to --drain-timeout seconds, then answers the rest 503 (their work is
+dropped between batches) and exits 0 once the batch running is done. A second signal stops
+at once, exit 130 (Ctrl-C) or 143 (SIGTERM).
 The routes and the batching are in app.py and batcher.py; docs/serve.md has the API.
 """
 
@@ -28,10 +30,11 @@ from ..cli import (
     add_model_arguments,
     add_prompt_arguments,
     load_encoder,
+    number_option,
     positive_int,
     run,
 )
-from ..weights import DEFAULT_CHECKPOINT, lookup_known
+from ..weights import DEFAULT_CHECKPOINT, WeightsError, lookup_known
 
 try:  # the [serve] extra
     import uvicorn
@@ -59,8 +62,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         type=positive_int,
         default=30,
         metavar="S",
-        help="on SIGTERM or Ctrl-C, answer the requests in flight for up to S seconds, then cancel the rest "
-        "(default: 30, Kubernetes' grace period)",
+        help="on SIGTERM or Ctrl-C, answer the requests in flight for up to S seconds, then answer the rest 503 "
+        "and exit (default: 30, Kubernetes' grace period)",
+    )
+    net.add_argument(
+        "--body-timeout",
+        type=number_option(above=0, maximum=3600),
+        default=ServeSettings(model_name="").body_timeout_s,
+        metavar="S",
+        help="a request's whole body must arrive within S seconds of its headers, else 408 and the connection "
+        "is closed (default: %(default)g)",
     )
     model = parser.add_argument_group("model")
     add_model_arguments(model)
@@ -122,13 +133,20 @@ def served_names(model: str | None) -> tuple[str, frozenset[str]]:
 
 
 def bind(host: str, port: int) -> socket.socket:
-    """The listening socket, bound before the model loads: a port in use is an error line at once."""
+    """The listening socket, bound and listening before the model loads: a port in use is an error line at
+    once. listen() right after bind(): with SO_REUSEADDR, two sockets may both bind a port while neither
+    listens, and uvloop then swallows the second's EADDRINUSE; two servers started 0.5 s apart both said
+    "startup complete", and the second served nothing, forever."""
+    sock = None
     try:
         family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
         sock = socket.socket(family, kind, proto)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(address)
+        sock.listen(2048)  # uvicorn's backlog
     except OSError as error:
+        if sock is not None:
+            sock.close()
         raise ValueError(
             f"cannot listen on {host}:{port}: {error.strerror or error}; choose another --host or --port"
         ) from None
@@ -146,18 +164,33 @@ class DrainingServer(uvicorn.Server):
         super().handle_exit(sig, frame)
 
 
+def load_heads(folder: str | None, device: str):
+    """MultiTaskPredictor.from_folder, its errors naming this command's option: heads/ says --model, as
+    heads.predict calls it, and here it is --heads."""
+    from heads.predictor import MultiTaskPredictor  # heads sit above minilm: only this entry point joins them
+
+    try:
+        return MultiTaskPredictor.from_folder(folder, device)
+    except WeightsError as error:
+        raise WeightsError(str(error).replace("--model", "--heads")) from None
+
+
 def serve(args: argparse.Namespace) -> int:
     sock = bind(args.host, args.port)
     # Loading runs on one thread, so that only the inference worker holds an OpenMP team: two teams
     # on these cores would make every torch op sleep between parallel regions (batcher.py).
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    encoder = load_encoder(args).use_packed()  # a round mixes lengths: no padding rows in the matmuls
+    try:
+        encoder = load_encoder(args).use_packed()  # a round mixes lengths: no padding rows in the matmuls
+        prompt = encoder.resolve_prompt(args.prompt_name, args.prompt)
+        predictor = None if args.no_heads else load_heads(args.heads, args.device)
+    except BaseException:  # an error line follows: leave nothing open (main() may run in a test's process)
+        sock.close()
+        torch.set_num_threads(threads)
+        raise
     predict_texts = None
-    if not args.no_heads:
-        from heads.predictor import MultiTaskPredictor  # heads sit above minilm: only this entry point joins them
-
-        predictor = MultiTaskPredictor.from_folder(args.heads, args.device)
+    if predictor is not None:
 
         def predict_texts(texts: list[str], with_embedding: bool) -> list[dict]:
             return predictor.predict(texts, with_embedding=with_embedding, show_progress_bar=False)
@@ -170,12 +203,14 @@ def serve(args: argparse.Namespace) -> int:
         max_queue=args.max_queue,
         max_request_inputs=args.max_request_inputs,
         max_body_bytes=args.max_body_mb * 2**20,
+        body_timeout_s=args.body_timeout,
         threads=threads,
-        prompt=encoder.resolve_prompt(args.prompt_name, args.prompt),
+        prompt=prompt,
     )
     if args.max_batch_tokens < encoder.max_seq_length:
         print(f"note: --max-batch-tokens raised to {encoder.max_seq_length}, the longest text", file=sys.stderr)
-    app = create_app(Service(encoder, settings, predict_texts))
+    service = Service(encoder, settings, predict_texts, predictor.tokenizer if predictor else None)
+    app = create_app(service)
     config = uvicorn.Config(
         app, log_level="info", access_log=args.access_log, timeout_graceful_shutdown=args.drain_timeout
     )

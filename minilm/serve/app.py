@@ -3,22 +3,30 @@
 Routes (docs/serve.md has the request and response fields):
     POST /v1/embeddings   OpenAI-compatible embeddings (input, model, encoding_format, dimensions, user)
     GET  /v1/models       the one model served, as OpenAI lists models
-    POST /embed           TEI-compatible (inputs, normalize, truncate)
+    POST /embed           TEI-compatible (inputs, normalize, truncate, prompt_name)
     POST /predict         question type, sentiment and entities (heads/), optionally the embedding too
-    POST /tokenize        the tokens the encoder sees: ids, texts and character offsets
+    POST /tokenize        the tokens the encoder sees, prompt included: ids, texts and character offsets
     GET  /health          200 once warmed up, 503 before and while shutting down
     GET  /metrics         Prometheus text format (metrics.py)
     GET  /docs            OpenAPI docs (FastAPI)
 
 Errors are JSON in the caller's dialect: OpenAI's {"error": {"message", "type", "param", "code"}}
 under /v1/, TEI's {"error", "error_type"} elsewhere. 422: a malformed body (one line says what is
-wrong), 413: a body or a request over the limits, 404: a model this server does not serve, 429 with
-Retry-After: the queue is full, 503: warming up or shutting down.
+wrong), 413: a body, a request or a /predict text over the limits, 408: a body that did not arrive
+within --body-timeout, 404: a model this server does not serve, 429 with Retry-After: the queue is
+full, 503: warming up or shutting down (and a request still running when the drain time is over).
+
+Every route costs bounded memory and time (docs/serve.md, "Limits"): the body is read within
+--body-timeout and --max-body-mb; an embedded or tokenized text is read only as far as its first
+max_seq_length tokens need (bounded.py); a /predict text is at most ServeSettings.max_predict_pieces
+word pieces and max_predict_chars characters, and the worker runs /predict in chunks of that size,
+serving embeddings and dropping abandoned requests in between (batcher.py).
 
 Long texts: `SentenceEncoder.encode` (and sentence-transformers) embed the first max_seq_length
 tokens. /v1/embeddings does so by default and says so: each data item carries "truncated", and the
 X-Truncated-Inputs header lists the indices. /embed follows TEI: truncate defaults to false, and a
-text over the limit is a 422 naming it; with truncate=true the header lists what was cut.
+text over the limit is a 422 naming it; with truncate=true the header lists what was cut. Both count
+the prompt's tokens, and so does /tokenize.
 """
 
 from __future__ import annotations
@@ -41,8 +49,9 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..sentence_encoder import SentenceEncoder, check_texts
-from ..text.tokenization import AnyEncoding, SentenceTokenizer
+from ..text.tokenization import SentenceTokenizer
 from .batcher import Batcher, Closed, Job, QueueFull, Ticket
+from .bounded import bounded_reader, tokenize_bounded
 from .metrics import Metrics
 
 WARM_UP_TEXTS = ["The server warms up on this sentence.", "word " * 300]  # the second one fills max_seq_length
@@ -53,9 +62,17 @@ class ServeSettings:
     model_name: str  # what /v1/models lists and responses name
     model_aliases: frozenset[str] = frozenset()  # other names a request's "model" may use (lower case)
     max_batch_tokens: int = 8192  # padded tokens per encoder batch
-    max_queue: int = 512  # requests admitted at once (waiting or running); more get 429
+    max_queue: int = 512  # requests admitted at once (waiting, tokenizing or running); more get 429
     max_request_inputs: int = 2048  # texts per request (OpenAI's own limit); more get 413
     max_body_bytes: int = 16 * 2**20  # request body; more gets 413
+    body_timeout_s: float = 60.0  # the whole body must arrive within this after the headers; else 408
+    # /predict reads a text whole, in windows of max_seq_length tokens overlapping by half: 2,048 word
+    # pieces are 16 windows, about 1 s of the worker on 2 cores; more, or more characters than 64 per
+    # piece allowed (giant words cost the tokenizer time, not windows), gets 413. The worker's chunks
+    # hold at most this much too, so one chunk is what a short request may wait behind.
+    max_predict_pieces: int = 2048
+    max_predict_chars: int = 64 * 2048
+    stop_grace_s: float = 1.0  # after the drain: then what is still queued is failed (the current batch ends)
     retry_after_s: int = 1
     threads: int | None = None  # torch threads of the inference worker (batcher.py says why it is set there)
     # put before every text to embed, unless a request names another (--prompt-name/--prompt);
@@ -74,6 +91,7 @@ class ApiError(Exception):
 ERROR_TYPES = {  # status -> (OpenAI "type", TEI "error_type")
     404: ("invalid_request_error", "Validation"),
     405: ("invalid_request_error", "Validation"),
+    408: ("invalid_request_error", "Validation"),
     413: ("invalid_request_error", "Validation"),
     422: ("invalid_request_error", "Validation"),
     429: ("rate_limit_error", "Overloaded"),
@@ -84,6 +102,7 @@ ERROR_TYPES = {  # status -> (OpenAI "type", TEI "error_type")
 REJECTION_REASONS = {
     404: "not_found",
     405: "not_found",
+    408: "timeout",
     413: "too_large",
     422: "invalid",
     429: "queue_full",
@@ -167,6 +186,9 @@ class TokenizeRequest(BaseModel):
     model_config = Strict
     inputs: Texts
     add_special_tokens: bool = True
+    prompt_name: str | None = Field(
+        None, description="one of the checkpoint's prompts (as /embed); default: the server's"
+    )
 
 
 def validation_message(error: RequestValidationError) -> str:
@@ -192,34 +214,6 @@ def normalized(vectors: np.ndarray) -> np.ndarray:
     return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
 
 
-PREFIX_CHARS_PER_TOKEN = 64  # a long text is first read up to a space before 64 characters per token it may keep
-
-
-def tokenize_bounded(tokenizer: SentenceTokenizer, texts: list[str]) -> tuple[list[AnyEncoding], list[int]]:
-    """`tokenizer.encode(texts)`, reading a very long text only as far as the model needs.
-
-    A text over 64 x max_seq_length characters is first tokenized up to its last space before that
-    bound. BERT's tokenizer works word by word (lower-casing, splitting on spaces and punctuation,
-    then WordPiece per word), so when that prefix already has more word pieces than the model
-    keeps, they are exactly the text's first pieces, and the text is cut there: a 16 MB body costs a
-    few kilobytes, not gigabytes of Encoding objects. Its count is then the prefix's, a lower bound
-    that is over max_seq_length all the same. A prefix with too few pieces (words of hundreds of
-    characters) is tokenized whole, as encode would.
-    """
-    bound = PREFIX_CHARS_PER_TOKEN * tokenizer.max_seq_length
-    heads = []
-    for text in texts:
-        cut = text.rfind(" ", 0, bound) if len(text) > bound else -1
-        heads.append(text[:cut] if cut > 0 else text)
-    encodings, n_tokens = tokenizer.encode(heads)
-    redo = [i for i, n in enumerate(n_tokens) if heads[i] is not texts[i] and n <= tokenizer.max_seq_length]
-    if redo:
-        again, counts = tokenizer.encode([texts[i] for i in redo])
-        for i, encoding, n in zip(redo, again, counts):
-            encodings[i], n_tokens[i] = encoding, n
-    return encodings, n_tokens
-
-
 async def disconnected(request: Request) -> None:
     """Returns when the client has gone away (the body was read already, so receive() waits for that)."""
     while (await request.receive())["type"] != "http.disconnect":
@@ -243,6 +237,7 @@ class Service:
     encoder: SentenceEncoder
     settings: ServeSettings
     predict_texts: Callable[[list[str], bool], list[dict]] | None = None  # heads, when loaded
+    predict_tokenizer: SentenceTokenizer | None = None  # the heads' own (default: the encoder's), for the caps
     metrics: Metrics = field(default_factory=Metrics)
     batcher: Batcher | None = None
     ready: bool = False
@@ -255,21 +250,30 @@ class Service:
             max_queue=self.settings.max_queue,
             on_batch=self.metrics.record_batch,
             threads=self.settings.threads,
+            predict_pieces=self.settings.max_predict_pieces + self.encoder.tokenizer.num_special,
+            predict_chars=self.settings.max_predict_chars,
         )
         self.metrics.track_queue(lambda: self.batcher.depth if self.batcher else 0)
 
     def warm_up(self) -> None:
-        """One embedding batch (a short and a full-length text) and one prediction, before /health says ok."""
+        """One embedding batch (a short and a full-length text) and one prediction, before /health says ok;
+        and the long-text reader's table (bounded.py), so that the first long text does not wait for it."""
         assert self.batcher is not None
+        bounded_reader(self.encoder.tokenizer)
+        if self.predict_tokenizer is not None:
+            bounded_reader(self.predict_tokenizer)
         encodings, _ = self.encoder.tokenizer.encode(WARM_UP_TEXTS)
         self.batcher.submit(Job("embed", encodings=encodings)).result()
         if self.predict_texts is not None:
             self.batcher.submit(Job("predict", texts=WARM_UP_TEXTS[:1])).result()
 
     def stop(self) -> None:
+        """After the drain: every request still in flight was answered or cancelled (and its job abandoned),
+        so the worker has at most its current batch left. After stop_grace_s, whatever is still queued is
+        failed, and the worker stops once that batch (or predict chunk) is done."""
         self.ready = False
         if self.batcher is not None:
-            self.batcher.close()
+            self.batcher.close(timeout=self.settings.stop_grace_s)
 
     def check_request(self, texts: list[str]) -> list[str]:
         if len(texts) > self.settings.max_request_inputs:
@@ -300,12 +304,18 @@ class Service:
 
     async def run(self, job: Job, ticket: Ticket, request: Request) -> Any:
         """Queue the job and wait for it; if the client goes away first (or the server cancels this
-        request at the end of its drain time), the job is abandoned and the worker drops it."""
-        answer = asyncio.wrap_future(ticket.submit(job))
+        request at the end of its drain time), the job is abandoned and the worker drops it. A job the
+        stopping worker never ran (Closed) is the 503 of a server shutting down."""
+        try:
+            answer = asyncio.wrap_future(ticket.submit(job))
+        except Closed:
+            raise ApiError(503, "the server is shutting down") from None
         watch = asyncio.ensure_future(disconnected(request))
         watch.add_done_callback(lambda w: w.cancelled() or (job.abandon(), answer.cancel()))
         try:
             return await answer
+        except Closed:
+            raise ApiError(503, "the server is shutting down and stopped this request; retry it") from None
         except asyncio.CancelledError:
             job.abandon()
             if watch.done() and not watch.cancelled():  # the client left: nobody reads this answer
@@ -314,16 +324,21 @@ class Service:
         finally:
             watch.cancel()
 
+    def prompt(self, prompt_name: str | None) -> str:
+        """The prompt put before each text: the request's prompt_name, else the server's (--prompt-name,
+        --prompt, or the checkpoint's default)."""
+        if prompt_name is None:
+            return self.encoder.resolve_prompt(prompt=self.settings.prompt)
+        try:
+            return self.encoder.resolve_prompt(prompt_name)
+        except ValueError as error:
+            raise ApiError(422, str(error), param="prompt_name") from None
+
     async def embed(
         self, request: Request, texts: list[str], truncate: bool, endpoint: str, prompt_name: str | None = None
     ) -> Embedded:
         texts = self.check_request(texts)
-        prompt = self.encoder.resolve_prompt(prompt=self.settings.prompt)
-        if prompt_name is not None:
-            try:
-                prompt = self.encoder.resolve_prompt(prompt_name)
-            except ValueError as error:
-                raise ApiError(422, str(error), param="prompt_name") from None
+        prompt = self.prompt(prompt_name)
         if prompt:
             texts = [prompt + text for text in texts]
         with self.reserve() as ticket:
@@ -344,14 +359,49 @@ class Service:
         self.metrics.prompt_tokens.inc(sum(tokens))
         return Embedded(vectors, tokens, over)
 
+    async def tokenize(self, texts: list[str], prompt_name: str | None) -> tuple[list, list[int], int]:
+        """What /embed would give the model: (encodings, token counts, the prompt's length in characters).
+        It takes a place in the queue while it tokenizes, as /embed does: 429 when full."""
+        texts = self.check_request(texts)
+        prompt = self.prompt(prompt_name)
+        with self.reserve():
+            encodings, n_tokens = await run_in_threadpool(
+                tokenize_bounded, self.encoder.tokenizer, [prompt + text for text in texts]
+            )
+        return encodings, n_tokens, len(prompt)
+
     async def predict(self, request: Request, texts: list[str], with_embedding: bool) -> list[dict]:
         if self.predict_texts is None:
             raise ApiError(404, "this server was started with --no-heads: /predict is off")
         texts = self.check_request(texts)
+        chars = self.settings.max_predict_chars
+        for i, text in enumerate(texts):
+            if len(text) > chars:
+                raise ApiError(413, f"input {i} has {len(text):,} characters; {self.predict_limits()}")
         with self.reserve() as ticket:
-            records = await self.run(Job("predict", texts=texts, with_embedding=with_embedding), ticket, request)
+            pieces = await run_in_threadpool(self.count_pieces, texts)
+            job = Job("predict", texts=texts, with_embedding=with_embedding, pieces=pieces)
+            records = await self.run(job, ticket, request)
         self.metrics.inputs.labels("/predict").inc(len(texts))
         return records
+
+    def count_pieces(self, texts: list[str]) -> list[int]:
+        """Each text's word pieces, or 413 for the first text over max_predict_pieces. A text is read only
+        as far as the cap (bounded.py), so a refused text costs no more than an accepted one."""
+        reader = bounded_reader(self.predict_tokenizer or self.encoder.tokenizer)
+        cap = self.settings.max_predict_pieces
+        counts = []
+        for i, text in enumerate(texts):
+            counts.append(reader.count(text, cap))
+            if counts[-1] > cap:
+                raise ApiError(413, f"input {i} has more than {cap:,} word pieces; {self.predict_limits()}")
+        return counts
+
+    def predict_limits(self) -> str:
+        return (
+            f"/predict reads at most {self.settings.max_predict_pieces:,} word pieces and "
+            f"{self.settings.max_predict_chars:,} characters per text: split it into shorter texts"
+        )
 
     def served(self, model: str) -> bool:
         names = {self.settings.model_name.lower(), *self.settings.model_aliases}
@@ -374,9 +424,16 @@ def truncation_header(truncated: list[int]) -> dict[str, str]:
 
 
 class Guard:
-    """Pure ASGI middleware in front of the app: the body-size limit (413, before any parsing), and the
-    request count and latency metrics. A body over the limit is read to its end and dropped, so the
-    client gets its 413 instead of a reset connection, and memory holds at most one chunk of it."""
+    """Pure ASGI middleware in front of the app: the body limits, and the request count and latency metrics.
+
+    - Size: a body over --max-body-mb is a 413, before any parsing. It is read to its end and dropped,
+      so the client gets its 413 instead of a reset connection, and memory holds one chunk of it.
+    - Time: the whole body must arrive within --body-timeout seconds of the headers; a client that
+      stalls (or trickles) gets a 408 and the connection is closed.
+    - The drain: when --drain-timeout is over, uvicorn cancels the requests still running. Each gets
+      the 503 a stopping server gives (JSON, in the caller's dialect), not uvicorn's text/plain 500
+      with a CancelledError traceback in the log; its job was abandoned on the way out (Service.run).
+    """
 
     def __init__(self, app, service: Service, routes: set[str]):
         self.app, self.service, self.routes = app, service, routes
@@ -386,50 +443,81 @@ class Guard:
             return await self.app(scope, receive, send)
         start, path = time.perf_counter(), scope["path"]
         endpoint = path if path in self.routes else "other"
-        status = 500
+        status, started = 500, False
 
         async def send_and_count(message) -> None:
-            nonlocal status
+            nonlocal status, started
             if message["type"] == "http.response.start":
-                status = message["status"]
+                status, started = message["status"], True
             await send(message)
             if message["type"] == "http.response.body" and not message.get("more_body", False):
                 metrics = self.service.metrics
                 metrics.requests.labels(endpoint, str(status)).inc()
                 metrics.latency.labels(endpoint).observe(time.perf_counter() - start)
 
-        limit = self.service.settings.max_body_bytes
-        declared = dict(scope.get("headers", [])).get(b"content-length")
-        body, size, more = [], 0, scope["method"] in ("POST", "PUT", "PATCH")
-        if declared is not None and declared.isdigit() and int(declared) > limit:
-            size = int(declared)
-        while more and size <= limit:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return
-            chunk = message.get("body", b"")
-            body.append(chunk)
-            size += len(chunk)
-            more = message.get("more_body", False)
-        if size > limit:
-            while more:  # drain and drop the rest
-                message = await receive()
-                if message["type"] == "http.disconnect":
-                    return
-                more = message.get("more_body", False)
-            error = ApiError(413, f"the body is over {limit:,} bytes (--max-body-mb); send fewer texts per request")
-            return await error_response(path, error, self.service.metrics)(scope, receive, send_and_count)
-        whole = b"".join(body)
+        async def answer(error: ApiError) -> None:
+            await error_response(path, error, self.service.metrics)(scope, receive, send_and_count)
+
+        try:
+            await self.guarded(scope, receive, send_and_count, answer)
+        except asyncio.CancelledError:  # uvicorn's end of the drain (the only one that cancels a request)
+            task = asyncio.current_task()
+            if task is not None and hasattr(task, "uncancel"):  # Python 3.11+: this cancellation is handled
+                task.uncancel()
+            if not started:
+                message = "the server is shutting down and stopped this request (--drain-timeout); retry it"
+                await answer(ApiError(503, message))
+
+    async def guarded(self, scope, receive, send, answer: Callable) -> None:
+        """The body within its limits, then the app."""
+        try:
+            body = await self.read_body(scope, receive)
+        except BodyTooLarge as error:
+            return await answer(ApiError(413, str(error)))
+        except asyncio.TimeoutError:
+            timeout = self.service.settings.body_timeout_s
+            message = f"the body did not arrive within {timeout:g} s (--body-timeout); send it at once"
+            return await answer(ApiError(408, message, headers={"Connection": "close"}))
+        if body is None:  # the client went away while sending it
+            return
         replayed = False
 
         async def replay():
             nonlocal replayed
             if not replayed:
                 replayed = True
-                return {"type": "http.request", "body": whole, "more_body": False}
+                return {"type": "http.request", "body": body, "more_body": False}
             return await receive()
 
-        await self.app(scope, replay, send_and_count)
+        await self.app(scope, replay, send)
+
+    async def read_body(self, scope, receive) -> bytes | None:
+        """The whole body (b"" for a method without one), None if the client disconnected; BodyTooLarge
+        over the limit (after reading the rest), asyncio.TimeoutError when it is not in by the deadline."""
+        if scope["method"] not in ("POST", "PUT", "PATCH"):
+            return b""
+        settings = self.service.settings
+        limit, deadline = settings.max_body_bytes, time.monotonic() + settings.body_timeout_s
+        declared = dict(scope.get("headers", [])).get(b"content-length")
+        chunks, size, more = [], 0, True
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            size = int(declared)
+        while more:
+            message = await asyncio.wait_for(receive(), max(deadline - time.monotonic(), 0))
+            if message["type"] == "http.disconnect":
+                return None
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size <= limit:
+                chunks.append(chunk)
+            more = message.get("more_body", False)
+        if size > limit:
+            raise BodyTooLarge(f"the body is over {limit:,} bytes (--max-body-mb); send fewer texts per request")
+        return b"".join(chunks)
+
+
+class BodyTooLarge(Exception):
+    """A request body over --max-body-mb (413)."""
 
 
 # ---------------------------------------------------------------------------- the app
@@ -523,10 +611,11 @@ def create_app(service: Service) -> FastAPI:
     async def predict(request: Request, body: PredictRequest) -> Response:
         return json_response(await service.predict(request, as_list(body.inputs), body.with_embedding))
 
-    @app.post("/tokenize", summary="The tokens the encoder sees (truncated to max_seq_length), with offsets")
+    @app.post(
+        "/tokenize", summary="The tokens the encoder sees, prompt included (truncated to max_seq_length), with offsets"
+    )
     async def tokenize(body: TokenizeRequest) -> Response:
-        texts = service.check_request(as_list(body.inputs))
-        encodings, n_tokens = await run_in_threadpool(tokenize_bounded, encoder.tokenizer, texts)
+        encodings, n_tokens, prompt = await service.tokenize(as_list(body.inputs), body.prompt_name)
         out = []
         for encoding in encodings:
             tokens = []
@@ -536,13 +625,15 @@ def create_app(service: Service) -> FastAPI:
                 special = word is None
                 if special and not body.add_special_tokens:
                     continue
+                in_prompt = not special and start < prompt  # offsets count from the text, after the prompt
                 tokens.append(
                     {
                         "id": token_id,
                         "text": text,
                         "special": special,
-                        "start": None if special else start,
-                        "stop": None if special else stop,
+                        "prompt": in_prompt,
+                        "start": None if special or in_prompt else start - prompt,
+                        "stop": None if special or in_prompt else stop - prompt,
                     }
                 )
             out.append(tokens)

@@ -4,19 +4,25 @@ A request takes a place in the queue first (`Batcher.reserve`, or `QueueFull` wh
 requests are already in, tokenizing, waiting or running), then becomes a `Job` (its tokenized texts
 and a future). Memory is then bounded by max_queue requests of at most max_request_inputs texts,
 each tokenized to at most max_seq_length tokens (the server reads a very long text only as far as
-that needs: app.py's `tokenize_bounded`). A job whose client went away is cancelled, and the worker
-skips it unless its round has already started.
+that needs: bounded.py). A job whose client went away is abandoned: the worker drops its texts that
+have not run yet, between batches.
 
-One worker thread owns the model. It works in **rounds**: it takes every job waiting at that moment,
-puts all their texts together, longest first, and cuts them into batches of at most
+One worker thread owns the model. It works in **rounds**: it takes every embedding job waiting at
+that moment, puts all their texts together, longest first, and cuts them into batches of at most
 `max_batch_tokens` padded tokens (`length_sorted_batches`, as `SentenceEncoder.encode` does). So
 single texts from many clients share a batch, and a big request is split over several batches.
 A job's future is answered as soon as its last text is done, with its vectors in its own order.
 Jobs that arrive during a round wait for the next one, so no text waits longer than one round
 behind the jobs ahead of it: longest-first inside a round cannot starve a short text.
 
-Prediction jobs (`/predict`) go through the same worker, a round's jobs in one `predict` call, so
-the model is never used by two threads at once.
+Prediction jobs (`/predict`) read whole texts in overlapping windows, so their work grows with their
+texts; each round runs one **chunk** of them after its embeddings: texts of at most `predict_pieces`
+word pieces and `predict_chars` characters together (at least one text), taken from the predict jobs
+in turn, so that a big request neither holds the model for long nor keeps a small one waiting behind
+all of it. Between chunks, the worker serves the embeddings that came in and drops abandoned jobs.
+
+`close` takes no new jobs and lets the admitted ones finish; given a timeout, what is left when it
+expires is failed with `Closed`, and the worker stops after its current batch.
 
 The worker runs torch with `threads` intra-op threads, set in the worker thread itself. With GNU
 OpenMP (torch's CPU builds) the process must not also hold another thread's OpenMP team: when more
@@ -30,7 +36,8 @@ from __future__ import annotations
 
 import threading
 import time
-from concurrent.futures import Future
+from collections import deque
+from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass, field
 from typing import Any, Callable, Literal
 
@@ -53,26 +60,44 @@ class Abandoned(Exception):
     """The job's client went away before its texts were run."""
 
 
-@dataclass
+@dataclass(eq=False)  # a job is itself: compared and hashed by identity
 class Job:
     """One request's work. kind "embed": `encodings` in, (N, C) float32 out, not normalized (the caller
-    normalizes, since clients choose). kind "predict": `texts` in, one heads.predict record per text out."""
+    normalizes, since clients choose). kind "predict": `texts` in, one heads.predict record per text out;
+    `pieces`, each text's word pieces when the caller counted them, size the chunks."""
 
     kind: Literal["embed", "predict"]
     encodings: list[AnyEncoding] = field(default_factory=list)
     texts: list[str] = field(default_factory=list)
     with_embedding: bool = False
     prompt_length: int = 0  # embed: leading positions pooling leaves out (SentenceEncoder.prompt_length)
+    pieces: list[int] = field(default_factory=list)  # predict: word pieces per text (empty: its characters count)
     future: Future = field(default_factory=Future)
     submitted: float = field(default_factory=time.perf_counter)
     abandoned: bool = False  # its client went away: the worker drops its texts not yet run
+    records: list[dict] = field(default_factory=list)  # predict: the records of its texts done so far
 
     def abandon(self) -> None:
         self.abandoned = True
-        self.future.cancel()  # skipped whole if its round has not started
+        self.future.cancel()  # skipped whole if the worker has not started it
+
+    def size(self, i: int) -> int:
+        """Text i's share of a predict chunk: its word pieces and [CLS]/[SEP], or its characters uncounted."""
+        return self.pieces[i] + 2 if self.pieces else len(self.texts[i]) + 2
 
     def __len__(self) -> int:
         return len(self.encodings) if self.kind == "embed" else len(self.texts)
+
+
+def settle(future: Future, result: Any = None, error: BaseException | None = None) -> None:
+    """Answer a future unless it is answered already (the worker and close() may race at the end)."""
+    try:
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)
+    except InvalidStateError:
+        pass
 
 
 @dataclass
@@ -122,14 +147,16 @@ class Batcher:
         max_queue: int = 512,
         on_batch: Callable[[BatchStats], None] | None = None,
         threads: int | None = None,
+        predict_pieces: int = 2048,
+        predict_chars: int = 131072,
     ):
         if max_batch_tokens < encoder.max_seq_length:
             raise ValueError(
                 f"max_batch_tokens ({max_batch_tokens}) must be at least max_seq_length ({encoder.max_seq_length}),"
                 " so that the longest text fits in a batch"
             )
-        if max_queue < 1 or max_batch_size < 1:
-            raise ValueError("max_queue and max_batch_size must be at least 1")
+        if min(max_queue, max_batch_size, predict_pieces, predict_chars) < 1:
+            raise ValueError("max_queue, max_batch_size, predict_pieces and predict_chars must be at least 1")
         self.encoder = encoder
         self.predict = predict
         self.max_batch_tokens = max_batch_tokens
@@ -137,9 +164,13 @@ class Batcher:
         self.max_queue = max_queue
         self.on_batch = on_batch or (lambda stats: None)
         self.threads = threads  # torch intra-op threads of the worker; None: leave torch's setting
+        self.predict_pieces = predict_pieces  # one predict chunk: word pieces ([CLS]/[SEP] included) ...
+        self.predict_chars = predict_chars  # ... and characters, at most (or one text, if it is over)
         self._waiting: list[Job] = []
+        self._predicting: deque[Job] = deque()  # predict jobs started, the next chunk's first job in front
         self._admitted = 0  # jobs submitted and not yet answered (waiting or in the current round)
         self._closing = False
+        self._stopped = False  # close() timed out: the worker fails what is left and stops
         self._lock = threading.Condition()
         self._worker = threading.Thread(target=self._run, name="minilm-inference", daemon=True)
         self._worker.start()
@@ -166,17 +197,29 @@ class Batcher:
             return ticket.submit(job)
 
     def close(self, timeout: float | None = None) -> None:
-        """Take no new jobs, finish every admitted one, stop the worker."""
+        """Take no new jobs, finish every admitted one, stop the worker. With a timeout, the jobs not done
+        when it expires are failed with Closed, and the worker stops after its current batch; close waits
+        for that batch (it is bounded: max_batch_tokens, or one predict chunk), so that no model call
+        outlives the batcher (torch running in a thread while the interpreter exits can crash it)."""
         with self._lock:
             self._closing = True
             self._lock.notify()
         self._worker.join(timeout)
+        if self._worker.is_alive():
+            with self._lock:
+                self._stopped = True
+                left, self._waiting = self._waiting, []
+            for job in left:
+                settle(job.future, error=Closed("the server stopped before this request was run"))
+            self._worker.join()
 
     def _enqueue(self, job: Job) -> Future:
         if job.kind == "predict" and self.predict is None:
             raise ValueError("this server was started without heads")
-        job.future.add_done_callback(self._answered)  # answered or cancelled: the place is free again
-        with self._lock:
+        with self._lock:  # (re-entrant: the callback takes it too)
+            if self._stopped:  # a place reserved before close(), used after it timed out
+                raise Closed("the server stopped before this request was run")
+            job.future.add_done_callback(self._answered)  # answered or cancelled: the place is free again
             self._waiting.append(job)
             self._lock.notify()
         return job.future
@@ -192,20 +235,24 @@ class Batcher:
             torch.set_num_threads(self.threads)
         while True:
             with self._lock:
-                while not self._waiting and not self._closing:
+                while not self._waiting and not self._predicting and not self._closing:
                     self._lock.wait()
-                if not self._waiting:  # closing, and nothing left
-                    return
+                if self._stopped or (not self._waiting and not self._predicting):  # closing, and nothing left
+                    break
                 round_jobs, self._waiting = self._waiting, []
-            for kind, run in (("embed", self._embed_round), ("predict", self._predict_round)):
-                jobs = [job for job in round_jobs if job.kind == kind and job.future.set_running_or_notify_cancel()]
-                if jobs:
-                    try:
-                        run(jobs)
-                    except Exception as error:
-                        for job in jobs:
-                            if not job.future.done():
-                                job.future.set_exception(error)
+            started = [job for job in round_jobs if job.future.set_running_or_notify_cancel()]  # not cancelled
+            self._predicting.extend(job for job in started if job.kind == "predict")
+            embeds = [job for job in started if job.kind == "embed"]
+            if embeds:
+                try:
+                    self._embed_round(embeds)
+                except Exception as error:  # a failed batch fails its round; the worker lives on
+                    for job in embeds:
+                        settle(job.future, error=error)
+            if self._predicting:
+                self._predict_chunk()
+        for job in self._predicting:  # stopped: close() failed the jobs that were waiting; these are ours
+            settle(job.future, error=Closed("the server stopped before this request was done"))
 
     def _embed_round(self, jobs: list[Job]) -> None:
         results = {id(job): np.empty((len(job), self.encoder.dim), dtype=np.float32) for job in jobs}
@@ -214,17 +261,20 @@ class Batcher:
         for prompt_length in sorted({job.prompt_length for job in jobs}):
             mine = [job for job in jobs if job.prompt_length == prompt_length]
             self._embed_texts(mine, prompt_length, results, remaining)
-        for job in jobs:  # abandoned part way, or a request of no texts (it has no batch)
-            if not job.future.done():
-                if job.abandoned:
-                    job.future.set_exception(Abandoned())
-                else:
-                    job.future.set_result(results[id(job)])
+        for job in jobs:  # abandoned or stopped part way, or a request of no texts (it has no batch)
+            if job.abandoned:
+                settle(job.future, error=Abandoned())
+            elif remaining[id(job)]:
+                settle(job.future, error=Closed("the server stopped before this request was done"))
+            else:
+                settle(job.future, results[id(job)])
 
     def _embed_texts(self, jobs: list[Job], prompt_length: int, results: dict, remaining: dict) -> None:
         items = [(job, i) for job in jobs for i in range(len(job))]  # every text of these jobs
         lengths = [len(job.encodings[i].ids) for job, i in items]
         for batch in length_sorted_batches(lengths, self.max_batch_size, self.max_batch_tokens):
+            if self._stopped:
+                return
             start = time.perf_counter()
             chosen = [items[k] for k in batch if not items[k][0].abandoned]
             if not chosen:
@@ -239,7 +289,7 @@ class Batcher:
                 results[id(job)][i] = vector
                 remaining[id(job)] -= 1
                 if remaining[id(job)] == 0:
-                    job.future.set_result(results[id(job)])
+                    settle(job.future, results[id(job)])
             self.on_batch(
                 BatchStats(
                     "embed",
@@ -250,17 +300,50 @@ class Batcher:
                 )
             )
 
-    def _predict_round(self, jobs: list[Job]) -> None:
+    def _predict_chunk(self) -> None:
+        """One chunk of predict texts (module docstring). Abandoned jobs are dropped first; the job the chunk
+        starts with then goes to the back of the line, so that jobs take turns."""
         assert self.predict is not None
+        for job in [job for job in self._predicting if job.abandoned or self._stopped or not job.texts]:
+            self._predicting.remove(job)
+            if job.abandoned:
+                settle(job.future, error=Abandoned())
+            else:
+                settle(job.future, [], error=Closed("the server stopped") if self._stopped else None)
+        chosen = self._next_chunk()
+        if not chosen:
+            return
         start = time.perf_counter()
-        texts = [text for job in jobs for text in job.texts]
-        records = self.predict(texts, any(job.with_embedding for job in jobs))
-        offset = 0
-        for job in jobs:
-            mine: list[dict[str, Any]] = records[offset : offset + len(job)]
-            offset += len(job)
+        jobs = list(dict.fromkeys(job for job, _ in chosen))
+        self._predicting.rotate(-1)
+        try:
+            records = self.predict([job.texts[i] for job, i in chosen], any(job.with_embedding for job in jobs))
+        except Exception as error:  # a failed chunk fails its jobs; the worker lives on
+            for job in jobs:
+                self._predicting.remove(job)
+                settle(job.future, error=error)
+            return
+        for (job, _), record in zip(chosen, records):
             if not job.with_embedding:
-                for record in mine:
-                    record.pop("embedding", None)
-            job.future.set_result(mine)
-        self.on_batch(BatchStats("predict", len(texts), len(jobs), 0, time.perf_counter() - start))
+                record.pop("embedding", None)
+            job.records.append(record)
+        for job in jobs:
+            if len(job.records) == len(job):
+                self._predicting.remove(job)
+                settle(job.future, job.records)
+        self.on_batch(BatchStats("predict", len(chosen), len(jobs), 0, time.perf_counter() - start))
+
+    def _next_chunk(self) -> list[tuple[Job, int]]:
+        """(job, text index) pairs, from the jobs in line order (each job's next texts, while they fit), up to
+        predict_pieces and predict_chars: at least one text, however long (the server refuses a text over
+        either before it gets here)."""
+        chosen: list[tuple[Job, int]] = []
+        pieces = chars = 0
+        for job in self._predicting:
+            for i in range(len(job.records), len(job)):  # its next texts, in order, while they fit
+                size, length = job.size(i), len(job.texts[i])
+                if chosen and (pieces + size > self.predict_pieces or chars + length > self.predict_chars):
+                    break
+                chosen.append((job, i))
+                pieces, chars = pieces + size, chars + length
+        return chosen

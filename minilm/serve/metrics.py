@@ -4,8 +4,9 @@ GET /metrics serves them in Prometheus' text format:
     minilm_requests_total{endpoint, code}            requests answered, by HTTP status
     minilm_request_duration_seconds{endpoint}        latency histogram, request in to response out
     minilm_rejections_total{reason}                  every error answer: invalid (422), too_large (413),
-                                                     not_found (404, 405), queue_full (429), unavailable (503)
-    minilm_batch_texts{kind}                         texts per encoder batch (kind: embed or predict)
+                                                     timeout (408), not_found (404, 405), queue_full (429),
+                                                     unavailable (503)
+    minilm_batch_texts{kind}                         texts per encoder batch (embed) or per chunk (predict)
     minilm_batch_requests{kind}                      distinct requests per batch: above 1, clients shared a pass
     minilm_batch_tokens                              real tokens per embedding batch
     minilm_batch_duration_seconds{kind}              model time per batch

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from minilm.serve.app import normalized
-from minilm.serve.batcher import Batcher, Closed, Job, QueueFull
+from minilm.serve.batcher import Abandoned, Batcher, Closed, Job, QueueFull
 
 
 def jobs_of(encoder, groups: list[list[str]]) -> list[Job]:
@@ -109,3 +109,83 @@ def test_the_worker_runs_torch_with_the_threads_it_was_given(encoder):
     batcher.close()
     assert seen == [1]
     assert torch.get_num_threads() == before  # the caller's own setting is left alone
+
+
+class GatedPredict:
+    """A stand-in for the heads: each call records its texts, says it started, and waits for its turn."""
+
+    def __init__(self):
+        self.calls: list[list[str]] = []
+        self.started = threading.Semaphore(0)
+        self.go = threading.Semaphore(0)
+
+    def __call__(self, texts: list[str], with_embedding: bool) -> list[dict]:
+        self.calls.append(list(texts))
+        self.started.release()
+        assert self.go.acquire(timeout=60), "the test never let this chunk finish"
+        return [{"text": text} for text in texts]
+
+    def next_chunk(self) -> None:
+        assert self.started.acquire(timeout=60), "the worker never started a chunk"
+
+
+def test_predict_work_runs_in_chunks_so_embeddings_pass_and_an_abandoned_request_stops(encoder):
+    """Before: one round ran every waiting predict text in one call, so a short embedding waited for all
+    of it, and a request whose client had left ran to its end. Now the worker runs one chunk (here one
+    text: 4 pieces and [CLS]/[SEP] against a budget of 10) between embedding rounds."""
+    heads = GatedPredict()
+    batcher = Batcher(encoder, predict=heads, predict_pieces=10)
+    big = Job("predict", texts=[f"text {i}" for i in range(10)], pieces=[4] * 10)
+    answer = batcher.submit(big)
+    heads.next_chunk()  # the first chunk runs
+    short = batcher.submit(Job("embed", encodings=encoder.tokenizer.encode(["A short text."])[0]))
+    heads.go.release()
+    assert short.result(timeout=60).shape == (1, encoder.dim)  # answered while the big request waits
+    heads.next_chunk()  # its second chunk
+    assert [len(call) for call in heads.calls] == [1, 1] and not answer.done()
+    big.abandon()  # the client went away: nothing more of it runs
+    heads.go.release()
+    with pytest.raises(Abandoned):
+        answer.result(timeout=60)
+    assert len(heads.calls) == 2 and batcher.depth == 0
+    batcher.close()
+
+
+def test_predict_requests_take_turns_and_every_text_gets_its_record(encoder):
+    heads = GatedPredict()
+    batcher = Batcher(encoder, predict=heads, predict_pieces=10)
+    big = batcher.submit(Job("predict", texts=[f"big {i}" for i in range(6)], pieces=[4] * 6))
+    heads.next_chunk()
+    small = batcher.submit(Job("predict", texts=["small"], pieces=[1]))
+    for _ in range(2):  # big's first chunk, then its next text with small (6 + 3 <= 10), then big's third
+        heads.go.release()
+        heads.next_chunk()
+    heads.go.release()
+    assert small.result(timeout=60) == [{"text": "small"}]
+    assert heads.calls[:3] == [["big 0"], ["big 1", "small"], ["big 2"]]
+    for _ in range(3):  # big 3, 4 and 5
+        heads.next_chunk()
+        heads.go.release()
+    assert big.result(timeout=60) == [{"text": f"big {i}"} for i in range(6)]  # in order, none lost
+    batcher.close()
+
+
+def test_close_with_a_timeout_fails_what_is_left_and_waits_only_for_the_batch_running(encoder):
+    """The drain's end: close(timeout) must not wait for the worker's work to run out (it joined without
+    a timeout, and a drained server took 20 s to exit): once the timeout is over, what is queued gets
+    Closed, and close returns when the batch running ends."""
+    heads = GatedPredict()
+    batcher = Batcher(encoder, predict=heads)
+    running = batcher.submit(Job("predict", texts=["running"]))
+    heads.next_chunk()
+    waiting = batcher.submit(Job("embed", encodings=encoder.tokenizer.encode(["never run"])[0]))
+    closing = threading.Thread(target=batcher.close, kwargs={"timeout": 0.5})
+    closing.start()  # the worker is stuck in its chunk
+    with pytest.raises(Closed):
+        waiting.result(timeout=60)
+    assert closing.is_alive()  # it waits for the chunk running ...
+    heads.go.release()
+    closing.join(timeout=60)  # ... and no longer
+    assert not closing.is_alive() and not batcher._worker.is_alive()
+    assert running.result(timeout=0) == [{"text": "running"}]
+    assert len(heads.calls) == 1

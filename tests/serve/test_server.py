@@ -332,6 +332,23 @@ def test_a_tiny_queue_answers_429_with_retry_after_and_serves_afterwards(encoder
         np.testing.assert_allclose(ok.json(), encoder.encode(texts), atol=1e-6, rtol=0)
         assert server.post("/embed", {"inputs": "still serving"}).status_code == 200
         assert server.post("/predict", {"inputs": "a"}).status_code == 404  # --no-heads
+        # /tokenize takes a place in the queue too (it got 200 while embeddings got 429): hold both places
+        # with two long requests, seen admitted in /metrics, then ask it
+        body = json.dumps({"inputs": ["word " * 300] * 2048, "truncate": True}).encode()
+        head = (
+            f"POST /embed HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+        )
+        holders = [socket.create_connection(("127.0.0.1", server.port)) for _ in range(2)]
+        for holder in holders:
+            holder.sendall(head.encode() + body)
+        deadline = time.monotonic() + 60
+        while not re.search(r"^minilm_queue_depth 2\.0$", server.metrics(), re.M):
+            assert time.monotonic() < deadline, server.metrics()
+            time.sleep(0.05)
+        r = server.post("/tokenize", {"inputs": "a"})
+        assert r.status_code == 429 and r.headers["retry-after"] == "1", r.text
+        for holder in holders:  # they go away: their work is dropped
+            holder.close()
     finally:
         assert server.stop() == 0
 
@@ -432,5 +449,22 @@ def test_prompts_the_server_default_and_tei_prompt_name(tmp_path, checkpoint_dir
         unknown = s.post("/embed", {"inputs": texts, "prompt_name": "search"})
         assert unknown.status_code == 422
         assert "prompt_name 'search' is not one of this checkpoint's prompts" in unknown.json()["error"]
+        # /tokenize shows what the model reads: the prompt's tokens first, marked, offsets into the text
+        text = "A dog runs."
+        tokens = s.post("/tokenize", {"inputs": text}).json()[0]
+        assert [(t["text"], t["prompt"], t["start"]) for t in tokens[1:4]] == [
+            ("query", True, None),
+            (":", True, None),
+            ("a", False, 0),
+        ]
+        assert [text[t["start"] : t["stop"]] for t in tokens[3:-1]] == ["A", "dog", "runs", "."]
+        assert [t["id"] for t in tokens] == encoder.tokenizer.encode(["query: " + text])[0][0].ids
+        passage = s.post("/tokenize", {"inputs": text, "prompt_name": "passage"}).json()[0]
+        assert [t["text"] for t in passage if t["prompt"]] == ["passage", ":"]
+        # a text that fits alone but not after the prompt: /tokenize's header and /embed's 422 agree
+        fits_alone = " ".join(["word"] * (encoder.max_seq_length - 2))
+        assert s.post("/tokenize", {"inputs": [text, fits_alone]}).headers["x-truncated-inputs"] == "1"
+        refused = s.post("/embed", {"inputs": [text, fits_alone]})
+        assert refused.status_code == 422 and "input 1 is over" in refused.json()["error"]
     finally:
         assert s.stop() == 0
