@@ -155,7 +155,15 @@ def bind(host: str, port: int) -> socket.socket:
 
 class DrainingServer(uvicorn.Server):
     """uvicorn's server, but a second SIGTERM or Ctrl-C while draining stops at once, with a fixed exit
-    status (130 or 143) and no tracebacks: the requests still in flight are dropped, and said to be."""
+    status (130 or 143) and no tracebacks: the requests still in flight are dropped, and said to be.
+    It also stops when the service's warm-up failed (Service.startup_error), for serve() to report."""
+
+    def __init__(self, config: uvicorn.Config, service: Service):
+        super().__init__(config)
+        self.service = service
+
+    async def on_tick(self, counter: int) -> bool:
+        return self.service.startup_error is not None or await super().on_tick(counter)
 
     def handle_exit(self, sig: int, frame) -> None:
         if self.should_exit:
@@ -220,7 +228,9 @@ def serve(args: argparse.Namespace) -> int:
     # make that handler a no-op, so a drained shutdown exits 0 (cli.run would report it as 143).
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: None)
-    DrainingServer(config).run(sockets=[sock])
+    DrainingServer(config, service).run(sockets=[sock])
+    if service.startup_error is not None:
+        raise ValueError(f"the model failed its warm-up, so the server did not start: {service.startup_error}")
     return 0
 
 

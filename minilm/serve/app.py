@@ -48,7 +48,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from ..sentence_encoder import SentenceEncoder, check_texts
+from ..sentence_encoder import NonFiniteOutput, SentenceEncoder, check_texts
 from ..text.tokenization import SentenceTokenizer
 from .batcher import Batcher, Closed, Job, QueueFull, Ticket
 from .bounded import bounded_reader, tokenize_bounded
@@ -241,6 +241,7 @@ class Service:
     metrics: Metrics = field(default_factory=Metrics)
     batcher: Batcher | None = None
     ready: bool = False
+    startup_error: Exception | None = None  # the warm-up failed: the server stops without serving
 
     def start(self) -> None:
         self.batcher = Batcher(
@@ -316,6 +317,8 @@ class Service:
             return await answer
         except Closed:
             raise ApiError(503, "the server is shutting down and stopped this request; retry it") from None
+        except NonFiniteOutput as error:  # never a NaN vector (orjson would write null): the model is damaged
+            raise ApiError(500, str(error)) from None
         except asyncio.CancelledError:
             job.abandon()
             if watch.done() and not watch.cancelled():  # the client left: nobody reads this answer
@@ -529,7 +532,13 @@ def create_app(service: Service) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_app: FastAPI):
         service.start()
-        await run_in_threadpool(service.warm_up)
+        try:
+            await run_in_threadpool(service.warm_up)
+        except Exception as error:  # a model that cannot embed the warm-up texts (NaN output, say) never serves:
+            service.startup_error = error  # the entry point stops and says why in one line (uvicorn would print
+            await run_in_threadpool(service.stop)  # a raised error's traceback, and exit 0)
+            yield
+            return
         service.ready = True
         yield
         await run_in_threadpool(service.stop)  # every admitted request is answered first
