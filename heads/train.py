@@ -54,7 +54,7 @@ import torch
 from tqdm.auto import tqdm
 
 from minilm import SentenceEncoder
-from minilm.cli import USER_ERRORS, ArgumentParser, non_negative_int, number_option, positive_int, run
+from minilm.cli import USER_ERRORS, ArgumentParser, number_option, run
 from minilm.numbers import NumberError, checked_number, parse_number
 from minilm.text.tokenization import SentenceTokenizer, length_sorted_batches, right_pad
 
@@ -68,7 +68,7 @@ DEFAULT_DATA_DIR = Path(__file__).resolve().parent.parent.parent / "shared" / "d
 # --------------------------------------------------------------------------- the job
 
 # TrainConfig's numbers and their ranges (minilm.numbers.checked_number's bounds), for the dataclass
-# and for the options alike; the fields not here are counts (positive_int / non_negative_int options).
+# and for the options alike (checked_option).
 NUMBER_OPTIONS: dict[str, dict] = {
     "temperature": {"above": 0},
     "lr_backbone": {"minimum": 0},
@@ -80,10 +80,19 @@ NUMBER_OPTIONS: dict[str, dict] = {
     "dropout": {"minimum": 0},  # and < 1: __post_init__
     "epochs": {"integer": True, "minimum": 1},
     "max_steps": {"integer": True, "minimum": 0},
-    "batch_size": {"integer": True, "minimum": 1},
+    "batch_size": {"integer": True, "minimum": 1, "maximum": 4096},
     "dev_limit": {"integer": True, "minimum": 0},
-    "seed": {"integer": True},
+    "seed": {"integer": True, "minimum": 0, "maximum": 2**32 - 1},  # numpy's seed range
+    # head sizes: far above what helps (docs/experiments.md), far below what cannot be allocated
+    "sentence_hidden": {"integer": True, "minimum": 0, "maximum": 16384},
+    "sentence_lstm": {"integer": True, "minimum": 0, "maximum": 4096},
+    "ner_lstm": {"integer": True, "minimum": 0, "maximum": 4096},
 }
+
+
+def checked_option(field: str):
+    """The argparse type of the option for TrainConfig's `field`: its NUMBER_OPTIONS range."""
+    return number_option(**NUMBER_OPTIONS[field])
 
 
 @dataclass
@@ -228,7 +237,9 @@ def task_probabilities(sizes: dict[str, int], sampling: str, temperature: float)
     elif sampling == "proportional":
         weights = {t: float(n) for t, n in sizes.items()}
     elif sampling == "temperature":
-        weights = {t: n ** (1.0 / temperature) for t, n in sizes.items()}
+        # n^(1/T) in log space, relative to the largest: a small T (0.01) overflowed float's range
+        logs = {t: math.log(n) / temperature if n else -math.inf for t, n in sizes.items()}
+        weights = {t: math.exp(v - max(logs.values())) for t, v in logs.items()}
     else:
         raise ValueError(f"--sampling {sampling!r}: use proportional, uniform or temperature")
     total = sum(weights.values())
@@ -489,7 +500,7 @@ def fit(config: TrainConfig, job: Job, splits: dict[str, dict[str, Encoded]], st
                 if not torch.isfinite(loss):  # every later weight would be NaN, and saved as such
                     raise ValueError(
                         f"training diverged at step {step + 1}: the {name} loss is {loss.item()}; "
-                        "lower --lr-heads or --lr-backbone"
+                        "lower --lr-heads or --lr-backbone, or that task's --loss-weight"
                     )
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
@@ -640,35 +651,31 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--sampling", default=TrainConfig.sampling, choices=["proportional", "uniform", "temperature"])
     parser.add_argument(
         "--temperature",
-        type=number_option(**NUMBER_OPTIONS["temperature"]),
+        type=checked_option("temperature"),
         default=TrainConfig.temperature,
         help="T for --sampling temperature (default: %(default)s)",
     )
     parser.add_argument("--loss-weight", action="append", default=[], metavar="TASK=W", help="scale TASK's loss by W")
-    parser.add_argument("--epochs", type=positive_int, default=TrainConfig.epochs)
+    parser.add_argument("--epochs", type=checked_option("epochs"), default=TrainConfig.epochs)
     parser.add_argument(
         "--max-steps",
-        type=non_negative_int,
+        type=checked_option("max_steps"),
         default=TrainConfig.max_steps,
         help="stop after this many steps (0: epochs decide)",
     )
-    parser.add_argument("--batch-size", type=positive_int, default=TrainConfig.batch_size)
-    parser.add_argument(
-        "--lr-backbone", type=number_option(**NUMBER_OPTIONS["lr_backbone"]), default=TrainConfig.lr_backbone
-    )
-    parser.add_argument("--lr-heads", type=number_option(**NUMBER_OPTIONS["lr_heads"]), default=TrainConfig.lr_heads)
-    parser.add_argument(
-        "--weight-decay", type=number_option(**NUMBER_OPTIONS["weight_decay"]), default=TrainConfig.weight_decay
-    )
+    parser.add_argument("--batch-size", type=checked_option("batch_size"), default=TrainConfig.batch_size)
+    parser.add_argument("--lr-backbone", type=checked_option("lr_backbone"), default=TrainConfig.lr_backbone)
+    parser.add_argument("--lr-heads", type=checked_option("lr_heads"), default=TrainConfig.lr_heads)
+    parser.add_argument("--weight-decay", type=checked_option("weight_decay"), default=TrainConfig.weight_decay)
     parser.add_argument(
         "--max-grad-norm",
-        type=number_option(**NUMBER_OPTIONS["max_grad_norm"]),
+        type=checked_option("max_grad_norm"),
         default=TrainConfig.max_grad_norm,
         help="clip each step's gradient norm to this (0: no clipping; default: %(default)s)",
     )
     parser.add_argument(
         "--ema",
-        type=number_option(**NUMBER_OPTIONS["ema"]),
+        type=checked_option("ema"),
         default=TrainConfig.ema,
         metavar="DECAY",
         help="score, keep and save a moving average of the trained weights with this decay, each tensor's "
@@ -676,7 +683,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--warmup",
-        type=number_option(**NUMBER_OPTIONS["warmup"]),
+        type=checked_option("warmup"),
         default=TrainConfig.warmup,
         help="fraction of steps for linear warmup (default: %(default)s)",
     )
@@ -687,7 +694,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     heads.add_argument(
         "--dropout",
-        type=number_option(**NUMBER_OPTIONS["dropout"]),
+        type=checked_option("dropout"),
         help="head dropout (shipped: 0.1 sentence heads, 0.4 NER)",
     )
     heads.add_argument(
@@ -697,7 +704,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     heads.add_argument(
         "--sentence-lstm",
-        type=non_negative_int,
+        type=checked_option("sentence_lstm"),
         metavar="N",
         help="BiLSTM units per direction over the tokens of sentence heads; 0: none (shipped: 128)",
     )
@@ -708,7 +715,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     heads.add_argument(
         "--sentence-hidden",
-        type=non_negative_int,
+        type=checked_option("sentence_hidden"),
         metavar="N",
         help="units of the sentence heads' hidden layer; 0: one linear layer (shipped: 512)",
     )
@@ -719,7 +726,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     heads.add_argument(
         "--ner-lstm",
-        type=non_negative_int,
+        type=checked_option("ner_lstm"),
         metavar="N",
         help="BiLSTM units per direction over the words; 0: none (shipped: 256)",
     )
@@ -728,14 +735,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         action=argparse.BooleanOptionalAction,
         help="decode NER with a CRF constrained to valid IOB2 (shipped: on)",
     )
-    parser.add_argument("--seed", type=int, default=TrainConfig.seed)
+    parser.add_argument("--seed", type=checked_option("seed"), default=TrainConfig.seed)
     parser.add_argument(
         "--bf16", action="store_true", help="bfloat16 autocast on CPU (fast only where the CPU has AMX or AVX512-BF16)"
     )
     parser.add_argument("--eval-test", action="store_true", help="also score the best model on the test sets")
     parser.add_argument(
         "--dev-limit",
-        type=non_negative_int,
+        type=checked_option("dev_limit"),
         default=TrainConfig.dev_limit,
         metavar="N",
         help="score only the first N dev examples per task (quick runs; default: all)",

@@ -337,7 +337,7 @@ def test_a_damaged_heads_folder_is_one_line(tmp_path: Path, edit, needle: str):
         (
             "heads.train",
             ["--sentence-hidden", "-3", "--output", "m"],
-            "error: argument --sentence-hidden: must be an integer >= 0, got -3",
+            "error: argument --sentence-hidden: must be an integer >= 0 and <= 16384, got -3",
         ),
         (
             "minilm.embed",

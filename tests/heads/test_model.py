@@ -242,6 +242,10 @@ def test_freeze_policies_and_task_sampling():
     t2 = task_probabilities(sizes, "temperature", 2)
     assert t2["ner"] == pytest.approx(500**0.5 / (4952**0.5 + 6920**0.5 + 500**0.5))
     assert task_probabilities(sizes, "temperature", 1) == pytest.approx(task_probabilities(sizes, "proportional", 1))
+    # a small T tends to the largest task alone (n^(1/T) overflowed float's range: a traceback at T = 0.01)
+    assert task_probabilities(sizes, "temperature", 0.01) == pytest.approx(
+        {"question_type": 0, "sentiment": 1, "ner": 0}
+    )
 
 
 def test_weight_average_moves_only_trained_tensors_and_swaps_in_for_scoring():
@@ -583,6 +587,9 @@ def test_bilstm_equals_torchs_bidirectional_lstm_on_packed_rows():
         (["--dropout", "1"], "--dropout 1.0: give a probability in [0, 1)"),
         (["--loss-weight", "question_type=nan"], "--loss-weight 'question_type=nan': must be a finite number >= 0"),
         (["--limit", "ner=2.5"], "--limit 'ner=2.5': must be an integer >= 0, got '2.5'"),
+        (["--seed", "-5"], "argument --seed: must be an integer >= 0 and <= 4294967295, got -5"),
+        (["--sentence-lstm", "1000000000"], "argument --sentence-lstm: must be an integer >= 0 and <= 4096"),
+        (["--batch-size", "1000000000000"], "argument --batch-size: must be an integer >= 1 and <= 4096"),
     ],
 )
 def test_train_refuses_non_finite_and_out_of_range_numbers_in_one_line(tmp_path, capsys, args, message):
