@@ -227,7 +227,13 @@ def _field_record(
     text = values[text_field]
     if not isinstance(text, str):
         return BadRecord(name, line, f'"{text_field}" is {type(text).__name__}, expected a string')
-    return Record(line, _id_text(values[id_field]) if id_field else str(line), text)
+    record_id = _id_text(values[id_field]) if id_field else str(line)
+    for field, value in ((text_field, text), (id_field, record_id)):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as e:  # a JSON escape such as "\ud800": a lone surrogate, which no file can hold
+            return BadRecord(name, line, f'"{field}" holds a lone surrogate (\\u{ord(value[e.start]):04x}), not text')
+    return Record(line, record_id, text)
 
 
 def _id_text(value: object) -> str:

@@ -214,6 +214,7 @@ HOSTILE_JSONL = (
             json.dumps({"id": "009", "text": 9}),  # a number: a bad record at line 3
             "",  # a blank line: a bad record at line 4
             json.dumps({"id": "010", "text": "Ten, with a form\x0cfeed and a file\x1cseparator."}),
+            json.dumps({"id": "011", "text": "A lone \ud800 surrogate."}),  # as an escape: a bad record at line 6
         ]
     )
 ).encode()
@@ -305,5 +306,5 @@ def test_both_engines_read_the_same_rows_and_ids_from_hostile_files(tmp_path: Pa
         assert np.abs(vectors_of(table) - vectors).max() <= 1e-6, ray_input
         if "--skip-bad-lines" in flags:  # skipped and counted as the shard writer does, the first one named
             first = f'{local_input}:3: "text" is int, expected a string'
-            assert f"skipped 2 bad lines (listed in {shards / 'manifest.json'}); first: {first}" in local[1]
-            assert f"skipped 2 bad lines; first: {first}" in ray_run[1], ray_run[1]
+            assert f"skipped 3 bad lines (listed in {shards / 'manifest.json'}); first: {first}" in local[1]
+            assert f"skipped 3 bad lines; first: {first}" in ray_run[1], ray_run[1]

@@ -36,3 +36,19 @@ def test_a_blank_line_of_a_txt_file_is_an_empty_text_for_read_texts_only(tmp_pat
         f"{path}:2: empty line",
         "three",
     ]
+
+
+def test_a_lone_surrogate_escaped_in_json_is_a_bad_record_at_its_line(tmp_path):
+    """'{"text": "ab\\ud800cd"}' decodes to a str no file can hold: the encoder refused it as "texts[1]" (a position in
+    its batch, not the file's line), Ray with a codec error, and --skip-bad-lines could not skip it."""
+    path = tmp_path / "s.jsonl"
+    path.write_text('{"text": "fine"}\n{"text": "ab\\ud800cd"}\n{"text": "ok", "id": "x\\udc00"}\n', encoding="utf-8")
+    records = list(read_records(path))
+    assert [str(r) if isinstance(r, BadRecord) else r.text for r in records] == [
+        "fine",
+        f'{path}:2: "text" holds a lone surrogate (\\ud800), not text',
+        "ok",
+    ]
+    assert (
+        str(list(read_records(path, id_field="id"))[2]) == f'{path}:3: "id" holds a lone surrogate (\\udc00), not text'
+    )
