@@ -618,9 +618,10 @@ def checked_length(value: object, path: Path, key: str) -> int:
 def checkpoint_subfolder(folder: Path, relative: object, where: str) -> Path:
     """A folder that a checkpoint's metadata names (a module's path in modules.json), resolved inside `folder`.
 
-    The metadata may name only the checkpoint's own files: an absolute path, and a `..` or a symlink
+    The metadata may name only the checkpoint's own folders: an absolute path, and a `..` or a symlink
     that leads out of the folder (checked after resolving both), are refused, so a Pooling path of
-    /etc never reads /etc/config.json. A path that is a file, or is not there, is named as such.
+    /etc never reads /etc/config.json; so is the folder itself ("" or "."), whose config.json is the
+    model's. A path that is a file, or is not there, is named as such.
     where: what names the path, for the message ('.../modules.json: the Pooling module's path').
     """
     fix = "fix the file, or re-download the checkpoint"
@@ -634,7 +635,9 @@ def checkpoint_subfolder(folder: Path, relative: object, where: str) -> Path:
         target = (root / relative).resolve()
     except (OSError, RuntimeError) as e:  # a symlink loop is a RuntimeError up to Python 3.12
         raise WeightsError(f"{where} {shown} cannot be resolved ({e}); {fix}") from None
-    if target != root and root not in target.parents:
+    if target == root:  # "" or ".": its config.json is the model's, which would be read as the module's
+        raise WeightsError(f"{where} {shown} is the checkpoint folder itself, not a module's own folder; {fix}")
+    if root not in target.parents:
         raise WeightsError(f"{where} {shown} leads outside the checkpoint folder {root}; {fix}")
     if not target.is_dir():
         state = "is a file" if target.exists() else "does not exist"

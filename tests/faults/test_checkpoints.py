@@ -369,6 +369,8 @@ def pooling_at(folder: Path, path: object) -> None:
         ("1_Pooling/../../outside", "leads outside the checkpoint folder"),
         ("linked", "'linked' leads outside the checkpoint folder"),
         (5, "the Pooling module's path is 5, not a folder name"),
+        ("", "'' is the checkpoint folder itself, not a module's own folder"),  # read config.json as pooling's
+        (".", "'.' is the checkpoint folder itself"),
     ],
 )
 def test_a_pooling_path_stays_inside_the_checkpoint_folder(tmp_path, tiny_checkpoint, path, needle):
