@@ -65,7 +65,15 @@ def check_texts(texts: Sequence[str]) -> list[str]:
 
 class NonFiniteOutput(ValueError):
     """The model gave NaN or infinity for a text: damaged weights or int8 scales, or a float16 overflow.
-    Raised instead of returning the vector, so that no NaN reaches a file, a response or a cosine."""
+    Raised instead of returning the vector, so that no NaN reaches a file, a response or a cosine.
+    `index`: the text's position in the call; `where` names it ("text 3", or a caller's "file:line")."""
+
+    def __init__(self, where: str, dtype: str, index: int):
+        super().__init__(
+            f"the model gave NaN or infinite values for {where} (dtype {dtype}): its weights or int8 scales are "
+            "damaged, or half precision overflowed; restore the checkpoint or use --dtype float32"
+        )
+        self.where, self.dtype, self.index = where, dtype, index
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
@@ -283,10 +291,7 @@ class SentenceEncoder:
             embeddings[indices] = vectors.float().cpu().numpy()
         if not np.isfinite(embeddings).all():
             first = int(np.flatnonzero(~np.isfinite(embeddings).all(axis=1))[0])
-            raise NonFiniteOutput(
-                f"the model gave NaN or infinite values for text {first} (dtype {self.dtype}): its weights or int8 "
-                "scales are damaged, or half precision overflowed; restore the checkpoint or use --dtype float32"
-            )
+            raise NonFiniteOutput(f"text {first}", self.dtype, first)
         return embeddings
 
     def encode(

@@ -62,7 +62,7 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from ..sentence_encoder import PROGRESS_BAR_MIN_TEXTS, SentenceEncoder
+from ..sentence_encoder import PROGRESS_BAR_MIN_TEXTS, NonFiniteOutput, SentenceEncoder
 from ..weights import file_sha256
 from ..weights.int8_scales import smoothing_sha256
 from .quantize import STORED_DTYPE, STORED_PRECISIONS, StoredPrecision, calibration_ranges, dequantize, quantize
@@ -476,14 +476,17 @@ def _embed_windows(
                         "embedding that shard again",
                         file=sys.stderr,
                     )
-                result = encoder.encode_detailed(
-                    [r.text for r in window],
-                    settings.batch_size,
-                    settings.normalize,
-                    show_progress_bar=False,
-                    max_batch_tokens=settings.max_batch_tokens,
-                    prompt=settings.prompt,
-                )
+                try:
+                    result = encoder.encode_detailed(
+                        [r.text for r in window],
+                        settings.batch_size,
+                        settings.normalize,
+                        show_progress_bar=False,
+                        max_batch_tokens=settings.max_batch_tokens,
+                        prompt=settings.prompt,
+                    )
+                except NonFiniteOutput as e:  # named by its line in the file, not its place in the window
+                    raise NonFiniteOutput(f"{path}:{window[e.index].line}", e.dtype, e.index) from None
                 if settings.precision in ("int8", "uint8") and manifest["ranges"] is None:
                     manifest["ranges"] = calibration_ranges(result.embeddings).tolist()  # the first shard calibrates
                 shard = _write_shard(

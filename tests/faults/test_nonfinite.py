@@ -56,3 +56,14 @@ def test_a_nan_score_is_not_printed_as_json():
     assert json.loads(json_line({"text": "a", "sentiment": {"label": "positive", "score": 0.5}}))
     with pytest.raises(ValueError, match="Out of range float values are not JSON compliant"):
         json_line({"text": "a", "sentiment": {"label": "positive", "score": float("nan")}})
+
+
+def test_shards_name_the_file_line_of_a_text_with_non_finite_output(tmp_path: Path, damaged):
+    """The shard writer said "text 39" (its place in the window); it names the file and line."""
+    from minilm.corpus.shards import CorpusSettings, embed_corpus
+
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\nSecond line.\nThird line.\n", encoding="utf-8")
+    settings = CorpusSettings(skip_bad_lines=True)  # the blank line 1 is skipped: text 0 is line 2
+    with pytest.raises(NonFiniteOutput, match=rf"^the model gave NaN or infinite values for {corpus}:2 \(dtype"):
+        embed_corpus(damaged, corpus, tmp_path / "out", settings)
