@@ -32,6 +32,9 @@ def hostile_texts(bound: int, count: int) -> list[str]:
         "ab\x00" * bound,  # one word with dropped characters all through it
         " " * (bound * 2) + "tail words here",  # whitespace only, then words
         "a" * 20000 + "!" + "b" * 20000 + " c" * 400,  # two giant words, then words
+        "[CLS]" + "a" * (bound * 3),  # an added token before a giant word: its end is where a cut may be
+        "[SEP]" + "\u0301" * (bound * 3) + " ok" * 300,  # ... and before a run of dropped combining marks
+        "[CLS][SEP]" + "ab" * bound + "[MASK]" + "c" * bound + " d" * 300,  # added tokens between giant words
     ]
     rng = random.Random(0)
     for _ in range(count):
@@ -99,12 +102,19 @@ class CountingTokenizer:
 
 @pytest.mark.parametrize(
     "text",
-    ["!" * 2**22, "中" * 2**22, "a" * 2**22, "ab\x00" * 2**20],
-    ids=["no-spaces", "cjk", "giant-word", "dropped-characters"],
+    ["!" * 2**22, "中" * 2**22, "a" * 2**22, "ab\x00" * 2**20, "[CLS]" + "a" * 2**22, "[SEP]" + "\u0301" * 2**22],
+    ids=[
+        "no-spaces",
+        "cjk",
+        "giant-word",
+        "dropped-characters",
+        "added-token-then-giant-word",
+        "added-token-then-marks",
+    ],
 )
 def test_a_4_mib_text_is_read_only_as_far_as_the_model_needs(checkpoint_dir, text):
-    """Before: a text with no space was tokenized whole ("!" * 4 MiB: 2.6 GB of tokens in the server).
-    Now no call to the tokenizer gets more than one segment (4 characters per kept token), and all of
+    """Before: a text with no space was tokenized whole ("!" * 4 MiB: 2.6 GB of tokens in the server), and
+    so was one that began with an added token ("[CLS]" + 15 MB: 11.8 s and 1.1 GB). Now no call to the tokenizer gets more than one segment (4 characters per kept token), and all of
     them together at most two."""
     from minilm.text.tokenization import read_wordpiece
 
@@ -130,3 +140,83 @@ def test_the_cut_table_is_read_off_the_tokenizer(encoder):
     for c in ["a", "é", "\u0301", "\x0b", "\x00", "\ufffd", "😀", "ㄱ", "가"]:
         assert not table.cut.match(c) and not table.split.match(c), repr(c)
     assert table.cut.pattern == table.split.pattern
+
+
+@pytest.mark.parametrize("kind", ["fast", "python"])
+def test_unk_offsets_are_the_tokenizers_where_nfd_reorders_combining_marks(checkpoint_dir, kind):
+    """A giant word's [UNK] spans its first to its last normalized character, as the tokenizer places them.
+    NFD sorts a run of combining marks by class, and the Rust tokenizer then hands out the run's offsets by
+    position, not by character: "x" * 1100 + U+0307 U+1D165 ends at 1101, not after U+1D165 (1102), and
+    97 x U+0301 before U+1D165 start at 0, not 97 (before: the reader gave the characters' own places)."""
+    tokenizer = SentenceTokenizer.from_file(checkpoint_dir / "tokenizer.json", 256, kind=kind)
+    texts = [
+        "x" * 1100 + "\u0307\U0001d165",
+        "\u0301" * 97 + "\U0001d165" * 900 + "x" * 30,
+        "\u0301" * 97 + "\U0001d165" + "\u0301" * 1000 + " tail",
+        "x" * 1100 + "\u0f73\U0001d165y",  # Tibetan: a starter that decomposes into two marks
+        "x" * 1100 + "\u0f75\U0001d165\u0301" + "y " * 300,
+        "\U0001d165\u0f81" + "z" * 1200 + "\u0f73\u0301\U0001d165",
+    ]
+    assert_same_as_whole(tokenizer, texts)
+
+
+def custom_tokenizer(checkpoint_dir, folder, added) -> SentenceTokenizer:
+    """The checkpoint's tokenizer with `added` tokens (tokenizers.AddedToken), saved and read back."""
+    from tokenizers import Tokenizer
+
+    inner = Tokenizer.from_file(str(checkpoint_dir / "tokenizer.json"))
+    inner.add_tokens(added)
+    inner.save(str(folder / "tokenizer.json"))
+    return SentenceTokenizer.from_file(folder / "tokenizer.json", 256)
+
+
+def test_added_tokens_that_are_normalized_strip_spaces_or_match_whole_words_are_kept_whole(checkpoint_dir, tmp_path):
+    """A custom checkpoint's added tokens as the tokenizer matches them: a normalized one on the normalized
+    text ("<URL>" is "<url>"), lstrip/rstrip ones with the spaces they take in, single-word ones only
+    between non-word characters, and plain ones that hold a space. Before: "<URL>" read across a cut gave
+    "<", "ur", "##l", and " [LS]" (1023, 1028) came out as "[LS]" (1024, 1028)."""
+    from tokenizers import AddedToken
+
+    tokenizer = custom_tokenizer(
+        checkpoint_dir,
+        tmp_path,
+        [
+            AddedToken("<url>", normalized=True),
+            AddedToken("[LS]", lstrip=True, normalized=False),
+            AddedToken("[RS]", rstrip=True, normalized=False),
+            AddedToken("hello", single_word=True, normalized=False),
+            AddedToken("new york", normalized=False),
+            AddedToken("aaaa", normalized=False),
+        ],
+    )
+    texts = [
+        " " * 1020 + "<URL>" + "b" * 2000,
+        "a " * 510 + "<url>" + "b" * 2000,
+        "x" * 1019 + "new york" + " b" * 2000,
+        "a" * 1023 + " [LS]" + " b" * 600,
+        "a " * 511 + " [LS]" + " b" * 600,
+        "a" * 1020 + "[RS]" + " " * 3000 + "b " * 600,
+        "x" * 1023 + "!hello" + " b" * 600,
+        "x" * 1021 + " hello_" + " b" * 600,
+        "[CLS]" + "a" * 3000 + " b" * 600,
+        "b" + "a" * 3000 + " b" * 600,
+        "<u\x00RL>" + "c" * 3000,
+    ]
+    assert_same_as_whole(tokenizer, texts)
+
+
+def test_a_custom_plain_added_token_ends_a_segment_too(checkpoint_dir, tmp_path):
+    """An added token matched on the raw text as it is (as BERT's own [CLS]) ends where a cut may be, even
+    one with a space inside: "new york" + 4 MiB of one word is read one segment at a time."""
+    from tokenizers import AddedToken
+
+    tokenizer = custom_tokenizer(checkpoint_dir, tmp_path, [AddedToken("new york", normalized=False)])
+    spy = CountingTokenizer(tokenizer.tokenizer)
+    tokenizer = SentenceTokenizer(spy, 256)
+    bounded_reader(tokenizer)
+    spy.lengths.clear()
+    text = "new york" + "a" * 2**22
+    encodings, _ = tokenize_bounded(tokenizer, [text])
+    assert max(spy.lengths) <= CHARS_PER_TOKEN * 256, spy.lengths[:5]
+    assert encodings[0].tokens == ["[CLS]", "new york", "[UNK]", "[SEP]"]
+    assert encodings[0].offsets[1:3] == [(0, 8), (8, len(text))]
