@@ -10,13 +10,16 @@ is one error line and exit 2), loads the encoder (and the heads, unless --no-hea
 warm-up batch, then answers. SIGTERM or Ctrl-C: it stops accepting connections, answers the
 requests already in for up to --drain-timeout seconds, then answers the rest 503 (their work is
 dropped between batches) and exits 0 once the batch running is done. A second signal stops
-at once, exit 130 (Ctrl-C) or 143 (SIGTERM).
+at once, exit 130 (Ctrl-C) or 143 (SIGTERM). A connection that sends no headers within
+--header-timeout, or whose client reads nothing of its answer for --body-timeout, is closed
+(`TimedConnection`).
 The routes and the batching are in app.py and batcher.py; docs/serve.md has the API.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import signal
 import socket
@@ -38,6 +41,7 @@ from ..weights import DEFAULT_CHECKPOINT, WeightsError, lookup_known
 
 try:  # the [serve] extra
     import uvicorn
+    from uvicorn.protocols.http.auto import AutoHTTPProtocol  # httptools' protocol, or h11's without it
 
     from .app import ServeSettings, Service, create_app
 except ImportError as missing:
@@ -65,13 +69,22 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="on SIGTERM or Ctrl-C, answer the requests in flight for up to S seconds, then answer the rest 503 "
         "and exit (default: 30, Kubernetes' grace period)",
     )
+    # at least 1 s: a body of 16 MB takes a moment even on loopback, and 1e-300 made every POST a 408
     net.add_argument(
         "--body-timeout",
-        type=number_option(above=0, maximum=3600),
+        type=number_option(minimum=1, maximum=3600),
         default=ServeSettings(model_name="").body_timeout_s,
         metavar="S",
         help="a request's whole body must arrive within S seconds of its headers, else 408 and the connection "
-        "is closed (default: %(default)g)",
+        "is closed; a client that reads nothing of its answer for S seconds is dropped (default: %(default)g)",
+    )
+    net.add_argument(
+        "--header-timeout",
+        type=number_option(minimum=1, maximum=3600),
+        default=ServeSettings(model_name="").header_timeout_s,
+        metavar="S",
+        help="a connection must send a request's headers within S seconds of opening, or of its last answer, "
+        "else it is closed (default: %(default)g)",
     )
     model = parser.add_argument_group("model")
     add_model_arguments(model)
@@ -153,6 +166,77 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
+class TimedConnection:
+    """Mixed into uvicorn's HTTP protocol (`timed_protocol`): the two timeouts uvicorn leaves out.
+
+    - Headers: a connection that has not begun a request (sent its headers) within header_timeout seconds
+      of opening, or of its last answer, is closed. uvicorn's keep-alive timeout runs only after an
+      answer and stops at the first byte, so a connection that sent nothing, or half its headers, stayed
+      open forever: 320 of them under a 300-file limit made every other request fail.
+    - Answers: a connection whose answer has not moved for stall_timeout seconds (the client reads
+      nothing, and the write buffer stays full) is dropped. app.Guard sends answers in parts and holds
+      the request's place in the queue until the last part is out, so a client that never reads holds
+      its place and its answer only this long.
+    """
+
+    header_timeout = 10.0
+    stall_timeout = 60.0
+
+    def connection_made(self, transport) -> None:
+        super().connection_made(transport)
+        self._timers: dict[str, asyncio.TimerHandle] = {}
+        self._watch("headers", self.header_timeout, self._headers_due, self.cycle)
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        self._watch("headers", self.header_timeout, self._headers_due, self.cycle)
+
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        self._watch("answer", self.stall_timeout, self._answer_due, self.transport.get_write_buffer_size())
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        self._cancel("answer")
+
+    def connection_lost(self, exc) -> None:
+        super().connection_lost(exc)
+        for name in list(self._timers):
+            self._cancel(name)
+
+    def _headers_due(self, cycle) -> None:
+        if self.cycle is cycle and not self.transport.is_closing():  # no request began since the timer started
+            self.transport.close()
+
+    def _answer_due(self, size: int) -> None:
+        if self.transport.is_closing() or not self.flow.write_paused:
+            return
+        left = self.transport.get_write_buffer_size()
+        if left < size:  # the client took some: watch on
+            self._watch("answer", self.stall_timeout, self._answer_due, left)
+        else:  # (close() would wait for the buffer to empty)
+            self.logger.info("dropping a connection whose client read nothing for %g s", self.stall_timeout)
+            self.transport.abort()
+
+    def _watch(self, name: str, delay: float, callback, *args) -> None:
+        self._cancel(name)
+        self._timers[name] = self.loop.call_later(delay, callback, *args)
+
+    def _cancel(self, name: str) -> None:
+        timer = self._timers.pop(name, None)
+        if timer is not None:
+            timer.cancel()
+
+
+def timed_protocol(header_timeout: float, stall_timeout: float) -> type:
+    """uvicorn's HTTP protocol class (as `http="auto"` picks it) with TimedConnection's timeouts."""
+    return type(
+        "TimedHTTPProtocol",
+        (TimedConnection, AutoHTTPProtocol),
+        {"header_timeout": header_timeout, "stall_timeout": stall_timeout},
+    )
+
+
 class DrainingServer(uvicorn.Server):
     """uvicorn's server, but a second SIGTERM or Ctrl-C while draining stops at once, with a fixed exit
     status (130 or 143) and no tracebacks: the requests still in flight are dropped, and said to be.
@@ -212,6 +296,7 @@ def serve(args: argparse.Namespace) -> int:
         max_request_inputs=args.max_request_inputs,
         max_body_bytes=args.max_body_mb * 2**20,
         body_timeout_s=args.body_timeout,
+        header_timeout_s=args.header_timeout,
         threads=threads,
         prompt=prompt,
     )
@@ -220,7 +305,11 @@ def serve(args: argparse.Namespace) -> int:
     service = Service(encoder, settings, predict_texts, predictor.tokenizer if predictor else None)
     app = create_app(service)
     config = uvicorn.Config(
-        app, log_level="info", access_log=args.access_log, timeout_graceful_shutdown=args.drain_timeout
+        app,
+        http=timed_protocol(settings.header_timeout_s, settings.body_timeout_s),
+        log_level="info",
+        access_log=args.access_log,
+        timeout_graceful_shutdown=args.drain_timeout,
     )
     host, port = sock.getsockname()[:2]
     print(f"minilm.serve: {name} ({encoder.dtype}) on http://{host}:{port}, warming up", file=sys.stderr, flush=True)

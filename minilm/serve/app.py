@@ -16,11 +16,14 @@ wrong), 413: a body, a request or a /predict text over the limits, 408: a body t
 within --body-timeout, 404: a model this server does not serve, 429 with Retry-After: the queue is
 full, 503: warming up or shutting down (and a request still running when the drain time is over).
 
-Every route costs bounded memory and time (docs/serve.md, "Limits"): the body is read within
---body-timeout and --max-body-mb; an embedded or tokenized text is read only as far as its first
-max_seq_length tokens need (bounded.py); a /predict text is at most ServeSettings.max_predict_pieces
-word pieces and max_predict_chars characters, and the worker runs /predict in chunks of that size,
-serving embeddings and dropping abandoned requests in between (batcher.py).
+Every route costs bounded memory and time (docs/serve.md, "Limits"). A request to a route that works
+(QUEUED_ROUTES) takes its place in the queue from its headers on, before its body is read, until its
+answer is out or its client is gone (`Guard`), so memory holds at most --max-queue bodies and answers;
+the body is read within --body-timeout and --max-body-mb; an embedded or tokenized text is read only
+as far as its first max_seq_length tokens need (bounded.py); a /predict text is at most
+ServeSettings.max_predict_pieces word pieces and max_predict_chars characters, and the worker runs
+/predict in chunks of that size, serving embeddings and dropping abandoned requests in between
+(batcher.py).
 
 Long texts: `SentenceEncoder.encode` (and sentence-transformers) embed the first max_seq_length
 tokens. /v1/embeddings does so by default and says so: each data item carries "truncated", and the
@@ -50,11 +53,13 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..sentence_encoder import NonFiniteOutput, SentenceEncoder, check_texts
 from ..text.tokenization import SentenceTokenizer
-from .batcher import Batcher, Closed, Job, QueueFull, Ticket
+from .batcher import Batcher, Closed, Job, QueueFull
 from .bounded import bounded_reader, tokenize_bounded
 from .metrics import Metrics
 
 WARM_UP_TEXTS = ["The server warms up on this sentence.", "word " * 300]  # the second one fills max_seq_length
+QUEUED_ROUTES = frozenset({"/v1/embeddings", "/embed", "/predict", "/tokenize"})  # POSTs that take a place in the queue
+SEND_CHUNK = 256 * 1024  # answers go out in parts of this size, each once the client has taken the last ones
 
 
 @dataclass
@@ -62,10 +67,11 @@ class ServeSettings:
     model_name: str  # what /v1/models lists and responses name
     model_aliases: frozenset[str] = frozenset()  # other names a request's "model" may use (lower case)
     max_batch_tokens: int = 8192  # padded tokens per encoder batch
-    max_queue: int = 512  # requests admitted at once (waiting, tokenizing or running); more get 429
+    max_queue: int = 512  # requests admitted at once (from their headers until their answer is out); more get 429
     max_request_inputs: int = 2048  # texts per request (OpenAI's own limit); more get 413
     max_body_bytes: int = 16 * 2**20  # request body; more gets 413
     body_timeout_s: float = 60.0  # the whole body must arrive within this after the headers; else 408
+    header_timeout_s: float = 10.0  # a connection's next headers must arrive within this (__main__.py applies it)
     # /predict reads a text whole, in windows of max_seq_length tokens overlapping by half: 2,048 word
     # pieces are 16 windows, about 1 s of the worker on 2 cores; more, or more characters than 64 per
     # piece allowed (giant words cost the tokenizer time, not windows), gets 413. The worker's chunks
@@ -242,6 +248,7 @@ class Service:
     batcher: Batcher | None = None
     ready: bool = False
     startup_error: Exception | None = None  # the warm-up failed: the server stops without serving
+    admitted: int = 0  # requests holding a place in the queue (Guard: from their headers until their answer is out)
 
     def start(self) -> None:
         self.batcher = Batcher(
@@ -254,7 +261,7 @@ class Service:
             predict_pieces=self.settings.max_predict_pieces + self.encoder.tokenizer.num_special,
             predict_chars=self.settings.max_predict_chars,
         )
-        self.metrics.track_queue(lambda: self.batcher.depth if self.batcher else 0)
+        self.metrics.track_queue(lambda: self.admitted)
 
     def warm_up(self) -> None:
         """One embedding batch (a short and a full-length text) and one prediction, before /health says ok;
@@ -288,27 +295,33 @@ class Service:
         except ValueError as error:  # a lone surrogate ("\ud800" in the JSON)
             raise ApiError(422, str(error).replace("texts[", "input["), param="input") from None
 
-    def reserve(self) -> Ticket:
-        """A place in the queue before any work (tokenizing included): 429 when full, 503 when stopping."""
+    def admit(self) -> None:
+        """A place in the queue, taken before the body is read (`Guard`): 429 when max_queue requests hold
+        one, 503 while warming up or stopping. The caller gives it back with `release`. (The batcher keeps
+        its own count of the jobs it holds; the server's requests stay within it, since each holds a place
+        here for longer than its job.)"""
         if self.batcher is None or not self.ready:
             raise ApiError(503, "the server is not ready (warming up or shutting down); retry shortly")
-        try:
-            return self.batcher.reserve()
-        except QueueFull as error:
-            raise ApiError(
-                429,
-                f"the server is busy: {error}; retry after {self.settings.retry_after_s} s",
-                headers={"Retry-After": str(self.settings.retry_after_s)},
-            ) from None
-        except Closed:
-            raise ApiError(503, "the server is shutting down") from None
+        if self.admitted >= self.settings.max_queue:
+            raise self.busy(f"{self.admitted} requests are queued (--max-queue {self.settings.max_queue})")
+        self.admitted += 1
 
-    async def run(self, job: Job, ticket: Ticket, request: Request) -> Any:
+    def release(self) -> None:
+        self.admitted -= 1
+
+    def busy(self, why: str) -> ApiError:
+        after = self.settings.retry_after_s
+        return ApiError(429, f"the server is busy: {why}; retry after {after} s", headers={"Retry-After": str(after)})
+
+    async def run(self, job: Job, request: Request) -> Any:
         """Queue the job and wait for it; if the client goes away first (or the server cancels this
         request at the end of its drain time), the job is abandoned and the worker drops it. A job the
         stopping worker never ran (Closed) is the 503 of a server shutting down."""
+        assert self.batcher is not None
         try:
-            answer = asyncio.wrap_future(ticket.submit(job))
+            answer = asyncio.wrap_future(self.batcher.submit(job))
+        except QueueFull as error:  # abandoned jobs the worker has not dropped yet still count there
+            raise self.busy(str(error)) from None
         except Closed:
             raise ApiError(503, "the server is shutting down") from None
         watch = asyncio.ensure_future(disconnected(request))
@@ -344,34 +357,34 @@ class Service:
         prompt = self.prompt(prompt_name)
         if prompt:
             texts = [prompt + text for text in texts]
-        with self.reserve() as ticket:
-            encodings, n_tokens = await run_in_threadpool(tokenize_bounded, self.encoder.tokenizer, texts)
-            limit = self.encoder.max_seq_length
-            over = [i for i, n in enumerate(n_tokens) if n > limit]
-            if over and not truncate:
-                raise ApiError(
-                    422,
-                    f"input {over[0]} is over this model's {limit} tokens; send truncate=true to embed the first "
-                    f"{limit} tokens of each ({len(over)} input(s) are over)",
-                    param="input",
-                )
-            job = Job("embed", encodings=encodings, prompt_length=self.encoder.prompt_length(prompt))
-            vectors = await self.run(job, ticket, request)
+        encodings, n_tokens = await run_in_threadpool(tokenize_bounded, self.encoder.tokenizer, texts)
+        limit = self.encoder.max_seq_length
+        over = [i for i, n in enumerate(n_tokens) if n > limit]
+        if over and not truncate:
+            raise ApiError(
+                422,
+                f"input {over[0]} is over this model's {limit} tokens; send truncate=true to embed the first "
+                f"{limit} tokens of each ({len(over)} input(s) are over)",
+                param="input",
+            )
+        job = Job("embed", encodings=encodings, prompt_length=self.encoder.prompt_length(prompt))
+        vectors = await self.run(job, request)
         tokens = [min(n, limit) for n in n_tokens]
         self.metrics.inputs.labels(endpoint).inc(len(texts))
         self.metrics.prompt_tokens.inc(sum(tokens))
         return Embedded(vectors, tokens, over)
 
-    async def tokenize(self, texts: list[str], prompt_name: str | None) -> tuple[list, list[int], int]:
-        """What /embed would give the model: (encodings, token counts, the prompt's length in characters).
-        It takes a place in the queue while it tokenizes, as /embed does: 429 when full."""
+    async def tokenize(self, texts: list[str], prompt_name: str | None, special: bool) -> tuple[memoryview, list[int]]:
+        """What /embed would give the model, as /tokenize's JSON: per text, its tokens (truncated, the
+        prompt's first), and the indices of the texts that were cut. Built off the event loop, one text at
+        a time: 2,048 texts of 256 tokens are 38 MB of JSON, and were 285 MB as dicts all at once."""
         texts = self.check_request(texts)
         prompt = self.prompt(prompt_name)
-        with self.reserve():
-            encodings, n_tokens = await run_in_threadpool(
-                tokenize_bounded, self.encoder.tokenizer, [prompt + text for text in texts]
-            )
-        return encodings, n_tokens, len(prompt)
+        encodings, n_tokens = await run_in_threadpool(
+            tokenize_bounded, self.encoder.tokenizer, [prompt + text for text in texts]
+        )
+        body = await run_in_threadpool(tokens_json, encodings, len(prompt), special)
+        return body, [i for i, n in enumerate(n_tokens) if n > self.encoder.max_seq_length]
 
     async def predict(self, request: Request, texts: list[str], with_embedding: bool) -> list[dict]:
         if self.predict_texts is None:
@@ -381,10 +394,9 @@ class Service:
         for i, text in enumerate(texts):
             if len(text) > chars:
                 raise ApiError(413, f"input {i} has {len(text):,} characters; {self.predict_limits()}")
-        with self.reserve() as ticket:
-            pieces = await run_in_threadpool(self.count_pieces, texts)
-            job = Job("predict", texts=texts, with_embedding=with_embedding, pieces=pieces)
-            records = await self.run(job, ticket, request)
+        pieces = await run_in_threadpool(self.count_pieces, texts)
+        job = Job("predict", texts=texts, with_embedding=with_embedding, pieces=pieces)
+        records = await self.run(job, request)
         self.metrics.inputs.labels("/predict").inc(len(texts))
         return records
 
@@ -419,6 +431,36 @@ def json_response(content: Any, headers: dict[str, str] | None = None) -> Respon
     )
 
 
+def tokens_json(encodings: list, prompt: int, special_tokens: bool) -> memoryview:
+    """/tokenize's answer: a JSON list per text of {"id", "text", "special", "prompt", "start", "stop"},
+    offsets into the text after the prompt (null for [CLS]/[SEP] and the prompt's own tokens). Each
+    text's dicts are dumped and dropped before the next text's are made."""
+    out = bytearray(b"[")
+    for k, encoding in enumerate(encodings):
+        tokens = []
+        for token_id, text, word, (start, stop) in zip(
+            encoding.ids, encoding.tokens, encoding.word_ids, encoding.offsets
+        ):
+            special = word is None
+            if special and not special_tokens:
+                continue
+            in_prompt = not special and start < prompt  # offsets count from the text, after the prompt
+            hidden = special or in_prompt
+            tokens.append(
+                {
+                    "id": token_id,
+                    "text": text,
+                    "special": special,
+                    "prompt": in_prompt,
+                    "start": None if hidden else start - prompt,
+                    "stop": None if hidden else stop - prompt,
+                }
+            )
+        out += (b"," if k else b"") + orjson.dumps(tokens)
+    out += b"]"
+    return memoryview(out)
+
+
 def truncation_header(truncated: list[int]) -> dict[str, str]:
     return {"X-Truncated-Inputs": ",".join(map(str, truncated))} if truncated else {}
 
@@ -427,12 +469,21 @@ def truncation_header(truncated: list[int]) -> dict[str, str]:
 
 
 class Guard:
-    """Pure ASGI middleware in front of the app: the body limits, and the request count and latency metrics.
+    """Pure ASGI middleware in front of the app: admission, the body limits, answers sent in parts, and the
+    request count and latency metrics.
 
+    - Admission: a POST to a route that works (QUEUED_ROUTES) takes its place in the queue from its
+      headers on (`Service.admit`: 429 when --max-queue requests hold one), before a byte of its body is
+      kept, and holds it until its answer is out or its client is gone. Memory then holds at most
+      --max-queue bodies and answers: 40 clients each sending a 16 MB body short of its last byte
+      once took RSS from 390 MB to 1 GB, with --max-queue 1. A refused request's body is read and dropped.
     - Size: a body over --max-body-mb is a 413, before any parsing. It is read to its end and dropped,
       so the client gets its 413 instead of a reset connection, and memory holds one chunk of it.
     - Time: the whole body must arrive within --body-timeout seconds of the headers; a client that
       stalls (or trickles) gets a 408 and the connection is closed.
+    - Answers go out in parts of SEND_CHUNK bytes, each once uvicorn has room for it (its send waits
+      while the client is not reading), so the place is held until the answer is out; a client that
+      reads nothing is dropped by the connection's own timeout (__main__.TimedConnection).
     - The drain: when --drain-timeout is over, uvicorn cancels the requests still running. Each gets
       the 503 a stopping server gives (JSON, in the caller's dialect), not uvicorn's text/plain 500
       with a CancelledError traceback in the log; its job was abandoned on the way out (Service.run).
@@ -452,6 +503,15 @@ class Guard:
             nonlocal status, started
             if message["type"] == "http.response.start":
                 status, started = message["status"], True
+            body = message.get("body", b"") if message["type"] == "http.response.body" else b""
+            if len(body) > SEND_CHUNK or not isinstance(body, bytes):  # (a memoryview goes out as bytes)
+                more = message.get("more_body", False)
+                starts = range(0, max(len(body), 1), SEND_CHUNK)
+                for at in starts[:-1]:  # (uvicorn's send waits, before each part, while the client is not reading)
+                    await send(
+                        {"type": "http.response.body", "body": bytes(body[at : at + SEND_CHUNK]), "more_body": True}
+                    )
+                message = {"type": "http.response.body", "body": bytes(body[starts[-1] :]), "more_body": more}
             await send(message)
             if message["type"] == "http.response.body" and not message.get("more_body", False):
                 metrics = self.service.metrics
@@ -472,31 +532,45 @@ class Guard:
                 await answer(ApiError(503, message))
 
     async def guarded(self, scope, receive, send, answer: Callable) -> None:
-        """The body within its limits, then the app."""
+        """A place in the queue (for QUEUED_ROUTES), the body within its limits, then the app."""
+        queued = scope["method"] == "POST" and scope["path"] in QUEUED_ROUTES
+        refused = None
+        if queued:
+            try:
+                self.service.admit()
+            except ApiError as error:
+                refused = error
         try:
-            body = await self.read_body(scope, receive)
-        except BodyTooLarge as error:
-            return await answer(ApiError(413, str(error)))
-        except asyncio.TimeoutError:
-            timeout = self.service.settings.body_timeout_s
-            message = f"the body did not arrive within {timeout:g} s (--body-timeout); send it at once"
-            return await answer(ApiError(408, message, headers={"Connection": "close"}))
-        if body is None:  # the client went away while sending it
-            return
-        replayed = False
+            try:
+                body = await self.read_body(scope, receive, keep=refused is None)
+            except BodyTooLarge as error:
+                return await answer(ApiError(413, str(error)))
+            except asyncio.TimeoutError:
+                timeout = self.service.settings.body_timeout_s
+                message = f"the body did not arrive within {timeout:g} s (--body-timeout); send it at once"
+                return await answer(ApiError(408, message, headers={"Connection": "close"}))
+            if body is None:  # the client went away while sending it
+                return
+            if refused is not None:
+                return await answer(refused)
+            replayed = False
 
-        async def replay():
-            nonlocal replayed
-            if not replayed:
-                replayed = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            return await receive()
+            async def replay():
+                nonlocal replayed
+                if not replayed:
+                    replayed = True
+                    return {"type": "http.request", "body": body, "more_body": False}
+                return await receive()
 
-        await self.app(scope, replay, send)
+            await self.app(scope, replay, send)
+        finally:
+            if queued and refused is None:
+                self.service.release()
 
-    async def read_body(self, scope, receive) -> bytes | None:
-        """The whole body (b"" for a method without one), None if the client disconnected; BodyTooLarge
-        over the limit (after reading the rest), asyncio.TimeoutError when it is not in by the deadline."""
+    async def read_body(self, scope, receive, keep: bool = True) -> bytes | None:
+        """The whole body (b"" for a method without one, or when not kept: read and dropped), None if the
+        client disconnected; BodyTooLarge over the limit (after reading the rest), asyncio.TimeoutError
+        when it is not in by the deadline."""
         if scope["method"] not in ("POST", "PUT", "PATCH"):
             return b""
         settings = self.service.settings
@@ -511,7 +585,7 @@ class Guard:
                 return None
             chunk = message.get("body", b"")
             size += len(chunk)
-            if size <= limit:
+            if keep and size <= limit:
                 chunks.append(chunk)
             more = message.get("more_body", False)
         if size > limit:
@@ -624,30 +698,8 @@ def create_app(service: Service) -> FastAPI:
         "/tokenize", summary="The tokens the encoder sees, prompt included (truncated to max_seq_length), with offsets"
     )
     async def tokenize(body: TokenizeRequest) -> Response:
-        encodings, n_tokens, prompt = await service.tokenize(as_list(body.inputs), body.prompt_name)
-        out = []
-        for encoding in encodings:
-            tokens = []
-            for token_id, text, word, (start, stop) in zip(
-                encoding.ids, encoding.tokens, encoding.word_ids, encoding.offsets
-            ):
-                special = word is None
-                if special and not body.add_special_tokens:
-                    continue
-                in_prompt = not special and start < prompt  # offsets count from the text, after the prompt
-                tokens.append(
-                    {
-                        "id": token_id,
-                        "text": text,
-                        "special": special,
-                        "prompt": in_prompt,
-                        "start": None if special or in_prompt else start - prompt,
-                        "stop": None if special or in_prompt else stop - prompt,
-                    }
-                )
-            out.append(tokens)
-        over = [i for i, n in enumerate(n_tokens) if n > encoder.max_seq_length]
-        return json_response(out, truncation_header(over))
+        content, over = await service.tokenize(as_list(body.inputs), body.prompt_name, body.add_special_tokens)
+        return Response(content, media_type="application/json", headers=truncation_header(over))
 
     @app.api_route("/health", methods=["GET", "HEAD"], summary="200 once warmed up; 503 before and while stopping")
     async def health() -> Response:

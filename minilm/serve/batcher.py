@@ -1,11 +1,14 @@
 """Dynamic batching for the server: many clients' texts share one encoder pass, each gets its own answer.
 
-A request takes a place in the queue first (`Batcher.reserve`, or `QueueFull` when `max_queue`
-requests are already in, tokenizing, waiting or running), then becomes a `Job` (its tokenized texts
-and a future). Memory is then bounded by max_queue requests of at most max_request_inputs texts,
-each tokenized to at most max_seq_length tokens (the server reads a very long text only as far as
-that needs: bounded.py). A job whose client went away is abandoned: the worker drops its texts that
-have not run yet, between batches.
+A caller takes a place in the queue first (`Batcher.reserve`, or `QueueFull` when `max_queue`
+jobs are already in, tokenizing, waiting or running), then submits a `Job` (its tokenized texts and
+a future). Memory is then bounded by max_queue jobs of at most max_request_inputs texts, each
+tokenized to at most max_seq_length tokens (the server reads a very long text only as far as that
+needs: bounded.py). The server admits its requests itself, earlier (app.Guard: from their headers
+until their answers are out), and submits each job with `submit`, so its jobs stay within this
+count (but for abandoned ones the worker has not dropped yet: the server answers that QueueFull
+429 too). A job whose client went away is abandoned: the worker drops its texts that have not run
+yet, between batches.
 
 One worker thread owns the model. It works in **rounds**: it takes every embedding job waiting at
 that moment, puts all their texts together, longest first, and cuts them into batches of at most

@@ -10,7 +10,7 @@ GET /metrics serves them in Prometheus' text format:
     minilm_batch_requests{kind}                      distinct requests per batch: above 1, clients shared a pass
     minilm_batch_tokens                              real tokens per embedding batch
     minilm_batch_duration_seconds{kind}              model time per batch
-    minilm_queue_depth                               requests admitted and not yet answered
+    minilm_queue_depth                               requests holding a place in the queue (headers in, answer not out)
     minilm_inputs_total, minilm_prompt_tokens_total  texts embedded or predicted, and their tokens
 """
 
@@ -53,7 +53,9 @@ class Metrics:
         self.batch_seconds = Histogram(
             "minilm_batch_duration_seconds", "Model time per batch", ["kind"], buckets=LATENCY_BUCKETS, registry=r
         )
-        self.queue_depth = Gauge("minilm_queue_depth", "Requests admitted and not yet answered", registry=r)
+        self.queue_depth = Gauge(
+            "minilm_queue_depth", "Requests holding a place in the queue: headers in, answer not yet out", registry=r
+        )
         self.inputs = Counter("minilm_inputs", "Texts embedded or predicted", ["endpoint"], registry=r)
         self.prompt_tokens = Counter("minilm_prompt_tokens", "Tokens of the embedded texts", registry=r)
 

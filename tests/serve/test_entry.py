@@ -1,27 +1,53 @@
-"""python -m minilm.serve's start, in process: the port it listens on, and the errors before it serves."""
+"""python -m minilm.serve's start: the port it listens on, its options, and the errors before it serves."""
 
 from __future__ import annotations
+
+import subprocess
+import sys
 
 import pytest
 import torch
 
-from minilm.serve.__main__ import bind, main
+from minilm.serve.__main__ import bind, main, parse_args
+
+from conftest import ROOT
 
 
-def test_a_second_server_on_the_same_port_is_one_error_line_and_exit_2(capsys):
+def test_a_second_server_on_the_same_port_is_one_error_line_and_exit_2():
     """Two servers started 0.5 s apart on one port: both bound it (SO_REUSEADDR, and neither listening
     yet while the model loads), uvloop swallowed the second's EADDRINUSE, and the second ran forever on
-    no socket. The first now listens from the start, so the second stops at once."""
+    no socket. The first now listens from the start, so the second stops at once. The second runs as a
+    process with a time limit: were the fix undone, it would serve, and this test fail, not hang."""
     first = bind("127.0.0.1", 0)
     port = first.getsockname()[1]
     try:
         with pytest.raises(ValueError, match=rf"^cannot listen on 127\.0\.0\.1:{port}: .*; choose another --host"):
             bind("127.0.0.1", port)
-        assert main(["--port", str(port)]) == 2
+        second = subprocess.run(
+            [sys.executable, "-m", "minilm.serve", "--port", str(port)],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=120,  # generous: it stops before loading the model, in about 2 s
+        )
     finally:
         first.close()
-    err = capsys.readouterr().err
+    assert second.returncode == 2, second.stderr
+    err = second.stderr
     assert err.startswith(f"error: cannot listen on 127.0.0.1:{port}") and err.count("\n") == 1, err
+
+
+@pytest.mark.parametrize("option", ["--body-timeout", "--header-timeout"])
+@pytest.mark.parametrize("value", ["1e-300", "0.5", "nan", "4000"])
+def test_a_timeout_outside_1_to_3600_seconds_is_one_error_line(option, value, capsys):
+    """Before: --body-timeout 1e-300 was taken, and every POST got a 408 while /health said ok."""
+    with pytest.raises(SystemExit) as exit_info:
+        parse_args([option, value])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: argument {option}: must be a finite number >= 1 and <= 3600, got "), err
+    assert err.count("\n") == 1, err
+    assert parse_args([option, "1"]).__dict__[option[2:].replace("-", "_")] == 1
 
 
 @pytest.mark.slow  # loads the encoder twice (the server's, and the heads' stock backbone)
