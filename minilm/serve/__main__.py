@@ -110,7 +110,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         type=positive_int,
         default=defaults.max_queue,
         metavar="N",
-        help=f"requests admitted at once, waiting or running; more get 429 (default: {defaults.max_queue})",
+        help="requests admitted at once, each from its headers until its answer is out (so at most N bodies and "
+        f"answers are held); more get 429 (default: {defaults.max_queue})",
     )
     limits.add_argument(
         "--max-request-inputs",

@@ -35,7 +35,8 @@ combining marks (non-starters) by combining class, and the Rust tokenizer then g
 characters their offsets by position, not by character ("x" * 1100 + U+0307 U+1D165 is an [UNK]
 ending at 1101: U+1D165 was sorted first and took U+0307's place). So a kept character's offsets
 are read off the tokenizer itself, on the characters around it up to the starters (combining class
-0) on either side, which reordering never crosses. Only where such a run of marks is longer than
+0) on either side, which reordering never crosses (`not_barriers`: a control character is no
+barrier, since the normalizer removes it before NFD). Only where such a run of marks is longer than
 16,384 characters is the kept character's own place used instead; there, and only there, an
 offset can differ from the whole text's (never an id or a token).
 
@@ -56,7 +57,15 @@ from collections.abc import Callable, Iterator
 from functools import lru_cache
 
 from ..text.tokenization import AnyEncoding, SentenceTokenizer
-from ..text.wordpiece import CJK_RANGES, WHITESPACE, WordPieceEncoding, WordPieceTokenizer, decompose, is_punctuation
+from ..text.wordpiece import (
+    CJK_RANGES,
+    WHITESPACE,
+    WordPieceEncoding,
+    WordPieceTokenizer,
+    decompose,
+    is_control,
+    is_punctuation,
+)
 
 CHARS_PER_TOKEN = 4  # a segment reaches this many characters per token the model keeps (words take several)
 RUN_CHUNK = 16384  # a run is normalized this many characters at a time; and NFD regions are read up to this long
@@ -91,10 +100,12 @@ def cut_candidates() -> tuple[str, ...]:
 
 
 @lru_cache(maxsize=1)
-def non_starters() -> list[tuple[int, int]]:
-    """The code point ranges of the characters that do not start with a starter (`starts_with_starter`):
-    the combining marks, and the three Tibetan vowels that decompose into them. About 900; 0.3 s, once."""
-    return [(p, p) for p in range(0x110000) if not starts_with_starter(chr(p))]
+def not_barriers() -> list[tuple[int, int]]:
+    """The characters NFD's reordering does not stop at: those that do not start with a starter
+    (`starts_with_starter`: the combining marks, and three Tibetan vowels that decompose into them), and
+    those the normalizer's cleaning removes before NFD sees them (U+0000, U+FFFD, control and format
+    characters: "x" + U+0F73 + U+200D + U+1B44 sorts U+1B44 before U+0F73's marks). 0.5 s, once."""
+    return [(p, p) for p in range(0x110000) if not starts_with_starter(c := chr(p)) or c in "\0\ufffd" or is_control(c)]
 
 
 def char_class(ranges: list[tuple[int, int]], negate: bool = False) -> re.Pattern:
@@ -137,7 +148,7 @@ class CutTable:
         # re checks characters beyond U+FFFF range by range (70 ns each, 1.2 s for 16 M), and those below
         # it in one bitmap lookup (3 ns): long searches use the bitmap where a stretch has no such character
         self.split_bmp = char_class([(a, min(b, 0xFFFF)) for a, b in splits if a <= 0xFFFF])
-        self.starter = char_class(non_starters(), negate=True)  # where NFD's reordering stops
+        self.barrier = char_class(not_barriers(), negate=True)  # where NFD's reordering stops
 
     @staticmethod
     def _sides(tokenizer, c: str) -> tuple[bool, bool]:
@@ -342,7 +353,7 @@ class BoundedTokenizer:
     def _run_word(self, text: str, start: int, stop: int) -> list[tuple[int, str, tuple[int, int]]]:
         """The pieces of text[start:stop], a run without splitting characters: [UNK] over its kept characters
         once it normalizes to more than max_word characters, else its kept characters tokenized alone
-        (each with the marks around it, up to the starters: `_region`)."""
+        (each with the marks around it, up to the barriers: `_region`)."""
         length, kept_chunks = 0, []
         for low in range(start, stop, RUN_CHUNK):
             high = min(low + RUN_CHUNK, stop)
@@ -370,15 +381,19 @@ class BoundedTokenizer:
         ]
 
     def _region(self, text: str, start: int, stop: int, k: int) -> tuple[int, int]:
-        """The characters around text[k] that NFD may reorder with it: from the last starter at or before k
-        to the next one after it (within the run [start, stop), whose ends are cuts). The tokenizer gives
+        """The characters around text[k] that NFD may reorder with it: from the last barrier (`not_barriers`)
+        at or before k to the next one after it (within the run [start, stop), whose ends are cuts). The tokenizer gives
         a reordered mark the offsets of the place it was sorted into (module docstring), so offsets are
         read off these characters, tokenized together. A region over RUN_CHUNK characters (a kept mark in
         a run of more marks than that) is cut to text[k] alone, and its offsets may then differ."""
         low, high = max(start, k - RUN_CHUNK), min(stop, k + 1 + RUN_CHUNK)
-        before = [m.start() for m in self.table.starter.finditer(text, low, k + 1)]
-        after = self.table.starter.search(text, k + 1, high)
-        first = before[-1] if before else (start if low == start else None)
+        first, end, window = None, k + 1, 64  # the last barrier in [low, k], looked for from k back
+        while first is None and end > low:
+            found = [m.start() for m in self.table.barrier.finditer(text, max(low, end - window), end)]
+            first = found[-1] if found else None
+            end, window = max(low, end - window), window * 8
+        after = self.table.barrier.search(text, k + 1, high)
+        first = first if first is not None else (start if low == start else None)
         last = after.start() if after else (stop if high == stop else None)
         return (k, k + 1) if first is None or last is None else (first, last)
 

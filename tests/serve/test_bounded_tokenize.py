@@ -147,7 +147,8 @@ def test_unk_offsets_are_the_tokenizers_where_nfd_reorders_combining_marks(check
     """A giant word's [UNK] spans its first to its last normalized character, as the tokenizer places them.
     NFD sorts a run of combining marks by class, and the Rust tokenizer then hands out the run's offsets by
     position, not by character: "x" * 1100 + U+0307 U+1D165 ends at 1101, not after U+1D165 (1102), and
-    97 x U+0301 before U+1D165 start at 0, not 97 (before: the reader gave the characters' own places)."""
+    97 x U+0301 before U+1D165 start at 0, not 97 (before: the reader gave the characters' own places).
+    A control character between marks is removed before NFD, so the sorting runs across it."""
     tokenizer = SentenceTokenizer.from_file(checkpoint_dir / "tokenizer.json", 256, kind=kind)
     texts = [
         "x" * 1100 + "\u0307\U0001d165",
@@ -156,6 +157,8 @@ def test_unk_offsets_are_the_tokenizers_where_nfd_reorders_combining_marks(check
         "x" * 1100 + "\u0f73\U0001d165y",  # Tibetan: a starter that decomposes into two marks
         "x" * 1100 + "\u0f75\U0001d165\u0301" + "y " * 300,
         "\U0001d165\u0f81" + "z" * 1200 + "\u0f73\u0301\U0001d165",
+        "x" * 1100 + "\u0f73\u200d\u1b44",  # U+200D is removed before NFD: no barrier to the sorting
+        "\x00" * 1100 + "\u0f75\U0001d165\x00\u1b44y" + " w" * 300,  # a short word among dropped characters
     ]
     assert_same_as_whole(tokenizer, texts)
 
