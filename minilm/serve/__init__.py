@@ -3,7 +3,9 @@
     batcher.py   the queue and the one inference worker: many clients' texts share a batch
     bounded.py   a long text's first tokens, read only as far as they need (any text, exactly)
     metrics.py   the Prometheus metrics behind GET /metrics
-    app.py       the routes (OpenAI's /v1/embeddings, TEI's /embed, /predict, /tokenize), checks and errors
+    errors.py    the error answers, in OpenAI's shape under /v1/ and TEI's elsewhere
+    guard.py     the middleware in front of the routes: admission, body limits and timeouts, answers in parts
+    app.py       the routes (OpenAI's /v1/embeddings, TEI's /embed, /predict, /tokenize) and the request checks
     __main__.py  the command line: load the encoder and heads, warm up, listen, drain on SIGTERM
 
 It needs the [serve] extra (FastAPI, uvicorn, prometheus-client). Nothing here is imported by the
