@@ -5,6 +5,8 @@
     metrics.py   the Prometheus metrics behind GET /metrics
     errors.py    the error answers, in OpenAI's shape under /v1/ and TEI's elsewhere
     guard.py     the middleware in front of the routes: admission, body limits and timeouts, answers in parts
+    requests.py  the request bodies (strict pydantic models) and their one-line 422 messages
+    tokens.py    the tokens kept while a request waits (ids) and /tokenize's JSON
     app.py       the routes (OpenAI's /v1/embeddings, TEI's /embed, /predict, /tokenize) and the request checks
     __main__.py  the command line: load the encoder and heads, warm up, listen, drain on SIGTERM
 

@@ -1,5 +1,6 @@
 """The HTTP API: routes, request checks and the service behind them, on FastAPI. The batching is `batcher.py`'s,
-the middleware in front (admission, body limits) `guard.py`'s, the error shapes `errors.py`'s.
+the middleware in front (admission, body limits) `guard.py`'s, the error shapes `errors.py`'s, the
+request bodies `requests.py`'s, the tokens kept and written `tokens.py`'s.
 
 Routes (docs/serve.md has the request and response fields):
     POST /v1/embeddings   OpenAI-compatible embeddings (input, model, encoding_format, dimensions, user)
@@ -37,10 +38,9 @@ from __future__ import annotations
 
 import asyncio
 import base64
-from collections.abc import Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Annotated, Any, Callable, Literal, Optional, Union
+from typing import Any, Callable
 
 import numpy as np
 import orjson
@@ -48,17 +48,25 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..sentence_encoder import NonFiniteOutput, SentenceEncoder, check_texts
 from ..text.tokenization import SentenceTokenizer
 from .batcher import Batcher, Closed, Job, QueueFull
-from .bounded import BATCH_CHARS, batches_of_chars, bounded_reader, tokenize_bounded
+from .bounded import bounded_reader
 from .errors import ApiError, error_response
 from .guard import Guard
 from .metrics import Metrics
+from .requests import (
+    EmbedRequest,
+    OpenAIEmbeddingRequest,
+    PredictRequest,
+    TokenizeRequest,
+    as_list,
+    validation_message,
+)
+from .tokens import token_ids, tokens_json
 
 WARM_UP_TEXTS = ["The server warms up on this sentence.", "word " * 300]  # the second one fills max_seq_length
 
@@ -85,92 +93,6 @@ class ServeSettings:
     # put before every text to embed, unless a request names another (--prompt-name/--prompt);
     # None: the checkpoint's default prompt, if it has one, as SentenceEncoder.encode
     prompt: str | None = None
-
-
-# ---------------------------------------------------------------------------- request bodies
-
-
-def json_type(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, (int, float)):
-        return "a number"
-    return "an object" if isinstance(value, dict) else type(value).__name__
-
-
-def text_or_texts(value: Any) -> Any:
-    """A string or a non-empty list of strings; anything else is a one-line reason."""
-    if isinstance(value, str):
-        return value
-    if not isinstance(value, list):
-        raise ValueError(f"must be a string or a list of strings, got {json_type(value)}")
-    if not value:
-        raise ValueError("is an empty list; send at least one text")
-    for i, item in enumerate(value):
-        if not isinstance(item, str):
-            hint = " (token-id input is not supported; send text)" if isinstance(item, (int, list)) else ""
-            raise ValueError(f"item {i} is {json_type(item)}, expected a string{hint}")
-    return value
-
-
-Texts = Annotated[Union[str, list[str]], BeforeValidator(text_or_texts)]
-Strict = ConfigDict(extra="forbid", strict=True)
-
-
-class OpenAIEmbeddingRequest(BaseModel):
-    model_config = Strict
-    input: Texts = Field(description="a text or a list of texts (at most --max-request-inputs)")
-    model: str = Field(description="the served model's name, as GET /v1/models lists it")
-    encoding_format: Literal["float", "base64"] = Field("float", description="base64: little-endian float32 bytes")
-    dimensions: Optional[int] = Field(  # noqa: UP045 (pydantic reads it at run time; Python 3.9 has no X | None)
-        None, description="keep the first N dimensions, then L2-normalize again (the model is not Matryoshka-trained)"
-    )
-    user: Optional[str] = Field(None, description="accepted and ignored")  # noqa: UP045
-    truncate: bool = Field(True, description="minilm extension: false refuses texts over max_seq_length")
-
-
-class EmbedRequest(BaseModel):
-    model_config = Strict
-    inputs: Texts
-    normalize: bool = True
-    truncate: bool = Field(False, description="false (TEI's default): a text over max_seq_length is a 422")
-    truncation_direction: Literal["Right", "right"] = Field("Right", description="only Right: keep the first tokens")
-    prompt_name: str | None = Field(None, description="one of the checkpoint's prompts, put before every input")
-
-
-class PredictRequest(BaseModel):
-    model_config = Strict
-    inputs: Texts
-    with_embedding: bool = Field(False, description="add each text's sentence embedding, from the same pass")
-
-
-class TokenizeRequest(BaseModel):
-    model_config = Strict
-    inputs: Texts
-    add_special_tokens: bool = True
-    prompt_name: str | None = Field(
-        None, description="one of the checkpoint's prompts (as /embed); default: the server's"
-    )
-
-
-def validation_message(error: RequestValidationError) -> str:
-    """FastAPI's list of pydantic errors -> one line: where, and what is wrong."""
-    first = error.errors()[0]
-    if first.get("type") == "json_invalid":
-        return f"the body is not valid JSON: {first.get('ctx', {}).get('error', 'decode error')}"
-    where = ".".join(str(part) for part in first.get("loc", ()) if part != "body") or "body"
-    if where == "body" and first.get("type") in ("model_attributes_type", "dict_type", "model_type"):
-        return "the body must be a JSON object (and the content-type application/json)"
-    message = str(first.get("msg", "invalid")).removeprefix("Value error, ")
-    if first.get("type") == "missing":
-        message = "is required"
-    return f"{where}: {message}"
-
-
-def as_list(texts: str | list[str]) -> list[str]:
-    return [texts] if isinstance(texts, str) else texts
 
 
 def normalized(vectors: np.ndarray) -> np.ndarray:
@@ -383,74 +305,6 @@ def json_response(content: Any, headers: dict[str, str] | None = None) -> Respon
     return Response(
         orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY), media_type="application/json", headers=headers
     )
-
-
-def tokenized(tokenizer: SentenceTokenizer, texts: list[str]) -> Iterator[tuple[list[int], list, list[int]]]:
-    """`tokenize_bounded` over texts of up to BATCH_CHARS characters at a time: (indices, encodings, token
-    counts) per batch. The tokenizer's Encodings are large (about 50 KB each at 256 tokens: they keep
-    their untruncated capacity and the overflow), so only one batch of them lives at once."""
-    for batch in batches_of_chars(list(range(len(texts))), [len(t) for t in texts], BATCH_CHARS):
-        encodings, counts = tokenize_bounded(tokenizer, [texts[i] for i in batch])
-        yield batch, encodings, counts
-
-
-@dataclass(frozen=True)
-class TokenIds:
-    """What the model reads of an encoding (`SentenceTokenizer.pad`: ids and token types), kept while a
-    request waits for the worker: about 1.5 KB at 256 tokens, where the Encoding holds 50 KB (2,048 texts
-    held 100 MB each). It stands in for the Encoding in a Job."""
-
-    ids: np.ndarray  # (T,) int32
-    type_ids: np.ndarray  # (T,) int8
-
-    @classmethod
-    def of(cls, encoding) -> TokenIds:
-        return cls(np.asarray(encoding.ids, dtype=np.int32), np.asarray(encoding.type_ids, dtype=np.int8))
-
-
-def token_ids(tokenizer: SentenceTokenizer, texts: list[str]) -> tuple[list[TokenIds], list[int]]:
-    """Each text's TokenIds (truncated, special tokens added) and its token count (`tokenize_bounded`)."""
-    ids, counts = [], []
-    for _, encodings, n in tokenized(tokenizer, texts):
-        ids += [TokenIds.of(encoding) for encoding in encodings]
-        counts += n
-    return ids, counts
-
-
-def tokens_json(
-    tokenizer: SentenceTokenizer, texts: list[str], prompt: int, special_tokens: bool
-) -> tuple[memoryview, list[int]]:
-    """/tokenize's answer, and the indices of the texts cut to max_seq_length. The answer is a JSON list per
-    text of {"id", "text", "special", "prompt", "start", "stop"}, offsets into the text after the prompt
-    (null for [CLS]/[SEP] and the prompt's own tokens). Built one batch of encodings at a time and one
-    text's dicts at a time: 2,048 texts of 256 tokens are 38 MB of JSON, and were 285 MB as dicts."""
-    out, over, limit = bytearray(b"["), [], tokenizer.max_seq_length
-    for batch, encodings, counts in tokenized(tokenizer, texts):
-        for i, encoding, n in zip(batch, encodings, counts):
-            tokens = []
-            for token_id, text, word, (start, stop) in zip(
-                encoding.ids, encoding.tokens, encoding.word_ids, encoding.offsets
-            ):
-                special = word is None
-                if special and not special_tokens:
-                    continue
-                in_prompt = not special and start < prompt  # offsets count from the text, after the prompt
-                hidden = special or in_prompt
-                tokens.append(
-                    {
-                        "id": token_id,
-                        "text": text,
-                        "special": special,
-                        "prompt": in_prompt,
-                        "start": None if hidden else start - prompt,
-                        "stop": None if hidden else stop - prompt,
-                    }
-                )
-            out += (b"," if i else b"") + orjson.dumps(tokens)
-            if n > limit:
-                over.append(i)
-    out += b"]"
-    return memoryview(out), over
 
 
 def truncation_header(truncated: list[int]) -> dict[str, str]:
