@@ -15,15 +15,20 @@ from tqdm.auto import tqdm
 from minilm import SentenceEncoder
 from minilm.sentence_encoder import PROGRESS_BAR_MIN_TEXTS
 from minilm.text.tokenization import SentenceTokenizer, length_sorted_batches, right_pad
-from minilm.weights import WeightsError
+from minilm.weights import WeightsError, shipped_path
 
 from .features import text_offsets, word_features
 from .metrics import accuracy, span_scores
 from .model import MultiTaskModel, Words, load_model
 from .ner import bio_to_spans, joined_text, token_windows, window_owners
 
-SHIPPED_HEADS = Path(__file__).resolve().parent.parent / "weights" / "heads"
 TOKEN_TASK_KEY = {"ner": "entities"}  # output key of a token task's spans
+
+
+def shipped_heads() -> Path:
+    """The heads minilm ships (made in weights/heads/, package data minilm/shipped/heads), or
+    `$MINILM_WEIGHTS_DIR/heads` when that folder exists."""
+    return shipped_path("heads")
 
 
 class MultiTaskPredictor:
@@ -38,8 +43,8 @@ class MultiTaskPredictor:
 
     @classmethod
     def from_folder(cls, folder: str | Path | None = None, device: str | None = None) -> MultiTaskPredictor:
-        """Load heads saved by heads.train (default: the shipped weights/heads/) on the stock backbone."""
-        folder = Path(folder) if folder else SHIPPED_HEADS
+        """Load heads saved by heads.train (default: the shipped heads, `shipped_heads()`) on the stock backbone."""
+        folder = Path(folder) if folder else shipped_heads()
         if folder.exists() and not folder.is_dir():
             raise WeightsError(f"--model {folder} is a file; give the folder that python -m heads.train wrote")
         if not folder.is_dir():

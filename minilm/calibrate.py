@@ -28,7 +28,7 @@ from .model.int8 import SMOOTHING_ALPHA, InputAbsmax, calibrated_smoothing
 from .model.packed import PackedEncoder
 from .sentence_encoder import SentenceEncoder
 from .weights import DEFAULT_CHECKPOINT, KNOWN_CHECKPOINTS, file_sha256
-from .weights.int8_scales import FILE_NAME, INT8_SCALE_PINS, save_int8_scales, shipped_path
+from .weights.int8_scales import FILE_NAME, INT8_SCALE_PINS, save_int8_scales, shipped_scales_path
 
 
 def read_calibration_texts(path: str) -> list[str]:
@@ -99,7 +99,7 @@ def default_output(encoder: SentenceEncoder) -> Path:
     """The shipped scales file for a known checkpoint, else int8_scales.safetensors in its folder."""
     for known in KNOWN_CHECKPOINTS.values():
         if known.name in INT8_SCALE_PINS and known.pins["model.safetensors"].sha256 == encoder.checkpoint.sha256:
-            return shipped_path(known.name)
+            return shipped_scales_path(known.name)
     return encoder.folder / FILE_NAME
 
 

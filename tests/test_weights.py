@@ -557,7 +557,9 @@ def test_weights_list_names_the_checkpoint_and_the_package_folder(cli):
     assert proc.returncode == 0, proc.stderr.decode()
     out = proc.stdout.decode()
     known = KNOWN_CHECKPOINTS[NAME]
-    assert out.splitlines()[0] == f"{NAME}  ({HUB_ID} at {known.revision[:12]}; 10 files pinned)"
+    store = cli.empty_weights_dirs["list"]
+    assert out.splitlines()[0] == f"local weights: {store}  (download writes here; MINILM_WEIGHTS_DIR moves it)"
+    assert out.splitlines()[1] == f"{NAME}  ({HUB_ID} at {known.revision[:12]}; 10 files pinned)"
     first = out.split("\nall-MiniLM-L12-v2 ")[0].splitlines()
     places = {line.split()[0]: line.split()[-1] for line in first[1:]}
     assert places["weights/"] == "-"  # MINILM_WEIGHTS_DIR is an empty folder
@@ -735,3 +737,22 @@ def test_download_without_network_of_a_model_with_no_offline_package(tmp_path, m
 def test_download_command_offline_is_one_line_and_leaves_nothing(cli):
     assert_one_line_error(cli.run("download_offline"), f"download of {HUB_ID} failed", INSTALL_FIX)
     assert list(cli.empty_weights_dirs["download"].iterdir()) == []
+
+
+def test_minilm_weights_dir_holds_the_shipped_files_first(tmp_path, monkeypatch):
+    """$MINILM_WEIGHTS_DIR is honoured alike for checkpoints, the task heads and the int8 scales: what it
+    holds wins, and what it lacks comes from the package."""
+    from heads.predictor import shipped_heads
+    from minilm.weights import shipped_path
+    from minilm.weights.int8_scales import shipped_scales_path
+
+    package = Path(__file__).resolve().parents[1] / "minilm" / "shipped"
+    monkeypatch.setenv("MINILM_WEIGHTS_DIR", str(tmp_path))
+    assert shipped_heads() == package / "heads"
+    assert shipped_scales_path("all-MiniLM-L6-v2") == package / "int8" / "all-MiniLM-L6-v2.safetensors"
+    (tmp_path / "heads").mkdir()
+    (tmp_path / "int8").mkdir()
+    (tmp_path / "int8" / "all-MiniLM-L6-v2.safetensors").write_bytes(b"")
+    assert shipped_heads() == tmp_path / "heads"
+    assert shipped_scales_path("all-MiniLM-L6-v2") == tmp_path / "int8" / "all-MiniLM-L6-v2.safetensors"
+    assert shipped_path("int8", "other.safetensors") == package / "int8" / "other.safetensors"

@@ -25,6 +25,7 @@ Command line (minilm/weights/__main__.py):
 from __future__ import annotations
 
 import hashlib
+import importlib.resources
 import importlib.util
 import json
 import os
@@ -351,10 +352,29 @@ CHECKPOINT_FILES = [
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 
 
-def source_weights_dir() -> Path:
-    """`weights/` of the source checkout, or `$MINILM_WEIGHTS_DIR` when set."""
+def local_weights_dir() -> Path:
+    """The local weight store: `$MINILM_WEIGHTS_DIR` when set; else `weights/` of the source checkout this
+    runs from; else, for an installed copy, `$XDG_CACHE_HOME/minilm/weights` (~/.cache/minilm/weights)."""
     override = os.environ.get("MINILM_WEIGHTS_DIR")
-    return Path(override) if override else Path(__file__).resolve().parents[2] / "weights"
+    if override:
+        return Path(override)
+    checkout = Path(__file__).resolve().parents[2]
+    if (checkout / "pyproject.toml").is_file() and (checkout / "weights").is_dir():
+        return checkout / "weights"
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache", "minilm", "weights")
+
+
+def shipped_path(*parts: str) -> Path:
+    """A file or folder minilm ships: the task heads ("heads") or a checkpoint's int8 scales ("int8", NAME).
+
+    `$MINILM_WEIGHTS_DIR/<parts>` when that is set and holds it, else the package's own data,
+    minilm/shipped/<parts> (found through importlib.resources: links to weights/ in a checkout, copies
+    in an installed wheel).
+    """
+    override = os.environ.get("MINILM_WEIGHTS_DIR")
+    if override and Path(override, *parts).exists():
+        return Path(override, *parts)
+    return Path(str(importlib.resources.files("minilm").joinpath("shipped", *parts)))
 
 
 def lookup_known(name: str) -> KnownCheckpoint | None:
@@ -380,7 +400,7 @@ def _has_weights(folder: Path) -> bool:
 
 
 def find_in_source_tree(name: str, weights_dir: Path | None = None) -> Path | None:
-    folder = (weights_dir or source_weights_dir()) / name.split("/")[-1]
+    folder = (weights_dir or local_weights_dir()) / name.split("/")[-1]
     return folder if _has_weights(folder) else None
 
 
@@ -433,7 +453,7 @@ def resolve_checkpoint(
     known = lookup_known(model)
     local_name = known.name if known else model.split("/")[-1]
     hub_id = known.repo_id if known else model
-    source_folder = (weights_dir or source_weights_dir()) / local_name
+    source_folder = (weights_dir or local_weights_dir()) / local_name
     tried = [f"{source_folder}/"]
     if folder := find_in_source_tree(local_name, weights_dir):
         return ResolvedCheckpoint(folder, "source tree weights/", known)
@@ -923,7 +943,7 @@ def download_checkpoint(name: str, *, weights_dir: Path | None = None, force: bo
     known = lookup_known(name)
     if known is None:
         raise WeightsError(f"unknown checkpoint {name!r}; known: {', '.join(KNOWN_CHECKPOINTS)}")
-    root = weights_dir or source_weights_dir()
+    root = weights_dir or local_weights_dir()
     target = root / known.name
     if target.exists() and not force:
         raise WeightsError(f"{target} already exists; pass --force to replace it")

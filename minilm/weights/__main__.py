@@ -23,6 +23,7 @@ from . import (
     find_in_offline_package,
     find_in_source_tree,
     identify_checkpoint,
+    local_weights_dir,
     pin_problem,
     resolve_checkpoint,
     verify_checkpoint,
@@ -30,6 +31,7 @@ from . import (
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
+    print(f"local weights: {local_weights_dir()}  (download writes here; MINILM_WEIGHTS_DIR moves it)")
     for known in KNOWN_CHECKPOINTS.values():
         print(f"{known.name}  ({known.repo_id} at {known.revision[:12]}; {len(known.pins)} files pinned)")
         print(f"  {'pooling':22s} {known.pooling}")

@@ -30,7 +30,7 @@ from . import (
     WeightsError,
     pin_problem,
     read_safetensors,
-    source_weights_dir,
+    shipped_path,
 )
 
 FILE_NAME = "int8_scales.safetensors"
@@ -41,8 +41,8 @@ INT8_SCALE_PINS = {
 }
 
 
-def shipped_path(name: str) -> Path:
-    return source_weights_dir() / "int8" / f"{name}.safetensors"
+def shipped_scales_path(name: str) -> Path:
+    return shipped_path("int8", f"{name}.safetensors")
 
 
 def find_int8_scales(checkpoint: Checkpoint) -> tuple[Path, PinnedFile | None] | None:
@@ -52,7 +52,7 @@ def find_int8_scales(checkpoint: Checkpoint) -> tuple[Path, PinnedFile | None] |
         return own, None
     for known in KNOWN_CHECKPOINTS.values():
         if known.pins["model.safetensors"].sha256 == checkpoint.sha256 and known.name in INT8_SCALE_PINS:
-            path = shipped_path(known.name)
+            path = shipped_scales_path(known.name)
             if path.is_file():
                 return path, INT8_SCALE_PINS[known.name]
     return None

@@ -306,10 +306,10 @@ def test_odd_sentence_transformers_files_are_one_line(
 )
 def test_a_damaged_heads_folder_is_one_line(tmp_path: Path, edit, needle: str):
     """Second pass: edited heads configs were tracebacks or wrong messages; a save killed between its files mixed two models."""
-    from heads.predictor import SHIPPED_HEADS
+    from heads.predictor import shipped_heads
 
     folder = tmp_path / "heads"
-    shutil.copytree(SHIPPED_HEADS, folder)
+    shutil.copytree(shipped_heads(), folder)
     if edit is None:
         (folder / "heads.safetensors").unlink()
     else:

@@ -18,7 +18,7 @@ from heads.metrics import entity_scores
 from heads.model import Features, MultiTaskModel, Words, load_model, save_model
 from heads.ner import bio_to_spans
 from heads.predict import json_line
-from heads.predictor import SHIPPED_HEADS, MultiTaskPredictor, raw_text_scores
+from heads.predictor import MultiTaskPredictor, raw_text_scores, shipped_heads
 from heads.tasks import TASKS, batch_labels, batch_words, encode_examples, predict, read_split, score
 from heads.train import (
     TrainConfig,
@@ -359,7 +359,7 @@ def test_a_trained_backbone_is_saved_and_its_hash_checked(tmp_path, encoder, sto
 
 @pytest.fixture(scope="module")
 def shipped():
-    return MultiTaskPredictor.from_folder(SHIPPED_HEADS)
+    return MultiTaskPredictor.from_folder(shipped_heads())
 
 
 def test_predict_gives_the_exact_embedding_from_the_same_single_pass(shipped, encoder, stsb_sentences):

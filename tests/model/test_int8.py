@@ -20,7 +20,7 @@ from minilm.calibrate import calibrate, read_calibration_texts
 from minilm.model.int8 import Int8Linear, quantize_rows, smoothing_factors
 from minilm.model.precision import choose_auto
 from minilm.weights import WeightsError, file_sha256, load_checkpoint
-from minilm.weights.int8_scales import FILE_NAME, INT8_SCALE_PINS, load_int8_scales, shipped_path
+from minilm.weights.int8_scales import FILE_NAME, INT8_SCALE_PINS, load_int8_scales, shipped_scales_path
 
 from conftest import require_data, run_module
 
@@ -95,7 +95,7 @@ def test_int8_encoder_refuses_a_smoothing_value_that_would_give_nan_vectors(valu
 @pytest.mark.slow
 def test_shipped_scales_are_what_calibrating_on_stsb_dev_gives(encoder):
     """weights/int8 holds the calibration of `python -m minilm.calibrate --input sts-dev.csv`, and its pin is its hash."""
-    path = shipped_path("all-MiniLM-L6-v2")
+    path = shipped_scales_path("all-MiniLM-L6-v2")
     assert file_sha256(path) == INT8_SCALE_PINS["all-MiniLM-L6-v2"].sha256
     assert path.stat().st_size == INT8_SCALE_PINS["all-MiniLM-L6-v2"].size
     dev = read_calibration_texts(str(require_data("stsbenchmark/sts-dev.csv")))
@@ -109,7 +109,7 @@ def test_shipped_scales_are_what_calibrating_on_stsb_dev_gives(encoder):
 
 def test_scales_load_only_for_the_weights_they_were_measured_on(tmp_path, checkpoint_dir, tiny_checkpoint):
     real = load_checkpoint(str(checkpoint_dir))
-    assert set(load_int8_scales(real)) == set(load_file(shipped_path("all-MiniLM-L6-v2")))
+    assert set(load_int8_scales(real)) == set(load_file(shipped_scales_path("all-MiniLM-L6-v2")))
     tiny = load_checkpoint(str(tiny_checkpoint), verify=False)
     assert load_int8_scales(tiny) is None  # no scales: auto skips int8, and int8 says how to make them
     with pytest.raises(WeightsError, match="has no int8 scales; make them with python -m minilm.calibrate"):
@@ -118,16 +118,16 @@ def test_scales_load_only_for_the_weights_they_were_measured_on(tmp_path, checkp
     # the real model's scales copied next to other weights are refused, naming both hashes
     folder = tmp_path / "tiny"
     shutil.copytree(tiny_checkpoint, folder)
-    shutil.copy(shipped_path("all-MiniLM-L6-v2"), folder / FILE_NAME)
+    shutil.copy(shipped_scales_path("all-MiniLM-L6-v2"), folder / FILE_NAME)
     other = load_checkpoint(str(folder), verify=False)
     with pytest.raises(WeightsError, match=f"calibrated for model.safetensors with sha256 {real.sha256}.*recalibrate"):
         load_int8_scales(other)
     # a truncated file is refused, not half read
-    (folder / FILE_NAME).write_bytes(shipped_path("all-MiniLM-L6-v2").read_bytes()[:1000])
+    (folder / FILE_NAME).write_bytes(shipped_scales_path("all-MiniLM-L6-v2").read_bytes()[:1000])
     with pytest.raises(WeightsError, match="not a readable safetensors file"):
         load_int8_scales(other)
     # scales of the wrong width (or missing layers) are refused by name
-    scales = {name: torch.ones(7) for name in load_file(shipped_path("all-MiniLM-L6-v2"))}
+    scales = {name: torch.ones(7) for name in load_file(shipped_scales_path("all-MiniLM-L6-v2"))}
     save_file(scales, str(folder / FILE_NAME), metadata={"model_sha256": other.sha256})
     with pytest.raises(WeightsError, match=r"'encoder.layer.0.attention.self' has shape \(7,\), expected \(32,\)"):
         load_int8_scales(other)
