@@ -14,6 +14,8 @@ from pathlib import Path
 
 from tokenizers import Tokenizer
 
+from minilm.corpus.stsb import read_stsb
+
 DATA_DIR = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
 LONG_MIN_TOKENS, LONG_MAX_TOKENS = 128, 256  # with [CLS] and [SEP]
 
@@ -28,14 +30,7 @@ def require(path: Path) -> Path:
 
 def read_stsb_test(data_dir: Path = DATA_DIR) -> tuple[list[float], list[str], list[str]]:
     """(gold scores, sentence1s, sentence2s) of STS-B test; columns 4-6 by index, quotes literal."""
-    scores, first, second = [], [], []
-    with open(require(data_dir / "stsbenchmark" / "sts-test.csv"), encoding="utf-8") as f:
-        for line in f:
-            cols = line.rstrip("\n").split("\t")
-            scores.append(float(cols[4]))
-            first.append(cols[5])
-            second.append(cols[6])
-    return scores, first, second
+    return read_stsb(require(data_dir / "stsbenchmark" / "sts-test.csv"))
 
 
 def short_corpus(data_dir: Path = DATA_DIR) -> list[str]:

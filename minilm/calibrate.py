@@ -1,7 +1,7 @@
 """python -m minilm.calibrate: measure a checkpoint's int8 smoothing scales on calibration text.
 
-    python -m minilm.calibrate --input ../shared/data/stsbenchmark/sts-dev.csv     # the shipped scales
-    python -m minilm.calibrate --model my-checkpoint/ --input texts.txt          # your own checkpoint
+    python -m minilm.calibrate --stsb --input ../shared/data/stsbenchmark/sts-dev.csv   # the shipped scales
+    python -m minilm.calibrate --model my-checkpoint/ --input texts.txt               # your own checkpoint
 
 It runs the float32 encoder over the texts, records the largest |activation| of every input
 channel of every int8 layer, turns them into SmoothQuant scales (minilm.model.int8) and writes
@@ -11,7 +11,9 @@ checkpoint folder as int8_scales.safetensors, or for a known checkpoint to the f
 (weights/int8/NAME.safetensors, whose sha256 minilm.weights.int8_scales pins). Calibrate on
 held-out text, never on what you will evaluate on: the shipped scales saw STS-B dev only.
 
---input takes one text per line, or an STS-B .csv (tab-separated; both sentence columns are read).
+--input is read as every command reads it: one text per line, or the --text-field of a .jsonl, .csv
+(comma-separated, with a header), .tsv or .parquet file. --stsb reads an STS Benchmark file instead
+(tab-separated despite its .csv name; both sentences of every row).
 """
 
 from __future__ import annotations
@@ -23,7 +25,8 @@ from pathlib import Path
 import torch
 
 from .cli import ArgumentParser, number_option, read_texts, run
-from .corpus.textio import InputError, decoded_lines, open_input, require_input_file
+from .corpus.stsb import read_stsb
+from .corpus.textio import InputError
 from .model.int8 import SMOOTHING_ALPHA, InputAbsmax, calibrated_smoothing
 from .model.packed import PackedEncoder
 from .sentence_encoder import SentenceEncoder
@@ -31,19 +34,14 @@ from .weights import DEFAULT_CHECKPOINT, KNOWN_CHECKPOINTS, file_sha256
 from .weights.int8_scales import FILE_NAME, INT8_SCALE_PINS, save_int8_scales, shipped_scales_path
 
 
-def read_calibration_texts(path: str) -> list[str]:
-    """The texts of --input: an STS-B .csv gives both sentences of every row (each distinct text once)."""
-    if Path(path).suffix.lower() != ".csv":
-        texts = read_texts(path)
+def read_calibration_texts(path: str, stsb: bool = False, text_field: str = "text") -> list[str]:
+    """The distinct texts of --input, read as every command reads it (`read_texts`), or with stsb both
+    sentences of every row of an STS-B file (`read_stsb`)."""
+    if stsb:
+        _, first, second = read_stsb(path)
+        texts = [text for pair in zip(first, second) for text in pair]
     else:
-        texts = []
-        require_input_file(path)
-        with open_input(Path(path)) as stream:  # a byte that is not UTF-8 is an error naming the file and line
-            for number, line in decoded_lines(stream, path):
-                cols = line.split("\t")
-                if len(cols) < 7:
-                    raise InputError(f"{path}:{number}: expected STS-B's tab-separated columns, got {len(cols)}")
-                texts += cols[5:7]
+        texts = read_texts(path, text_field)
     texts = list(dict.fromkeys(t for t in texts if t.strip()))
     if not texts:
         raise InputError(f"{path} holds no texts to calibrate on")
@@ -76,7 +74,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--model", "-m", default=None, help=f"checkpoint name or folder (default: {DEFAULT_CHECKPOINT})"
     )
     parser.add_argument(
-        "--input", "-i", required=True, metavar="FILE", help="calibration texts: one per line, or an STS-B .csv"
+        "--input",
+        "-i",
+        required=True,
+        metavar="FILE",
+        help="calibration texts: one per line (.txt), or a .jsonl/.csv/.tsv/.parquet file's --text-field",
+    )
+    parser.add_argument("--text-field", default="text", help="the text column of a record file (default: text)")
+    parser.add_argument(
+        "--stsb", action="store_true", help="--input is an STS Benchmark file (sts-*.csv: tab-separated, no header)"
     )
     parser.add_argument(
         "--alpha",
@@ -104,7 +110,7 @@ def default_output(encoder: SentenceEncoder) -> Path:
 
 
 def work(args: argparse.Namespace) -> int:
-    texts = read_calibration_texts(args.input)
+    texts = read_calibration_texts(args.input, args.stsb, args.text_field)
     encoder = SentenceEncoder.from_pretrained(args.model, verify=not args.no_verify)
     output = Path(args.output) if args.output else default_output(encoder)
     if output.exists() and not args.force:

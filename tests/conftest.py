@@ -41,14 +41,9 @@ def require_data(relative: str) -> Path:
 
 def read_stsb(split: str) -> tuple[list[float], list[str], list[str]]:
     """STS-B rows as (scores, sentence1s, sentence2s). Columns 4, 5, 6 by index; quotes are literal text."""
-    scores, first, second = [], [], []
-    with open(require_data(f"stsbenchmark/sts-{split}.csv"), encoding="utf-8") as f:
-        for line in f:
-            cols = line.rstrip("\n").split("\t")
-            scores.append(float(cols[4]))
-            first.append(cols[5])
-            second.append(cols[6])
-    return scores, first, second
+    from minilm.corpus.stsb import read_stsb as read_stsb_file  # imported here, as conftest imports no minilm at load
+
+    return read_stsb_file(require_data(f"stsbenchmark/sts-{split}.csv"))
 
 
 @pytest.fixture(scope="session")

@@ -17,7 +17,7 @@ nearly all the FLOPs:
   W_j multiplied by s_j: the product is unchanged, but the outliers move into the weights,
   which are quantized per row and take them better.
   s_j = max|x_j|^alpha / max|W_j|^(1 - alpha), with max|x_j| measured on calibration text
-  (`observe_input_absmax`); `minilm.calibrate` writes the scales, `minilm.weights` finds and checks them.
+  (`InputAbsmax`); `minilm.calibrate` writes the scales, `minilm.weights` finds and checks them.
 
 Softmax, LayerNorm, GELU, attention, the residual adds and pooling run in float32 as before.
 The encoder is `PackedEncoder` with these layers swapped in (`int8_encoder`).

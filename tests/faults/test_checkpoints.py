@@ -1,6 +1,6 @@
-"""Issue 27, the checkpoint folder: every file a checkpoint brings is read as hostile input.
+"""The checkpoint folder: every file a checkpoint brings is read as hostile input.
 
-Defects 4, 6, 8, 12, 13 and 14 (their checkpoint parts): a config.json whose numbers hang the load or
+Before: a config.json whose numbers hang the load or
 give NaN vectors, NaN weights and a zero int8 scale that gave NaN vectors with exit 0, malformed
 metadata that gave tracebacks, lengths read by a different rule in each file, and a modules.json path
 that led out of the folder. Each must be one WeightsError line naming the file and the field.
@@ -67,17 +67,17 @@ def refused(load, folder: Path, *needles: str) -> str:
 @pytest.mark.parametrize(
     "changes, needle",
     [
-        # defect 4: 1e9 layers grew RSS without end, 10,000 took 17 s and gave a 7.3 MB line
+        # before: 1e9 layers grew RSS without end, 10,000 took 17 s and gave a 7.3 MB line
         ({"num_hidden_layers": 10**9}, '"num_hidden_layers" must be an integer >= 1 and <= 256, got 1000000000'),
         ({"num_hidden_layers": 10_000}, '"num_hidden_layers" must be an integer >= 1 and <= 256, got 10000'),
         # in range, but not what the file holds: named from the tensor names, before anything is built
         ({"num_hidden_layers": 200}, "num_hidden_layers is 200, but the file holds 2 layers (0-1)"),
-        # defect 8: NaN vectors with exit 0
+        # before: NaN vectors with exit 0
         ({"layer_norm_eps": -1e-12}, '"layer_norm_eps" must be a finite number > 0 and <= 1, got -1e-12'),
         ({"layer_norm_eps": 0}, '"layer_norm_eps" must be a finite number > 0 and <= 1, got 0'),
         ({"layer_norm_eps": math.nan}, '"layer_norm_eps" must be a finite number > 0 and <= 1, got nan'),
         ({"hidden_dropout_prob": 1.5}, '"hidden_dropout_prob" must be a finite number >= 0 and <= 1, got 1.5'),
-        # defect 12: an AssertionError inside nn.Embedding
+        # before: an AssertionError inside nn.Embedding
         ({"pad_token_id": 99999}, '"pad_token_id" must be an integer >= 0 and <= 30521, got 99999'),
         ({"pad_token_id": -1}, '"pad_token_id" must be an integer >= 0'),
         ({"intermediate_size": 64.5}, '"intermediate_size" must be an integer >= 1'),
@@ -117,7 +117,7 @@ def test_a_config_that_does_not_fit_the_header_is_a_bounded_line(tmp_path, tiny_
 
 
 def test_a_nested_config_json_is_one_line(tmp_path, tiny_checkpoint):
-    """Defect 12: 100,000 levels of nesting was a RecursionError."""
+    """Before: 100,000 levels of nesting was a RecursionError."""
     folder = copy_of(tiny_checkpoint, tmp_path / "model")
     (folder / "config.json").write_text('{"a": ' + "[" * 100_000 + "]" * 100_000 + "}")
     refused(load_checkpoint, folder, f"{folder / 'config.json'} is nested too deeply")
@@ -183,7 +183,7 @@ def test_a_fifo_in_place_of_a_file_is_one_line_not_a_hang(request, tmp_path, loa
     "name, value", [("encoder.layer.1.output.dense.weight", math.nan), ("embeddings.LayerNorm.bias", -math.inf)]
 )
 def test_non_finite_weights_are_refused_at_load(tmp_path, tiny_checkpoint, name, value):
-    """Defect 8: NaN weights in a --no-verify checkpoint gave NaN vectors with exit 0."""
+    """Before: NaN weights in a --no-verify checkpoint gave NaN vectors with exit 0."""
     folder = copy_of(tiny_checkpoint, tmp_path / "model")
     tensors = load_file(str(folder / "model.safetensors"))
     tensors[name][3] = value
@@ -221,7 +221,7 @@ def calibrated(tmp_path_factory, tiny_checkpoint) -> tuple[Path, dict[str, torch
 
 @pytest.mark.parametrize("value", [0.0, -1.0, math.nan, 1e-40, 1e30])
 def test_an_int8_scale_that_would_give_nan_vectors_is_refused(tmp_path, calibrated, value):
-    """Defect 6: one zeroed smoothing vector in the checkpoint's own scales file gave NaN vectors with exit 0
+    """Before: one zeroed smoothing vector in the checkpoint's own scales file gave NaN vectors with exit 0
     under --dtype auto. 1e-40 is subnormal (its inverse is infinite); 1e30 overflows the smoothed weights."""
     source, scales = calibrated
     folder = copy_of(source, tmp_path / "model")
@@ -261,7 +261,7 @@ def test_sound_int8_scales_load(calibrated):
     ],
 )
 def test_odd_prompts_are_one_line(tmp_path, tiny_checkpoint, prompts, default, needle):
-    """Defect 12: an unhashable default was a TypeError, a lone surrogate a TypeError from tokenizers."""
+    """Before: an unhashable default was a TypeError, a lone surrogate a TypeError from tokenizers."""
     folder = copy_of(tiny_checkpoint, tmp_path / "model")
     path = folder / "config_sentence_transformers.json"
     edit_json(path, prompts=prompts, default_prompt_name=default)
@@ -296,8 +296,8 @@ LENGTH_FILES = [  # (loader, checkpoint fixture, file, key): every length a chec
 
 @pytest.mark.parametrize("load, source, name, key", LENGTH_FILES, ids=lambda v: getattr(v, "__name__", v))
 def test_every_length_is_held_to_one_rule(request, tmp_path, load, source, name, key):
-    """Defect 13: 0 silently meant 512 while 2 was refused, 3.5 was accepted by the cross-encoder, NaN gave
-    "cannot convert float NaN to integer" without a file, and Infinity (defect 12) an OverflowError."""
+    """Before: 0 silently meant 512 while 2 was refused, 3.5 was accepted by the cross-encoder, NaN gave
+    "cannot convert float NaN to integer" without a file, and Infinity an OverflowError."""
     folder = copy_of(request.getfixturevalue(source), tmp_path / "model")
     if name == "tokenizer_config.json":  # read when sentence_bert_config.json gives no length
         (folder / "sentence_bert_config.json").unlink()
@@ -333,7 +333,7 @@ def test_do_lower_case_must_be_true_or_false(tmp_path, tiny_checkpoint):
     ],
 )
 def test_odd_cross_encoder_files_are_one_line(tmp_path, tiny_cross_encoder, name, content, needle):
-    """Defect 12: modules.json [{"type": 5}] or null, and architectures 5, were tracebacks."""
+    """Before: modules.json [{"type": 5}] or null, and architectures 5, were tracebacks."""
     folder = copy_of(tiny_cross_encoder, tmp_path / "model")
     if name == "config.json":
         edit_json(folder / name, **content)
@@ -374,7 +374,7 @@ def pooling_at(folder: Path, path: object) -> None:
     ],
 )
 def test_a_pooling_path_stays_inside_the_checkpoint_folder(tmp_path, tiny_checkpoint, path, needle):
-    """Defect 14: a Pooling path that is a file said "cannot write the output: Not a directory", and /etc
+    """Before: a Pooling path that is a file said "cannot write the output: Not a directory", and /etc
     (or ../outside, or a symlink out) was followed outside the checkpoint folder and read."""
     folder = copy_of(tiny_checkpoint, tmp_path / "model")
     outside = copy_of(folder / "1_Pooling", tmp_path / "outside")  # a readable pooling config out there
@@ -415,7 +415,7 @@ def test_the_command_refuses_nan_producing_checkpoints_in_one_line(tmp_path, tin
 
 @pytest.mark.slow
 def test_a_billion_layers_is_one_line_from_the_command_not_a_hang(tmp_path, tiny_checkpoint):
-    """Defect 4, as a user meets it: a real `python -m minilm.embed`. It used to grow by 37 MB/s without end;
+    """As a user meets it: a real `python -m minilm.embed`. It used to grow by 37 MB/s without end;
     the 120 s limit is only a generous bound for a run that takes a few seconds."""
     folder = copy_of(tiny_checkpoint, tmp_path / "model")
     edit_json(folder / "config.json", num_hidden_layers=10**9)

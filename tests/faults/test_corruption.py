@@ -1,4 +1,4 @@
-"""Defect 3: a resume trusted the manifest and never checked the shards.
+"""A resume checks the shards, not only the manifest (it used to trust the manifest).
 
 Each kind of damage to a finished folder is named by load_shards and by --verify, and the rerun of the
 same command embeds that shard again, and only it, back to the uninterrupted output.
@@ -91,7 +91,7 @@ def test_damaged_shard_is_named_and_only_it_is_embedded_again(tmp_path: Path, fi
 
 
 def test_a_manifest_that_is_not_an_object_is_one_line(tmp_path: Path, finished):
-    """Defect 9: a manifest that is a JSON list gave a traceback."""
+    """Before: a manifest that is a JSON list gave a traceback."""
     model, corpus, _, original = finished
     out = tmp_path / "out"
     shutil.copytree(original, out)

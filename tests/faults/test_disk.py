@@ -30,7 +30,7 @@ def setup(tmp_path_factory, tiny_checkpoint, tiny_encoder):
 
 @pytest.mark.parametrize("size", ["256k", "4k"])
 def test_a_full_disk_stops_with_one_line_and_the_rerun_with_room_completes(tmp_path: Path, setup, size: str):
-    """Defects 9 and 7: a full disk gave a traceback; full while writing the first manifest left a folder
+    """Before: a full disk gave a traceback; full while writing the first manifest left a folder
     that neither the rerun nor --force accepted. 256k fills mid-run, 4k at the first manifest."""
     model, corpus, reference = setup
     disk = tmp_path / "disk"
@@ -60,7 +60,7 @@ def test_a_read_only_output_folder_is_one_line(tmp_path: Path, setup, where: str
 
 @pytest.mark.parametrize("case", ["read-only", "a file", "a model already"])
 def test_heads_train_checks_its_output_before_training(tmp_path: Path, case: str):
-    """Defect 8: heads.train found an unwritable or existing --output only after training."""
+    """Before: heads.train found an unwritable or existing --output only after training."""
     disk = tmp_path / "disk"
     disk.mkdir()
     args = [

@@ -1,4 +1,4 @@
-"""Defect 9 and the rest of 10: every user error is one `error:` line with exit 2, never a traceback;
+"""Every user error is one `error:` line with exit 2, never a traceback;
 a closed pipe is quiet; Ctrl-C and SIGTERM during the model load are one line too."""
 
 from __future__ import annotations
@@ -204,7 +204,7 @@ class CountingWindows(list):
 
 
 def test_the_window_merge_is_linear_in_the_text_length():
-    """Defect 10: heads.predict took 94 s on one 500 KB line: every token scanned every window."""
+    """Before: heads.predict took 94 s on one 500 KB line: every token scanned every window."""
     from heads.ner import token_windows, window_owners
 
     for n in (2_000, 20_000):
@@ -378,7 +378,7 @@ class CountingEncoding:
 
 
 def test_entities_read_the_token_lists_once_however_many_entities():
-    """Defect 10 (found by profiling): 190 of 286 s on one 500 KB line went to re-reading .offsets per entity.
+    """Found by profiling: 190 of 286 s on one 500 KB line went to re-reading .offsets per entity.
 
     heads.predict's per-text path (word_features, text_offsets, _entities) reads each list a fixed
     number of times, not once per word or entity."""

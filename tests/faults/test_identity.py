@@ -1,4 +1,4 @@
-"""Defects 4 and 5: the run identity missed config.json and read only the first MiB of the input.
+"""The run identity covers config.json and the whole input (it missed the one and read 1 MiB of the other).
 
 A changed config.json is reported by `minilm.weights verify` and refused by a resume; an input edited
 anywhere, even at the same size, is refused by a resume and reported stale by --verify.

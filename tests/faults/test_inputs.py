@@ -45,7 +45,7 @@ def stray_quote_csv(folder: Path, closing_row: int | None) -> Path:
 def test_a_stray_csv_quote_stops_every_reader_with_the_lines_it_swallowed(
     tmp_path: Path, tiny_checkpoint, closing_row, lines, how
 ):
-    """Defect 1: one stray quote gave '11 embeddings', exit 0 (or 1 bad line for 188 lost records)."""
+    """Before: one stray quote gave '11 embeddings', exit 0 (or 1 bad line for 188 lost records)."""
     path = stray_quote_csv(tmp_path, closing_row)
     if how.startswith("shards"):
         proc = drive(args=shard_args(tiny_checkpoint, path, tmp_path / "out", *how.split()[1:]))
@@ -66,7 +66,7 @@ def test_a_quoted_line_break_with_commas_is_still_one_record(tmp_path: Path, tin
 
 @pytest.mark.parametrize("name", ["old-mac.txt", "old-mac.jsonl", "old-mac.csv", "-"])
 def test_lone_cr_line_endings_are_refused_not_read_as_one_text(tmp_path: Path, tiny_checkpoint, name: str):
-    """Defect 6: a file with CR line endings became one text, exit 0."""
+    """Before: a file with CR line endings became one text, exit 0."""
     texts = real_lines(1000)
     if name.endswith(".jsonl"):
         data = "".join(json.dumps({"text": t}) + "\r" for t in texts)
@@ -92,7 +92,7 @@ def test_lone_cr_line_endings_are_refused_not_read_as_one_text(tmp_path: Path, t
 
 
 def test_shard_mode_warns_about_truncated_texts(tmp_path: Path, tiny_checkpoint, tiny_encoder):
-    """Defect 6: the README promised the truncation warning, but shard mode never printed it."""
+    """Before: the README promised the truncation warning, but shard mode never printed it."""
     long_text = " ".join(real_lines(60))  # well over 256 word pieces
     texts = [*real_lines(30), long_text, long_text + " again"]
     path = tmp_path / "corpus.txt"
@@ -107,7 +107,7 @@ def test_shard_mode_warns_about_truncated_texts(tmp_path: Path, tiny_checkpoint,
 
 
 def test_a_csv_field_over_128_kib_is_read(tmp_path: Path, tiny_checkpoint, tiny_encoder):
-    """Defect 10: the csv module's 128 KiB field limit refused long texts."""
+    """Before: the csv module's 128 KiB field limit refused long texts."""
     big = " ".join(real_lines(3000))[:200_000]
     path = tmp_path / "big.csv"
     path.write_text(f'id,text\n1,"{big}"\n2,short\n')
@@ -118,7 +118,7 @@ def test_a_csv_field_over_128_kib_is_read(tmp_path: Path, tiny_checkpoint, tiny_
 
 
 def test_a_json_file_is_refused_with_the_fix(tmp_path: Path, tiny_checkpoint):
-    """Defect 10: a .json array was embedded as raw lines."""
+    """Before: a .json array was embedded as raw lines."""
     path = tmp_path / "texts.json"
     path.write_text('[\n  {"text": "one"},\n  {"text": "two"}\n]\n')
     error_line(
@@ -130,7 +130,7 @@ def test_a_json_file_is_refused_with_the_fix(tmp_path: Path, tiny_checkpoint):
 
 
 def test_repeated_ids_are_counted_and_warned(tmp_path: Path, tiny_checkpoint):
-    """Defect 10: duplicate ids were stored without a warning."""
+    """Before: duplicate ids were stored without a warning."""
     path = tmp_path / "corpus.jsonl"
     ids = ["a", "b", "a", "c", "b", "a"]
     path.write_text("".join(json.dumps({"id": i, "text": t}) + "\n" for i, t in zip(ids, real_lines(6))))
@@ -147,7 +147,7 @@ def test_repeated_ids_are_counted_and_warned(tmp_path: Path, tiny_checkpoint):
 
 
 def test_a_file_of_blank_lines_is_refused_the_same_way_by_every_mode(tmp_path: Path, tiny_checkpoint):
-    """Defect 10: four blank lines embedded as four empty texts in table mode, but stopped shard mode."""
+    """Before: four blank lines embedded as four empty texts in table mode, but stopped shard mode."""
     path = tmp_path / "blank.txt"
     path.write_text("\n \n\n\t\n")
     error_line(
@@ -226,8 +226,31 @@ def test_calibrate_names_the_file_and_line_of_a_byte_that_is_not_utf8(tmp_path: 
     row = "main-captions\tMSRvid\t2012test\t0001\t5.000\tA man plays.\tA man is playing.\n"
     bad = tmp_path / "sts.csv"
     bad.write_bytes((row * 2).encode() + b"main\tx\ty\t3\t1.0\tcaf\xe9\tcafe\n")
-    error_line(drive(module="minilm.calibrate", args=["--input", str(bad)]), f"{bad}:3: not valid UTF-8 (byte 0xe9")
     error_line(
-        drive(module="minilm.calibrate", args=["--input", str(bad), "--alpha", "nan"]),
+        drive(module="minilm.calibrate", args=["--stsb", "--input", str(bad)]), f"{bad}:3: not valid UTF-8 (byte 0xe9"
+    )
+    error_line(
+        drive(module="minilm.calibrate", args=["--stsb", "--input", str(bad), "--alpha", "nan"]),
         "argument --alpha: must be a finite number >= 0 and <= 1, got nan",
     )
+
+
+def test_calibrate_reads_a_csv_as_every_command_does_and_stsb_only_when_asked(tmp_path: Path):
+    """calibrate read every .csv as STS-B's tab-separated columns, while every other command reads a .csv
+    as comma-separated with a header; now --stsb says which, and a row STS-B cannot be is named."""
+    from minilm.calibrate import read_calibration_texts
+    from minilm.corpus.stsb import read_stsb
+    from minilm.corpus.textio import InputError
+
+    table = tmp_path / "texts.csv"
+    table.write_text('id,text\n1,"A man plays, loudly."\n2,A dog runs.\n3,A dog runs.\n')
+    assert read_calibration_texts(str(table)) == ["A man plays, loudly.", "A dog runs."]
+    sts = tmp_path / "sts.csv"
+    sts.write_text("g\tf\t2012\t0001\t5.000\tA man plays.\tA man is playing.\ng\tf\t2012\t0002\t1.5\tOne.\tTwo.\n")
+    assert read_calibration_texts(str(sts), stsb=True) == ["A man plays.", "A man is playing.", "One.", "Two."]
+    assert read_stsb(sts) == ([5.0, 1.5], ["A man plays.", "One."], ["A man is playing.", "Two."])
+    with pytest.raises(InputError, match=r"^.*texts\.csv:1: expected STS-B's tab-separated columns, got 1$"):
+        read_calibration_texts(str(table), stsb=True)
+    sts.write_text("g\tf\t2012\t0001\tfive\tA man plays.\tA man is playing.\n")
+    with pytest.raises(InputError, match=r"sts\.csv:1: the score \(column 5\) is 'five', not a number$"):
+        read_stsb(sts)

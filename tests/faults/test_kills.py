@@ -36,7 +36,7 @@ def setup(tmp_path_factory, tiny_checkpoint, tiny_encoder):
 
 @pytest.mark.slow
 def test_kill_before_the_first_manifest_leaves_a_folder_that_the_rerun_and_force_accept(tmp_path: Path, setup):
-    """Defect 7: a folder killed before its first manifest was 'not a minilm shard folder' to the rerun and to --force."""
+    """Before: a folder killed before its first manifest was 'not a minilm shard folder' to the rerun and to --force."""
     model, corpus, reference = setup
     out = tmp_path / "out"
     killed = drive("--at", "before-first-manifest:1:kill", args=shard_args(model, corpus, out))
@@ -91,7 +91,7 @@ def test_stale_temporary_files_of_a_killed_write_are_removed_by_the_rerun(tmp_pa
 def test_sigterm_and_ctrl_c_finish_the_shard_then_stop_with_a_message(
     tmp_path: Path, setup, action: str, status: int, word: str
 ):
-    """Defect 10: SIGTERM exited 143 with no message. Now it stops after the current shard, as Ctrl-C does."""
+    """Before: SIGTERM exited 143 with no message. Now it stops after the current shard, as Ctrl-C does."""
     model, corpus, reference = setup
     out = tmp_path / "out"
     stopped = drive("--at", f"after-npy:4:{action}", args=shard_args(model, corpus, out))
@@ -109,7 +109,7 @@ def test_sigterm_and_ctrl_c_finish_the_shard_then_stop_with_a_message(
 
 @pytest.mark.slow
 def test_a_second_run_into_a_folder_in_use_stops_at_once_naming_the_first(tmp_path: Path, setup):
-    """Defect 2: two runs with different inputs into one new folder both exited 0, their rows mixed."""
+    """Before: two runs with different inputs into one new folder both exited 0, their rows mixed."""
     model, corpus, reference = setup
     other = corpus_file(tmp_path / "other", 500, "other.txt")
     out = tmp_path / "out"

@@ -69,7 +69,7 @@ def test_smoothing_moves_scale_from_activations_to_weights_without_changing_the_
 
 @pytest.mark.parametrize("value", [0.0, -0.5, float("nan"), float("inf"), 1e-40, 1e30])
 def test_int8_encoder_refuses_a_smoothing_value_that_would_give_nan_vectors(value):
-    """Issue 27, defect 6: a zero scale (and a subnormal, whose inverse is infinite, or a huge one, which
+    """A zero scale (and a subnormal, whose inverse is infinite, or a huge one, which
     overflows W * s) made every vector NaN. The model refuses it by layer and index, whoever passes it."""
     from minilm.model.encoder import BertModel
     from minilm.model.int8 import int8_encoder, quantized_input_widths
@@ -94,11 +94,11 @@ def test_int8_encoder_refuses_a_smoothing_value_that_would_give_nan_vectors(valu
 
 @pytest.mark.slow
 def test_shipped_scales_are_what_calibrating_on_stsb_dev_gives(encoder):
-    """weights/int8 holds the calibration of `python -m minilm.calibrate --input sts-dev.csv`, and its pin is its hash."""
+    """weights/int8 holds the calibration of `python -m minilm.calibrate --stsb --input sts-dev.csv`, and its pin is its hash."""
     path = shipped_scales_path("all-MiniLM-L6-v2")
     assert file_sha256(path) == INT8_SCALE_PINS["all-MiniLM-L6-v2"].sha256
     assert path.stat().st_size == INT8_SCALE_PINS["all-MiniLM-L6-v2"].size
-    dev = read_calibration_texts(str(require_data("stsbenchmark/sts-dev.csv")))
+    dev = read_calibration_texts(str(require_data("stsbenchmark/sts-dev.csv")), stsb=True)
     assert len(dev) == 2910  # distinct sentences of STS-B dev; test is never seen
     fresh = calibrate(encoder, dev)
     shipped = load_file(path)
