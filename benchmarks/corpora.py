@@ -14,7 +14,7 @@ from pathlib import Path
 
 from tokenizers import Tokenizer
 
-from minilm.corpus.stsb import read_stsb
+from minilm.base.stsb import read_stsb
 
 DATA_DIR = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
 LONG_MIN_TOKENS, LONG_MAX_TOKENS = 128, 256  # with [CLS] and [SEP]

@@ -24,8 +24,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from minilm import SentenceEncoder  # noqa: E402
+from minilm.base.textio import atomic_output  # noqa: E402
 from minilm.cli import DEMO_SENTENCES, write_table  # noqa: E402
-from minilm.corpus.textio import atomic_output  # noqa: E402
 from minilm.explain import first_values, strongest_links, trace  # noqa: E402
 
 TEMPLATE = ROOT / "docs" / "walkthrough.in.md"

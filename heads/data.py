@@ -7,7 +7,7 @@ Reproduces the published files line for line, with no cleaning:
   * CoNLL-2003 English NER (Tjong Kim Sang & De Meulder 2003): `word POS chunk NER`, one token a line,
     blank line between sentences, tags in IOB2.
 
-Every reader decodes the file line by line from bytes (minilm.corpus.textio's reader), so that a bad byte, a bad label
+Every reader decodes the file line by line from bytes (minilm.base.textio's reader), so that a bad byte, a bad label
 or a malformed line fails with `path:line:` in the message instead of a bare UnicodeDecodeError or KeyError.
 """
 
@@ -17,7 +17,7 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from minilm.corpus.textio import BadRecord, decoded_lines
+from minilm.base.textio import BadRecord, decoded_lines
 
 TREC_LABELS = ("ABBR", "DESC", "ENTY", "HUM", "LOC", "NUM")
 SST2_LABELS = ("negative", "positive")  # index = the file's 0/1 label
@@ -54,7 +54,7 @@ def _show(line: str, limit: int = 80) -> str:
 def _lines(path: str | os.PathLike[str]) -> Iterator[tuple[int, str]]:
     """Yield (1-based line number, text without its line ending) for each line of a UTF-8 file.
 
-    minilm.corpus.textio's line reader: a byte-order mark and Windows line endings are dropped, and
+    minilm.base.textio's line reader: a byte-order mark and Windows line endings are dropped, and
     a line that is not UTF-8 fails naming its line. A missing final newline yields no extra empty line.
     """
     try:

@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from minilm.corpus.textio import atomic_output
+from minilm.base.textio import atomic_output
 from minilm.model.encoder import BertModel
 from minilm.model.loading import StateMismatch, load_state_strict
 from minilm.model.pooling import PoolingMode, l2_normalize, max_pool, mean_pool, pool

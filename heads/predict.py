@@ -26,8 +26,8 @@ import argparse
 import json
 import sys
 
+from minilm.base.textio import atomic_output, json_vector
 from minilm.cli import ArgumentParser, add_input_arguments, check_output_path, gather_texts, positive_int, run
-from minilm.corpus.textio import atomic_output, json_vector
 
 from .predictor import MultiTaskPredictor
 

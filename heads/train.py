@@ -54,8 +54,8 @@ import torch
 from tqdm.auto import tqdm
 
 from minilm import SentenceEncoder
+from minilm.base.numbers import NumberError, checked_number, parse_number
 from minilm.cli import USER_ERRORS, ArgumentParser, number_option, run
-from minilm.numbers import NumberError, checked_number, parse_number
 from minilm.text.tokenization import SentenceTokenizer, length_sorted_batches, right_pad
 
 from .data import DataFormatError
@@ -67,7 +67,7 @@ DEFAULT_DATA_DIR = Path(__file__).resolve().parent.parent.parent / "shared" / "d
 
 # --------------------------------------------------------------------------- the job
 
-# TrainConfig's numbers and their ranges (minilm.numbers.checked_number's bounds), for the dataclass
+# TrainConfig's numbers and their ranges (minilm.base.numbers.checked_number's bounds), for the dataclass
 # and for the options alike (checked_option).
 NUMBER_OPTIONS: dict[str, dict] = {
     "temperature": {"above": 0},
@@ -136,7 +136,7 @@ class TrainConfig:
     command: str = "python -m heads.train"  # recorded in the saved config
 
     def __post_init__(self) -> None:
-        # Every number, through the one check (minilm.numbers): NaN or a negative rate trained and saved
+        # Every number, through the one check (minilm.base.numbers): NaN or a negative rate trained and saved
         # all-NaN heads with status 0. The options' argparse types check the same ranges (NUMBER_OPTIONS).
         for name, bounds in NUMBER_OPTIONS.items():
             value = getattr(self, name)

@@ -24,9 +24,9 @@ from pathlib import Path
 
 import torch
 
+from .base.stsb import read_stsb
+from .base.textio import InputError
 from .cli import ArgumentParser, number_option, read_texts, run
-from .corpus.stsb import read_stsb
-from .corpus.textio import InputError
 from .model.int8 import SMOOTHING_ALPHA, InputAbsmax, calibrated_smoothing
 from .model.packed import PackedEncoder
 from .sentence_encoder import SentenceEncoder

@@ -36,7 +36,8 @@ from typing import TextIO
 
 import numpy as np
 
-from .corpus.textio import (
+from .base.numbers import NumberError, parse_number
+from .base.textio import (
     RECORD_SUFFIXES,
     BadRecord,
     EmptyLine,
@@ -47,7 +48,6 @@ from .corpus.textio import (
     require_input_file,
 )
 from .model.precision import DTYPE_CHOICES
-from .numbers import NumberError, parse_number
 from .sentence_encoder import SentenceEncoder, cosine_similarity
 from .text.tokenization import TOKENIZER_KINDS
 from .weights import DEFAULT_CHECKPOINT, WeightsError
@@ -125,7 +125,7 @@ def read_texts(path: str, text_field: str = "text") -> list[str]:
     A .txt file (or stdin) gives one text per line, empty lines included (an empty text is valid),
     unless every line is blank: that is an InputError, as it is for the shard writer.
     .jsonl, .csv, .tsv and .parquet files give their `text_field`, skipping blank lines; any other
-    bad record stops with its file:line (minilm.corpus.textio.read_records).
+    bad record stops with its file:line (minilm.base.textio.read_records).
     """
     return [text for _, text in read_numbered_texts(path, text_field)]
 
@@ -158,7 +158,7 @@ def read_numbered_texts(path: str, text_field: str = "text") -> list[tuple[int, 
 def number_option(
     *, integer: bool = False, minimum: float | None = None, maximum: float | None = None, above: float | None = None
 ) -> Callable[[str], int | float]:
-    """An argparse type for a number option, checked by minilm.numbers (finite, in range): NaN, inf or an
+    """An argparse type for a number option, checked by minilm.base.numbers (finite, in range): NaN, inf or an
     out-of-range value is `error: argument --lr-heads: must be a finite number > 0, got nan`."""
 
     def parse(value: str) -> int | float:

@@ -24,6 +24,7 @@ from typing import TextIO
 
 import numpy as np
 
+from .base.textio import RECORD_SUFFIXES, InputError, atomic_output, json_vector
 from .cli import (
     EXIT_INTERRUPTED,
     EXIT_TERMINATED,
@@ -39,7 +40,6 @@ from .cli import (
     write_table,
 )
 from .corpus.quantize import STORED_PRECISIONS
-from .corpus.textio import RECORD_SUFFIXES, InputError, atomic_output, json_vector
 from .sentence_encoder import EncodeResult
 
 TABLE_MAX_TEXTS = 1000  # the table compares every pair; beyond this, jsonl or npy is the useful output

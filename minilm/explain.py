@@ -26,8 +26,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .base.textio import InputError
 from .cli import DEMO_SENTENCES, ArgumentParser, check_output_path, run, shorten, write_table
-from .corpus.textio import InputError
 from .model.encoder import key_mask
 from .model.pooling import l2_normalize, pool
 from .sentence_encoder import SentenceEncoder, cosine_similarity

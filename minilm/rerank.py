@@ -18,8 +18,8 @@ import argparse
 import json
 import sys
 
+from .base.textio import RECORD_SUFFIXES, InputError
 from .cli import ArgumentParser, input_name, positive_int, read_numbered_texts, run, text_option
-from .corpus.textio import RECORD_SUFFIXES, InputError
 from .cross_encoder import CrossEncoder
 
 DEFAULT_RERANKER = "cross-encoder/ms-marco-MiniLM-L-6-v2"

@@ -41,7 +41,7 @@ def require_data(relative: str) -> Path:
 
 def read_stsb(split: str) -> tuple[list[float], list[str], list[str]]:
     """STS-B rows as (scores, sentence1s, sentence2s). Columns 4, 5, 6 by index; quotes are literal text."""
-    from minilm.corpus.stsb import read_stsb as read_stsb_file  # imported here, as conftest imports no minilm at load
+    from minilm.base.stsb import read_stsb as read_stsb_file  # imported here, as conftest imports no minilm at load
 
     return read_stsb_file(require_data(f"stsbenchmark/sts-{split}.csv"))
 

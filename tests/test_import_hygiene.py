@@ -1,8 +1,10 @@
-"""Folders are the architecture (STYLE.md habit 13): library code never imports an entry point.
+"""Folders are the architecture (STYLE.md habit 13): no module imports a layer above its own, and
+library code never imports an entry point.
 
-The entry points are what `python -m` runs; everything else in minilm/ and heads/ is library, and
-minilm.cli is the one module of shared command-line helpers. Read with `ast`, nothing is imported:
-every import statement of every file, at the top or inside a function, resolved to absolute names.
+LAYERS is the order, bottom to top, written once (docs/design.md draws it). The entry points are what
+`python -m` runs; everything else in minilm/ and heads/ is library, and minilm.cli is the one module of
+shared command-line helpers. Read with `ast`, nothing is imported: every import statement of every
+file, at the top or inside a function, resolved to absolute names.
 """
 
 from __future__ import annotations
@@ -24,6 +26,16 @@ ENTRY_POINTS = {
     "heads.train",
     "heads.predict",
 }
+# Bottom to top; a module may import its own layer and those below. A module belongs to the layer of the
+# longest name that prefixes it ("minilm" alone is the package's __init__, which re-exports the encoders).
+LAYERS = [
+    ("base: errors, atomic files, text input, numbers", ["minilm.base"]),
+    ("the model's maths and the tokenizer", ["minilm.model", "minilm.text"]),
+    ("checkpoints: find, verify, read", ["minilm.weights"]),
+    ("the encoders", ["minilm.sentence_encoder", "minilm.cross_encoder", "minilm"]),
+    ("corpus, server and heads", ["minilm.corpus", "minilm.serve", "heads"]),
+    ("commands", [*sorted(ENTRY_POINTS), "minilm.cli"]),
+]
 SOURCES = sorted(path for package in ("minilm", "heads") for path in (ROOT / package).rglob("*.py"))
 
 
@@ -34,7 +46,11 @@ def module_name(path: Path) -> str:
 
 def imported_names(path: Path) -> set[str]:
     """Every module an import in `path` may name: `from a import b` gives a and a.b (b may be a module)."""
-    name = module_name(path)
+    return imported_names_of(path, module_name(path))
+
+
+def imported_names_of(path: Path, name: str) -> set[str]:
+    """imported_names of the file at `path` read as the module `name` (relative imports resolve from it)."""
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
     found: set[str] = set()
     for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
@@ -51,6 +67,45 @@ def imported_names(path: Path) -> set[str]:
     return found
 
 
+def layer_of(name: str) -> int | None:
+    """The index in LAYERS of a module (or of a name inside one); None outside minilm and heads."""
+    best = None
+    for index, (_, prefixes) in enumerate(LAYERS):
+        for prefix in prefixes:
+            if (name == prefix or name.startswith(f"{prefix}.")) and (best is None or len(prefix) > best[1]):
+                best = (index, len(prefix))
+    return None if best is None else best[0]
+
+
+def upward_imports(path: Path) -> list[str]:
+    """Each name `path` imports from a layer above its own, with both layers named."""
+    own = layer_of(module_name(path))
+    assert own is not None, f"{path} is in no layer: add it to LAYERS"
+    return [
+        f"{module_name(path)} ({LAYERS[own][0]}) imports {name} ({LAYERS[layer][0]})"
+        for name in sorted(imported_names(path))
+        if (layer := layer_of(name)) is not None and layer > own
+    ]
+
+
+def test_no_module_imports_a_layer_above_its_own():
+    assert [line for path in SOURCES for line in upward_imports(path)] == []
+    assert {layer_of(module_name(path)) for path in SOURCES} == set(range(len(LAYERS)))  # every layer has files
+
+
+def test_an_upward_import_is_caught(tmp_path):
+    """The check can fail: a base module that imported the encoder would be named, with both layers."""
+    fake = ROOT / "minilm" / "base" / "textio.py"
+    source = fake.read_text(encoding="utf-8") + "\nfrom ..sentence_encoder import SentenceEncoder\n"
+    copy = tmp_path / "textio.py"
+    copy.write_text(source, encoding="utf-8")
+    names = imported_names_of(copy, "minilm.base.textio")
+    assert "minilm.sentence_encoder.SentenceEncoder" in names
+    assert layer_of("minilm.sentence_encoder.SentenceEncoder") > layer_of("minilm.base.textio")
+    assert layer_of("minilm.embed") == len(LAYERS) - 1 and layer_of("heads.model") == layer_of("minilm.corpus.shards")
+    assert layer_of("minilm") == layer_of("minilm.sentence_encoder") and layer_of("numpy") is None
+
+
 def entry_points_in(names: set[str]) -> set[str]:
     return {entry for entry in ENTRY_POINTS for n in names if n == entry or n.startswith(f"{entry}.")}
 
@@ -59,7 +114,7 @@ def test_the_entry_points_exist_and_the_resolver_sees_their_imports():
     modules = {module_name(path): path for path in SOURCES}
     assert set(modules) >= ENTRY_POINTS
     embed = imported_names(modules["minilm.embed"])  # relative imports: from .cli import ..., from .weights import ...
-    assert {"minilm.cli", "minilm.cli.run", "minilm.corpus.textio.InputError"} <= embed
+    assert {"minilm.cli", "minilm.cli.run", "minilm.base.textio.InputError"} <= embed
     assert {"minilm.cli", "minilm.weights"} <= imported_names(modules["minilm.weights.__main__"])  # ..cli and .
     assert entry_points_in({"minilm.embed.main", "heads.train", "minilm.weights"}) == {"minilm.embed", "heads.train"}
 

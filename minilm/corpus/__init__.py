@@ -1,7 +1,5 @@
-"""Corpus files in, stored vectors out: reading inputs, writing shards, quantizing, Ray.
+"""Corpus files in, stored vectors out: writing shards, quantizing, Ray (the readers are minilm.base's).
 
-textio.py    reading texts and records (.txt .jsonl .csv .tsv .parquet), InputError, atomic writes
-stsb.py      STS Benchmark files (tab-separated despite .csv): scores and sentence pairs
 shards.py    embed a file into resumable, verified shards (--output DIR/), and load them back
 quantize.py  float16, int8/uint8 and binary storage, as sentence-transformers quantizes
 ray.py       the same embeddings on a Ray cluster with Ray Data (--engine ray; needs minilm[ray])

@@ -25,7 +25,7 @@ One machine or many, the code is the same. What changes on a multi-node cluster:
 - Failures: when a node dies, Ray restarts its actors elsewhere and reruns the lost batches. There is
   no resume manifest, unlike minilm.corpus.shards: a run that stops is started again from the beginning.
 
-Files are read by the local engine's reader, `minilm.corpus.textio.read_records`, not by Ray Data's
+Files are read by the local engine's reader, `minilm.base.textio.read_records`, not by Ray Data's
 own readers: those split lines where it does not (read_text uses str.splitlines, so a form feed or
 U+2028 inside a line ends it), and a shifted line shifts every later id onto another line's vector.
 With one reader both engines give the same rows, the same ids (line numbers for .txt, the id field
@@ -56,8 +56,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
+from ..base.textio import INPUT_SUFFIXES, InputError, read_records, require_input_file
 from .shards import SKIPPED_EXAMPLES, Examples, good_records
-from .textio import INPUT_SUFFIXES, InputError, read_records, require_input_file
 
 if TYPE_CHECKING:  # ray is optional: `import minilm.corpus.ray` must work without it
     import pyarrow as pa

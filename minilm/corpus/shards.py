@@ -19,7 +19,7 @@ The run identity is everything that shapes the rows: the sha256 of every checkpo
 the input's path, size and full sha256, and the settings. A rerun continues only an identical
 run; anything else is refused unless --force starts over.
 
-The input is any format of `minilm.corpus.textio.read_records` (.txt, .jsonl, .csv, .tsv, .parquet). A
+The input is any format of `minilm.base.textio.read_records` (.txt, .jsonl, .csv, .tsv, .parquet). A
 bad record (invalid JSON, a missing field, a byte that is not UTF-8, an empty line) stops the run
 with its file:line, or with `skip_bad_lines` is skipped, counted in the manifest and reported.
 int8 and uint8 ranges are calibrated on the first shard's embeddings and kept in the manifest,
@@ -62,11 +62,7 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from ..sentence_encoder import PROGRESS_BAR_MIN_TEXTS, NonFiniteOutput, SentenceEncoder
-from ..weights import file_sha256
-from ..weights.int8_scales import smoothing_sha256
-from .quantize import STORED_DTYPE, STORED_PRECISIONS, StoredPrecision, calibration_ranges, dequantize, quantize
-from .textio import (
+from ..base.textio import (
     RECORD_SUFFIXES,
     BadRecord,
     InputError,
@@ -77,6 +73,10 @@ from .textio import (
     read_records,
     require_input_file,
 )
+from ..sentence_encoder import PROGRESS_BAR_MIN_TEXTS, NonFiniteOutput, SentenceEncoder
+from ..weights import file_sha256
+from ..weights.int8_scales import smoothing_sha256
+from .quantize import STORED_DTYPE, STORED_PRECISIONS, StoredPrecision, calibration_ranges, dequantize, quantize
 
 try:
     import fcntl

@@ -32,7 +32,7 @@ from collections.abc import Iterator
 import torch
 from torch import nn
 
-from ..numbers import checked_number
+from ..base.numbers import checked_number
 from .encoder import BertModel
 from .packed import PackedEncoder
 
@@ -110,7 +110,7 @@ def smoothing_factors(input_absmax: torch.Tensor, weight: torch.Tensor, alpha: f
 def check_smoothing(smoothing: torch.Tensor, width: int, where: str) -> None:
     """Refuse a smoothing vector that would make Int8Linear's output non-finite or meaningless: not (width,),
     or a value NaN, infinite or outside SMOOTHING_RANGE. Raises ValueError (NumberError for a value)
-    naming `where` and the first bad index, through minilm.numbers.checked_number's one rule."""
+    naming `where` and the first bad index, through minilm.base.numbers.checked_number's one rule."""
     if tuple(smoothing.shape) != (width,):
         raise ValueError(f"{where} has shape {tuple(smoothing.shape)}, expected ({width},)")
     low, high = SMOOTHING_RANGE

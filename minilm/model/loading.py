@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch.overrides import TorchFunctionMode
 
-from ..numbers import checked_number
+from ..base.numbers import checked_number
 from .encoder import BertConfig
 
 # Checkpoint keys a model may have no module for, and why they are safe to drop when it has none.
@@ -69,7 +69,7 @@ CONFIG_RANGES: dict[str, dict[str, Any]] = {
 def bert_config(raw: dict[str, Any], source: str = "config.json") -> BertConfig:
     """config.json's settings -> BertConfig, keeping the keys we use and checking what this model reproduces exactly.
 
-    Every number passes minilm.numbers.checked_number with its range (CONFIG_RANGES), so a negative
+    Every number passes minilm.base.numbers.checked_number with its range (CONFIG_RANGES), so a negative
     eps, NaN, 3.5 layers or a pad id past the vocabulary is refused here, not met later as a NaN
     vector or a hang. Raises ValueError (NumberError for a number) whose message starts with `source`.
     """

@@ -37,10 +37,10 @@ from pathlib import Path
 
 import torch
 
+from ..base.numbers import NumberError, checked_number
 from ..model.encoder import BertConfig, BertModel
 from ..model.loading import StateMismatch, bert_config, check_fits, load_state_strict, short_repr
 from ..model.pooling import POOLING_MODES, PoolingMode
-from ..numbers import NumberError, checked_number
 from ..text.tokenization import TOKENIZER_KINDS, SentenceTokenizer, TokenizerKind
 from ..text.wordpiece import UnsupportedTokenizer
 
@@ -617,7 +617,7 @@ def read_json(path: Path, kind: type | None = dict, what: str = "an object", *, 
 
 
 def checked_field(value: object, path: Path, key: str, **bounds) -> int | float:
-    """minilm.numbers.checked_number for `key` of the metadata file `path`: the error names both."""
+    """minilm.base.numbers.checked_number for `key` of the metadata file `path`: the error names both."""
     try:
         return checked_number(value, f'{path}: "{key}"', **bounds)
     except NumberError as e:

@@ -289,7 +289,7 @@ def test_unwritable_output_folder_is_a_user_error(tmp_path, capsys, monkeypatch)
     def refuse(*args, **kwargs):
         raise PermissionError(13, "Permission denied", str(tmp_path / ".vectors.npy.tmp"))
 
-    monkeypatch.setattr("minilm.corpus.textio.tempfile.mkstemp", refuse)
+    monkeypatch.setattr("minilm.base.textio.tempfile.mkstemp", refuse)
     proc = run_main(["Hello world", "--format", "npy", "--output", str(tmp_path / "vectors.npy")], capsys)
     assert_one_line_error(proc, "Permission denied")
     assert list(tmp_path.iterdir()) == []

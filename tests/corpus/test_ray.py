@@ -19,9 +19,9 @@ import ray
 import ray.data
 
 import minilm.corpus.ray
+from minilm.base.textio import InputError
 from minilm.corpus import load_shards
 from minilm.corpus.ray import embed_dataset, embed_files, read_dataset
-from minilm.corpus.textio import InputError
 
 from conftest import read_stsb, require_data, run_module
 
@@ -193,7 +193,7 @@ def test_cli_engine_ray_joins_a_cluster_and_writes_parquet(tmp_path: Path, check
 # ---------------------------------------------------------------------- both engines, one reader
 
 # Each file holds what str.splitlines, Arrow's JSON reader or Arrow's CSV reader would read differently
-# from minilm.corpus.textio.read_records: a byte-order mark, CRLF endings, a form feed, U+2028, U+0085 and
+# from minilm.base.textio.read_records: a byte-order mark, CRLF endings, a form feed, U+2028, U+0085 and
 # \x1c inside lines, a quoted CSV field over two lines, ids that look like numbers, and bad records.
 HOSTILE_TXT = (
     "\ufeffA first line after a byte-order mark.\r\n"

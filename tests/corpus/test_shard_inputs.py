@@ -12,9 +12,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from minilm.base.textio import InputError
 from minilm.cli import read_texts
 from minilm.corpus import CorpusSettings, embed_corpus, load_shards, read_manifest
-from minilm.corpus.textio import InputError
 
 from conftest import real_lines, run_module, write_lines
 

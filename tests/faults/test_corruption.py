@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from minilm.base.textio import InputError
 from minilm.corpus import DamagedShards, load_shards
-from minilm.corpus.textio import InputError
 
 from faultkit import assert_same_output, corpus_file, drive, error_line, reference_run, shard_args
 

@@ -238,9 +238,9 @@ def test_calibrate_names_the_file_and_line_of_a_byte_that_is_not_utf8(tmp_path: 
 def test_calibrate_reads_a_csv_as_every_command_does_and_stsb_only_when_asked(tmp_path: Path):
     """calibrate read every .csv as STS-B's tab-separated columns, while every other command reads a .csv
     as comma-separated with a header; now --stsb says which, and a row STS-B cannot be is named."""
+    from minilm.base.stsb import read_stsb
+    from minilm.base.textio import InputError
     from minilm.calibrate import read_calibration_texts
-    from minilm.corpus.stsb import read_stsb
-    from minilm.corpus.textio import InputError
 
     table = tmp_path / "texts.csv"
     table.write_text('id,text\n1,"A man plays, loudly."\n2,A dog runs.\n3,A dog runs.\n')

@@ -30,7 +30,7 @@ from heads.train import (
     train,
 )
 from heads.train import main as train_main
-from minilm.corpus.textio import json_vector
+from minilm.base.textio import json_vector
 from minilm.text.tokenization import right_pad
 from minilm.weights import WeightsError, read_safetensors
 

@@ -1,4 +1,4 @@
-"""minilm.numbers: the one check for numbers read from files and options, case by case."""
+"""minilm.base.numbers: the one check for numbers read from files and options, case by case."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from minilm.numbers import NumberError, checked_number, parse_number
+from minilm.base.numbers import NumberError, checked_number, parse_number
 
 
 @pytest.mark.parametrize(

@@ -1,12 +1,12 @@
-"""minilm.corpus.textio's records by hand: a blank line is an `EmptyLine`, a BadRecord that the
+"""minilm.base.textio's records by hand: a blank line is an `EmptyLine`, a BadRecord that the
 one-shot CLI (`minilm.cli.read_texts`) skips in record files and the shard writer reports."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from minilm.base.textio import BadRecord, EmptyLine, InputError, Record, read_records
 from minilm.cli import read_texts
-from minilm.corpus.textio import BadRecord, EmptyLine, InputError, Record, read_records
 
 
 def test_empty_line_is_a_bad_record_named_by_file_and_line():
