@@ -17,16 +17,14 @@ it needs matplotlib (`pip install 'minilm[viz]'`).
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from .base.textio import InputError
+from .base.textio import InputError, atomic_path
 from .cli import DEMO_SENTENCES, ArgumentParser, check_output_path, run, shorten, write_table
 from .model.encoder import key_mask
 from .model.pooling import l2_normalize, pool
@@ -184,14 +182,11 @@ def plot(trace: Trace, path: Path) -> None:
     ax.set_title("cosine similarity of the sentence vectors", fontsize=12)
     key = "\n".join(f"{i + 1}: {shorten(text, 45)}" for i, text in enumerate(trace.texts[:12]))
     ax.set_xlabel(key, fontsize=9, loc="left")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent)
-    os.close(fd)
     try:
-        fig.savefig(tmp, dpi=PLOT_DPI)  # no bbox_inches="tight": the size stays PLOT_INCHES * PLOT_DPI
-        os.replace(tmp, path)
+        with atomic_path(path, suffix=".png") as tmp:  # the suffix tells matplotlib the format
+            fig.savefig(tmp, dpi=PLOT_DPI)  # no bbox_inches="tight": the size stays PLOT_INCHES * PLOT_DPI
     finally:
         plt.close(fig)
-        Path(tmp).unlink(missing_ok=True)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

@@ -423,18 +423,26 @@ def _current_umask() -> int:
 
 
 @contextmanager
-def atomic_output(path: Path, binary: bool) -> Iterator[TextIO | BinaryIO]:
-    """Write to a temporary file beside `path`, then rename it into place; on error nothing is left.
+def atomic_path(path: Path, suffix: str = ".tmp") -> Iterator[Path]:
+    """A temporary file beside `path` for a writer that takes a file name (safetensors, matplotlib):
+    renamed into place when the block ends; on error nothing is left. `suffix` keeps an extension that
+    the writer reads the format from.
 
     A symlink is written through, as a shell's `>` does: its target gets the new content, the link stays.
     """
     path = Path(os.path.realpath(path)) if os.path.islink(path) else path
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+    os.close(fd)
     try:
-        with os.fdopen(fd, "wb" if binary else "w", encoding=None if binary else "utf-8") as f:
-            yield f
+        yield Path(tmp)
         os.chmod(tmp, 0o666 & ~_current_umask())  # mkstemp makes 0600; give the file the mode open() would
         os.replace(tmp, path)
-    except BaseException:
+    finally:
         Path(tmp).unlink(missing_ok=True)
-        raise
+
+
+@contextmanager
+def atomic_output(path: Path, binary: bool) -> Iterator[TextIO | BinaryIO]:
+    """`atomic_path` as an open file: write to it, and it replaces `path` when the block ends."""
+    with atomic_path(path) as tmp, open(tmp, "wb" if binary else "w", encoding=None if binary else "utf-8") as f:
+        yield f

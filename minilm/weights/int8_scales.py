@@ -14,14 +14,13 @@ Where the scales of a checkpoint are looked for, first hit wins:
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
 from pathlib import Path
 
 import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from ..base.textio import atomic_path
 from ..model.int8 import check_smoothing, quantized_input_widths
 from . import (
     KNOWN_CHECKPOINTS,
@@ -106,14 +105,5 @@ def save_int8_scales(path: Path, scales: dict[str, torch.Tensor], metadata: dict
     if path.exists() and not force:
         raise WeightsError(f"{path} exists; pass --force to overwrite it")
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file({name: t.float().contiguous() for name, t in sorted(scales.items())}, tmp, metadata=metadata)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it private; a scales file is as public as the weights
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_path(path) as tmp:  # as public as the weights, and never half written
+        save_file({name: t.float().contiguous() for name, t in sorted(scales.items())}, str(tmp), metadata=metadata)
