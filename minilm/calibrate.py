@@ -3,8 +3,9 @@
     python -m minilm.calibrate --stsb --input ../shared/data/stsbenchmark/sts-dev.csv   # the shipped scales
     python -m minilm.calibrate --model my-checkpoint/ --input texts.txt               # your own checkpoint
 
-It runs the float32 encoder over the texts, records the largest |activation| of every input
-channel of every int8 layer, turns them into SmoothQuant scales (minilm.model.int8) and writes
+It runs the float32 encoder over the texts (`SentenceEncoder.calibrate_int8`), records the largest
+|activation| of every input channel of every int8 layer, turns them into SmoothQuant scales
+(minilm.model.int8) and writes
 them, atomically, as one small safetensors file bound by sha256 to the checkpoint's
 model.safetensors. `dtype="int8"` (and "auto") then finds them: by default they go into the
 checkpoint folder as int8_scales.safetensors, or for a known checkpoint to the file minilm ships
@@ -22,13 +23,10 @@ import argparse
 import sys
 from pathlib import Path
 
-import torch
-
 from .base.stsb import read_stsb
 from .base.textio import InputError
 from .cli import ArgumentParser, number_option, read_texts, run
-from .model.int8 import SMOOTHING_ALPHA, InputAbsmax, calibrated_smoothing
-from .model.packed import PackedEncoder
+from .model.int8 import SMOOTHING_ALPHA
 from .sentence_encoder import SentenceEncoder
 from .weights import DEFAULT_CHECKPOINT, KNOWN_CHECKPOINTS, file_sha256
 from .weights.int8_scales import FILE_NAME, INT8_SCALE_PINS, save_int8_scales, shipped_scales_path
@@ -46,21 +44,6 @@ def read_calibration_texts(path: str, stsb: bool = False, text_field: str = "tex
     if not texts:
         raise InputError(f"{path} holds no texts to calibrate on")
     return texts
-
-
-def calibrate(encoder: SentenceEncoder, texts: list[str], alpha: float = SMOOTHING_ALPHA) -> dict[str, torch.Tensor]:
-    """SmoothQuant scales for `encoder`'s float32 model, from the activations `texts` produce."""
-    if encoder.dtype != "float32":
-        raise ValueError("calibrate a float32 encoder: the scales are measured on the exact activations")
-    packed = PackedEncoder(encoder.model).eval()  # the int8 encoder's own layer layout (fused QKV)
-    encoder.runner, float_runner = packed, encoder.runner
-    observer = InputAbsmax(packed)
-    try:
-        encoder.encode(texts, batch_size=64)  # the progress bar shows from 1,000 texts on
-    finally:
-        encoder.runner = float_runner
-        absmax = observer.close()
-    return calibrated_smoothing(packed, absmax, alpha)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -115,7 +98,7 @@ def work(args: argparse.Namespace) -> int:
     output = Path(args.output) if args.output else default_output(encoder)
     if output.exists() and not args.force:
         raise InputError(f"{output} exists; pass --force to overwrite it")
-    scales = calibrate(encoder, texts, args.alpha)
+    scales = encoder.calibrate_int8(texts, args.alpha)
     n_tokens = sum(min(n, encoder.max_seq_length) for n in encoder.tokenizer.encode(texts)[1])
     metadata = {
         "model_sha256": encoder.checkpoint.sha256,

@@ -23,6 +23,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .model.encoder import BertModel
+from .model.int8 import SMOOTHING_ALPHA, InputAbsmax, calibrated_smoothing
 from .model.packed import PackedEncoder
 from .model.pooling import PoolingMode, l2_normalize, mask_prompt, pool
 from .model.precision import ComputeDtype, choose_auto, inference_model, resolve_dtype
@@ -91,11 +92,15 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     return device
 
 
+def normalized(vectors: np.ndarray) -> np.ndarray:
+    """Unit-length rows of (N, C) vectors, in NumPy: x / max(|x|, 1e-12), as sentence-transformers'
+    Normalize (and minilm.model.pooling.l2_normalize, its torch form)."""
+    return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+
+
 def cosine_similarity(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Cosine similarity of every row of a (N, C) with every row of b (M, C): (N, M) float32."""
-    a = a.astype(np.float32) / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-12)
-    b = b.astype(np.float32) / np.maximum(np.linalg.norm(b, axis=1, keepdims=True), 1e-12)
-    return a @ b.T  # (N, M)
+    return normalized(a.astype(np.float32)) @ normalized(b.astype(np.float32)).T  # (N, M)
 
 
 class SentenceEncoder:
@@ -221,6 +226,23 @@ class SentenceEncoder:
         if self.dtype == "float32":
             self.runner = PackedEncoder(self.model).eval()
         return self
+
+    def calibrate_int8(self, texts: list[str], alpha: float = SMOOTHING_ALPHA) -> dict[str, torch.Tensor]:
+        """The SmoothQuant smoothing scales of this float32 encoder, measured on `texts`: the largest
+        |activation| of every input channel of every int8 layer (minilm.model.int8), seen through the
+        packed encoder, the int8 encoder's own layer layout (fused QKV). What `python -m minilm.calibrate`
+        saves and `dtype="int8"` then loads."""
+        if self.dtype != "float32":
+            raise ValueError("calibrate a float32 encoder: the scales are measured on the exact activations")
+        packed = PackedEncoder(self.model).eval()
+        self.runner, float_runner = packed, self.runner
+        observer = InputAbsmax(packed)
+        try:
+            self.encode(texts, batch_size=64)  # the progress bar shows from 1,000 texts on
+        finally:
+            self.runner = float_runner
+            absmax = observer.close()
+        return calibrated_smoothing(packed, absmax, alpha)
 
     # ------------------------------------------------------------------ batching
 

@@ -51,7 +51,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from ..sentence_encoder import NonFiniteOutput, SentenceEncoder, check_texts
+from ..sentence_encoder import NonFiniteOutput, SentenceEncoder, check_texts, normalized
 from ..text.tokenization import SentenceTokenizer
 from .batcher import Batcher, Closed, Job, QueueFull
 from .bounded import bounded_reader
@@ -93,11 +93,6 @@ class ServeSettings:
     # put before every text to embed, unless a request names another (--prompt-name/--prompt);
     # None: the checkpoint's default prompt, if it has one, as SentenceEncoder.encode
     prompt: str | None = None
-
-
-def normalized(vectors: np.ndarray) -> np.ndarray:
-    """L2 rows as sentence-transformers' Normalize: x / max(|x|, 1e-12)."""
-    return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
 
 
 async def disconnected(request: Request) -> None:

@@ -16,7 +16,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from minilm import SentenceEncoder
-from minilm.calibrate import calibrate, read_calibration_texts
+from minilm.calibrate import read_calibration_texts
 from minilm.model.int8 import Int8Linear, quantize_rows, smoothing_factors
 from minilm.model.precision import choose_auto
 from minilm.weights import WeightsError, file_sha256, load_checkpoint
@@ -100,7 +100,7 @@ def test_shipped_scales_are_what_calibrating_on_stsb_dev_gives(encoder):
     assert path.stat().st_size == INT8_SCALE_PINS["all-MiniLM-L6-v2"].size
     dev = read_calibration_texts(str(require_data("stsbenchmark/sts-dev.csv")), stsb=True)
     assert len(dev) == 2910  # distinct sentences of STS-B dev; test is never seen
-    fresh = calibrate(encoder, dev)
+    fresh = encoder.calibrate_int8(dev)
     shipped = load_file(path)
     assert fresh.keys() == shipped.keys() and len(shipped) == 24  # 4 int8 layers per block, 6 blocks
     for name in shipped:
