@@ -115,7 +115,8 @@ def test_the_entry_points_exist_and_the_resolver_sees_their_imports():
     assert set(modules) >= ENTRY_POINTS
     embed = imported_names(modules["minilm.embed"])  # relative imports: from .cli import ..., from .weights import ...
     assert {"minilm.cli", "minilm.cli.run", "minilm.base.textio.InputError"} <= embed
-    assert {"minilm.cli", "minilm.weights"} <= imported_names(modules["minilm.weights.__main__"])  # ..cli and .
+    weights_main = imported_names(modules["minilm.weights.__main__"])  # from ..cli import ..., from .resolve import ...
+    assert {"minilm.cli", "minilm.weights.resolve"} <= weights_main
     assert entry_points_in({"minilm.embed.main", "heads.train", "minilm.weights"}) == {"minilm.embed", "heads.train"}
 
 

@@ -205,8 +205,8 @@ def hf_cache(tmp_path_factory, checkpoint_dir) -> tuple[Path, Path]:
 # --------------------------------------------------------------------------- command-line runs, started together
 
 FALL_THROUGH_TO_HF_CACHE = """
-import minilm.weights as w
-w.find_in_offline_package = lambda known: None  # hide the installed offline package
+import minilm.weights as w, minilm.weights.resolve as where
+where.find_in_offline_package = lambda known: None  # hide the installed offline package
 r = w.resolve_checkpoint()
 print(r.source); print(r.path); print(r.known.name)
 """
@@ -310,8 +310,8 @@ def test_offline_package_is_found_when_weights_dir_is_empty(tmp_path, name):
 
 @pytest.mark.parametrize("name", [NAME, HUB_ID])
 def test_missing_checkpoint_lists_every_place_tried_and_the_fix(tmp_path, monkeypatch, name):
-    monkeypatch.setattr("minilm.weights.find_in_offline_package", lambda known: None)
-    monkeypatch.setattr("minilm.weights.find_in_hf_cache", lambda repo_id, cache_dir=None: None)
+    monkeypatch.setattr("minilm.weights.resolve.find_in_offline_package", lambda known: None)
+    monkeypatch.setattr("minilm.weights.resolve.find_in_hf_cache", lambda repo_id, cache_dir=None: None)
     with pytest.raises(WeightsError) as e:
         resolve_checkpoint(name, weights_dir=tmp_path)
     message = one_line(e)

@@ -14,20 +14,17 @@ import argparse
 import sys
 
 from ..cli import ArgumentParser, run
-from . import (
-    DEFAULT_CHECKPOINT,
-    KNOWN_CHECKPOINTS,
-    WeightsError,
-    download_checkpoint,
+from .download import download_checkpoint
+from .errors import WeightsError
+from .known import DEFAULT_CHECKPOINT, KNOWN_CHECKPOINTS
+from .resolve import (
     find_in_hf_cache,
     find_in_offline_package,
     find_in_source_tree,
-    identify_checkpoint,
     local_weights_dir,
-    pin_problem,
     resolve_checkpoint,
-    verify_checkpoint,
 )
+from .verify import identify_checkpoint, pin_problem, verify_checkpoint
 
 
 def _cmd_list(args: argparse.Namespace) -> int:

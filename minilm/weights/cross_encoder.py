@@ -28,17 +28,10 @@ from ..model.encoder import BertConfig
 from ..model.loading import short_repr
 from ..text.tokenization import PairTokenizer
 from ..text.wordpiece import UnsupportedTokenizer
-from . import (
-    WeightsError,
-    check_header,
-    checked_field,
-    checked_length,
-    fill_from_safetensors,
-    read_bert_config,
-    read_json,
-    read_modules,
-    resolve_and_verify,
-)
+from .checkpoint import resolve_and_verify
+from .errors import WeightsError
+from .files import check_header, checked_field, checked_length, fill_from_safetensors, read_json
+from .sentence_config import read_bert_config, read_modules
 
 
 @dataclass(frozen=True)

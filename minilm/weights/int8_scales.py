@@ -22,15 +22,12 @@ from safetensors.torch import save_file
 
 from ..base.textio import atomic_path
 from ..model.int8 import check_smoothing, quantized_input_widths
-from . import (
-    KNOWN_CHECKPOINTS,
-    Checkpoint,
-    PinnedFile,
-    WeightsError,
-    pin_problem,
-    read_safetensors,
-    shipped_path,
-)
+from .checkpoint import Checkpoint
+from .errors import WeightsError
+from .files import read_safetensors
+from .known import KNOWN_CHECKPOINTS, PinnedFile
+from .resolve import shipped_path
+from .verify import pin_problem
 
 FILE_NAME = "int8_scales.safetensors"
 

@@ -121,7 +121,7 @@ def test_a_closed_pipe_is_quiet(module: str, args: list[str]):
 @pytest.mark.parametrize("module", ["minilm.embed", "heads.predict"])
 @pytest.mark.slow
 def test_ctrl_c_and_sigterm_during_the_model_load_are_one_line(module: str, name: str, status: int, word: str):
-    proc = drive("--signal-in", f"minilm.weights.load_model:{name}", module=module, args=["A sentence."])
+    proc = drive("--signal-in", f"minilm.weights.checkpoint.load_model:{name}", module=module, args=["A sentence."])
     assert proc.returncode == status and proc.stderr == f"{word}\n", proc.stderr[-2000:]
 
 
@@ -131,8 +131,9 @@ def test_ctrl_c_is_one_line_even_when_the_test_run_ignores_sigint():
     starts inherits that: the model-load SIGINT tests above then saw the command finish with status 0.
     The driver stands for a terminal, where Ctrl-C is Python's KeyboardInterrupt."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    signal_in = ["--signal-in", "minilm.weights.checkpoint.load_model:SIGINT"]
     proc = subprocess.run(
-        [sys.executable, str(DRIVER), "--signal-in", "minilm.weights.load_model:SIGINT", "--", "minilm.embed", "A."],
+        [sys.executable, str(DRIVER), *signal_in, "--", "minilm.embed", "A."],
         cwd=ROOT,
         capture_output=True,
         text=True,
