@@ -5,9 +5,10 @@
     metrics.py   the Prometheus metrics behind GET /metrics
     errors.py    the error answers, in OpenAI's shape under /v1/ and TEI's elsewhere
     guard.py     the middleware in front of the routes: admission, body limits and timeouts, answers in parts
-    requests.py  the request bodies (strict pydantic models) and their one-line 422 messages
+    schemas.py   the request bodies (strict) and the response shapes, as pydantic models for /docs
     tokens.py    the tokens kept while a request waits (ids) and /tokenize's JSON
-    app.py       the routes (OpenAI's /v1/embeddings, TEI's /embed, /predict, /tokenize) and the request checks
+    service.py   the settings and the service the routes call: checks, tokenizing, queue places, the batcher
+    app.py       the routes (OpenAI's /v1/embeddings, TEI's /embed, /predict, /tokenize, /health, /metrics)
     __main__.py  the command line: load the encoder and heads, warm up, listen, drain on SIGTERM
 
 It needs the [serve] extra (FastAPI, uvicorn, prometheus-client). Nothing here is imported by the

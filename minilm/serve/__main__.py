@@ -43,7 +43,8 @@ try:  # the [serve] extra
     import uvicorn
     from uvicorn.protocols.http.auto import AutoHTTPProtocol  # httptools' protocol, or h11's without it
 
-    from .app import ServeSettings, Service, create_app
+    from .app import create_app
+    from .service import ServeSettings, Service
 except ImportError as missing:
     print(f'error: {missing.name} is missing; install the server extra: pip install -e ".[serve]"', file=sys.stderr)
     sys.exit(EXIT_USER_ERROR)

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Callable
 from .errors import ApiError, error_response
 
 if TYPE_CHECKING:
-    from .app import Service
+    from .service import Service
 
 QUEUED_ROUTES = frozenset({"/v1/embeddings", "/embed", "/predict", "/tokenize"})  # POSTs that take a place in the queue
 SEND_CHUNK = 256 * 1024  # answers go out in parts of this size, each once the client has taken the last ones

@@ -1,13 +1,16 @@
 """Every route costs bounded memory and time, whatever one client sends (docs/serve.md, "Limits").
 
 One server with the heads, --body-timeout 3 and --drain-timeout 2, checked by its own RSS
-(/proc/PID/status) and by how long a short request takes beside a hostile one. The bounds are
+(/proc/PID/status) and by what a short request waits for beside a hostile one. The bounds are
 deliberately generous, for a shared 2-core machine, and still far from what the defects cost:
 - memory: the server's peak RSS (VmHWM) grows by less than 1 GiB over all the hostile requests
   (before: "!" * 4 MiB to /v1/embeddings took it from 389 MB to 2.6 GB, a 15 MB /predict to 4.7 GB);
-- time: a short request sent while a hostile one is in flight is answered within 20 s (before: a
-  client that had disconnected from a 104 KB /predict still delayed the next embedding by 12.5 s,
-  and a /predict of many long texts holds the worker for minutes).
+- work: a short request sent while a big /predict runs waits for at most 3 of its chunks, counted by
+  the server's own metrics (before: it waited for all of them; a client that had disconnected from a
+  104 KB /predict still delayed the next embedding by 12.5 s);
+- time, as a backstop against a hang, not a speed: a short request beside any hostile one is answered
+  within 60 s (measured: under 1.5 s on an idle 2-core machine; 28 s once, with the fault suite and a
+  busy loop sharing the two cores, which is why work, not seconds, is the real check).
 The last test stops the server: it must be the last one here.
 """
 
@@ -27,7 +30,7 @@ from test_server import MODEL, Server
 pytestmark = pytest.mark.slow  # one server with the heads (about 5 s), and 16 MB bodies
 
 RSS_GROWTH_BOUND = 2**30  # bytes of peak RSS the hostile requests may add, all of them together
-SHORT_REQUEST_BOUND_S = 20.0  # a short request beside a hostile one is answered within this
+SHORT_REQUEST_BOUND_S = 60.0  # a short request beside a hostile one is answered within this (a hang check)
 BODY_LIMIT = 16 * 2**20  # --max-body-mb's default
 MAX_PREDICT_PIECES, MAX_PREDICT_CHARS = 2048, 131072  # ServeSettings' defaults: /predict's cap per text
 
@@ -120,18 +123,25 @@ def test_each_route_at_its_maximum_in_the_worst_shape_stays_within_memory_and_ti
 
 def test_a_big_predict_neither_holds_the_worker_nor_outlives_its_client(server):
     """40 texts of 2,000 words each (one chunk each): a short embedding sent once the first chunk is done
-    is answered within the bound, and when the client disconnects the rest is dropped."""
+    waits for at most 3 chunks (the one running, and one or two that start while it is tokenized), and
+    when the client disconnects the rest is dropped."""
+
+    def chunks_run() -> float:
+        return metric(server, 'minilm_batch_texts_count\\{kind="predict"\\}')
+
     texts_before = metric(server, 'minilm_batch_texts_sum\\{kind="predict"\\}')
-    chunks_before = metric(server, 'minilm_batch_texts_count\\{kind="predict"\\}')
+    chunks_before = chunks_run()
     body = json.dumps({"inputs": ["!" * 2000] * 40}).encode()
     client = socket.create_connection(("127.0.0.1", server.port))
     head = f"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
     client.sendall(head.encode() + body)
     deadline = time.monotonic() + 120
-    while metric(server, 'minilm_batch_texts_count\\{kind="predict"\\}') < chunks_before + 1:  # its first chunk
+    while chunks_run() < chunks_before + 1:  # its first chunk
         assert time.monotonic() < deadline, "the first chunk of the request never ran"
         time.sleep(0.05)
+    ran_before = chunks_run()
     waited = short_request_time(server)
+    assert chunks_run() - ran_before <= 3, (chunks_run() - ran_before, waited)  # before: all 40
     assert waited < SHORT_REQUEST_BOUND_S, waited
     client.close()  # the client goes away: the worker drops the texts it has not run
     deadline = time.monotonic() + 60

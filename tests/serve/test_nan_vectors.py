@@ -10,7 +10,8 @@ import torch
 from starlette.testclient import TestClient
 
 from minilm import SentenceEncoder
-from minilm.serve.app import ServeSettings, Service, create_app
+from minilm.serve.app import create_app
+from minilm.serve.service import ServeSettings, Service
 
 
 def damage(encoder: SentenceEncoder) -> None:

@@ -185,11 +185,15 @@ def test_tokenize_gives_the_tokens_the_encoder_sees_with_offsets(server, encoder
 
 
 def test_predict_equals_the_heads_on_the_same_texts(server, stsb_sentences):
+    from pydantic import TypeAdapter
+
     from heads.predictor import MultiTaskPredictor
+    from minilm.serve.schemas import Prediction
 
     texts = ["Who founded Apple in California?", "What a dull, lifeless film.", *stsb_sentences[:10]]
     expected = MultiTaskPredictor.from_folder().predict(texts, with_embedding=True, show_progress_bar=False)
     got = server.post("/predict", {"inputs": texts, "with_embedding": True}).json()
+    TypeAdapter(list[Prediction]).validate_python(got, strict=True)  # the shape /docs shows
     assert len(got) == len(expected)
     for g, e in zip(got, expected):
         assert g["text"] == e["text"]

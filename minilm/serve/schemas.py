@@ -1,5 +1,9 @@
-"""The request bodies of the HTTP API (app.py) as pydantic models, strict: a field of the wrong type or
-a field no route knows is a 422, and `validation_message` makes pydantic's list of errors one line."""
+"""The HTTP API's types (app.py's routes), as pydantic models, so /docs and /openapi.json show them.
+
+Requests are strict: a field of the wrong type or a field no route knows is a 422, and
+`validation_message` makes pydantic's list of errors one line. Responses are documented, not
+validated: the routes write them with orjson (numpy vectors straight to JSON), in these shapes.
+"""
 
 from __future__ import annotations
 
@@ -90,3 +94,111 @@ def validation_message(error: RequestValidationError) -> str:
 
 def as_list(texts: str | list[str]) -> list[str]:
     return [texts] if isinstance(texts, str) else texts
+
+
+# ---------------------------------------------------------------------------- responses (documented shapes)
+
+
+class OpenAIEmbedding(BaseModel):
+    object: Literal["embedding"] = "embedding"
+    index: int
+    embedding: Union[list[float], str] = Field(  # noqa: UP007 (pydantic reads it at run time; 3.9 has no X | Y)
+        description="floats, or base64 of little-endian float32 bytes"
+    )
+    truncated: bool = Field(description="minilm extension: the text was cut to max_seq_length tokens")
+
+
+class OpenAIUsage(BaseModel):
+    prompt_tokens: int = Field(description="tokens embedded, [CLS]/[SEP] and the prompt included, after truncation")
+    total_tokens: int
+
+
+class OpenAIEmbeddingResponse(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[OpenAIEmbedding]
+    model: str
+    usage: OpenAIUsage
+
+
+class OpenAIModel(BaseModel):
+    id: str
+    object: Literal["model"] = "model"
+    owned_by: str
+
+
+class OpenAIModelList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[OpenAIModel]
+
+
+class Label(BaseModel):
+    label: str
+    score: float
+
+
+class Entity(BaseModel):
+    text: str
+    label: str = Field(description="PER, LOC, ORG or MISC (CoNLL-2003)")
+    start: int = Field(description="character offset of the entity in the text")
+    end: int = Field(description="character offset just past it")
+    score: float
+
+
+class Prediction(BaseModel):
+    text: str
+    question_type: Label = Field(description="TREC coarse class: ABBR, DESC, ENTY, HUM, LOC or NUM")
+    sentiment: Label = Field(description="SST-2: positive or negative")
+    entities: list[Entity]
+    embedding: Optional[list[float]] = Field(None, description="with_embedding: the sentence embedding")  # noqa: UP045
+
+
+class Token(BaseModel):
+    id: int
+    text: str
+    special: bool = Field(description="[CLS] or [SEP]")
+    prompt: bool = Field(description="a token of the prompt put before the text")
+    start: Optional[int] = Field(description="character offset in the text; null for special and prompt tokens")  # noqa: UP045
+    stop: Optional[int] = None  # noqa: UP045
+
+
+class Health(BaseModel):
+    status: Literal["ok"] = "ok"
+    model: str
+    dtype: str = Field(description="the compute precision: float32, bfloat16, float16 or int8")
+
+
+class OpenAIErrorDetail(BaseModel):
+    message: str
+    type: str
+    param: Optional[str] = None  # noqa: UP045
+    code: Optional[str] = None  # noqa: UP045
+
+
+class OpenAIError(BaseModel):
+    """Errors under /v1/, as OpenAI answers them."""
+
+    error: OpenAIErrorDetail
+
+
+class TEIError(BaseModel):
+    """Errors elsewhere, as TEI answers them."""
+
+    error: str
+    error_type: str
+
+
+ERROR_STATUSES = {
+    408: "the body did not arrive within --body-timeout",
+    413: "a body, a request or a /predict text over the limits",
+    422: "a malformed body (one line says what is wrong)",
+    429: "the queue is full (Retry-After says when to try again)",
+    503: "warming up or shutting down",
+}
+
+
+def documented(answer: Any, errors: type[BaseModel], *statuses: int) -> dict[int | str, dict[str, Any]]:
+    """A route's `responses=` for FastAPI: its 200 answer and the errors it may give, for /docs."""
+    responses: dict[int | str, dict[str, Any]] = {200: {"model": answer}}
+    for status in statuses:
+        responses[status] = {"model": errors, "description": ERROR_STATUSES[status]}
+    return responses
