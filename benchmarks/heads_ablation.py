@@ -31,7 +31,7 @@ from speed import GEMM_SHAPE, cpu_model, gemm_peak
 
 from heads.model import MultiTaskModel
 from heads.tasks import TASKS
-from heads.train import (
+from heads.training import (
     TrainConfig,
     apply_freezing,
     build,

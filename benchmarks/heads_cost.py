@@ -26,7 +26,7 @@ from speed import GEMM_SHAPE, cpu_model, gemm_peak
 
 from heads.ner import joined_text
 from heads.tasks import read_split
-from heads.train import DEFAULT_DATA_DIR
+from heads.training import DEFAULT_DATA_DIR
 
 
 def texts(data_dir: Path) -> list[str]:

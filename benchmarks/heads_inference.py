@@ -18,7 +18,7 @@ import torch
 
 from heads.data import read_conll, read_sst2, read_trec
 from heads.predict import MultiTaskPredictor
-from heads.train import DEFAULT_DATA_DIR
+from heads.training import DEFAULT_DATA_DIR
 
 
 def sentences(data_dir: Path, n: int) -> list[str]:

@@ -19,7 +19,7 @@ from speed import cpu_model
 
 from heads.predict import MultiTaskPredictor, raw_text_scores
 from heads.tasks import read_split
-from heads.train import DEFAULT_DATA_DIR
+from heads.training import DEFAULT_DATA_DIR
 
 EXAMPLE = "Angela Merkel met Emmanuel Macron in Berlin on Tuesday."
 

@@ -9,7 +9,8 @@ Read in this order:
     features.py word shapes (Xx, XX, d, ...) from the original text: the casing the uncased backbone loses
     crf.py      a linear-chain CRF with IOB2 constraints (forward algorithm, Viterbi)
     tasks.py    the three tasks: their splits, tokenized examples, scoring
-    train.py    python -m heads.train: freezing, task sampling, schedules, best-epoch selection
+    training.py training: freezing, task sampling, schedules, best-epoch selection (TrainConfig, train)
+    train.py    python -m heads.train: its options, parsed into a TrainConfig
     predict.py  python -m heads.predict: JSON records with every task's prediction
 
 Nothing is imported here, so `python -m heads.train` and `python -m heads.predict` start clean.

@@ -20,7 +20,8 @@ from heads.ner import bio_to_spans
 from heads.predict import json_line
 from heads.predictor import MultiTaskPredictor, raw_text_scores, shipped_heads
 from heads.tasks import TASKS, batch_labels, batch_words, encode_examples, predict, read_split, score
-from heads.train import (
+from heads.train import main as train_main
+from heads.training import (
     TrainConfig,
     WeightAverage,
     apply_freezing,
@@ -29,7 +30,6 @@ from heads.train import (
     task_probabilities,
     train,
 )
-from heads.train import main as train_main
 from minilm.base.textio import json_vector
 from minilm.text.tokenization import right_pad
 from minilm.weights import WeightsError, read_safetensors
@@ -219,7 +219,7 @@ def test_training_steps_lower_the_loss_and_leave_frozen_parameters_bit_identical
 
 
 def test_head_options_change_only_the_parts_they_name():
-    from heads.train import TrainConfig, head_spec
+    from heads.training import TrainConfig, head_spec
 
     shipped = head_spec(TrainConfig(output=Path("x")), TASKS["sentiment"])
     assert shipped == TASKS["sentiment"] and shipped.hidden == 512
