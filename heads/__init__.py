@@ -5,7 +5,8 @@ Read in this order:
     ner.py      word <-> sub-token alignment, BIO decoding, overlapping windows for long texts
     metrics.py  accuracy and entity-level micro F1 (strict CoNLL spans)
     model.py    the heads, ScalarMix, MultiTaskModel (one encoder pass feeds every head and gives the
-                embedding), save / load
+                embedding)
+    storage.py  save / load a MultiTaskModel: heads.safetensors, config.json, the backbone's hash
     features.py word shapes (Xx, XX, d, ...) from the original text: the casing the uncased backbone loses
     crf.py      a linear-chain CRF with IOB2 constraints (forward algorithm, Viterbi)
     tasks.py    the three tasks: their splits, tokenized examples, scoring

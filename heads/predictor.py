@@ -19,8 +19,9 @@ from minilm.weights import WeightsError, shipped_path
 
 from .features import text_offsets, word_features
 from .metrics import accuracy, span_scores
-from .model import MultiTaskModel, Words, load_model
+from .model import MultiTaskModel, Words
 from .ner import bio_to_spans, joined_text, token_windows, window_owners
+from .storage import load_model
 
 TOKEN_TASK_KEY = {"ner": "entities"}  # output key of a token task's spans
 

@@ -51,7 +51,8 @@ from minilm import SentenceEncoder
 from minilm.base.numbers import checked_number
 from minilm.text.tokenization import SentenceTokenizer, length_sorted_batches, right_pad
 
-from .model import Features, MultiTaskModel, TaskSpec, load_model, save_model
+from .model import Features, MultiTaskModel, TaskSpec
+from .storage import load_model, save_model
 from .tasks import TASKS, Encoded, batch_labels, batch_words, encode_examples, predict, read_split, score
 
 DEFAULT_DATA_DIR = Path(__file__).resolve().parent.parent.parent / "shared" / "data"

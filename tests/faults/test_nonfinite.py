@@ -39,7 +39,8 @@ def test_a_nan_in_the_output_is_an_error_naming_the_text(damaged, tiny_encoder):
 
 def test_heads_that_hold_nan_are_not_saved(tmp_path: Path, encoder):
     """heads.train --lr-heads nan saved all-NaN heads with status 0; save_model refuses them, whatever made them."""
-    from heads.model import MultiTaskModel, save_model
+    from heads.model import MultiTaskModel
+    from heads.storage import save_model
     from heads.tasks import TASKS
 
     model = MultiTaskModel(encoder.model, [TASKS["sentiment"]])

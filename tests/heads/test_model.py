@@ -15,10 +15,11 @@ import torch
 from heads.data import TokenExample, read_conll, read_trec
 from heads.features import SHAPE_IDS, word_features
 from heads.metrics import entity_scores
-from heads.model import Features, MultiTaskModel, Words, load_model, save_model
+from heads.model import Features, MultiTaskModel, Words
 from heads.ner import bio_to_spans
 from heads.predict import json_line
 from heads.predictor import MultiTaskPredictor, raw_text_scores, shipped_heads
+from heads.storage import load_model, save_model
 from heads.tasks import TASKS, batch_labels, batch_words, encode_examples, predict, read_split, score
 from heads.train import main as train_main
 from heads.training import (
