@@ -746,7 +746,7 @@ def test_minilm_weights_dir_holds_the_shipped_files_first(tmp_path, monkeypatch)
     from minilm.weights import shipped_path
     from minilm.weights.int8_scales import shipped_scales_path
 
-    package = Path(__file__).resolve().parents[1] / "minilm" / "shipped"
+    package = ROOT / "minilm" / "shipped"
     monkeypatch.setenv("MINILM_WEIGHTS_DIR", str(tmp_path))
     assert shipped_heads() == package / "heads"
     assert shipped_scales_path("all-MiniLM-L6-v2") == package / "int8" / "all-MiniLM-L6-v2.safetensors"
