@@ -54,27 +54,33 @@ def quantize_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return x.mul_(127 / absmax).round_().to(torch.int8), absmax / 127
 
 
-def linear_quantized_inputs(model: PackedEncoder) -> Iterator[tuple[str, nn.Linear]]:
-    """(checkpoint name of the Linear's input, the Linear) for every layer int8 replaces.
+# The Linear layers int8 replaces in each block, written once: (the checkpoint's name for the layer's
+# input, under encoder.layer.{i}., and where a PackedEncoder layer holds the Linear). The fused QKV
+# projection is named after the attention whose input it reads: its three parts share that input, and
+# so one smoothing vector.
+QUANTIZED_LINEARS = [
+    ("attention.self", "qkv"),
+    ("attention.output.dense", "attention_output.dense"),
+    ("intermediate.dense", "intermediate.dense"),
+    ("output.dense", "output.dense"),
+]
 
-    The fused QKV projection is named after the attention whose input it reads
-    (`encoder.layer.{i}.attention.self`): its three parts share that input, and so one smoothing vector.
-    """
+
+def linear_quantized_inputs(model: PackedEncoder) -> Iterator[tuple[str, nn.Linear]]:
+    """(checkpoint name of the Linear's input, the Linear) for every layer int8 replaces."""
     for i, layer in enumerate(model.layers):
-        yield f"encoder.layer.{i}.attention.self", layer.qkv
-        yield f"encoder.layer.{i}.attention.output.dense", layer.attention_output.dense
-        yield f"encoder.layer.{i}.intermediate.dense", layer.intermediate.dense
-        yield f"encoder.layer.{i}.output.dense", layer.output.dense
+        for name, where in QUANTIZED_LINEARS:
+            yield f"encoder.layer.{i}.{name}", layer.get_submodule(where)
 
 
 def quantized_input_widths(model: BertModel) -> dict[str, int]:
-    """The input width K of every layer int8 replaces, by the names `linear_quantized_inputs` gives (float model)."""
+    """The input width K of every layer int8 replaces, by the names `linear_quantized_inputs` gives (float model:
+    the attention's input is its query's)."""
     widths = {}
     for i, block in enumerate(model.encoder.layer):
-        widths[f"encoder.layer.{i}.attention.self"] = block.attention.self.query.in_features
-        widths[f"encoder.layer.{i}.attention.output.dense"] = block.attention.output.dense.in_features
-        widths[f"encoder.layer.{i}.intermediate.dense"] = block.intermediate.dense.in_features
-        widths[f"encoder.layer.{i}.output.dense"] = block.output.dense.in_features
+        for name, _ in QUANTIZED_LINEARS:
+            linear = block.get_submodule("attention.self.query" if name == "attention.self" else name)
+            widths[f"encoder.layer.{i}.{name}"] = linear.in_features
     return widths
 
 
@@ -137,15 +143,10 @@ def int8_encoder(model: BertModel, smoothing: dict[str, torch.Tensor]) -> Packed
     for name, linear in linear_quantized_inputs(packed):
         check_smoothing(smoothing[name], linear.in_features, f"int8 smoothing scales {name!r}")
     for i, layer in enumerate(packed.layers):
-        block = model.encoder.layer[i]
-        layer.qkv = Int8Linear(layer.qkv, smoothing[f"encoder.layer.{i}.attention.self"])
-        block.attention.output.dense = Int8Linear(
-            block.attention.output.dense, smoothing[f"encoder.layer.{i}.attention.output.dense"]
-        )
-        block.intermediate.dense = Int8Linear(
-            block.intermediate.dense, smoothing[f"encoder.layer.{i}.intermediate.dense"]
-        )
-        block.output.dense = Int8Linear(block.output.dense, smoothing[f"encoder.layer.{i}.output.dense"])
+        for name, where in QUANTIZED_LINEARS:
+            owner_path, _, attribute = where.rpartition(".")
+            owner = layer.get_submodule(owner_path)  # "" is the layer itself; the others are `model`'s own modules
+            setattr(owner, attribute, Int8Linear(getattr(owner, attribute), smoothing[f"encoder.layer.{i}.{name}"]))
     return packed
 
 
