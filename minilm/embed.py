@@ -273,7 +273,8 @@ def embed_to_shards(args: argparse.Namespace) -> int:
 
 def verify_folder(folder: str) -> int:
     """--verify DIR: every shard against the manifest, and the input (when it is still there) against its sha256."""
-    from .corpus.shards import input_fingerprint, verify_shards
+    from .corpus.reader import verify_shards
+    from .corpus.shards import input_fingerprint
 
     manifest = verify_shards(folder)
     where = manifest["input"]["path"]

@@ -44,17 +44,12 @@ What makes it safe:
 from __future__ import annotations
 
 import ctypes
-import hashlib
 import io
 import json
-import os
 import signal
-import socket
 import sys
 import threading
-import time
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -68,7 +63,6 @@ from ..base.textio import (
     InputError,
     ReadDigest,
     Record,
-    atomic_output,
     count_records,
     read_records,
     require_input_file,
@@ -76,20 +70,29 @@ from ..base.textio import (
 from ..sentence_encoder import PROGRESS_BAR_MIN_TEXTS, NonFiniteOutput, SentenceEncoder
 from ..weights import file_sha256
 from ..weights.int8_scales import smoothing_sha256
-from .quantize import STORED_DTYPE, STORED_PRECISIONS, StoredPrecision, calibration_ranges, dequantize, quantize
+from .quantize import STORED_DTYPE, STORED_PRECISIONS, StoredPrecision, calibration_ranges, quantize
 
 try:
     import fcntl
 except ImportError:  # Windows: no flock, so no run lock
     fcntl = None
+from .folder import (
+    FORMAT,
+    MANIFEST,
+    is_shard_folder,
+    manifest_ranges,
+    prepare_output,
+    run_lock,
+    sha256_bytes,
+    shard_name,
+    shard_problem,
+    write_bytes,
+    write_json,
+)
 
-MANIFEST = "manifest.json"
-LOCK_FILE = ".minilm.lock"
-FORMAT = "minilm-shards/2"
 SKIPPED_EXAMPLES = 10  # bad lines quoted in the manifest (all of them are counted)
 WARNED_SKIPS = 5  # bad lines also printed as they are skipped
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)  # both stop the run after the current shard
-TEMPORARY_FILES = (".part-*.tmp", f".{MANIFEST}.*.tmp")  # what atomic_output leaves when a run is killed mid-write
 
 
 @dataclass
@@ -103,10 +106,6 @@ class CorpusSettings:
     precision: StoredPrecision = "float32"  # how the shards store the vectors (minilm.corpus.quantize)
     skip_bad_lines: bool = False  # False: a bad record stops the run at its file:line
     prompt: str | None = None  # put before every text; None: the checkpoint's default prompt, if any
-
-
-class DamagedShards(InputError):
-    """Listed shards that are missing or differ from what the manifest recorded; the message names each one."""
 
 
 class Examples:
@@ -140,10 +139,6 @@ def good_records(records: Iterable[Record | BadRecord], skip_bad_lines: bool, sk
             skipped.add(str(record))
             continue
         yield record
-
-
-def sha256_bytes(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 def input_fingerprint(path: Path) -> dict[str, Any]:
@@ -183,197 +178,11 @@ def run_identity(encoder: SentenceEncoder, path: Path, settings: CorpusSettings)
     return identity
 
 
-def shard_name(index: int) -> str:
-    return f"part-{index:05d}"
-
-
-def _write_bytes(path: Path, data: bytes) -> None:
-    try:
-        with atomic_output(path, binary=True) as f:
-            f.write(data)
-    except OSError as e:
-        raise InputError(
-            f"cannot write {path}: {e.strerror or e}; "
-            "free some space (or fix the folder) and rerun the same command to continue"
-        ) from None
-
-
-def _write_json(path: Path, data: Any) -> None:
-    _write_bytes(path, (json.dumps(data, indent=1) + "\n").encode("utf-8"))
-
-
 def _reached(point: str) -> None:
     """A named point in the write sequence.
 
     Does nothing; the fault-injection tests (tests/faults/) kill the process here.
     """
-
-
-# --------------------------------------------------------------------------- the folder: lock, manifest, shards
-
-
-def _is_shard_folder(out_dir: Path) -> bool:
-    """Whether a folder is empty or one of ours: our lock file (left even by a run killed early), or our manifest."""
-    if not any(out_dir.iterdir()) or (out_dir / LOCK_FILE).is_file():
-        return True
-    try:
-        manifest = json.loads((out_dir / MANIFEST).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        return False
-    return isinstance(manifest, dict) and str(manifest.get("format", "")).startswith("minilm-shards/")
-
-
-@contextmanager
-def run_lock(out_dir: Path) -> Iterator[None]:
-    """Hold the lock on `out_dir` for the block; another holder is an InputError that names it.
-
-    The lock is flock on the folder itself, so deleting or replacing the file that names the holder
-    (.minilm.lock) cannot let a second run in. The kernel releases it when the holding process dies,
-    however it dies, so a killed run's lock is simply taken over.
-    """
-    try:
-        fd = os.open(out_dir, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    except OSError as e:
-        raise InputError(
-            f"cannot open --output folder {out_dir} ({e.strerror or e}); choose another --output"
-        ) from None
-    try:
-        if fcntl is not None:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                raise InputError(
-                    f"{out_dir} is being written by another run ({_lock_holder(out_dir)}); "
-                    "wait for it to end, or stop it, before running again"
-                ) from None
-        _name_holder(out_dir)
-        yield
-    finally:
-        os.close(fd)
-
-
-def _lock_holder(out_dir: Path) -> str:
-    try:
-        return (out_dir / LOCK_FILE).read_text(encoding="utf-8", errors="replace").strip() or "another process"
-    except OSError:
-        return "another process"
-
-
-def _name_holder(out_dir: Path) -> None:
-    """Write who holds the lock into .minilm.lock, replacing whatever is there (never following a symlink)."""
-    path = out_dir / LOCK_FILE
-    if path.is_symlink() or path.is_dir():
-        raise InputError(f"{path} is not a plain file; remove it and rerun")
-    text = f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%Y-%m-%d %H:%M:%S')}\n"
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0), 0o644)
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-    except OSError as e:
-        raise InputError(f"cannot write in {out_dir} ({e.strerror or e}); choose a writable --output folder") from None
-
-
-def _remove_stale_files(out_dir: Path, everything: bool) -> None:
-    """Temporary files of a killed run; with `everything` (--force, or a new run) also the shards and the manifest."""
-    patterns = [*TEMPORARY_FILES, *(("part-*.npy", "part-*.ids.json", MANIFEST) if everything else ())]
-    for pattern in patterns:
-        for path in out_dir.glob(pattern):
-            path.unlink()
-
-
-MANIFEST_FIELDS = {
-    "format": str,
-    "complete": bool,
-    "rows": int,
-    "dim": int,
-    "precision": str,
-    "input": dict,
-    "shards": list,
-}
-SHARD_FIELDS = {"file": str, "ids": str, "rows": int, "bytes": int, "sha256": str, "ids_sha256": str, "input": dict}
-
-
-def _read_manifest_file(path: Path) -> dict[str, Any]:
-    """The manifest at `path`, checked field by field:
-    a damaged or hand-edited one is an InputError, not a traceback."""
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise InputError(f"{path} cannot be read ({e}); pass --force to start over") from None
-    if not isinstance(manifest, dict) or not isinstance(manifest.get("shards"), list):
-        raise InputError(f"{path} is not a minilm shard manifest (no list of shards); pass --force to start over")
-    if manifest.get("format") != FORMAT:
-        raise InputError(f"{path} is of format {manifest.get('format')!r}, not {FORMAT}; pass --force to start over")
-    problems = [
-        f"{key} is not a {kind.__name__}" for key, kind in MANIFEST_FIELDS.items() if not _is(manifest.get(key), kind)
-    ]
-    for i, shard in enumerate(manifest["shards"]):
-        if not isinstance(shard, dict):
-            problems.append(f"shards[{i}] is not an object")
-            continue
-        problems += [
-            f"shards[{i}].{key} is not a {kind.__name__}"
-            for key, kind in SHARD_FIELDS.items()
-            if not _is(shard.get(key), kind)
-        ]
-        if shard.get("file") != f"{shard_name(i)}.npy" or shard.get("ids") != f"{shard_name(i)}.ids.json":
-            problems.append(f"shards[{i}] names {shard.get('file')}, not {shard_name(i)}.npy")
-    if not problems and manifest["rows"] != sum(shard["rows"] for shard in manifest["shards"]):
-        problems.append(
-            f"rows is {manifest['rows']}, but the shards hold {sum(shard['rows'] for shard in manifest['shards'])}"
-        )
-    if problems:
-        raise InputError(f"{path} is damaged ({'; '.join(problems[:3])}); pass --force to start over")
-    return manifest
-
-
-def _is(value: Any, kind: type) -> bool:
-    return isinstance(value, kind) and not (kind is int and isinstance(value, bool))
-
-
-def prepare_output(out_dir: Path, identity: dict[str, Any], force: bool) -> dict[str, Any] | None:
-    """The manifest of the same run written so far (None for a new run). Call with the lock held.
-
-    Refuses a different run unless `force`, which (as a new run does) removes the earlier files.
-    """
-    manifest_path = out_dir / MANIFEST
-    if force or not manifest_path.is_file():
-        _remove_stale_files(out_dir, everything=True)
-        return None
-    _remove_stale_files(out_dir, everything=False)
-    manifest = _read_manifest_file(manifest_path)
-    differing = [key for key, value in identity.items() if manifest.get(key) != value]
-    if differing == ["input"] and manifest["input"].get("sha256") == identity["input"]["sha256"]:
-        raise InputError(
-            f"{out_dir} was embedded from {manifest['input'].get('path')}, the same content at another path; "
-            "give that path, or pass --force to start over"
-        )
-    if differing:
-        raise InputError(
-            f"{out_dir} holds a run with a different {', '.join(differing)}; "
-            "rerun with the same settings to resume, or pass --force to start over"
-        )
-    return manifest
-
-
-def shard_problem(out_dir: Path, shard: dict[str, Any], vectors: bytes | None = None) -> str | None:
-    """What is wrong with one listed shard (missing, wrong size, sha256 mismatch, of its .npy or ids), or None.
-
-    vectors: the .npy's bytes when the caller has read them already (they are then hashed, not read again).
-    """
-    for name, size, digest, data in (
-        (shard["file"], shard.get("bytes"), shard.get("sha256"), vectors),
-        (shard["ids"], None, shard.get("ids_sha256"), None),
-    ):
-        path = out_dir / name
-        if data is None and not path.is_file():
-            return f"{name} is missing"
-        actual = len(data) if data is not None else path.stat().st_size
-        if size is not None and actual != size:
-            return f"{name} is {actual:,} bytes, expected {size:,} (truncated or rewritten)"
-        if digest is None or (sha256_bytes(data) if data is not None else file_sha256(path)) != digest:
-            return f"{name}: sha256 differs from the manifest's (damaged or rewritten)"
-    return None
 
 
 def _encode_shard(stored: np.ndarray, ids: list[str]) -> tuple[bytes, bytes]:
@@ -403,7 +212,7 @@ def embed_corpus(
         raise InputError(f"unknown precision {settings.precision!r}; choose one of {', '.join(STORED_PRECISIONS)}")
     if out_dir.exists() and not out_dir.is_dir():
         raise InputError(f"--output {out_dir} is a file; give a folder for the shards")
-    if out_dir.is_dir() and not _is_shard_folder(out_dir):
+    if out_dir.is_dir() and not is_shard_folder(out_dir):
         raise InputError(f"{out_dir} exists and is not a minilm shard folder; choose an empty or new --output folder")
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -417,7 +226,7 @@ def embed_corpus(
         manifest = {**identity, "ranges": None, "shards": [], "rows": 0, **(earlier or {}), "complete": False}
         if earlier is None:
             _reached("before-first-manifest")
-            _write_json(out_dir / MANIFEST, manifest)  # from here on the folder is a run its rerun recognizes
+            write_json(out_dir / MANIFEST, manifest)  # from here on the folder is a run its rerun recognizes
         return _embed_windows(encoder, path, out_dir, settings, manifest, show_progress_bar)
 
 
@@ -492,7 +301,7 @@ def _embed_windows(
                 shard = _write_shard(
                     out_dir,
                     index,
-                    quantize(result.embeddings, settings.precision, _ranges(manifest)),
+                    quantize(result.embeddings, settings.precision, manifest_ranges(manifest)),
                     window,
                     span,
                     result.n_tokens,
@@ -502,7 +311,7 @@ def _embed_windows(
                 manifest["rows"] = sum(s["rows"] for s in shards)
                 manifest["skipped"], manifest["repeated_ids"] = skipped.summary(), repeated.summary()
                 _reached("before-manifest")
-                _write_json(out_dir / MANIFEST, manifest)  # last: the shard counts from here on
+                write_json(out_dir / MANIFEST, manifest)  # last: the shard counts from here on
                 index += 1
                 tokens += sum(min(n, encoder.max_seq_length) for n in result.n_tokens)
                 bar.update(passed + skipped.count - bar.n)
@@ -515,7 +324,7 @@ def _embed_windows(
             signal.signal(s, handler)
     manifest["skipped"], manifest["repeated_ids"] = skipped.summary(), repeated.summary()
     manifest["rows"] = sum(s["rows"] for s in shards)
-    _write_json(out_dir / MANIFEST, manifest)
+    write_json(out_dir / MANIFEST, manifest)
     return {**manifest, "stopped_by": signal.Signals(stopped[0]).name if stopped else None}
 
 
@@ -541,9 +350,9 @@ def _write_shard(
     """Write one shard's .npy and ids files atomically; returns its manifest entry (sizes, hashes, truncation)."""
     name = shard_name(index)
     vectors, ids = _encode_shard(stored, [r.id for r in window])
-    _write_bytes(out_dir / f"{name}.npy", vectors)
+    write_bytes(out_dir / f"{name}.npy", vectors)
     _reached("after-npy")
-    _write_bytes(out_dir / f"{name}.ids.json", ids)
+    write_bytes(out_dir / f"{name}.ids.json", ids)
     _reached("after-ids")
     return {
         "file": f"{name}.npy",
@@ -581,81 +390,3 @@ def release_freed_memory() -> None:
 
 def _main_thread() -> bool:
     return threading.current_thread() is threading.main_thread()
-
-
-def _ranges(manifest: dict[str, Any]) -> np.ndarray | None:
-    return None if manifest.get("ranges") is None else np.array(manifest["ranges"], dtype=np.float32)
-
-
-def read_manifest(out_dir: str | Path) -> dict[str, Any]:
-    """The manifest of a shard folder: precision, dim, int8 ranges, shards, rows, skipped lines."""
-    path = Path(out_dir) / MANIFEST
-    if not path.is_file():
-        raise InputError(f"{out_dir} is not a minilm shard folder: it has no {MANIFEST}")
-    return _read_manifest_file(path)
-
-
-def verify_shards(out_dir: str | Path) -> dict[str, Any]:
-    """Check every listed shard against the manifest (sizes, sha256 of the vectors and the ids). Returns the manifest.
-
-    Raises DamagedShards naming each shard that is missing or differs, and InputError for a folder
-    that is not a shard folder.
-    """
-    out_dir = Path(out_dir)
-    manifest = read_manifest(out_dir)
-    problems = [problem for shard in manifest["shards"] if (problem := shard_problem(out_dir, shard))]
-    listed = {name for shard in manifest["shards"] for name in (shard["file"], shard["ids"])}
-    problems += [
-        f"{p.name} is not listed in the manifest" for p in sorted(out_dir.glob("part-*")) if p.name not in listed
-    ]
-    if problems:
-        raise DamagedShards(
-            f"{out_dir}: {'; '.join(problems)}; rerun the command that embedded it to embed those shards again"
-        )
-    return manifest
-
-
-def load_shards(
-    out_dir: str | Path, dequantize_vectors: bool = True, allow_incomplete: bool = False
-) -> tuple[list[str], np.ndarray]:
-    """(ids, embeddings) of a shard folder, in input order, each shard checked against the manifest's sha256.
-
-    float32 comes back as stored; float16, int8 and uint8 come back as (N, dim) float32
-    (`minilm.corpus.quantize.dequantize`) unless dequantize_vectors=False. binary and ubinary always come
-    back packed, (N, dim / 8) int8 or uint8: compare them with `minilm.corpus.quantize.hamming_distance`
-    or `binary_similarity` (quantize the queries with `quantize(q, precision)` first).
-
-    A damaged or missing shard raises DamagedShards naming it; an unfinished run raises InputError
-    unless allow_incomplete=True (then the finished shards come back).
-    """
-    out_dir = Path(out_dir)
-    manifest = read_manifest(out_dir)
-    if not manifest.get("complete") and not allow_incomplete:
-        raise InputError(
-            f"{out_dir} holds an unfinished run ({manifest.get('rows', 0)} rows so far); "
-            "rerun the command that embedded it to finish it"
-        )
-    ids: list[str] = []
-    parts = []
-    problems = []
-    for shard in manifest["shards"]:
-        vectors = (out_dir / shard["file"]).read_bytes() if (out_dir / shard["file"]).is_file() else None
-        if problem := shard_problem(out_dir, shard, vectors):
-            problems.append(problem)
-            continue
-        parts.append(np.load(io.BytesIO(vectors)))
-        ids += json.loads((out_dir / shard["ids"]).read_bytes())
-    if problems:
-        raise DamagedShards(
-            f"{out_dir}: {'; '.join(problems)}; rerun the command that embedded it to embed those shards again"
-        )
-    precision = manifest.get("precision", "float32")
-    width = -(-manifest["dim"] // 8) if precision in ("binary", "ubinary") else manifest["dim"]
-    stored = np.concatenate(parts) if parts else np.zeros((0, width), dtype=STORED_DTYPE[precision])
-    if len(ids) != len(stored) or len(stored) != manifest["rows"]:
-        raise DamagedShards(
-            f"{out_dir}: {len(stored)} vectors and {len(ids)} ids where the manifest lists {manifest['rows']} rows"
-        )
-    if dequantize_vectors and precision not in ("float32", "binary", "ubinary"):
-        return ids, dequantize(stored, precision, _ranges(manifest))
-    return ids, stored

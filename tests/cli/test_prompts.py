@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from minilm import SentenceEncoder
-from minilm.corpus.shards import load_shards
+from minilm.corpus.reader import load_shards
 
 from conftest import run_module, write_lines
 from test_model_families import FAMILIES, write_family

@@ -1,0 +1,227 @@
+"""A shard folder on disk: its lock, its manifest (the fields and their types, read and checked) and
+the check of one shard against it. The writer is shards.py, the reader and verifier reader.py."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import socket
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..base.textio import (
+    InputError,
+    atomic_output,
+)
+from ..weights import file_sha256
+
+try:
+    import fcntl
+except ImportError:  # Windows: no flock, so no run lock
+    fcntl = None
+
+MANIFEST = "manifest.json"
+LOCK_FILE = ".minilm.lock"
+FORMAT = "minilm-shards/2"
+TEMPORARY_FILES = (".part-*.tmp", f".{MANIFEST}.*.tmp")  # what atomic_output leaves when a run is killed mid-write
+
+
+class DamagedShards(InputError):
+    """Listed shards that are missing or differ from what the manifest recorded; the message names each one."""
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def shard_name(index: int) -> str:
+    return f"part-{index:05d}"
+
+
+def write_bytes(path: Path, data: bytes) -> None:
+    try:
+        with atomic_output(path, binary=True) as f:
+            f.write(data)
+    except OSError as e:
+        raise InputError(
+            f"cannot write {path}: {e.strerror or e}; "
+            "free some space (or fix the folder) and rerun the same command to continue"
+        ) from None
+
+
+def write_json(path: Path, data: Any) -> None:
+    write_bytes(path, (json.dumps(data, indent=1) + "\n").encode("utf-8"))
+
+
+def is_shard_folder(out_dir: Path) -> bool:
+    """Whether a folder is empty or one of ours: our lock file (left even by a run killed early), or our manifest."""
+    if not any(out_dir.iterdir()) or (out_dir / LOCK_FILE).is_file():
+        return True
+    try:
+        manifest = json.loads((out_dir / MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return False
+    return isinstance(manifest, dict) and str(manifest.get("format", "")).startswith("minilm-shards/")
+
+
+@contextmanager
+def run_lock(out_dir: Path) -> Iterator[None]:
+    """Hold the lock on `out_dir` for the block; another holder is an InputError that names it.
+
+    The lock is flock on the folder itself, so deleting or replacing the file that names the holder
+    (.minilm.lock) cannot let a second run in. The kernel releases it when the holding process dies,
+    however it dies, so a killed run's lock is simply taken over.
+    """
+    try:
+        fd = os.open(out_dir, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError as e:
+        raise InputError(
+            f"cannot open --output folder {out_dir} ({e.strerror or e}); choose another --output"
+        ) from None
+    try:
+        if fcntl is not None:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise InputError(
+                    f"{out_dir} is being written by another run ({_lock_holder(out_dir)}); "
+                    "wait for it to end, or stop it, before running again"
+                ) from None
+        _name_holder(out_dir)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _lock_holder(out_dir: Path) -> str:
+    try:
+        return (out_dir / LOCK_FILE).read_text(encoding="utf-8", errors="replace").strip() or "another process"
+    except OSError:
+        return "another process"
+
+
+def _name_holder(out_dir: Path) -> None:
+    """Write who holds the lock into .minilm.lock, replacing whatever is there (never following a symlink)."""
+    path = out_dir / LOCK_FILE
+    if path.is_symlink() or path.is_dir():
+        raise InputError(f"{path} is not a plain file; remove it and rerun")
+    text = f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%Y-%m-%d %H:%M:%S')}\n"
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0), 0o644)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+    except OSError as e:
+        raise InputError(f"cannot write in {out_dir} ({e.strerror or e}); choose a writable --output folder") from None
+
+
+def _remove_stale_files(out_dir: Path, everything: bool) -> None:
+    """Temporary files of a killed run; with `everything` (--force, or a new run) also the shards and the manifest."""
+    patterns = [*TEMPORARY_FILES, *(("part-*.npy", "part-*.ids.json", MANIFEST) if everything else ())]
+    for pattern in patterns:
+        for path in out_dir.glob(pattern):
+            path.unlink()
+
+
+MANIFEST_FIELDS = {
+    "format": str,
+    "complete": bool,
+    "rows": int,
+    "dim": int,
+    "precision": str,
+    "input": dict,
+    "shards": list,
+}
+SHARD_FIELDS = {"file": str, "ids": str, "rows": int, "bytes": int, "sha256": str, "ids_sha256": str, "input": dict}
+
+
+def read_manifest_file(path: Path) -> dict[str, Any]:
+    """The manifest at `path`, checked field by field:
+    a damaged or hand-edited one is an InputError, not a traceback."""
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise InputError(f"{path} cannot be read ({e}); pass --force to start over") from None
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("shards"), list):
+        raise InputError(f"{path} is not a minilm shard manifest (no list of shards); pass --force to start over")
+    if manifest.get("format") != FORMAT:
+        raise InputError(f"{path} is of format {manifest.get('format')!r}, not {FORMAT}; pass --force to start over")
+    problems = [
+        f"{key} is not a {kind.__name__}" for key, kind in MANIFEST_FIELDS.items() if not _is(manifest.get(key), kind)
+    ]
+    for i, shard in enumerate(manifest["shards"]):
+        if not isinstance(shard, dict):
+            problems.append(f"shards[{i}] is not an object")
+            continue
+        problems += [
+            f"shards[{i}].{key} is not a {kind.__name__}"
+            for key, kind in SHARD_FIELDS.items()
+            if not _is(shard.get(key), kind)
+        ]
+        if shard.get("file") != f"{shard_name(i)}.npy" or shard.get("ids") != f"{shard_name(i)}.ids.json":
+            problems.append(f"shards[{i}] names {shard.get('file')}, not {shard_name(i)}.npy")
+    if not problems and manifest["rows"] != sum(shard["rows"] for shard in manifest["shards"]):
+        problems.append(
+            f"rows is {manifest['rows']}, but the shards hold {sum(shard['rows'] for shard in manifest['shards'])}"
+        )
+    if problems:
+        raise InputError(f"{path} is damaged ({'; '.join(problems[:3])}); pass --force to start over")
+    return manifest
+
+
+def _is(value: Any, kind: type) -> bool:
+    return isinstance(value, kind) and not (kind is int and isinstance(value, bool))
+
+
+def prepare_output(out_dir: Path, identity: dict[str, Any], force: bool) -> dict[str, Any] | None:
+    """The manifest of the same run written so far (None for a new run). Call with the lock held.
+
+    Refuses a different run unless `force`, which (as a new run does) removes the earlier files.
+    """
+    manifest_path = out_dir / MANIFEST
+    if force or not manifest_path.is_file():
+        _remove_stale_files(out_dir, everything=True)
+        return None
+    _remove_stale_files(out_dir, everything=False)
+    manifest = read_manifest_file(manifest_path)
+    differing = [key for key, value in identity.items() if manifest.get(key) != value]
+    if differing == ["input"] and manifest["input"].get("sha256") == identity["input"]["sha256"]:
+        raise InputError(
+            f"{out_dir} was embedded from {manifest['input'].get('path')}, the same content at another path; "
+            "give that path, or pass --force to start over"
+        )
+    if differing:
+        raise InputError(
+            f"{out_dir} holds a run with a different {', '.join(differing)}; "
+            "rerun with the same settings to resume, or pass --force to start over"
+        )
+    return manifest
+
+
+def shard_problem(out_dir: Path, shard: dict[str, Any], vectors: bytes | None = None) -> str | None:
+    """What is wrong with one listed shard (missing, wrong size, sha256 mismatch, of its .npy or ids), or None.
+
+    vectors: the .npy's bytes when the caller has read them already (they are then hashed, not read again).
+    """
+    for name, size, digest, data in (
+        (shard["file"], shard.get("bytes"), shard.get("sha256"), vectors),
+        (shard["ids"], None, shard.get("ids_sha256"), None),
+    ):
+        path = out_dir / name
+        if data is None and not path.is_file():
+            return f"{name} is missing"
+        actual = len(data) if data is not None else path.stat().st_size
+        if size is not None and actual != size:
+            return f"{name} is {actual:,} bytes, expected {size:,} (truncated or rewritten)"
+        if digest is None or (sha256_bytes(data) if data is not None else file_sha256(path)) != digest:
+            return f"{name}: sha256 differs from the manifest's (damaged or rewritten)"
+    return None
+
+
+def manifest_ranges(manifest: dict[str, Any]) -> np.ndarray | None:
+    return None if manifest.get("ranges") is None else np.array(manifest["ranges"], dtype=np.float32)
