@@ -13,7 +13,7 @@ import torch
 from tqdm.auto import tqdm
 
 from minilm import SentenceEncoder
-from minilm.sentence_encoder import PROGRESS_BAR_MIN_TEXTS
+from minilm.encoders.sentence_encoder import PROGRESS_BAR_MIN_TEXTS
 from minilm.text.tokenization import SentenceTokenizer, length_sorted_batches, right_pad
 from minilm.weights import WeightsError, shipped_path
 

@@ -4,15 +4,17 @@
     enc = SentenceEncoder.from_pretrained()                 # all-MiniLM-L6-v2, offline
     vectors = enc.encode(["A sentence.", "Another one."])   # float32 (2, 384), unit length
 
-The packages, bottom up: minilm.model (the maths), minilm.text (tokenizers), minilm.weights
-(finding and checking checkpoints), this package's sentence_encoder (texts -> vectors) and
-cross_encoder (text pairs -> relevance scores),
-minilm.corpus (files in, stored vectors out), and the entry points embed, explain and weights.
+The layers, bottom up (docs/design.md draws them): minilm.base (text input, errors, atomic files,
+numbers), minilm.model (the maths) and minilm.text (tokenizers), minilm.weights (finding and checking
+checkpoints), minilm.encoders (texts -> vectors, text pairs -> relevance scores), minilm.corpus and
+minilm.serve (files in, stored vectors out; the HTTP server), and on top the commands: the modules
+beside this file (embed, rerank, explain, calibrate; cli.py their shared helpers), weights/__main__
+and serve/__main__.
 """
 
-from .cross_encoder import CrossEncoder
+from .encoders.cross_encoder import CrossEncoder
+from .encoders.sentence_encoder import EncodeResult, SentenceEncoder
 from .model.encoder import BertConfig, BertModel
-from .sentence_encoder import EncodeResult, SentenceEncoder
 from .weights import Checkpoint, WeightsError, load_checkpoint, resolve_checkpoint
 
 __version__ = "0.1.0"

@@ -26,8 +26,8 @@ from pathlib import Path
 from .base.stsb import read_stsb
 from .base.textio import InputError
 from .cli import ArgumentParser, number_option, read_texts, run
+from .encoders.sentence_encoder import SentenceEncoder
 from .model.int8 import SMOOTHING_ALPHA
-from .sentence_encoder import SentenceEncoder
 from .weights import DEFAULT_CHECKPOINT, KNOWN_CHECKPOINTS, file_sha256
 from .weights.int8_scales import FILE_NAME, INT8_SCALE_PINS, save_int8_scales, shipped_scales_path
 

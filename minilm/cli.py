@@ -47,8 +47,8 @@ from .base.textio import (
     read_records,
     require_input_file,
 )
+from .encoders.sentence_encoder import SentenceEncoder, cosine_similarity
 from .model.precision import DTYPE_CHOICES
-from .sentence_encoder import SentenceEncoder, cosine_similarity
 from .text.tokenization import TOKENIZER_KINDS
 from .weights import DEFAULT_CHECKPOINT, WeightsError
 

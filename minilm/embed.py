@@ -40,7 +40,7 @@ from .cli import (
     write_table,
 )
 from .corpus.quantize import STORED_PRECISIONS
-from .sentence_encoder import EncodeResult
+from .encoders.sentence_encoder import EncodeResult
 
 TABLE_MAX_TEXTS = 1000  # the table compares every pair; beyond this, jsonl or npy is the useful output
 

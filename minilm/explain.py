@@ -26,9 +26,9 @@ import torch
 
 from .base.textio import InputError, atomic_path
 from .cli import DEMO_SENTENCES, ArgumentParser, check_output_path, run, shorten, write_table
+from .encoders.sentence_encoder import SentenceEncoder, cosine_similarity
 from .model.encoder import key_mask
 from .model.pooling import l2_normalize, pool
-from .sentence_encoder import SentenceEncoder, cosine_similarity
 from .text.tokenization import TOKENIZER_KINDS, AnyEncoding
 from .weights import DEFAULT_CHECKPOINT
 

@@ -9,7 +9,7 @@ Prints the documents best first: rank, score, the document's 1-based line in the
 Parquet file's row) and its text; `--format jsonl` prints {"rank", "line", "score", "text"} per
 document instead. Blank documents are skipped, with a note on stderr; an input without any is an error.
 Scores are what the checkpoint's activation makes of the logits (ms-marco's rerankers: the logits
-themselves); see minilm.cross_encoder. User errors print one line and exit with status 2.
+themselves); see minilm.encoders.cross_encoder. User errors print one line and exit with status 2.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import sys
 
 from .base.textio import RECORD_SUFFIXES, InputError
 from .cli import ArgumentParser, input_name, positive_int, read_numbered_texts, run, text_option
-from .cross_encoder import CrossEncoder
+from .encoders.cross_encoder import CrossEncoder
 
 DEFAULT_RERANKER = "cross-encoder/ms-marco-MiniLM-L-6-v2"
 

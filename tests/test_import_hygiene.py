@@ -32,7 +32,7 @@ LAYERS = [
     ("base: errors, atomic files, text input, numbers", ["minilm.base"]),
     ("the model's maths and the tokenizer", ["minilm.model", "minilm.text"]),
     ("checkpoints: find, verify, read", ["minilm.weights"]),
-    ("the encoders", ["minilm.sentence_encoder", "minilm.cross_encoder", "minilm"]),
+    ("the encoders", ["minilm.encoders", "minilm"]),
     ("corpus, server and heads", ["minilm.corpus", "minilm.serve", "heads"]),
     ("commands", [*sorted(ENTRY_POINTS), "minilm.cli"]),
 ]
@@ -96,14 +96,14 @@ def test_no_module_imports_a_layer_above_its_own():
 def test_an_upward_import_is_caught(tmp_path):
     """The check can fail: a base module that imported the encoder would be named, with both layers."""
     fake = ROOT / "minilm" / "base" / "textio.py"
-    source = fake.read_text(encoding="utf-8") + "\nfrom ..sentence_encoder import SentenceEncoder\n"
+    source = fake.read_text(encoding="utf-8") + "\nfrom ..encoders.sentence_encoder import SentenceEncoder\n"
     copy = tmp_path / "textio.py"
     copy.write_text(source, encoding="utf-8")
     names = imported_names_of(copy, "minilm.base.textio")
-    assert "minilm.sentence_encoder.SentenceEncoder" in names
-    assert layer_of("minilm.sentence_encoder.SentenceEncoder") > layer_of("minilm.base.textio")
+    assert "minilm.encoders.sentence_encoder.SentenceEncoder" in names
+    assert layer_of("minilm.encoders.sentence_encoder.SentenceEncoder") > layer_of("minilm.base.textio")
     assert layer_of("minilm.embed") == len(LAYERS) - 1 and layer_of("heads.model") == layer_of("minilm.corpus.shards")
-    assert layer_of("minilm") == layer_of("minilm.sentence_encoder") and layer_of("numpy") is None
+    assert layer_of("minilm") == layer_of("minilm.encoders.sentence_encoder") and layer_of("numpy") is None
 
 
 def entry_points_in(names: set[str]) -> set[str]:

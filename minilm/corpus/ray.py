@@ -93,7 +93,7 @@ class EmbedBatch:
         batch_size: int,
         prompt: str | None = None,
     ):
-        from ..sentence_encoder import SentenceEncoder
+        from ..encoders.sentence_encoder import SentenceEncoder
 
         self.encoder = SentenceEncoder.from_pretrained(model, device=device, dtype=dtype)
         self.text_column, self.id_column = text_column, id_column

@@ -67,7 +67,7 @@ from ..base.textio import (
     read_records,
     require_input_file,
 )
-from ..sentence_encoder import PROGRESS_BAR_MIN_TEXTS, NonFiniteOutput, SentenceEncoder
+from ..encoders.sentence_encoder import PROGRESS_BAR_MIN_TEXTS, NonFiniteOutput, SentenceEncoder
 from ..weights import file_sha256
 from ..weights.int8_scales import smoothing_sha256
 from .quantize import STORED_DTYPE, STORED_PRECISIONS, StoredPrecision, calibration_ranges, quantize

@@ -13,7 +13,7 @@ better ranker than comparing two sentence embeddings, and a slower one (one pass
 
 Module names mirror the checkpoint keys (`bert.embeddings...`, `bert.pooler.dense`, `classifier`),
 so minilm.model.loading loads it strictly, as it does the sentence encoder. The activation that
-turns a logit into a score (sigmoid or none) is the caller's: minilm.cross_encoder.
+turns a logit into a score (sigmoid or none) is the caller's: minilm.encoders.cross_encoder.
 
 Shape legend: B pairs, T tokens per pair (padded), C hidden size, L labels (1 for a reranker).
 """

@@ -48,7 +48,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from ..sentence_encoder import normalized
+from ..encoders.sentence_encoder import normalized
 from .errors import ApiError, error_response
 from .guard import Guard
 from .schemas import (

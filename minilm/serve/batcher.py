@@ -47,7 +47,7 @@ from typing import Any, Callable, Literal
 import numpy as np
 import torch
 
-from ..sentence_encoder import SentenceEncoder
+from ..encoders.sentence_encoder import SentenceEncoder
 from ..text.tokenization import AnyEncoding, length_sorted_batches
 
 

@@ -13,7 +13,7 @@ import numpy as np
 from fastapi import Request
 from starlette.concurrency import run_in_threadpool
 
-from ..sentence_encoder import NonFiniteOutput, SentenceEncoder, check_texts
+from ..encoders.sentence_encoder import NonFiniteOutput, SentenceEncoder, check_texts
 from ..text.tokenization import SentenceTokenizer
 from .batcher import Batcher, Closed, Job, QueueFull
 from .bounded import bounded_reader

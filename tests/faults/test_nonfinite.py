@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from minilm import SentenceEncoder
-from minilm.sentence_encoder import NonFiniteOutput
+from minilm.encoders.sentence_encoder import NonFiniteOutput
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from minilm.sentence_encoder import check_texts
+from minilm.encoders.sentence_encoder import check_texts
 
 from faultkit import corpus_file, drive, error_line, shard_args
 

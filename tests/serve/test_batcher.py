@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from minilm.sentence_encoder import normalized
+from minilm.encoders.sentence_encoder import normalized
 from minilm.serve.batcher import Abandoned, Batcher, Closed, Job, QueueFull
 
 

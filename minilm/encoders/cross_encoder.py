@@ -25,10 +25,10 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .model.classifier import ACTIVATIONS, BertForSequenceClassification
+from ..model.classifier import ACTIVATIONS, BertForSequenceClassification
+from ..text.tokenization import PairTokenizer, length_sorted_batches
+from ..weights.cross_encoder import CrossEncoderCheckpoint, CrossEncoderConfig, load_cross_encoder
 from .sentence_encoder import PROGRESS_BAR_MIN_TEXTS, check_text, check_texts, resolve_device
-from .text.tokenization import PairTokenizer, length_sorted_batches
-from .weights.cross_encoder import CrossEncoderCheckpoint, CrossEncoderConfig, load_cross_encoder
 
 
 def check_pairs(pairs: Sequence[Sequence[str]]) -> list[tuple[str, str]]:

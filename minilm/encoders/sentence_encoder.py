@@ -22,14 +22,14 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .model.encoder import BertModel
-from .model.int8 import SMOOTHING_ALPHA, InputAbsmax, calibrated_smoothing
-from .model.packed import PackedEncoder
-from .model.pooling import PoolingMode, l2_normalize, mask_prompt, pool
-from .model.precision import ComputeDtype, choose_auto, inference_model, resolve_dtype
-from .text.tokenization import AnyEncoding, SentenceTokenizer, TokenBatch, TokenizerKind, length_sorted_batches
-from .weights import Checkpoint, SentenceConfig, WeightsError, load_checkpoint
-from .weights.int8_scales import load_int8_scales
+from ..model.encoder import BertModel
+from ..model.int8 import SMOOTHING_ALPHA, InputAbsmax, calibrated_smoothing
+from ..model.packed import PackedEncoder
+from ..model.pooling import PoolingMode, l2_normalize, mask_prompt, pool
+from ..model.precision import ComputeDtype, choose_auto, inference_model, resolve_dtype
+from ..text.tokenization import AnyEncoding, SentenceTokenizer, TokenBatch, TokenizerKind, length_sorted_batches
+from ..weights import Checkpoint, SentenceConfig, WeightsError, load_checkpoint
+from ..weights.int8_scales import load_int8_scales
 
 PROGRESS_BAR_MIN_TEXTS = 1000  # auto mode shows a progress bar from this many texts on
 

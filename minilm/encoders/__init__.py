@@ -1,0 +1,8 @@
+"""The encoders: what turns texts into vectors and pairs into scores, over the model, the tokenizer and
+the checkpoint files below them.
+
+sentence_encoder.py  SentenceEncoder: texts -> sentence embeddings, as sentence-transformers gives them
+cross_encoder.py     CrossEncoder: (query, passage) pairs -> relevance scores, a reranker
+
+`from minilm import SentenceEncoder, CrossEncoder` is the usual way in.
+"""
