@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from minilm.model.encoder import BertModel
-from minilm.model.pooling import PoolingMode, l2_normalize, max_pool, mean_pool, pool
+from minilm.model.pooling import PoolingMode, max_pool, mean_pool, sentence_embedding
 from minilm.text.tokenization import right_pad
 
 from .crf import CRF, bio_transitions
@@ -365,6 +365,5 @@ class MultiTaskModel(nn.Module):
                 losses[name] = self.heads[name].loss(logits[name], target, words.mask)
         embedding = None
         if features.tokens is not None:  # the last state, pooled as SentenceEncoder pools it: the exact embedding
-            sentence = pool(features.tokens[:, :, -1], features.mask, self.pooling)  # (B, C)
-            embedding = l2_normalize(sentence) if self.normalize else sentence
+            embedding = sentence_embedding(features.tokens[:, :, -1], features.mask, self.pooling, self.normalize)
         return MultiTaskOutput(logits, embedding, losses)

@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 from ..model.encoder import BertModel
 from ..model.int8 import SMOOTHING_ALPHA, InputAbsmax, calibrated_smoothing
 from ..model.packed import PackedEncoder
-from ..model.pooling import PoolingMode, l2_normalize, mask_prompt, pool
+from ..model.pooling import PoolingMode, mask_prompt, sentence_embedding
 from ..model.precision import ComputeDtype, choose_auto, inference_model, resolve_dtype
 from ..text.tokenization import AnyEncoding, SentenceTokenizer, TokenBatch, TokenizerKind, length_sorted_batches
 from ..weights import Checkpoint, SentenceConfig, WeightsError, load_checkpoint
@@ -307,9 +307,7 @@ class SentenceEncoder:
             list(encodings), batch_size, max_batch_tokens, show_progress_bar
         ):
             mask = mask_prompt(batch.attention_mask, prompt_length) if prompt_length else batch.attention_mask
-            vectors = pool(hidden, mask, pooling or self.config.pooling)  # (B, C)
-            if normalize:
-                vectors = l2_normalize(vectors)
+            vectors = sentence_embedding(hidden, mask, pooling or self.config.pooling, normalize)  # (B, C)
             embeddings[indices] = vectors.float().cpu().numpy()
         if not np.isfinite(embeddings).all():
             first = int(np.flatnonzero(~np.isfinite(embeddings).all(axis=1))[0])

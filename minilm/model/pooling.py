@@ -94,3 +94,10 @@ def pool(hidden: torch.Tensor, mask: torch.Tensor, mode: PoolingMode) -> torch.T
 def l2_normalize(x: torch.Tensor) -> torch.Tensor:
     """Unit-length rows: (B, C) -> (B, C). Same as sentence-transformers' Normalize (F.normalize, eps 1e-12)."""
     return F.normalize(x, p=2, dim=-1)
+
+
+def sentence_embedding(hidden: torch.Tensor, mask: torch.Tensor, mode: PoolingMode, normalize: bool) -> torch.Tensor:
+    """The sentence embedding from the last hidden states, as sentence-transformers' Pooling then Normalize
+    modules give it: (B, T, C), (B, T) -> (B, C). SentenceEncoder and the heads' one pass both call this."""
+    pooled = pool(hidden, mask, mode)
+    return l2_normalize(pooled) if normalize else pooled
