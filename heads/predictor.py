@@ -5,15 +5,13 @@ are its two front ends; predict.py's docstring has the record format and how lon
 
 from __future__ import annotations
 
-import sys
 from bisect import bisect_left
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
 
 from minilm import SentenceEncoder
-from minilm.encoders.sentence_encoder import PROGRESS_BAR_MIN_TEXTS
+from minilm.encoders.sentence_encoder import batches_with_progress, show_bar
 from minilm.text.tokenization import SentenceTokenizer, length_sorted_batches, right_pad
 from minilm.weights import WeightsError, shipped_path
 
@@ -85,10 +83,9 @@ class MultiTaskPredictor:
         embeddings: dict[int, list[float]] = {}
         sentence_tasks = [name for name, task in self.model.tasks.items() if task.kind == "sentence"]
         token_tasks = [name for name, task in self.model.tasks.items() if task.kind == "token"]
-        show = len(texts) >= PROGRESS_BAR_MIN_TEXTS if show_progress_bar is None else show_progress_bar
-        bar = tqdm(total=len(rows), desc="Predicting", unit="window", disable=not show, file=sys.stderr)
-        for batch in length_sorted_batches([len(row[2]) for row in rows], batch_size):
-            bar.update(len(batch))
+        show = show_bar(len(texts), show_progress_bar)  # counted in texts, drawn in windows
+        lengths = [len(row[2]) for row in rows]
+        for batch in batches_with_progress(lengths, batch_size, show=show, desc="Predicting", unit="window"):
             chunk = [rows[r] for r in batch]
             ids, mask = right_pad([row[2] for row in chunk])
             positions, word_mask = right_pad([row[4] for row in chunk])
@@ -106,7 +103,6 @@ class MultiTaskPredictor:
                     if vectors is not None:
                         embeddings[t] = vectors[row]
                 emissions[t, w] = {name: logits[name][row, : len(inside)] for name in token_tasks}
-        bar.close()
         tags = {name: self._decode(name, windows, words, emissions) for name in token_tasks}
         records = []
         for t, text in enumerate(texts):

@@ -67,7 +67,7 @@ from ..base.textio import (
     read_records,
     require_input_file,
 )
-from ..encoders.sentence_encoder import PROGRESS_BAR_MIN_TEXTS, NonFiniteOutput, SentenceEncoder
+from ..encoders.sentence_encoder import NonFiniteOutput, SentenceEncoder, show_bar
 from ..weights import file_sha256
 from ..weights.int8_scales import smoothing_sha256
 from .quantize import STORED_DTYPE, STORED_PRECISIONS, StoredPrecision, calibration_ranges, quantize
@@ -257,7 +257,7 @@ def _embed_windows(
     seen_ids: dict[str, int] | None = {} if settings.id_field else None  # id -> line, to warn about repeats
     try:
         total = count_records(path)
-        show = total >= PROGRESS_BAR_MIN_TEXTS if show_progress_bar is None else show_progress_bar
+        show = show_bar(total, show_progress_bar)
         with tqdm(total=total, desc="Embedding", unit="text", disable=not show, file=sys.stderr) as bar:
             tokens, index, passed = 0, 0, 0
             while not stopped:

@@ -17,18 +17,16 @@ Reading and checking the folder is minilm.weights.cross_encoder's job.
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from ..model.classifier import ACTIVATIONS, BertForSequenceClassification
-from ..text.tokenization import PairTokenizer, length_sorted_batches
+from ..text.tokenization import PairTokenizer
 from ..weights.cross_encoder import CrossEncoderCheckpoint, CrossEncoderConfig, load_cross_encoder
-from .sentence_encoder import PROGRESS_BAR_MIN_TEXTS, check_text, check_texts, resolve_device
+from .sentence_encoder import batches_with_progress, check_text, check_texts, resolve_device, show_bar
 
 
 def check_pairs(pairs: Sequence[Sequence[str]]) -> list[tuple[str, str]]:
@@ -120,17 +118,17 @@ class CrossEncoder:
         activation = self.activation_fn if activation_fn is None else activation_fn
         encodings = self.tokenizer.encode(checked)
         scores = np.zeros((len(checked), self.num_labels), dtype=np.float32)
-        show = len(checked) >= PROGRESS_BAR_MIN_TEXTS if show_progress_bar is None else show_progress_bar
-        with tqdm(total=len(checked), desc="Scoring", unit="pair", disable=not show, file=sys.stderr) as bar:
-            for indices in length_sorted_batches([len(e.ids) for e in encodings], batch_size):
-                batch = self.tokenizer.pad([encodings[i] for i in indices]).to(self.device)
-                with torch.inference_mode():
-                    logits = self.model(batch.input_ids, batch.attention_mask, batch.token_type_ids)  # (B, L)
-                    batch_scores = activation(logits.float())
-                    if apply_softmax and self.num_labels > 1:
-                        batch_scores = batch_scores.softmax(dim=-1)
-                scores[indices] = batch_scores.cpu().numpy()
-                bar.update(len(indices))
+        show = show_bar(len(checked), show_progress_bar)
+        for indices in batches_with_progress(
+            [len(e.ids) for e in encodings], batch_size, show=show, desc="Scoring", unit="pair"
+        ):
+            batch = self.tokenizer.pad([encodings[i] for i in indices]).to(self.device)
+            with torch.inference_mode():
+                logits = self.model(batch.input_ids, batch.attention_mask, batch.token_type_ids)  # (B, L)
+                batch_scores = activation(logits.float())
+                if apply_softmax and self.num_labels > 1:
+                    batch_scores = batch_scores.softmax(dim=-1)
+            scores[indices] = batch_scores.cpu().numpy()
         scores = scores[:, 0] if self.num_labels == 1 else scores
         return scores[0] if single else scores
 

@@ -77,6 +77,29 @@ class NonFiniteOutput(ValueError):
         self.where, self.dtype, self.index = where, dtype, index
 
 
+def batches_with_progress(
+    lengths: Sequence[int],
+    batch_size: int,
+    max_batch_tokens: int | None = None,
+    *,
+    show: bool,
+    desc: str,
+    unit: str,
+) -> Iterator[list[int]]:
+    """`length_sorted_batches` of `lengths` (longest first), with a progress bar on stderr that moves on by
+    each batch once the caller has run it. The one loop of SentenceEncoder, CrossEncoder and the heads'
+    predictor; `show`: usually `show_bar(n, show_progress_bar)`."""
+    with tqdm(total=len(lengths), desc=desc, unit=unit, disable=not show, file=sys.stderr) as bar:
+        for indices in length_sorted_batches(lengths, batch_size, max_batch_tokens):
+            yield indices
+            bar.update(len(indices))
+
+
+def show_bar(n: int, show_progress_bar: bool | None) -> bool:
+    """Whether to show a progress bar over n texts: as asked, or (None) from PROGRESS_BAR_MIN_TEXTS on."""
+    return n >= PROGRESS_BAR_MIN_TEXTS if show_progress_bar is None else show_progress_bar
+
+
 def resolve_device(device: str | torch.device | None) -> torch.device:
     """`None` means CPU. A CUDA or MPS device that is not available is a ValueError, not a crash later."""
     try:
@@ -254,14 +277,14 @@ class SentenceEncoder:
         show_progress_bar: bool | None,
     ) -> Iterator[tuple[list[int], torch.Tensor, TokenBatch]]:
         """Run the encoder longest-first. Yields (input indices, float32 hidden states (B, T, C), the batch)."""
-        show = len(encodings) >= PROGRESS_BAR_MIN_TEXTS if show_progress_bar is None else show_progress_bar
-        with tqdm(total=len(encodings), desc="Embedding", unit="text", disable=not show, file=sys.stderr) as bar:
-            for indices in length_sorted_batches([len(e.ids) for e in encodings], batch_size, max_batch_tokens):
-                batch = self.tokenizer.pad([encodings[i] for i in indices]).to(self.device)
-                with torch.inference_mode():
-                    hidden = self.runner(batch.input_ids, batch.attention_mask, batch.token_type_ids)  # (B, T, C)
-                yield indices, hidden.float(), batch  # pooling sums in float32 whatever the model ran in
-                bar.update(len(indices))
+        lengths, show = [len(e.ids) for e in encodings], show_bar(len(encodings), show_progress_bar)
+        for indices in batches_with_progress(
+            lengths, batch_size, max_batch_tokens, show=show, desc="Embedding", unit="text"
+        ):
+            batch = self.tokenizer.pad([encodings[i] for i in indices]).to(self.device)
+            with torch.inference_mode():
+                hidden = self.runner(batch.input_ids, batch.attention_mask, batch.token_type_ids)  # (B, T, C)
+            yield indices, hidden.float(), batch  # pooling sums in float32 whatever the model ran in
 
     # ------------------------------------------------------------------ public API
 
