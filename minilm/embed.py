@@ -229,45 +229,47 @@ def embed_to_shards(args: argparse.Namespace) -> int:
             f"--id-field names a field of {', '.join(RECORD_SUFFIXES)} input; "
             f"the ids of {args.input} are its line numbers: drop --id-field"
         )
-    settings = CorpusSettings(
-        args.shard_size or CorpusSettings.shard_rows,
-        args.text_field,
-        args.id_field,
-        args.batch_size,
-        args.max_batch_tokens,
-        False if args.no_normalize else None,
-        args.precision,
-        args.skip_bad_lines,
-    )
     encoder = load_encoder(args)
-    settings.prompt = encoder.resolve_prompt(args.prompt_name, args.prompt)
+    settings = CorpusSettings(
+        shard_rows=args.shard_size or CorpusSettings.shard_rows,
+        text_field=args.text_field,
+        id_field=args.id_field,
+        batch_size=args.batch_size,
+        max_batch_tokens=args.max_batch_tokens,
+        normalize=False if args.no_normalize else None,
+        precision=args.precision,
+        skip_bad_lines=args.skip_bad_lines,
+        prompt=encoder.resolve_prompt(args.prompt_name, args.prompt),
+    )
     manifest = embed_corpus(encoder, Path(args.input), Path(args.output), settings, force=args.force)
-    shards = manifest["shards"]
-    if manifest["complete"] and not manifest["rows"]:
-        raise InputError(f"{args.input} holds no texts to embed ({manifest['skipped']['count']} bad lines skipped)")
-    if n_truncated := sum(s.get("truncated", 0) for s in shards):
-        longest = max(s.get("longest", 0) for s in shards)
+    shards = manifest.shards
+    if manifest.complete and not manifest.rows:
+        raise InputError(f"{args.input} holds no texts to embed ({manifest.skipped.count} bad lines skipped)")
+    if n_truncated := sum(s.truncated for s in shards):
         print(
-            f"warning: {n_truncated} of {manifest['rows']} texts exceed {encoder.max_seq_length} tokens "
-            f"and were truncated (longest: {longest} tokens)",
+            f"warning: {n_truncated} of {manifest.rows} texts exceed {encoder.max_seq_length} tokens "
+            f"and were truncated (longest: {max(s.longest for s in shards)} tokens)",
             file=sys.stderr,
         )
-    for key, what in (("skipped", "skipped {} bad lines"), ("repeated_ids", "warning: {} ids repeat an earlier one")):
-        if count := manifest[key]["count"]:
+    for counted, what in (
+        (manifest.skipped, "skipped {} bad lines"),
+        (manifest.repeated_ids, "warning: {} ids repeat an earlier one"),
+    ):
+        if counted.count:
             print(
-                f"{what.format(count)} (listed in {Path(args.output) / 'manifest.json'}); "
-                f"first: {manifest[key]['examples'][0]}",
+                f"{what.format(counted.count)} (listed in {Path(args.output) / 'manifest.json'}); "
+                f"first: {counted.examples[0]}",
                 file=sys.stderr,
             )
-    if manifest["stopped_by"]:
-        why = "interrupted" if manifest["stopped_by"] == "SIGINT" else "terminated"
+    if manifest.stopped_by:
+        why = "interrupted" if manifest.stopped_by == "SIGINT" else "terminated"
         print(
-            f"{why}: {manifest['rows']} texts in {len(shards)} shards are safe in {args.output}; "
+            f"{why}: {manifest.rows} texts in {len(shards)} shards are safe in {args.output}; "
             "rerun the same command to continue",
             file=sys.stderr,
         )
         return EXIT_INTERRUPTED if why == "interrupted" else EXIT_TERMINATED
-    print(f"{manifest['rows']} embeddings in {len(shards)} shards in {args.output}", file=sys.stderr)
+    print(f"{manifest.rows} embeddings in {len(shards)} shards in {args.output}", file=sys.stderr)
     return 0
 
 
@@ -277,14 +279,14 @@ def verify_folder(folder: str) -> int:
     from .corpus.shards import input_fingerprint
 
     manifest = verify_shards(folder)
-    where = manifest["input"]["path"]
-    if Path(where).is_file() and input_fingerprint(Path(where)) != manifest["input"]:
+    where = manifest.identity.input["path"]
+    if Path(where).is_file() and input_fingerprint(Path(where)) != manifest.identity.input:
         raise InputError(
             f"{where} has changed since {folder} was embedded from it; "
             "its rows are stale: rerun with --force to embed it again"
         )
-    state = "complete" if manifest["complete"] else "unfinished: rerun the command that made it to continue"
-    print(f"ok: {folder}: {manifest['rows']} rows in {len(manifest['shards'])} shards match the manifest ({state})")
+    state = "complete" if manifest.complete else "unfinished: rerun the command that made it to continue"
+    print(f"ok: {folder}: {manifest.rows} rows in {len(manifest.shards)} shards match the manifest ({state})")
     return 0
 
 

@@ -1,5 +1,6 @@
-"""A shard folder on disk: its lock, its manifest (the fields and their types, read and checked) and
-the check of one shard against it. The writer is shards.py, the reader and verifier reader.py."""
+"""A shard folder on disk: its lock, its atomic files, the check of a rerun against the run it continues,
+and the check of one shard's files against the manifest. The manifest's fields are manifest.py; the writer
+is shards.py, the reader and verifier reader.py."""
 
 from __future__ import annotations
 
@@ -13,22 +14,19 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from ..base.textio import (
     InputError,
     atomic_output,
 )
 from ..weights import file_sha256
+from .manifest import MANIFEST, Manifest, RunIdentity, Shard
 
 try:
     import fcntl
 except ImportError:  # Windows: no flock, so no run lock
     fcntl = None
 
-MANIFEST = "manifest.json"
 LOCK_FILE = ".minilm.lock"
-FORMAT = "minilm-shards/2"
 TEMPORARY_FILES = (".part-*.tmp", f".{MANIFEST}.*.tmp")  # what atomic_output leaves when a run is killed mid-write
 
 
@@ -38,10 +36,6 @@ class DamagedShards(InputError):
 
 def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
-
-
-def shard_name(index: int) -> str:
-    return f"part-{index:05d}"
 
 
 def write_bytes(path: Path, data: bytes) -> None:
@@ -128,57 +122,7 @@ def _remove_stale_files(out_dir: Path, everything: bool) -> None:
             path.unlink()
 
 
-MANIFEST_FIELDS = {
-    "format": str,
-    "complete": bool,
-    "rows": int,
-    "dim": int,
-    "precision": str,
-    "input": dict,
-    "shards": list,
-}
-SHARD_FIELDS = {"file": str, "ids": str, "rows": int, "bytes": int, "sha256": str, "ids_sha256": str, "input": dict}
-
-
-def read_manifest_file(path: Path) -> dict[str, Any]:
-    """The manifest at `path`, checked field by field:
-    a damaged or hand-edited one is an InputError, not a traceback."""
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise InputError(f"{path} cannot be read ({e}); pass --force to start over") from None
-    if not isinstance(manifest, dict) or not isinstance(manifest.get("shards"), list):
-        raise InputError(f"{path} is not a minilm shard manifest (no list of shards); pass --force to start over")
-    if manifest.get("format") != FORMAT:
-        raise InputError(f"{path} is of format {manifest.get('format')!r}, not {FORMAT}; pass --force to start over")
-    problems = [
-        f"{key} is not a {kind.__name__}" for key, kind in MANIFEST_FIELDS.items() if not _is(manifest.get(key), kind)
-    ]
-    for i, shard in enumerate(manifest["shards"]):
-        if not isinstance(shard, dict):
-            problems.append(f"shards[{i}] is not an object")
-            continue
-        problems += [
-            f"shards[{i}].{key} is not a {kind.__name__}"
-            for key, kind in SHARD_FIELDS.items()
-            if not _is(shard.get(key), kind)
-        ]
-        if shard.get("file") != f"{shard_name(i)}.npy" or shard.get("ids") != f"{shard_name(i)}.ids.json":
-            problems.append(f"shards[{i}] names {shard.get('file')}, not {shard_name(i)}.npy")
-    if not problems and manifest["rows"] != sum(shard["rows"] for shard in manifest["shards"]):
-        problems.append(
-            f"rows is {manifest['rows']}, but the shards hold {sum(shard['rows'] for shard in manifest['shards'])}"
-        )
-    if problems:
-        raise InputError(f"{path} is damaged ({'; '.join(problems[:3])}); pass --force to start over")
-    return manifest
-
-
-def _is(value: Any, kind: type) -> bool:
-    return isinstance(value, kind) and not (kind is int and isinstance(value, bool))
-
-
-def prepare_output(out_dir: Path, identity: dict[str, Any], force: bool) -> dict[str, Any] | None:
+def prepare_output(out_dir: Path, identity: RunIdentity, force: bool) -> Manifest | None:
     """The manifest of the same run written so far (None for a new run). Call with the lock held.
 
     Refuses a different run unless `force`, which (as a new run does) removes the earlier files.
@@ -188,11 +132,11 @@ def prepare_output(out_dir: Path, identity: dict[str, Any], force: bool) -> dict
         _remove_stale_files(out_dir, everything=True)
         return None
     _remove_stale_files(out_dir, everything=False)
-    manifest = read_manifest_file(manifest_path)
-    differing = [key for key, value in identity.items() if manifest.get(key) != value]
-    if differing == ["input"] and manifest["input"].get("sha256") == identity["input"]["sha256"]:
+    manifest = Manifest.read(manifest_path)
+    differing = identity.differences(manifest.identity)
+    if differing == ["input"] and manifest.identity.input.get("sha256") == identity.input["sha256"]:
         raise InputError(
-            f"{out_dir} was embedded from {manifest['input'].get('path')}, the same content at another path; "
+            f"{out_dir} was embedded from {manifest.identity.input.get('path')}, the same content at another path; "
             "give that path, or pass --force to start over"
         )
     if differing:
@@ -203,14 +147,14 @@ def prepare_output(out_dir: Path, identity: dict[str, Any], force: bool) -> dict
     return manifest
 
 
-def shard_problem(out_dir: Path, shard: dict[str, Any], vectors: bytes | None = None) -> str | None:
+def shard_problem(out_dir: Path, shard: Shard, vectors: bytes | None = None) -> str | None:
     """What is wrong with one listed shard (missing, wrong size, sha256 mismatch, of its .npy or ids), or None.
 
     vectors: the .npy's bytes when the caller has read them already (they are then hashed, not read again).
     """
     for name, size, digest, data in (
-        (shard["file"], shard.get("bytes"), shard.get("sha256"), vectors),
-        (shard["ids"], None, shard.get("ids_sha256"), None),
+        (shard.file, shard.bytes, shard.sha256, vectors),
+        (shard.ids, None, shard.ids_sha256, None),
     ):
         path = out_dir / name
         if data is None and not path.is_file():
@@ -218,10 +162,6 @@ def shard_problem(out_dir: Path, shard: dict[str, Any], vectors: bytes | None = 
         actual = len(data) if data is not None else path.stat().st_size
         if size is not None and actual != size:
             return f"{name} is {actual:,} bytes, expected {size:,} (truncated or rewritten)"
-        if digest is None or (sha256_bytes(data) if data is not None else file_sha256(path)) != digest:
+        if (sha256_bytes(data) if data is not None else file_sha256(path)) != digest:
             return f"{name}: sha256 differs from the manifest's (damaged or rewritten)"
     return None
-
-
-def manifest_ranges(manifest: dict[str, Any]) -> np.ndarray | None:
-    return None if manifest.get("ranges") is None else np.array(manifest["ranges"], dtype=np.float32)

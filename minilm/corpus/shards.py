@@ -70,32 +70,16 @@ from ..base.textio import (
 from ..encoders.sentence_encoder import NonFiniteOutput, SentenceEncoder, show_bar
 from ..weights import file_sha256
 from ..weights.int8_scales import smoothing_sha256
+from .folder import is_shard_folder, prepare_output, run_lock, sha256_bytes, shard_problem, write_bytes, write_json
+from .manifest import FORMAT, MANIFEST, Counted, Manifest, RunIdentity, Shard, shard_name
 from .quantize import STORED_DTYPE, STORED_PRECISIONS, StoredPrecision, calibration_ranges, quantize
-
-try:
-    import fcntl
-except ImportError:  # Windows: no flock, so no run lock
-    fcntl = None
-from .folder import (
-    FORMAT,
-    MANIFEST,
-    is_shard_folder,
-    manifest_ranges,
-    prepare_output,
-    run_lock,
-    sha256_bytes,
-    shard_name,
-    shard_problem,
-    write_bytes,
-    write_json,
-)
 
 SKIPPED_EXAMPLES = 10  # bad lines quoted in the manifest (all of them are counted)
 WARNED_SKIPS = 5  # bad lines also printed as they are skipped
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)  # both stop the run after the current shard
 
 
-@dataclass
+@dataclass(frozen=True)
 class CorpusSettings:
     shard_rows: int = 10_000
     text_field: str = "text"  # the field or column of .jsonl, .csv, .tsv and .parquet input
@@ -117,8 +101,8 @@ class Examples:
         self.count = 0
         self.examples: list[str] = []
 
-    def summary(self) -> dict[str, Any]:
-        return {"count": self.count, "examples": self.examples}
+    def summary(self) -> Counted:
+        return Counted(self.count, list(self.examples))
 
     def add(self, example: str) -> None:
         self.count += 1
@@ -150,32 +134,30 @@ def input_fingerprint(path: Path) -> dict[str, Any]:
     return {"path": str(path.resolve()), "size": path.stat().st_size, "sha256": digest}
 
 
-def run_identity(encoder: SentenceEncoder, path: Path, settings: CorpusSettings) -> dict[str, Any]:
+def run_identity(encoder: SentenceEncoder, path: Path, settings: CorpusSettings) -> RunIdentity:
     """Everything that must match for a rerun to continue an earlier run."""
-    normalize = encoder.config.normalize if settings.normalize is None else settings.normalize
     model_files = encoder.checkpoint.file_hashes if encoder.checkpoint else None
-    identity = {
-        "format": FORMAT,
-        "model_sha256": (model_files or {}).get("model.safetensors"),
-        "model_files": model_files,
-        "dim": encoder.dim,
-        "precision": settings.precision,
-        "dtype": STORED_DTYPE[settings.precision],
-        "compute_dtype": encoder.dtype,
-        "normalized": normalize,
-        "pooling": encoder.config.pooling,
-        "max_seq_length": encoder.max_seq_length,
-        "input": input_fingerprint(path),
-        "shard_rows": settings.shard_rows,
-        "text_field": settings.text_field if path.suffix.lower() in RECORD_SUFFIXES else None,
-        "id_field": settings.id_field,
-        "skip_bad_lines": settings.skip_bad_lines,
-    }
-    # null when there is none, as in manifests written before prompts existed, so those still resume
-    identity["prompt"] = encoder.resolve_prompt(prompt=settings.prompt) or None
-    if encoder.int8_smoothing is not None:  # int8 vectors depend on the calibrated scales too
-        identity["int8_scales_sha256"] = smoothing_sha256(encoder.int8_smoothing)
-    return identity
+    return RunIdentity(
+        format=FORMAT,
+        model_sha256=(model_files or {}).get("model.safetensors"),
+        model_files=model_files,
+        dim=encoder.dim,
+        precision=settings.precision,
+        dtype=STORED_DTYPE[settings.precision],
+        compute_dtype=encoder.dtype,
+        normalized=encoder.config.normalize if settings.normalize is None else settings.normalize,
+        pooling=encoder.config.pooling,
+        max_seq_length=encoder.max_seq_length,
+        input=input_fingerprint(path),
+        shard_rows=settings.shard_rows,
+        text_field=settings.text_field if path.suffix.lower() in RECORD_SUFFIXES else None,
+        id_field=settings.id_field,
+        skip_bad_lines=settings.skip_bad_lines,
+        # null when there is none, as in manifests written before prompts existed, so those still resume
+        prompt=encoder.resolve_prompt(prompt=settings.prompt) or None,
+        # int8 vectors depend on the calibrated scales too
+        int8_scales_sha256=None if encoder.int8_smoothing is None else smoothing_sha256(encoder.int8_smoothing),
+    )
 
 
 def _reached(point: str) -> None:
@@ -201,11 +183,11 @@ def embed_corpus(
     settings: CorpusSettings,
     force: bool = False,
     show_progress_bar: bool | None = None,
-) -> dict[str, Any]:
+) -> Manifest:
     """Embed `path` into shards under `out_dir`, resuming an earlier run of the same settings. Returns the manifest.
 
-    The manifest's "complete" is False when Ctrl-C or SIGTERM stopped the run; "stopped_by" (in the returned
-    dict only) then names the signal. show_progress_bar: None shows one on stderr for inputs of 1,000 lines or more.
+    The manifest's `complete` is False when Ctrl-C or SIGTERM stopped the run; `stopped_by` (not written to
+    the file) then names the signal. show_progress_bar: None shows one on stderr for inputs of 1,000 lines or more.
     """
     require_input_file(path)
     if settings.precision not in STORED_PRECISIONS:
@@ -222,11 +204,12 @@ def embed_corpus(
         ) from None
     identity = run_identity(encoder, path, settings)
     with run_lock(out_dir):
-        earlier = prepare_output(out_dir, identity, force)
-        manifest = {**identity, "ranges": None, "shards": [], "rows": 0, **(earlier or {}), "complete": False}
-        if earlier is None:
+        manifest = prepare_output(out_dir, identity, force)
+        if manifest is None:
+            manifest = Manifest(identity)
             _reached("before-first-manifest")
-            write_json(out_dir / MANIFEST, manifest)  # from here on the folder is a run its rerun recognizes
+            write_json(out_dir / MANIFEST, manifest.to_json())  # from here on the folder is a run its rerun recognizes
+        manifest.complete = False
         return _embed_windows(encoder, path, out_dir, settings, manifest, show_progress_bar)
 
 
@@ -235,11 +218,11 @@ def _embed_windows(
     path: Path,
     out_dir: Path,
     settings: CorpusSettings,
-    manifest: dict[str, Any],
+    manifest: Manifest,
     show_progress_bar: bool | None,
-) -> dict[str, Any]:
+) -> Manifest:
     """Walk the input window by window: pass over the listed shards that are intact, embed the rest."""
-    shards = manifest["shards"]
+    shards = manifest.shards
     damaged = set()
     for i, shard in enumerate(shards):
         if problem := shard_problem(out_dir, shard):
@@ -267,21 +250,19 @@ def _embed_windows(
                         if (first := seen_ids.setdefault(r.id, r.line)) != r.line:
                             repeated.add(f"{r.id!r} at {path}:{r.line} (first at line {first})")
                 if not window:
-                    _check_input_unchanged(path, manifest["input"], digest)
+                    _check_input_unchanged(path, manifest.identity.input, digest)
                     del shards[index:]  # listed beyond the input's end: a hand-made entry, not rows of this input
-                    manifest["complete"] = True
+                    manifest.complete = True
                     break
                 passed += len(window)
                 span = digest.cut()  # the input bytes this window was read from
                 if index < len(shards) and index not in damaged:
-                    if shards[index]["input"] == span and shards[index]["rows"] == len(
-                        window
-                    ):  # intact, and still this window's
+                    if shards[index].input == span and shards[index].rows == len(window):  # intact, still this window's
                         index += 1
                         bar.update(passed + skipped.count - bar.n)
                         continue
                     print(
-                        f"warning: {shards[index]['file']} was embedded from other input lines; "
+                        f"warning: {shards[index].file} was embedded from other input lines; "
                         "embedding that shard again",
                         file=sys.stderr,
                     )
@@ -296,22 +277,21 @@ def _embed_windows(
                     )
                 except NonFiniteOutput as e:  # named by its line in the file, not its place in the window
                     raise NonFiniteOutput(f"{path}:{window[e.index].line}", e.dtype, e.index) from None
-                if settings.precision in ("int8", "uint8") and manifest["ranges"] is None:
-                    manifest["ranges"] = calibration_ranges(result.embeddings).tolist()  # the first shard calibrates
+                if settings.precision in ("int8", "uint8") and manifest.ranges is None:
+                    manifest.ranges = calibration_ranges(result.embeddings).tolist()  # the first shard calibrates
                 shard = _write_shard(
                     out_dir,
                     index,
-                    quantize(result.embeddings, settings.precision, manifest_ranges(manifest)),
+                    quantize(result.embeddings, settings.precision, manifest.ranges_array()),
                     window,
                     span,
                     result.n_tokens,
                     encoder.max_seq_length,
                 )
                 shards[index : index + 1] = [shard]
-                manifest["rows"] = sum(s["rows"] for s in shards)
-                manifest["skipped"], manifest["repeated_ids"] = skipped.summary(), repeated.summary()
+                manifest.skipped, manifest.repeated_ids = skipped.summary(), repeated.summary()
                 _reached("before-manifest")
-                write_json(out_dir / MANIFEST, manifest)  # last: the shard counts from here on
+                write_json(out_dir / MANIFEST, manifest.to_json())  # last: the shard counts from here on
                 index += 1
                 tokens += sum(min(n, encoder.max_seq_length) for n in result.n_tokens)
                 bar.update(passed + skipped.count - bar.n)
@@ -322,10 +302,10 @@ def _embed_windows(
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
-    manifest["skipped"], manifest["repeated_ids"] = skipped.summary(), repeated.summary()
-    manifest["rows"] = sum(s["rows"] for s in shards)
-    write_json(out_dir / MANIFEST, manifest)
-    return {**manifest, "stopped_by": signal.Signals(stopped[0]).name if stopped else None}
+    manifest.skipped, manifest.repeated_ids = skipped.summary(), repeated.summary()
+    write_json(out_dir / MANIFEST, manifest.to_json())
+    manifest.stopped_by = signal.Signals(stopped[0]).name if stopped else None
+    return manifest
 
 
 def _check_input_unchanged(path: Path, fingerprint: dict[str, Any], digest: ReadDigest) -> None:
@@ -346,7 +326,7 @@ def _write_shard(
     span: dict[str, Any],
     n_tokens: list[int],
     max_seq_length: int,
-) -> dict[str, Any]:
+) -> Shard:
     """Write one shard's .npy and ids files atomically; returns its manifest entry (sizes, hashes, truncation)."""
     name = shard_name(index)
     vectors, ids = _encode_shard(stored, [r.id for r in window])
@@ -354,17 +334,17 @@ def _write_shard(
     _reached("after-npy")
     write_bytes(out_dir / f"{name}.ids.json", ids)
     _reached("after-ids")
-    return {
-        "file": f"{name}.npy",
-        "ids": f"{name}.ids.json",
-        "rows": len(window),
-        "bytes": len(vectors),
-        "sha256": sha256_bytes(vectors),
-        "ids_sha256": sha256_bytes(ids),
-        "input": span,  # the byte range of the input it was read from, and its sha256
-        "truncated": sum(n > max_seq_length for n in n_tokens),
-        "longest": max(n_tokens),
-    }
+    return Shard(
+        file=f"{name}.npy",
+        ids=f"{name}.ids.json",
+        rows=len(window),
+        bytes=len(vectors),
+        sha256=sha256_bytes(vectors),
+        ids_sha256=sha256_bytes(ids),
+        input=span,
+        truncated=sum(n > max_seq_length for n in n_tokens),
+        longest=max(n_tokens),
+    )
 
 
 def _libc_malloc_trim():

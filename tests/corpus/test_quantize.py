@@ -80,11 +80,11 @@ def test_every_precision_round_trips_through_shards(tmp_path: Path, encoder, pre
     )  # the same windows, so the same batches
     ranges = calibration_ranges(exact[:100]) if precision in ("int8", "uint8") else None  # the first shard calibrates
     if ranges is not None:
-        assert np.array_equal(np.array(manifest["ranges"], dtype=np.float32), ranges)
+        assert np.array_equal(manifest.ranges_array(), ranges)
     ids, stored = load_shards(tmp_path / "out", dequantize_vectors=False)
     assert ids == [str(i) for i in range(1, 301)]
-    assert np.array_equal(stored, quantize(exact, precision, ranges)) and stored.dtype.name == manifest["dtype"]
-    assert read_manifest(tmp_path / "out")["precision"] == precision
+    assert np.array_equal(stored, quantize(exact, precision, ranges)) and stored.dtype.name == manifest.identity.dtype
+    assert read_manifest(tmp_path / "out").precision == precision
     _, loaded = load_shards(tmp_path / "out")
     if precision in ("binary", "ubinary"):
         assert loaded.shape == (300, 48) and np.array_equal(loaded, stored)  # packed: 384 bits in 48 bytes

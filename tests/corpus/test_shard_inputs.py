@@ -15,6 +15,7 @@ import pytest
 from minilm.base.textio import InputError
 from minilm.cli import read_texts
 from minilm.corpus import CorpusSettings, embed_corpus, load_shards, read_manifest
+from minilm.corpus.manifest import Counted
 
 from conftest import real_lines, run_module, write_lines
 
@@ -96,15 +97,15 @@ def test_bad_lines_stop_at_file_line_or_are_skipped_and_counted(tmp_path: Path, 
         stderr.count("warning: skipped ") == 4
         and f"skipped 4 bad lines (listed in {tmp_path / 'skipped' / 'manifest.json'})" in stderr
     )
-    assert read_manifest(tmp_path / "skipped")["skipped"] == {
-        "count": 4,
-        "examples": [
+    assert read_manifest(tmp_path / "skipped").skipped == Counted(
+        count=4,
+        examples=[
             f'{path}:2: invalid JSON (Expecting value); each line must be an object like {{"text": "..."}}',
             f'{path}:3: no "text" field',
             f"{path}:4: not valid UTF-8 (byte 0xe9 at column 14); re-save the file as UTF-8",
             f"{path}:5: empty line",
         ],
-    }
+    )
     ids, vectors = load_shards(tmp_path / "skipped")
     assert ids == ["1", "6"]  # the ids stay the line numbers of the good lines
     assert np.abs(vectors - encoder.encode(["A fine first sentence.", "A fine last sentence."])).max() <= 1e-6
@@ -129,7 +130,7 @@ def test_each_kind_of_bad_record_names_its_line(tmp_path: Path, encoder, name: s
         embed_corpus(encoder, path, tmp_path / "out", CorpusSettings())
     assert str(error.value).startswith(f"{path}{expected}")
     manifest = embed_corpus(encoder, path, tmp_path / "out", CorpusSettings(skip_bad_lines=True), force=True)
-    assert manifest["skipped"]["count"] == 1 and manifest["complete"]
+    assert manifest.skipped.count == 1 and manifest.complete
 
 
 def test_a_missing_column_is_an_error_about_the_file(tmp_path: Path, encoder):
