@@ -11,7 +11,7 @@ from ..model.encoder import BertConfig, BertModel
 from ..text.tokenization import TOKENIZER_KINDS, SentenceTokenizer, TokenizerKind
 from .download import download_checkpoint
 from .errors import WeightsError
-from .files import check_header, fill_from_safetensors
+from .files import build_from_safetensors
 from .known import DEFAULT_CHECKPOINT, lookup_known
 from .resolve import ResolvedCheckpoint, resolve_checkpoint
 from .sentence_config import SentenceConfig, read_bert_config, read_sentence_config, read_tokenizer
@@ -59,14 +59,8 @@ def load_checkpoint(
     folder = resolved.path
     config = read_bert_config(folder)
     sentence_config = read_sentence_config(folder, config)
-    text_tokenizer = read_tokenizer(folder, sentence_config, tokenizer)
+    text_tokenizer = read_tokenizer(folder, sentence_config, config.vocab_size, tokenizer)
     model = load_model(folder, config)
-    if (largest := text_tokenizer.largest_id()) >= config.vocab_size:
-        raise WeightsError(
-            f"{folder / 'tokenizer.json'} has token ids up to {largest}, "
-            f"but config.json's vocab_size is {config.vocab_size}; "
-            "the tokenizer does not belong to these weights"
-        )
     return Checkpoint(folder, resolved.source, model, text_tokenizer, sentence_config)
 
 
@@ -91,13 +85,9 @@ def load_model(folder: Path, config: BertConfig | None = None) -> BertModel:
     """A BertModel built from `folder/config.json` (or `config`) and filled from `folder/model.safetensors`,
     in eval mode.
 
-    config.json is compared with the safetensors header first (check_header): its layer count from
+    config.json is compared with the safetensors header first (files.check_header): its layer count from
     the tensor names, then every shape on the meta device, so a config that does not belong to the
     weights (hidden_size 3,840,000, or 200 layers over 6) allocates and builds nothing.
     """
     config = config or read_bert_config(folder)
-    path = folder / "model.safetensors"
-    check_header(path, lambda: BertModel(config), config.num_hidden_layers)
-    model = BertModel(config)
-    fill_from_safetensors(model, path)
-    return model.eval()
+    return build_from_safetensors(folder / "model.safetensors", lambda: BertModel(config), config.num_hidden_layers)

@@ -27,10 +27,9 @@ from ..model.classifier import ACTIVATIONS, BertForSequenceClassification
 from ..model.encoder import BertConfig
 from ..model.loading import short_repr
 from ..text.tokenization import PairTokenizer
-from ..text.wordpiece import UnsupportedTokenizer
 from .checkpoint import resolve_and_verify
 from .errors import WeightsError
-from .files import check_header, checked_field, checked_length, fill_from_safetensors, read_json
+from .files import build_from_safetensors, checked_field, checked_length, open_tokenizer, read_json
 from .sentence_config import read_bert_config, read_modules
 
 
@@ -60,24 +59,13 @@ def load_cross_encoder(
     folder = resolved.path
     bert = read_bert_config(folder)
     config = read_cross_encoder_config(folder, bert)
-    if not (folder / "tokenizer.json").is_file():  # a FIFO there would block the tokenizers library for ever
-        raise WeightsError(f"{folder / 'tokenizer.json'} is missing or not a regular file; re-download the checkpoint")
-    try:
-        tokenizer = PairTokenizer.from_file(folder / "tokenizer.json", config.max_length)
-    except UnsupportedTokenizer as e:
-        raise WeightsError(str(e)) from None
-    except Exception as e:  # the tokenizers library raises a bare Exception for unreadable files
-        raise WeightsError(f"{folder / 'tokenizer.json'} could not be read ({e}); re-download it") from None
-    if (largest := tokenizer.largest_id()) >= bert.vocab_size:
-        raise WeightsError(
-            f"{folder / 'tokenizer.json'} has token ids up to {largest}, but config.json's vocab_size is "
-            f"{bert.vocab_size}; the tokenizer does not belong to these weights"
-        )
-    path = folder / "model.safetensors"
-    check_header(path, lambda: BertForSequenceClassification(bert, config.num_labels), bert.num_hidden_layers)
-    model = BertForSequenceClassification(bert, config.num_labels)
-    fill_from_safetensors(model, path)
-    return CrossEncoderCheckpoint(folder, resolved.source, model.eval(), tokenizer, config)
+    tokenizer = open_tokenizer(folder, lambda path: PairTokenizer.from_file(path, config.max_length), bert.vocab_size)
+    model = build_from_safetensors(
+        folder / "model.safetensors",
+        lambda: BertForSequenceClassification(bert, config.num_labels),
+        bert.num_hidden_layers,
+    )
+    return CrossEncoderCheckpoint(folder, resolved.source, model, tokenizer, config)
 
 
 def _activation_name(path: str, where: str) -> str:

@@ -7,13 +7,19 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import torch
 
 from ..base.numbers import NumberError, checked_number
 from ..model.loading import StateMismatch, check_fits, load_state_strict, short_repr
+from ..text.tokenization import PairTokenizer, SentenceTokenizer
+from ..text.wordpiece import UnsupportedTokenizer
 from .errors import WeightsError
 from .known import PICKLE_SUFFIXES
+
+Module = TypeVar("Module", bound=torch.nn.Module)
+Tokenizer = TypeVar("Tokenizer", SentenceTokenizer, PairTokenizer)
 
 MAX_METADATA_BYTES = 16 << 20  # a checkpoint's JSON files are a few KB (a label map of thousands: under 1 MB)
 JSON_NAMES = {dict: "object", list: "list", str: "string", int: "number", float: "number", bool: "true/false"}
@@ -199,3 +205,40 @@ def check_header(path: Path, build: Callable[[], torch.nn.Module], num_hidden_la
         check_fits(build, num_hidden_layers, safetensors_shapes(path))
     except StateMismatch as e:
         raise WeightsError(does_not_fit(path, e)) from None
+
+
+def build_from_safetensors(path: Path, build: Callable[[], Module], num_hidden_layers: int) -> Module:
+    """The model `build` makes, filled from `path`, in eval mode: the header is checked first (check_header),
+    so a config that does not fit the weights builds and allocates nothing."""
+    check_header(path, build, num_hidden_layers)
+    model = build()
+    fill_from_safetensors(model, path)
+    return model.eval()
+
+
+def open_tokenizer(
+    folder: Path, read: Callable[[Path], Tokenizer], vocab_size: int, needs: tuple[str, ...] = ()
+) -> Tokenizer:
+    """`read(folder / "tokenizer.json")`, with every way it fails one WeightsError, and checked against the model:
+    a token id at or past config.json's vocab_size means the tokenizer belongs to other weights.
+
+    needs: other files the reader opens (vocab.txt for the Python tokenizer), checked to be there first.
+    """
+    path = folder / "tokenizer.json"
+    for name in ("tokenizer.json", *needs):
+        if not (folder / name).is_file():  # a FIFO there would block the tokenizers library for ever
+            raise WeightsError(
+                f"{folder / name} is missing or not a regular file; re-download or reinstall the checkpoint"
+            )
+    try:
+        tokenizer = read(path)
+    except UnsupportedTokenizer as e:  # BPE, Unigram, ...: not BERT's WordPiece
+        raise WeightsError(str(e)) from None
+    except Exception as e:  # the tokenizers library raises a bare Exception for unreadable files
+        raise WeightsError(f"{path} could not be read ({e}); re-download or reinstall the checkpoint") from None
+    if (largest := tokenizer.largest_id()) >= vocab_size:
+        raise WeightsError(
+            f"{path} has token ids up to {largest}, but config.json's vocab_size is {vocab_size}; "
+            "the tokenizer does not belong to these weights"
+        )
+    return tokenizer

@@ -11,9 +11,8 @@ from ..model.encoder import BertConfig
 from ..model.loading import bert_config, short_repr
 from ..model.pooling import POOLING_MODES, PoolingMode
 from ..text.tokenization import SentenceTokenizer, TokenizerKind
-from ..text.wordpiece import UnsupportedTokenizer
 from .errors import WeightsError
-from .files import checked_length, checkpoint_subfolder, read_json
+from .files import checked_length, checkpoint_subfolder, open_tokenizer, read_json
 
 
 @dataclass(frozen=True)
@@ -168,18 +167,14 @@ def read_sentence_config(folder: Path, bert: BertConfig) -> SentenceConfig:
     )
 
 
-def read_tokenizer(folder: Path, config: SentenceConfig, kind: TokenizerKind = "fast") -> SentenceTokenizer:
-    """The checkpoint's tokenizer.json (and, for the "python" tokenizer, vocab.txt) with the checkpoint's truncation."""
-    for name in ["tokenizer.json"] + (["vocab.txt"] if kind == "python" else []):
-        if not (folder / name).is_file():
-            raise WeightsError(f"{folder / name} is missing; re-download or reinstall the checkpoint")
-    try:
-        return SentenceTokenizer.from_file(
-            folder / "tokenizer.json", config.max_seq_length, config.do_lower_case, kind=kind
-        )
-    except UnsupportedTokenizer as e:  # BPE, Unigram, ...: not BERT's WordPiece
-        raise WeightsError(str(e)) from None
-    except Exception as e:  # the tokenizers library raises a bare Exception for unreadable files
-        raise WeightsError(
-            f"{folder / 'tokenizer.json'} could not be read ({e}); re-download or reinstall the checkpoint"
-        ) from None
+def read_tokenizer(
+    folder: Path, config: SentenceConfig, vocab_size: int, kind: TokenizerKind = "fast"
+) -> SentenceTokenizer:
+    """The checkpoint's tokenizer.json (and, for the "python" tokenizer, vocab.txt) with the checkpoint's truncation,
+    checked against the model's vocab_size."""
+    return open_tokenizer(
+        folder,
+        lambda path: SentenceTokenizer.from_file(path, config.max_seq_length, config.do_lower_case, kind=kind),
+        vocab_size,
+        needs=("vocab.txt",) if kind == "python" else (),
+    )
