@@ -26,7 +26,7 @@ sys.path.insert(0, str(ROOT))
 from minilm import SentenceEncoder  # noqa: E402
 from minilm.base.textio import atomic_output  # noqa: E402
 from minilm.cli import DEMO_SENTENCES, write_table  # noqa: E402
-from minilm.explain import first_values, strongest_links, trace  # noqa: E402
+from minilm.encoders.trace import first_values, strongest_links, trace  # noqa: E402
 
 TEMPLATE = ROOT / "docs" / "walkthrough.in.md"
 OUTPUT = ROOT / "docs" / "walkthrough.md"
