@@ -29,11 +29,11 @@ from pathlib import Path
 import torch
 from speed import GEMM_SHAPE, cpu_model, gemm_peak
 
+from heads.freezing import apply_freezing
 from heads.model import MultiTaskModel
 from heads.tasks import TASKS
 from heads.training import (
     TrainConfig,
-    apply_freezing,
     build,
     cache_frozen,
     evaluate,

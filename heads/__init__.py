@@ -10,7 +10,9 @@ Read in this order:
     features.py word shapes (Xx, XX, d, ...) from the original text: the casing the uncased backbone loses
     crf.py      a linear-chain CRF with IOB2 constraints (forward algorithm, Viterbi)
     tasks.py    the three tasks: their splits, tokenized examples, scoring
-    training.py training: freezing, task sampling, schedules, best-epoch selection (TrainConfig, train)
+    freezing.py which parameters train under --freeze, and the frozen bottom's states cached once
+    schedule.py task sampling, batches, the optimizer and its schedule, the moving average of the weights
+    training.py the training job: build, cache, fit, best-epoch selection, save (TrainConfig, train)
     train.py    python -m heads.train: its options, parsed into a TrainConfig
     predict.py  python -m heads.predict: JSON records with every task's prediction
 

@@ -12,9 +12,7 @@ from headkit import TEXTS, fresh_model, words_of
 from heads.data import read_conll
 from heads.model import Features, MultiTaskModel
 from heads.tasks import TASKS, batch_labels, batch_words, encode_examples
-from heads.training import (
-    TrainConfig,
-)
+from heads.training import TrainConfig
 from minilm.text.tokenization import right_pad
 
 from conftest import require_data

@@ -1,4 +1,5 @@
-"""heads.training: the frozen-layer cache, training steps, freezing, task sampling, weight averaging, the config checks and a diverging run."""
+"""heads.training with heads.freezing and heads.schedule: the frozen-layer cache, training steps, freezing,
+task sampling, weight averaging, the config checks and a diverging run."""
 
 from __future__ import annotations
 
@@ -9,16 +10,10 @@ import torch
 from headkit import fresh_model
 
 from heads.data import read_trec
+from heads.freezing import apply_freezing, frozen_features, frozen_layers
+from heads.schedule import WeightAverage, task_probabilities
 from heads.tasks import TASKS, encode_examples, predict, read_split
-from heads.training import (
-    TrainConfig,
-    WeightAverage,
-    apply_freezing,
-    frozen_features,
-    frozen_layers,
-    task_probabilities,
-    train,
-)
+from heads.training import TrainConfig, train
 from minilm.text.tokenization import right_pad
 
 from conftest import DATA_DIR, require_data
