@@ -13,7 +13,7 @@ import torch
 from minilm import SentenceEncoder
 from minilm.encoders.sentence_encoder import batches_with_progress, show_bar
 from minilm.text.tokenization import SentenceTokenizer, length_sorted_batches, right_pad
-from minilm.weights import WeightsError, shipped_path
+from minilm.weights import WeightsError, from_override, shipped_origin, shipped_path
 
 from .features import text_offsets, word_features
 from .metrics import accuracy, span_scores
@@ -27,7 +27,7 @@ TOKEN_TASK_KEY = {"ner": "entities"}  # output key of a token task's spans
 def shipped_heads() -> Path:
     """The heads minilm ships (made in weights/heads/, package data minilm/shipped/heads), or
     `$MINILM_WEIGHTS_DIR/heads` when that folder exists."""
-    return shipped_path("heads")
+    return shipped_path("heads", is_dir=True)
 
 
 class MultiTaskPredictor:
@@ -51,7 +51,12 @@ class MultiTaskPredictor:
                 f"model folder {folder} does not exist; train one with python -m heads.train --output {folder}"
             )
         stock = SentenceEncoder.from_pretrained(device=device)
-        model, _ = load_model(folder, stock.model, stock.checkpoint.sha256, normalize=stock.config.normalize)
+        try:
+            model, _ = load_model(folder, stock.model, stock.checkpoint.sha256, normalize=stock.config.normalize)
+        except WeightsError as e:
+            if not from_override(folder):
+                raise
+            raise WeightsError(f"{e} ({folder}: {shipped_origin(folder)})") from None
         return cls(model.to(stock.device), stock.tokenizer, stock.device)
 
     @torch.no_grad()

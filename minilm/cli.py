@@ -8,6 +8,7 @@
     a user error (InputError, WeightsError, ValueError)   one `error: ...` line on stderr, exit 2
     a bad option (ArgumentParser, below)                  the same: `error: ...; see prog --help`
     stdout cannot be written (full disk, closed)          `error: cannot write the output: ...`, exit 2
+    any other OSError naming a file                       `error: cannot use FILE: ...`, exit 2
     the reader of stdout went away (`| head -1`)          quiet, exit 0
     Ctrl-C                                                `interrupted`, exit 130
     SIGTERM                                               `terminated`, exit 143 (raised as Terminated, so
@@ -92,12 +93,10 @@ def run(work: Callable[[], int], user_errors: tuple[type[Exception], ...] = USER
         # the reader (e.g. `| head`) went away: not an error; point stdout at /dev/null so the exit flush is quiet
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
-    except OSError as e:  # what is left: stdout or stderr on a full disk (`> /dev/full`); files have their own errors
+    except OSError as e:  # what is left: stdout or stderr on a full disk (`> /dev/full`), or a file no check foresaw
         _quiet_stdout()
-        print(
-            f"error: cannot write the output: {e.strerror or e}{f' ({e.filename})' if e.filename else ''}",
-            file=sys.stderr,
-        )
+        what = f"cannot use {e.filename}" if e.filename else "cannot write the output"
+        print(f"error: {what}: {e.strerror or e}", file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -84,9 +84,12 @@ from .resolve import (
     find_in_hf_cache,
     find_in_offline_package,
     find_in_source_tree,
+    from_override,
     local_weights_dir,
     resolve_checkpoint,
+    shipped_origin,
     shipped_path,
+    weights_dir_override,
 )
 from .sentence_config import (
     POOLING_FLAGS,
@@ -141,6 +144,7 @@ __all__ = [
     "find_in_hf_cache",
     "find_in_offline_package",
     "find_in_source_tree",
+    "from_override",
     "identify_checkpoint",
     "load_checkpoint",
     "load_model",
@@ -158,6 +162,8 @@ __all__ = [
     "resolve_checkpoint",
     "safetensors_shapes",
     "sha256_of",
+    "shipped_origin",
     "shipped_path",
     "verify_checkpoint",
+    "weights_dir_override",
 ]

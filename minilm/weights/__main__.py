@@ -2,7 +2,7 @@
 
     python -m minilm.weights list                 # known checkpoints and where each resolves
     python -m minilm.weights verify [NAME|PATH]   # one line per pinned file: ok, or what differs
-    python -m minilm.weights download NAME        # fetch from the hub into weights/NAME, verified
+    python -m minilm.weights download NAME        # fetch from the hub into the local weights, verified
 
 An entry point of its own (not in minilm/weights/__init__.py), so that `import minilm` never
 imports the module that `python -m` runs as __main__.
@@ -33,7 +33,7 @@ def _cmd_list(args: argparse.Namespace) -> int:
         print(f"{known.name}  ({known.repo_id} at {known.revision[:12]}; {len(known.pins)} files pinned)")
         print(f"  {'pooling':22s} {known.pooling}")
         print(f"  {'prompts':22s} {known.prompts}")
-        places = [("weights/", find_in_source_tree(known.name))]
+        places = [("local weights", find_in_source_tree(known.name))]
         if known.offline_package:
             places.append((known.offline_package.split("==")[0], find_in_offline_package(known)))
         places.append(("Hugging Face cache", find_in_hf_cache(known.repo_id)))
@@ -73,9 +73,11 @@ def main(argv: list[str] | None = None) -> int:
     verify = sub.add_parser("verify", help="re-check the pinned sha256 hashes")
     verify.add_argument("model", nargs="?", default=None, help=f"name or folder (default {DEFAULT_CHECKPOINT})")
     verify.set_defaults(run=_cmd_verify)
-    download = sub.add_parser("download", help="fetch from the Hugging Face hub into weights/NAME, verified")
+    download = sub.add_parser(
+        "download", help="fetch from the Hugging Face hub into the local weights folder (see list), verified"
+    )
     download.add_argument("name")
-    download.add_argument("--force", action="store_true", help="replace an existing weights/NAME")
+    download.add_argument("--force", action="store_true", help="replace an existing copy there")
     download.set_defaults(run=_cmd_download)
     args = parser.parse_args(argv)
     return run(lambda: args.run(args))

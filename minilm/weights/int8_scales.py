@@ -7,8 +7,9 @@ model.safetensors it was calibrated on, so scales are never applied to other wei
 
 Where the scales of a checkpoint are looked for, first hit wins:
 1. `int8_scales.safetensors` inside the checkpoint folder (what `minilm.calibrate --model DIR` writes);
-2. for a known checkpoint, the file shipped with minilm in `weights/int8/<name>.safetensors`,
-   pinned by sha256 in `INT8_SCALE_PINS` like the checkpoint's own files.
+2. for a known checkpoint, `int8/<name>.safetensors` in `$MINILM_WEIGHTS_DIR` when that holds it (your
+   own: checked like a checkpoint's own file, not against the pin), else the file shipped with minilm
+   (`weights/int8/`, package data in a wheel), pinned by sha256 in `INT8_SCALE_PINS`.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from .checkpoint import Checkpoint
 from .errors import WeightsError
 from .files import read_safetensors
 from .known import KNOWN_CHECKPOINTS, PinnedFile
-from .resolve import shipped_path
+from .resolve import from_override, shipped_origin, shipped_path
 from .verify import pin_problem
 
 FILE_NAME = "int8_scales.safetensors"
@@ -50,7 +51,7 @@ def find_int8_scales(checkpoint: Checkpoint) -> tuple[Path, PinnedFile | None] |
         if known.pins["model.safetensors"].sha256 == checkpoint.sha256 and known.name in INT8_SCALE_PINS:
             path = shipped_scales_path(known.name)
             if path.is_file():
-                return path, INT8_SCALE_PINS[known.name]
+                return path, None if from_override(path) else INT8_SCALE_PINS[known.name]
     return None
 
 
@@ -67,7 +68,7 @@ def load_int8_scales(checkpoint: Checkpoint, verify: bool = True) -> dict[str, t
         return None
     path, pin = found
     if verify and pin is not None and (problem := pin_problem(path, pin)):
-        raise WeightsError(f"{problem}; the shipped int8 scales are corrupt or changed: restore them (git checkout)")
+        raise WeightsError(f"{problem}; the shipped int8 scales are corrupt or changed: {shipped_origin(path)}")
     scales = read_safetensors(path)  # WeightsError when it is truncated or not safetensors
     with safe_open(str(path), framework="pt") as f:
         calibrated_on = (f.metadata() or {}).get("model_sha256")

