@@ -78,13 +78,15 @@ def layer_of(name: str) -> int | None:
 
 
 def upward_imports(path: Path) -> list[str]:
-    """Each name `path` imports from a layer above its own, with both layers named."""
+    """Each module `path` imports from a layer above its own, with both layers named (once: `from a import b`
+    names a, not a.b as well)."""
     own = layer_of(module_name(path))
     assert own is not None, f"{path} is in no layer: add it to LAYERS"
+    above = {name for name in imported_names(path) if (layer := layer_of(name)) is not None and layer > own}
     return [
-        f"{module_name(path)} ({LAYERS[own][0]}) imports {name} ({LAYERS[layer][0]})"
-        for name in sorted(imported_names(path))
-        if (layer := layer_of(name)) is not None and layer > own
+        f"{module_name(path)} ({LAYERS[own][0]}) imports {name} ({LAYERS[layer_of(name)][0]})"
+        for name in sorted(above)
+        if name.rpartition(".")[0] not in above
     ]
 
 
