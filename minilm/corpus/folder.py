@@ -116,7 +116,10 @@ def _name_holder(out_dir: Path) -> None:
 
 def _remove_stale_files(out_dir: Path, everything: bool) -> None:
     """Temporary files of a killed run; with `everything` (--force, or a new run) also the shards and the manifest."""
-    patterns = [*TEMPORARY_FILES, *(("part-*.npy", "part-*.ids.json", MANIFEST) if everything else ())]
+    patterns = [
+        *TEMPORARY_FILES,
+        *(("part-*.npy", "part-*.ids.json", "part-*.texts.json", MANIFEST) if everything else ()),
+    ]
     for pattern in patterns:
         for path in out_dir.glob(pattern):
             path.unlink()
@@ -148,13 +151,14 @@ def prepare_output(out_dir: Path, identity: RunIdentity, force: bool) -> Manifes
 
 
 def shard_problem(out_dir: Path, shard: Shard, vectors: bytes | None = None) -> str | None:
-    """What is wrong with one listed shard (missing, wrong size, sha256 mismatch, of its .npy or ids), or None.
+    """What is wrong with one listed shard (missing, wrong size, sha256 mismatch, of its .npy, ids or texts), or None.
 
     vectors: the .npy's bytes when the caller has read them already (they are then hashed, not read again).
     """
     for name, size, digest, data in (
         (shard.file, shard.bytes, shard.sha256, vectors),
         (shard.ids, None, shard.ids_sha256, None),
+        *([(shard.texts, None, shard.texts_sha256, None)] if shard.texts else []),
     ):
         path = out_dir / name
         if data is None and not path.is_file():

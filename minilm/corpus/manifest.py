@@ -75,6 +75,12 @@ class Shard:
     input: dict  # {"start", "end", "sha256"}: the byte range of the input it was read from
     truncated: int = 0  # texts longer than max_seq_length
     longest: int = 0  # the longest text, in tokens
+    texts: Optional[str] = None  # noqa: UP045  part-00000.texts.json: the rows' texts; None in folders written before
+    texts_sha256: Optional[str] = None  # noqa: UP045
+
+    def files(self) -> list[str]:
+        """The files this shard lists: its vectors, its ids and (when kept) its texts."""
+        return [self.file, self.ids, *([self.texts] if self.texts else [])]
 
 
 @dataclass
@@ -93,6 +99,7 @@ class Manifest:
     complete: bool = False
     skipped: Counted = field(default_factory=Counted)
     repeated_ids: Counted = field(default_factory=Counted)
+    model: Optional[str] = None  # noqa: UP045  the checkpoint folder it was embedded with (what search loads); not identity
     stopped_by: Optional[str] = None  # noqa: UP045  SIGINT or SIGTERM when a signal stopped this run; not written
 
     @property
@@ -119,6 +126,7 @@ class Manifest:
             "shards": [asdict(shard) for shard in self.shards],
             "skipped": asdict(self.skipped),
             "repeated_ids": asdict(self.repeated_ids),
+            "model": self.model,
         }
 
     @classmethod
@@ -141,6 +149,7 @@ class Manifest:
             complete=data["complete"],
             skipped=Counted(**data.get("skipped") or {}),
             repeated_ids=Counted(**data.get("repeated_ids") or {}),
+            model=data.get("model"),
         )
 
 
@@ -169,9 +178,10 @@ _OPTIONAL = {  # may be null or absent
     "ranges": list,
     "skipped": dict,
     "repeated_ids": dict,
+    "model": str,
 }
 _SHARD_REQUIRED = {"file": str, "ids": str, "rows": int, "bytes": int, "sha256": str, "ids_sha256": str, "input": dict}
-_SHARD_OPTIONAL = {"truncated": int, "longest": int}
+_SHARD_OPTIONAL = {"truncated": int, "longest": int, "texts": str, "texts_sha256": str}
 _COUNTED = {"count": int, "examples": list}
 
 
@@ -187,6 +197,10 @@ def _problems(data: dict[str, Any]) -> list[str]:
         problems += _wrong_fields(f"shards[{i}].", shard, _SHARD_REQUIRED, _SHARD_OPTIONAL)
         if shard.get("file") != f"{shard_name(i)}.npy" or shard.get("ids") != f"{shard_name(i)}.ids.json":
             problems.append(f"shards[{i}] names {shard.get('file')}, not {shard_name(i)}.npy")
+        elif shard.get("texts") not in (None, f"{shard_name(i)}.texts.json"):
+            problems.append(f"shards[{i}] names texts {shard.get('texts')!r}, not {shard_name(i)}.texts.json")
+        elif (shard.get("texts") is None) != (shard.get("texts_sha256") is None):
+            problems.append(f"shards[{i}] has one of texts and texts_sha256 without the other")
     if isinstance(data.get("input"), dict):
         problems += _wrong_fields("input.", data["input"], {"path": str, "size": int, "sha256": str}, {})
     if not problems and data["rows"] != (held := sum(shard["rows"] for shard in data["shards"])):

@@ -34,7 +34,7 @@ def verify_shards(out_dir: str | Path) -> Manifest:
     out_dir = Path(out_dir)
     manifest = read_manifest(out_dir)
     problems = [problem for shard in manifest.shards if (problem := shard_problem(out_dir, shard))]
-    listed = {name for shard in manifest.shards for name in (shard.file, shard.ids)}
+    listed = {name for shard in manifest.shards for name in shard.files()}
     problems += [
         f"{p.name} is not listed in the manifest" for p in sorted(out_dir.glob("part-*")) if p.name not in listed
     ]

@@ -9,6 +9,7 @@ rows come back in input order) and written as one shard:
 
     vectors/part-00000.npy        (rows, dim) float32, or the stored form of --precision (minilm.corpus.quantize)
     vectors/part-00000.ids.json   the ids of those rows, in order (line numbers, or --id-field)
+    vectors/part-00000.texts.json their texts, in order: what a search hit shows (minilm.search)
     vectors/manifest.json         the run identity (below), int8 ranges, skipped lines, and every finished
                                   shard with its row count, byte size and sha256, its ids file's sha256,
                                   and the byte range and sha256 of the input it was read from
@@ -167,10 +168,12 @@ def _reached(point: str) -> None:
     """
 
 
-def _encode_shard(stored: np.ndarray, ids: list[str]) -> tuple[bytes, bytes]:
+def _encode_shard(stored: np.ndarray, window: list[Record]) -> tuple[bytes, bytes, bytes]:
+    """The bytes of a shard's three files: the .npy of the vectors, and the JSON lists of its ids and texts."""
     buffer = io.BytesIO()
     np.save(buffer, stored)
-    return buffer.getvalue(), (json.dumps(ids) + "\n").encode("utf-8")
+    ids, texts = (json.dumps([getattr(r, key) for r in window]) + "\n" for key in ("id", "text"))
+    return buffer.getvalue(), ids.encode("utf-8"), texts.encode("utf-8")
 
 
 # --------------------------------------------------------------------------- the run
@@ -205,11 +208,12 @@ def embed_corpus(
     identity = run_identity(encoder, path, settings)
     with run_lock(out_dir):
         manifest = prepare_output(out_dir, identity, force)
+        model = str(encoder.folder) if encoder.folder else None  # the same weights (identity), found here now
         if manifest is None:
-            manifest = Manifest(identity)
+            manifest = Manifest(identity, model=model)
             _reached("before-first-manifest")
             write_json(out_dir / MANIFEST, manifest.to_json())  # from here on the folder is a run its rerun recognizes
-        manifest.complete = False
+        manifest.complete, manifest.model = False, model
         return _embed_windows(encoder, path, out_dir, settings, manifest, show_progress_bar)
 
 
@@ -327,13 +331,15 @@ def _write_shard(
     n_tokens: list[int],
     max_seq_length: int,
 ) -> Shard:
-    """Write one shard's .npy and ids files atomically; returns its manifest entry (sizes, hashes, truncation)."""
+    """Write one shard's .npy, ids and texts files atomically; returns its manifest entry."""
     name = shard_name(index)
-    vectors, ids = _encode_shard(stored, [r.id for r in window])
+    vectors, ids, texts = _encode_shard(stored, window)
     write_bytes(out_dir / f"{name}.npy", vectors)
     _reached("after-npy")
     write_bytes(out_dir / f"{name}.ids.json", ids)
     _reached("after-ids")
+    write_bytes(out_dir / f"{name}.texts.json", texts)
+    _reached("after-texts")
     return Shard(
         file=f"{name}.npy",
         ids=f"{name}.ids.json",
@@ -344,6 +350,8 @@ def _write_shard(
         input=span,
         truncated=sum(n > max_seq_length for n in n_tokens),
         longest=max(n_tokens),
+        texts=f"{name}.texts.json",
+        texts_sha256=sha256_bytes(texts),
     )
 
 

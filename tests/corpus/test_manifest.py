@@ -15,14 +15,19 @@ from minilm.corpus.shards import run_identity
 from tests.conftest import real_lines
 
 
+def corpus_lines() -> list[str]:
+    """50 real texts as .jsonl lines, two of them bad."""
+    lines = [json.dumps({"text": t}) for t in real_lines(50)]
+    lines[3], lines[7] = "not json", '{"title": "no text"}'
+    return lines
+
+
 @pytest.fixture(scope="module")
 def written(tmp_path_factory, tiny_encoder) -> tuple[Path, dict]:
     """A real run of 50 texts into shards of 20, with two bad lines skipped: the folder and its manifest's JSON."""
     folder = tmp_path_factory.mktemp("manifest")
     corpus = folder / "corpus.jsonl"
-    lines = [json.dumps({"text": t}) for t in real_lines(50)]
-    lines[3], lines[7] = "not json", '{"title": "no text"}'
-    corpus.write_text("\n".join(lines) + "\n")
+    corpus.write_text("\n".join(corpus_lines()) + "\n")
     embed_corpus(tiny_encoder, corpus, folder / "out", CorpusSettings(shard_rows=20, skip_bad_lines=True))
     return folder / "out", json.loads((folder / "out" / "manifest.json").read_text())
 
@@ -38,6 +43,12 @@ def test_a_written_manifest_reads_back_and_writes_the_same_json(written, tiny_en
         ':4: invalid JSON (Expecting value); each line must be an object like {"text": "..."}'
     )
     assert manifest.shards[1].file == "part-00001.npy" and manifest.shards[1].input["start"] > 0
+    # each shard keeps its rows' texts, listed and hashed like its ids: what a search hit shows
+    texts = [t for shard in manifest.shards for t in json.loads((out / shard.texts).read_text())]
+    good = [json.loads(line)["text"] for line in corpus_lines() if line.startswith("{") and '"text"' in line]
+    assert texts == good and manifest.shards[2].files() == [
+        f"part-00002.{e}" for e in ("npy", "ids.json", "texts.json")
+    ]
 
 
 def test_the_identity_is_what_run_identity_computes_and_a_change_is_named(written, tiny_encoder):
@@ -53,11 +64,13 @@ def test_the_identity_is_what_run_identity_computes_and_a_change_is_named(writte
 def test_a_manifest_from_before_prompts_and_int8_scales_reads_as_none(tmp_path: Path, written):
     _, data = written
     old = {key: value for key, value in data.items() if key not in ("prompt", "skipped", "repeated_ids")}
+    old["shards"] = [{k: v for k, v in s.items() if not k.startswith("texts")} for s in data["shards"]]
     assert "int8_scales_sha256" not in old  # written only for int8 compute
     (tmp_path / "manifest.json").write_text(json.dumps(old))
     manifest = Manifest.read(tmp_path / "manifest.json")
     assert manifest.identity.prompt is None and manifest.identity.int8_scales_sha256 is None
     assert manifest.skipped.count == 0 and manifest.identity == replace(manifest.identity, prompt=None)
+    assert [shard.texts for shard in manifest.shards] == [None] * 3  # written before texts were kept
 
 
 @pytest.mark.parametrize(
@@ -71,6 +84,7 @@ def test_a_manifest_from_before_prompts_and_int8_scales_reads_as_none(tmp_path: 
         (lambda m: m["shards"][2].update(longest="7"), "shards[2].longest is not a int or null"),
         (lambda m: m["shards"][0].update(file="part-00007.npy"), "shards[0] names part-00007.npy, not part-00000.npy"),
         (lambda m: m.update(rows=47), "rows is 47, but the shards hold 48"),
+        (lambda m: m["shards"][1].pop("texts_sha256"), "shards[1] has one of texts and texts_sha256 without the other"),
     ],
 )
 def test_each_wrong_field_is_named(tmp_path: Path, written, edit, named: str):

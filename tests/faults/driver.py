@@ -4,7 +4,7 @@
                                   [--refuse-writes DIR:ERRNO] -- MODULE ARGS...
 
 --at POINT:N:ACTION   at the Nth time the shard writer reaches POINT (minilm.corpus.shards._reached:
-                      before-first-manifest, after-npy, after-ids, before-manifest), `kill` the process
+                      before-first-manifest, after-npy, after-ids, after-texts, before-manifest), `kill` the process
                       with SIGKILL (no handler, no clean-up), `stop` it with SIGSTOP (it keeps its lock),
                       or send it SIGTERM (`term`) or SIGINT (`int`)
 --signal-in F:SIGNAL  send SIGNAL (SIGINT, SIGTERM) to the process as F starts, e.g. during the model load

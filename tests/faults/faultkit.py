@@ -137,7 +137,7 @@ def assert_same_output(out: Path, reference: tuple[list[str], np.ndarray]) -> No
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["complete"] and manifest["rows"] == len(ids)
     assert sorted(p.name for p in out.glob("part-*")) == sorted(
-        n for s in manifest["shards"] for n in (s["file"], s["ids"])
+        n for s in manifest["shards"] for n in (s["file"], s["ids"], s["texts"])
     )
     assert not list(out.glob(".*.tmp"))
 

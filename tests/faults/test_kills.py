@@ -56,10 +56,10 @@ def test_kill_before_the_first_manifest_leaves_a_folder_that_the_rerun_and_force
     assert_same_output(killed_again, reference)
 
 
-@pytest.mark.parametrize("point", ["after-npy", "after-ids", "before-manifest"])
+@pytest.mark.parametrize("point", ["after-npy", "after-ids", "after-texts", "before-manifest"])
 @pytest.mark.slow
 def test_kill_inside_a_shard_write_resumes_to_the_uninterrupted_output(tmp_path: Path, setup, point: str):
-    """kill -9 after a shard's .npy and before its ids, after the ids, and before the manifest lists them."""
+    """kill -9 after a shard's .npy and before its ids, after the ids, after the texts, and before the manifest lists them."""
     model, corpus, reference = setup
     out = tmp_path / "out"
     killed = drive("--at", f"{point}:3:kill", args=shard_args(model, corpus, out))
