@@ -23,6 +23,7 @@ ENTRY_POINTS = {
     "minilm.calibrate",
     "minilm.rerank",
     "minilm.serve.__main__",
+    "minilm.search.__main__",
     "heads.train",
     "heads.predict",
 }
@@ -33,7 +34,7 @@ LAYERS = [
     ("the model's maths and the tokenizer", ["minilm.model", "minilm.text"]),
     ("checkpoints: find, verify, read", ["minilm.weights"]),
     ("the encoders", ["minilm.encoders", "minilm"]),
-    ("corpus, server and heads", ["minilm.corpus", "minilm.serve", "heads"]),
+    ("corpus, search, server and heads", ["minilm.corpus", "minilm.search", "minilm.serve", "heads"]),
     ("commands", [*sorted(ENTRY_POINTS), "minilm.cli"]),
 ]
 SOURCES = sorted(path for package in ("minilm", "heads") for path in (ROOT / package).rglob("*.py"))

@@ -144,7 +144,7 @@ def test_serve_starts_and_answers_health(installed):
 
 def test_every_command_has_a_console_script_that_runs(installed):
     site, _, _ = installed
-    scripts = ["embed", "rerank", "serve", "weights", "explain", "calibrate", "heads-train", "heads-predict"]
+    scripts = ["embed", "rerank", "serve", "weights", "explain", "calibrate", "search", "heads-train", "heads-predict"]
     for name in scripts:
         proc = run(installed, str(site / "bin" / f"minilm-{name}"), "--help")
         assert proc.returncode == 0 and proc.stdout.startswith("usage: "), (name, proc.stderr[-2000:])

@@ -1,0 +1,90 @@
+"""Exact top-k over scores that come in chunks, so memory holds one chunk and k hits per query, never
+the corpus; and `semantic_search`, sentence-transformers' function of that name, signature and result.
+
+    best = TopK(n_queries=3, k=10)
+    for first_row, chunk in chunks:              # (n, C) vectors, any number of rows
+        best.add(queries @ chunk.T, first_row)   # (3, n) scores of rows first_row ...
+    scores, rows = best.result()                 # (3, 10) each, best first
+
+Ties go to the lower row, so a result does not depend on how the corpus was cut into chunks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import torch
+
+
+class TopK:
+    """The k best (score, row) of each query over what has been added so far."""
+
+    def __init__(self, n_queries: int, k: int):
+        if k < 1:
+            raise ValueError(f"k must be at least 1, got {k}")
+        self.k = k
+        self.scores = np.empty((n_queries, 0), dtype=np.float32)
+        self.rows = np.empty((n_queries, 0), dtype=np.int64)
+
+    def add(self, scores: np.ndarray, rows: np.ndarray | int) -> None:
+        """scores: (Q, n). rows: (Q, n) row numbers, or the first of n consecutive rows shared by every query."""
+        if scores.shape[1] == 0:
+            return
+        if isinstance(rows, (int, np.integer)):
+            rows = np.broadcast_to(np.arange(rows, rows + scores.shape[1], dtype=np.int64), scores.shape)
+        keep = self._best(scores, rows)  # this chunk's k best first: the merge then sorts 2k, not n
+        scores = np.concatenate([self.scores, np.take_along_axis(scores, keep, 1)], axis=1)
+        rows = np.concatenate([self.rows, np.take_along_axis(rows, keep, 1)], axis=1)
+        keep = self._best(scores, rows)
+        self.scores, self.rows = np.take_along_axis(scores, keep, 1), np.take_along_axis(rows, keep, 1)
+
+    def _best(self, scores: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        """Each query's columns of its k best, best first, ties to the lower row."""
+        if scores.shape[1] > self.k:
+            # the k-th largest score of each query; every column at or above it is a candidate (ties included)
+            kth = -np.partition(-scores, self.k - 1, axis=1)[:, self.k - 1 : self.k]
+            candidates = [np.flatnonzero(row >= t) for row, t in zip(scores, kth[:, 0])]
+        else:
+            candidates = [np.arange(scores.shape[1])] * len(scores)
+        picked = [c[np.lexsort((rows[q, c], -scores[q, c]))[: self.k]] for q, c in enumerate(candidates)]
+        return np.array(picked, dtype=np.int64).reshape(len(scores), -1)
+
+    def result(self) -> tuple[np.ndarray, np.ndarray]:
+        """(scores, rows), each (Q, min(k, rows added)), best first."""
+        return self.scores, self.rows
+
+
+def cos_sim(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """(Q, C) and (N, C) -> (Q, N) cosine similarities, as sentence_transformers.util.cos_sim."""
+    return torch.nn.functional.normalize(a.float(), dim=-1) @ torch.nn.functional.normalize(b.float(), dim=-1).T
+
+
+def semantic_search(
+    query_embeddings,
+    corpus_embeddings,
+    query_chunk_size: int = 100,
+    corpus_chunk_size: int = 500_000,
+    top_k: int = 10,
+    score_function: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = cos_sim,
+) -> list[list[dict[str, int | float]]]:
+    """sentence_transformers.util.semantic_search: for each query, its top_k corpus rows as
+    {"corpus_id": row, "score": score}, best first. Tensors and NumPy arrays are both taken; one query
+    may be a 1-d vector."""
+    queries, corpus = (
+        x if torch.is_tensor(x) else torch.from_numpy(np.asarray(x)) for x in (query_embeddings, corpus_embeddings)
+    )
+    if queries.dim() == 1:
+        queries = queries[None]
+    results: list[list[dict[str, int | float]]] = []
+    for q0 in range(0, len(queries), query_chunk_size):
+        chunk = queries[q0 : q0 + query_chunk_size]
+        best = TopK(len(chunk), top_k)
+        for c0 in range(0, len(corpus), corpus_chunk_size):
+            with torch.no_grad():
+                best.add(score_function(chunk, corpus[c0 : c0 + corpus_chunk_size]).float().cpu().numpy(), c0)
+        results += [
+            [{"corpus_id": int(r), "score": float(s)} for s, r in zip(scores, rows)]
+            for scores, rows in zip(*best.result())
+        ]
+    return results
