@@ -41,6 +41,7 @@ from collections.abc import Sequence
 import torch
 
 from minilm.text.tokenization import AnyEncoding
+from minilm.text.windows import text_offsets
 
 SHAPES = (
     "Xx",  # a capital, then lower case: "Angela", "Élodie", "İstanbul", and "New-York", "O'Neil" (capitals start parts)
@@ -124,41 +125,6 @@ def word_spans(encoding: AnyEncoding, offsets: Sequence[tuple[int, int]] | None 
             first, last = spans.get(word, (start, end))
             spans[word] = (min(first, start), max(last, end))
     return spans
-
-
-def _lowercase_origins(text: str) -> list[int]:
-    """For each character of text.lower(), the index of the character of `text` it came from, plus len(text).
-
-    Only "İ" (U+0130) lowercases to two characters in Python's tables ("i" and the combining dot
-    U+0307), so this is the identity unless the text has one. The final len(text) is where an
-    empty span at the very end of the lowered text maps to.
-    """
-    return [i for i, c in enumerate(text) for _ in c.lower()] + [len(text)]
-
-
-def text_offsets(text: str, encoding: AnyEncoding, *, lowercased: bool = False) -> list[tuple[int, int]]:
-    """Each token's (start, end_exclusive) in `text` itself, for an encoding of raw `text`.
-
-    Offsets index the string the tokenizer read. The backbone's tokenizer lowercases inside its
-    normalizer and keeps offsets into its input, so they index `text` as they are. Pass lowercased=True
-    when the encoding came from text.lower() instead (SentenceTokenizer with lowercase=True,
-    do_lower_case): they are then mapped back to `text`, which only moves them after an "İ".
-    Forgetting the flag usually raises (offsets past the end of `text`), not always.
-    """
-    offsets = encoding.offsets
-    read_length = len(text.lower()) if lowercased else len(text)
-    if any(end > read_length for _, end in offsets):
-        raise ValueError(
-            f"token offsets run past the {read_length} characters of the text: is this the encoding of this text? "
-            "If the tokenizer read text.lower(), pass lowercased=True"
-        )
-    if not lowercased or read_length == len(text):
-        return list(offsets)
-    origins = _lowercase_origins(text)
-    # A span (start, end) of the lowered text starts where its first character came from and ends after
-    # the origin of its last one; the two characters of a lowered "İ" both map to the "İ". Empty spans
-    # ([CLS], [SEP]) stay empty.
-    return [(origins[start], origins[end - 1] + 1 if end > start else origins[start]) for start, end in offsets]
 
 
 def token_features(

@@ -6,8 +6,9 @@ Pure functions, no tensors. What each reproduces:
     single spaces), and its tags carried onto the words the tokenizer's pre-tokenizer finds in that text.
     The heads train on exactly what heads.predict sees: "U.S." is one CoNLL word but four raw-text
     words ("U", ".", "S", "."), tagged B-LOC I-LOC I-LOC I-LOC.
-  * `token_windows` / `window_owners`: the sliding "doc stride" windows of BERT's
-    run_squad.py, and its `_check_is_max_context` rule for which window a token's prediction comes from.
+  * `window_owners`: for the sliding "doc stride" windows of BERT's run_squad.py
+    (minilm.text.windows.token_windows), its `_check_is_max_context` rule for which window a token's
+    prediction comes from.
 
 A token head reads each word at its first sub-token, as BERT's NER recipe does (Devlin et al. 2019,
 section 5.3): heads.features.word_starts finds those positions.
@@ -81,25 +82,6 @@ def project_tags(word_starts: Sequence[int], tags: Sequence[str], piece_starts: 
             tag = "B-" + tag[2:]  # its first words left no piece (the tokenizer dropped them): it starts here
         out.append(tag)
     return out
-
-
-def token_windows(n: int, size: int, stride: int) -> list[tuple[int, int]]:
-    """Half-open windows over n content tokens (without [CLS]/[SEP]) for an encoder that fits `size`.
-
-    Windows start at 0, stride, 2*stride, ... and each is `size` long except the last, which ends at n.
-    So consecutive windows overlap by exactly `size - stride` tokens and together cover 0..n.
-    n = 0 gives [(0, 0)] so an empty sentence still makes one (empty) encoder call; n <= size gives [(0, n)].
-    """
-    if n < 0 or size < 1 or not 1 <= stride <= size:
-        raise ValueError(f"need n >= 0, size >= 1 and 1 <= stride <= size; got n={n}, size={size}, stride={stride}")
-    windows = []
-    start = 0
-    while True:
-        end = min(start + size, n)
-        windows.append((start, end))
-        if end == n:
-            return windows
-        start += stride
 
 
 def _context_score(window: tuple[int, int], position: int) -> tuple[int, int]:

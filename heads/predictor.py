@@ -13,12 +13,13 @@ import torch
 from minilm import SentenceEncoder
 from minilm.encoders.sentence_encoder import batches_with_progress, show_bar
 from minilm.text.tokenization import SentenceTokenizer, length_sorted_batches, right_pad
+from minilm.text.windows import text_offsets, token_windows
 from minilm.weights import WeightsError, from_override, shipped_origin, shipped_path
 
-from .features import text_offsets, word_features
+from .features import word_features
 from .metrics import accuracy, span_scores
 from .model import MultiTaskModel, Words
-from .ner import bio_to_spans, joined_text, token_windows, window_owners
+from .ner import bio_to_spans, joined_text, window_owners
 from .storage import load_model
 
 TOKEN_TASK_KEY = {"ner": "entities"}  # output key of a token task's spans

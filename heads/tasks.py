@@ -20,9 +20,10 @@ from pathlib import Path
 import torch
 
 from minilm.text.tokenization import SentenceTokenizer, length_sorted_batches, right_pad
+from minilm.text.windows import text_offsets
 
 from .data import CONLL_TAGS, SST2_LABELS, TREC_LABELS, SentenceExample, TokenExample, read_conll, read_sst2, read_trec
-from .features import text_offsets, word_features
+from .features import word_features
 from .metrics import accuracy, entity_scores
 from .model import Features, MultiTaskModel, TaskSpec, Words
 from .ner import IGNORE_INDEX, joined_text, project_tags

@@ -2,6 +2,7 @@
 
 tokenization.py  SentenceTokenizer: truncation, token counts, padding, longest-first batches
 wordpiece.py     BERT's WordPiece tokenizer in plain Python (the same ids as the Rust one)
+windows.py       word pieces' offsets in the original text, and overlapping windows of a long text
 """
 
 from .tokenization import SentenceTokenizer

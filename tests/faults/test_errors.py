@@ -206,7 +206,8 @@ class CountingWindows(list):
 
 def test_the_window_merge_is_linear_in_the_text_length():
     """Before: heads.predict took 94 s on one 500 KB line: every token scanned every window."""
-    from heads.ner import token_windows, window_owners
+    from heads.ner import window_owners
+    from minilm.text.windows import token_windows
 
     for n in (2_000, 20_000):
         windows = CountingWindows(token_windows(n, 254, 127))
@@ -385,8 +386,9 @@ def test_entities_read_the_token_lists_once_however_many_entities():
     number of times, not once per word or entity."""
     from tokenizers import Tokenizer
 
-    from heads.features import text_offsets, word_features
+    from heads.features import word_features
     from heads.predictor import MultiTaskPredictor
+    from minilm.text.windows import text_offsets
     from minilm.weights import resolve_checkpoint
 
     tokenizer = Tokenizer.from_file(str(resolve_checkpoint().path / "tokenizer.json"))

@@ -16,7 +16,6 @@ from heads.features import (
     SHAPES,
     SPECIAL,
     shape_id,
-    text_offsets,
     token_features,
     word_features,
     word_shape,
@@ -24,6 +23,7 @@ from heads.features import (
     word_starts,
 )
 from minilm.text.tokenization import SentenceTokenizer
+from minilm.text.windows import text_offsets
 
 
 @pytest.fixture(scope="module", params=["fast", "python"])

@@ -19,9 +19,9 @@ from heads.ner import (
     bio_to_spans,
     joined_text,
     project_tags,
-    token_windows,
     window_owners,
 )
+from minilm.text.windows import token_windows
 
 from conftest import require_data
 
