@@ -188,6 +188,22 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "first shard), binary/ubinary (packed sign bits). Not what the model computes in: see --dtype",
     )
     shards.add_argument(
+        "--window",
+        type=positive_int,
+        default=None,
+        metavar="TOKENS",
+        help="cut a text longer than TOKENS word pieces into overlapping windows, one row each, with its "
+        "document id and character span (default: one row per text, truncated at the model's length)",
+    )
+    shards.add_argument(
+        "--stride",
+        type=positive_int,
+        default=None,
+        metavar="TOKENS",
+        help="word pieces from one window's start to the next (default: 3/4 of --window; "
+        "the windows overlap by --window minus --stride)",
+    )
+    shards.add_argument(
         "--skip-bad-lines",
         action="store_true",
         help="skip and count input records that cannot be embedded "
@@ -240,12 +256,20 @@ def embed_to_shards(args: argparse.Namespace) -> int:
         precision=args.precision,
         skip_bad_lines=args.skip_bad_lines,
         prompt=encoder.resolve_prompt(args.prompt_name, args.prompt),
+        window=args.window,
+        stride=args.stride,
     )
     manifest = embed_corpus(encoder, Path(args.input), Path(args.output), settings, force=args.force)
     shards = manifest.shards
     if manifest.complete and not manifest.rows:
         raise InputError(f"{args.input} holds no texts to embed ({manifest.skipped.count} bad lines skipped)")
-    if n_truncated := sum(s.truncated for s in shards):
+    if manifest.identity.window is not None:
+        windows = sum(s.rows for s in shards)
+        documents = sum(s.records for s in shards)
+        print(
+            f"{documents} texts in {windows} windows of up to {manifest.identity.window} word pieces", file=sys.stderr
+        )
+    elif n_truncated := sum(s.truncated for s in shards):
         print(
             f"warning: {n_truncated} of {manifest.rows} texts exceed {encoder.max_seq_length} tokens "
             f"and were truncated (longest: {max(s.longest for s in shards)} tokens)",
@@ -354,6 +378,8 @@ def embed(args: argparse.Namespace) -> int:
             ("--skip-bad-lines", args.skip_bad_lines),
             ("--shard-size", args.shard_size is not None),
             ("--id-field", args.id_field is not None),
+            ("--window", args.window is not None),
+            ("--stride", args.stride is not None),
         )
         if given
     ]

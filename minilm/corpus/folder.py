@@ -118,7 +118,7 @@ def _remove_stale_files(out_dir: Path, everything: bool) -> None:
     """Temporary files of a killed run; with `everything` (--force, or a new run) also the shards and the manifest."""
     patterns = [
         *TEMPORARY_FILES,
-        *(("part-*.npy", "part-*.ids.json", "part-*.texts.json", MANIFEST) if everything else ()),
+        *(("part-*.npy", "part-*.ids.json", "part-*.texts.json", "part-*.spans.json", MANIFEST) if everything else ()),
     ]
     for pattern in patterns:
         for path in out_dir.glob(pattern):
@@ -159,6 +159,7 @@ def shard_problem(out_dir: Path, shard: Shard, vectors: bytes | None = None) -> 
         (shard.file, shard.bytes, shard.sha256, vectors),
         (shard.ids, None, shard.ids_sha256, None),
         *([(shard.texts, None, shard.texts_sha256, None)] if shard.texts else []),
+        *([(shard.spans, None, shard.spans_sha256, None)] if shard.spans else []),
     ):
         path = out_dir / name
         if data is None and not path.is_file():

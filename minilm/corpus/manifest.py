@@ -50,11 +50,14 @@ class RunIdentity:
     skip_bad_lines: bool
     prompt: Optional[str] = None  # noqa: UP045  None where there is none, as in manifests written before prompts
     int8_scales_sha256: Optional[str] = None  # noqa: UP045  int8 compute only: the calibrated scales
+    window: Optional[int] = None  # noqa: UP045  --window: word pieces per row of a long text; None: one row a text
+    stride: Optional[int] = None  # noqa: UP045  --stride: word pieces between window starts
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
-        if data["int8_scales_sha256"] is None:  # absent, as in the manifests written before it existed
-            del data["int8_scales_sha256"]
+        for key in ("int8_scales_sha256", "window", "stride"):  # absent when unused, as before they existed
+            if data[key] is None:
+                del data[key]
         return data
 
     def differences(self, other: RunIdentity) -> list[str]:
@@ -77,10 +80,23 @@ class Shard:
     longest: int = 0  # the longest text, in tokens
     texts: Optional[str] = None  # noqa: UP045  part-00000.texts.json: the rows' texts; None in folders written before
     texts_sha256: Optional[str] = None  # noqa: UP045
+    spans: Optional[str] = None  # noqa: UP045  part-00000.spans.json with --window: each row's [start, end] in its text
+    spans_sha256: Optional[str] = None  # noqa: UP045
+    documents: Optional[int] = None  # noqa: UP045  with --window: the input records its rows are windows of
+
+    @property
+    def records(self) -> int:
+        """How many input records this shard was read from (its rows, unless they are windows)."""
+        return self.rows if self.documents is None else self.documents
+
+    def to_json(self) -> dict[str, Any]:
+        """The entry as written: the window fields only in a run with --window."""
+        data = asdict(self)
+        return {k: v for k, v in data.items() if v is not None or k not in ("spans", "spans_sha256", "documents")}
 
     def files(self) -> list[str]:
-        """The files this shard lists: its vectors, its ids and (when kept) its texts."""
-        return [self.file, self.ids, *([self.texts] if self.texts else [])]
+        """The files this shard lists: its vectors, its ids and (when kept) its texts and spans."""
+        return [self.file, self.ids, *(name for name in (self.texts, self.spans) if name)]
 
 
 @dataclass
@@ -123,7 +139,7 @@ class Manifest:
             "ranges": self.ranges,
             "complete": self.complete,
             "rows": self.rows,
-            "shards": [asdict(shard) for shard in self.shards],
+            "shards": [shard.to_json() for shard in self.shards],
             "skipped": asdict(self.skipped),
             "repeated_ids": asdict(self.repeated_ids),
             "model": self.model,
@@ -175,13 +191,23 @@ _OPTIONAL = {  # may be null or absent
     "id_field": str,
     "prompt": str,
     "int8_scales_sha256": str,
+    "window": int,
+    "stride": int,
     "ranges": list,
     "skipped": dict,
     "repeated_ids": dict,
     "model": str,
 }
 _SHARD_REQUIRED = {"file": str, "ids": str, "rows": int, "bytes": int, "sha256": str, "ids_sha256": str, "input": dict}
-_SHARD_OPTIONAL = {"truncated": int, "longest": int, "texts": str, "texts_sha256": str}
+_SHARD_OPTIONAL = {
+    "truncated": int,
+    "longest": int,
+    "texts": str,
+    "texts_sha256": str,
+    "spans": str,
+    "spans_sha256": str,
+    "documents": int,
+}
 _COUNTED = {"count": int, "examples": list}
 
 
@@ -197,10 +223,16 @@ def _problems(data: dict[str, Any]) -> list[str]:
         problems += _wrong_fields(f"shards[{i}].", shard, _SHARD_REQUIRED, _SHARD_OPTIONAL)
         if shard.get("file") != f"{shard_name(i)}.npy" or shard.get("ids") != f"{shard_name(i)}.ids.json":
             problems.append(f"shards[{i}] names {shard.get('file')}, not {shard_name(i)}.npy")
-        elif shard.get("texts") not in (None, f"{shard_name(i)}.texts.json"):
-            problems.append(f"shards[{i}] names texts {shard.get('texts')!r}, not {shard_name(i)}.texts.json")
-        elif (shard.get("texts") is None) != (shard.get("texts_sha256") is None):
-            problems.append(f"shards[{i}] has one of texts and texts_sha256 without the other")
+        for kind in ("texts", "spans"):
+            if shard.get(kind) not in (None, f"{shard_name(i)}.{kind}.json"):
+                problems.append(f"shards[{i}] names {kind} {shard.get(kind)!r}, not {shard_name(i)}.{kind}.json")
+            elif (shard.get(kind) is None) != (shard.get(f"{kind}_sha256") is None):
+                problems.append(f"shards[{i}] has one of {kind} and {kind}_sha256 without the other")
+        if (shard.get("spans") is None) != (data.get("window") is None):
+            problems.append(
+                f"shards[{i}] {'has no' if shard.get('spans') is None else 'has'} spans in a run "
+                f"{'with' if data.get('window') is not None else 'without'} --window"
+            )
     if isinstance(data.get("input"), dict):
         problems += _wrong_fields("input.", data["input"], {"path": str, "size": int, "sha256": str}, {})
     if not problems and data["rows"] != (held := sum(shard["rows"] for shard in data["shards"])):

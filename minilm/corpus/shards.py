@@ -69,6 +69,7 @@ from ..base.textio import (
     require_input_file,
 )
 from ..encoders.sentence_encoder import NonFiniteOutput, SentenceEncoder, show_bar
+from ..text.windows import text_windows
 from ..weights import file_sha256
 from ..weights.int8_scales import smoothing_sha256
 from .folder import is_shard_folder, prepare_output, run_lock, sha256_bytes, shard_problem, write_bytes, write_json
@@ -91,6 +92,47 @@ class CorpusSettings:
     precision: StoredPrecision = "float32"  # how the shards store the vectors (minilm.corpus.quantize)
     skip_bad_lines: bool = False  # False: a bad record stops the run at its file:line
     prompt: str | None = None  # put before every text; None: the checkpoint's default prompt, if any
+    window: int | None = None  # word pieces per row of a long text (--window); None: one row per text, truncated
+    stride: int | None = None  # word pieces from one window's start to the next's (--stride; default 3/4 window)
+
+    @property
+    def step(self) -> int | None:
+        return None if self.window is None else self.stride or max(1, self.window * 3 // 4)
+
+
+@dataclass(frozen=True)
+class Row:
+    """One row of a shard: a record's text, or with --window one window of it."""
+
+    record: Record
+    text: str  # what is embedded and kept
+    span: tuple[int, int] | None  # the characters of record.text it covers; None without --window
+
+
+def rows_of(encoder: SentenceEncoder, records: list[Record], settings: CorpusSettings) -> list[Row]:
+    """The rows of a part of the input: one per record, or each record's windows (minilm.text.windows)."""
+    if settings.window is None:
+        return [Row(r, r.text, None) for r in records]
+    spans = text_windows(encoder.tokenizer, [r.text for r in records], settings.window, settings.step)
+    return [Row(r, r.text[start:end], (start, end)) for r, windows in zip(records, spans) for start, end in windows]
+
+
+def check_windows(encoder: SentenceEncoder, settings: CorpusSettings) -> None:
+    """--window must fit the model with [CLS], [SEP] and the prompt; --stride must be 1 .. --window."""
+    if settings.window is None:
+        if settings.stride is not None:
+            raise InputError("--stride is the step between windows: give --window too")
+        return
+    prompt = encoder.resolve_prompt(prompt=settings.prompt)
+    prompt_pieces = len(encoder.tokenizer.split([prompt])[0].ids) if prompt else 0
+    room = encoder.max_seq_length - encoder.tokenizer.num_special - prompt_pieces
+    if not 1 <= settings.window <= room:
+        raise InputError(
+            f"--window {settings.window}: this model reads at most {room} word pieces of text at a time "
+            f"({encoder.max_seq_length} with [CLS], [SEP] and the prompt); give --window 1 to {room}"
+        )
+    if settings.stride is not None and not 1 <= settings.stride <= settings.window:
+        raise InputError(f"--stride {settings.stride}: give 1 to --window ({settings.window}), so windows leave no gap")
 
 
 class Examples:
@@ -158,6 +200,8 @@ def run_identity(encoder: SentenceEncoder, path: Path, settings: CorpusSettings)
         prompt=encoder.resolve_prompt(prompt=settings.prompt) or None,
         # int8 vectors depend on the calibrated scales too
         int8_scales_sha256=None if encoder.int8_smoothing is None else smoothing_sha256(encoder.int8_smoothing),
+        window=settings.window,
+        stride=settings.step,
     )
 
 
@@ -168,12 +212,16 @@ def _reached(point: str) -> None:
     """
 
 
-def _encode_shard(stored: np.ndarray, window: list[Record]) -> tuple[bytes, bytes, bytes]:
-    """The bytes of a shard's three files: the .npy of the vectors, and the JSON lists of its ids and texts."""
+def _encode_shard(stored: np.ndarray, rows: list[Row]) -> tuple[bytes, bytes, bytes, bytes | None]:
+    """The bytes of a shard's files: the .npy of the vectors, and the JSON lists of its rows' ids, texts and
+    (with --window) spans."""
     buffer = io.BytesIO()
     np.save(buffer, stored)
-    ids, texts = (json.dumps([getattr(r, key) for r in window]) + "\n" for key in ("id", "text"))
-    return buffer.getvalue(), ids.encode("utf-8"), texts.encode("utf-8")
+    ids, texts = (
+        (json.dumps(values) + "\n").encode("utf-8") for values in ([r.record.id for r in rows], [r.text for r in rows])
+    )
+    spans = (json.dumps([list(r.span) for r in rows]) + "\n").encode("utf-8") if rows[0].span is not None else None
+    return buffer.getvalue(), ids, texts, spans
 
 
 # --------------------------------------------------------------------------- the run
@@ -193,6 +241,7 @@ def embed_corpus(
     the file) then names the signal. show_progress_bar: None shows one on stderr for inputs of 1,000 lines or more.
     """
     require_input_file(path)
+    check_windows(encoder, settings)
     if settings.precision not in STORED_PRECISIONS:
         raise InputError(f"unknown precision {settings.precision!r}; choose one of {', '.join(STORED_PRECISIONS)}")
     if out_dir.exists() and not out_dir.is_dir():
@@ -248,20 +297,20 @@ def _embed_windows(
         with tqdm(total=total, desc="Embedding", unit="text", disable=not show, file=sys.stderr) as bar:
             tokens, index, passed = 0, 0, 0
             while not stopped:
-                window = [record for _, record in zip(range(settings.shard_rows), records)]
+                part = [record for _, record in zip(range(settings.shard_rows), records)]
                 if seen_ids is not None:
-                    for r in window:
+                    for r in part:
                         if (first := seen_ids.setdefault(r.id, r.line)) != r.line:
                             repeated.add(f"{r.id!r} at {path}:{r.line} (first at line {first})")
-                if not window:
+                if not part:
                     _check_input_unchanged(path, manifest.identity.input, digest)
                     del shards[index:]  # listed beyond the input's end: a hand-made entry, not rows of this input
                     manifest.complete = True
                     break
-                passed += len(window)
-                span = digest.cut()  # the input bytes this window was read from
+                passed += len(part)
+                span = digest.cut()  # the input bytes this part was read from
                 if index < len(shards) and index not in damaged:
-                    if shards[index].input == span and shards[index].rows == len(window):  # intact, still this window's
+                    if shards[index].input == span and shards[index].records == len(part):  # intact, still this part's
                         index += 1
                         bar.update(passed + skipped.count - bar.n)
                         continue
@@ -270,24 +319,26 @@ def _embed_windows(
                         "embedding that shard again",
                         file=sys.stderr,
                     )
+                rows = rows_of(encoder, part, settings)
                 try:
                     result = encoder.encode_detailed(
-                        [r.text for r in window],
+                        [r.text for r in rows],
                         settings.batch_size,
                         settings.normalize,
                         show_progress_bar=False,
                         max_batch_tokens=settings.max_batch_tokens,
                         prompt=settings.prompt,
                     )
-                except NonFiniteOutput as e:  # named by its line in the file, not its place in the window
-                    raise NonFiniteOutput(f"{path}:{window[e.index].line}", e.dtype, e.index) from None
+                except NonFiniteOutput as e:  # named by its line in the file, not its place in the part
+                    raise NonFiniteOutput(f"{path}:{rows[e.index].record.line}", e.dtype, e.index) from None
                 if settings.precision in ("int8", "uint8") and manifest.ranges is None:
                     manifest.ranges = calibration_ranges(result.embeddings).tolist()  # the first shard calibrates
                 shard = _write_shard(
                     out_dir,
                     index,
                     quantize(result.embeddings, settings.precision, manifest.ranges_array()),
-                    window,
+                    rows,
+                    len(part),
                     span,
                     result.n_tokens,
                     encoder.max_seq_length,
@@ -326,24 +377,27 @@ def _write_shard(
     out_dir: Path,
     index: int,
     stored: np.ndarray,
-    window: list[Record],
+    rows: list[Row],
+    records: int,
     span: dict[str, Any],
     n_tokens: list[int],
     max_seq_length: int,
 ) -> Shard:
     """Write one shard's .npy, ids and texts files atomically; returns its manifest entry."""
     name = shard_name(index)
-    vectors, ids, texts = _encode_shard(stored, window)
+    vectors, ids, texts, spans = _encode_shard(stored, rows)
     write_bytes(out_dir / f"{name}.npy", vectors)
     _reached("after-npy")
     write_bytes(out_dir / f"{name}.ids.json", ids)
     _reached("after-ids")
     write_bytes(out_dir / f"{name}.texts.json", texts)
+    if spans is not None:
+        write_bytes(out_dir / f"{name}.spans.json", spans)
     _reached("after-texts")
     return Shard(
         file=f"{name}.npy",
         ids=f"{name}.ids.json",
-        rows=len(window),
+        rows=len(rows),
         bytes=len(vectors),
         sha256=sha256_bytes(vectors),
         ids_sha256=sha256_bytes(ids),
@@ -352,6 +406,9 @@ def _write_shard(
         longest=max(n_tokens),
         texts=f"{name}.texts.json",
         texts_sha256=sha256_bytes(texts),
+        spans=None if spans is None else f"{name}.spans.json",
+        spans_sha256=None if spans is None else sha256_bytes(spans),
+        documents=None if spans is None else records,
     )
 
 

@@ -43,6 +43,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--format", choices=("table", "jsonl"), default="table", help="table (default) or jsonl")
     parser.add_argument(
+        "--group",
+        choices=("rows", "documents"),
+        default="rows",
+        help="rows (default): rank the rows, windows included; documents: rank the documents of a folder "
+        "embedded with --window, each by its best window",
+    )
+    parser.add_argument(
         "--rescore-multiplier",
         type=int,
         default=DEFAULT_RESCORE_MULTIPLIER,
@@ -73,6 +80,8 @@ def write_hits(out, query: str, hits: list[Hit], style: str) -> None:
     if style == "jsonl":
         for hit in hits:
             record = {"query": query, "rank": hit.rank, "score": round(hit.score, 6), "id": hit.id, "text": hit.text}
+            if hit.span is not None:
+                record["span"] = list(hit.span)
             out.write(json.dumps(record, ensure_ascii=False) + "\n")
         return
     out.write(f"query: {shorten(query, 100)}\n")
@@ -94,7 +103,11 @@ def search(args: argparse.Namespace) -> int:
     )
     for note in searcher.notes:
         print(f"note: {note}", file=sys.stderr)
-    for query, hits in zip(queries, searcher.search(queries, args.k)):
+    if args.group == "documents" and searcher.manifest.identity.window is None:
+        raise InputError(
+            f"--group documents ranks the windows of long texts: {args.folder} was embedded without --window"
+        )
+    for query, hits in zip(queries, searcher.search(queries, args.k, args.group)):
         write_hits(sys.stdout, query, hits, args.format)
     return 0
 

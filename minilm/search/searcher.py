@@ -27,7 +27,7 @@ listed shard against its sha256. An unfinished folder is searched as far as it i
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
 
@@ -54,6 +54,7 @@ class Hit:
     id: str
     text: str | None  # None for a folder written before texts were kept
     row: int  # the row in the folder, 0-based, in input order
+    span: tuple[int, int] | None = None  # with --window: the characters of the document this window covers
 
 
 class Searcher:
@@ -130,11 +131,33 @@ class Searcher:
         vectors = self.encoder.encode(queries, prompt=self.query_prompt(), show_progress_bar=False)
         return normalized(vectors)
 
-    def search(self, queries: list[str], k: int = 10) -> list[list[Hit]]:
-        """Each query's k best rows (fewer when the folder holds fewer), best first."""
+    def search(self, queries: list[str], k: int = 10, group: str = "rows") -> list[list[Hit]]:
+        """Each query's k best rows (fewer when the folder holds fewer), best first.
+
+        group="documents" (for a folder embedded with --window): the k best documents instead, each by
+        its best window, which the hit is.
+        """
         if k < 1:
             raise InputError(f"k must be at least 1, got {k}")
-        return self.search_vectors(self.encode_queries(list(queries)), k)
+        if group not in ("rows", "documents"):
+            raise InputError(f"group {group!r}: choose rows or documents")
+        vectors = self.encode_queries(list(queries))
+        if group == "rows":
+            return self.search_vectors(vectors, k)
+        return [self._best_documents(vectors[q : q + 1], k) for q in range(len(vectors))]
+
+    def _best_documents(self, query: np.ndarray, k: int) -> list[Hit]:
+        """One query's k best documents by their best window: ask for more windows until k documents show."""
+        wide = k
+        while True:
+            wide = min(wide * 4, self.manifest.rows)
+            hits, seen = [], set()
+            for hit in self.search_vectors(query, wide)[0]:
+                if hit.id not in seen:
+                    seen.add(hit.id)
+                    hits.append(hit)
+            if len(hits) >= k or wide >= self.manifest.rows:
+                return [replace(hit, rank=rank) for rank, hit in enumerate(hits[:k], 1)]
 
     def search_vectors(self, queries: np.ndarray, k: int) -> list[list[Hit]]:
         """search, for (Q, C) float query vectors already encoded (unit length)."""
@@ -209,23 +232,22 @@ class Searcher:
     # ------------------------------------------------------------------ hits
 
     def _hits(self, scores: np.ndarray, rows: np.ndarray) -> list[Hit]:
-        return [
-            Hit(rank, float(score), *self.id_and_text(int(row)), int(row))
-            for rank, (score, row) in enumerate(zip(scores, rows), 1)
-        ]
+        hits = []
+        for rank, (score, row) in enumerate(zip(scores, rows), 1):
+            index = int(np.searchsorted(self.starts, row, side="right") - 1)
+            ids, texts, spans = self._shard_rows(index)
+            at = int(row) - int(self.starts[index])
+            text, span = (None if texts is None else texts[at]), (None if spans is None else tuple(spans[at]))
+            hits.append(Hit(rank, float(score), ids[at], text, int(row), span))
+        return hits
 
-    def id_and_text(self, row: int) -> tuple[str, str | None]:
-        index = int(np.searchsorted(self.starts, row, side="right") - 1)
-        ids, texts = self._shard_rows(index)
-        offset = row - int(self.starts[index])
-        return ids[offset], None if texts is None else texts[offset]
-
-    @lru_cache(maxsize=64)  # noqa: B019  (one Searcher, a few shards' ids and texts)
-    def _shard_rows(self, index: int) -> tuple[list[str], list[str] | None]:
+    @lru_cache(maxsize=64)  # noqa: B019  (one Searcher, a few shards' ids, texts and spans)
+    def _shard_rows(self, index: int) -> tuple[list[str], list[str] | None, list[list[int]] | None]:
         shard = self.manifest.shards[index]
         ids = json.loads((self.folder / shard.ids).read_bytes())
         texts = json.loads((self.folder / shard.texts).read_bytes()) if shard.texts else None
-        return ids, texts
+        spans = json.loads((self.folder / shard.spans).read_bytes()) if shard.spans else None
+        return ids, texts, spans
 
 
 def size_problem(folder: Path, shard: Shard) -> str | None:
