@@ -4,10 +4,13 @@
     python -m minilm.search vectors/ "how do I reset my password?"
     python -m minilm.search vectors/ "first query" "second query" -k 5 --format jsonl
     python -m minilm.search vectors/ --input queries.txt                 # one query per line (or .jsonl, ...)
+    python -m minilm.search build vectors/                               # an HNSW index beside the shards
 
 The query is encoded with the folder's own model and settings (minilm.search.searcher). `--format table`
 (the default) prints rank, score, id and text per hit under each query; `--format jsonl` prints one
-record per hit: {"query", "rank", "score", "id", "text"}. User errors print one line and exit 2.
+record per hit: {"query", "rank", "score", "id", "text"}. Queries use the folder's index
+(minilm.search.index) when it has one that matches it, and exact search otherwise (or with --exact).
+User errors print one line and exit 2. (A folder named "build" is given as ./build.)
 """
 
 from __future__ import annotations
@@ -15,9 +18,14 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
+
+from tqdm.auto import tqdm
 
 from ..base.textio import RECORD_SUFFIXES, InputError
 from ..cli import ArgumentParser, positive_int, read_texts, run, shorten, text_option
+from ..corpus.reader import read_manifest
+from .index import INDEX_DTYPES, INDEX_FILE, build_index
 from .searcher import DEFAULT_RESCORE_MULTIPLIER, Hit, Searcher
 
 
@@ -61,10 +69,43 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--no-verify", action="store_true", help="skip the sha256 check of the shards (their sizes are still checked)"
     )
+    parser.add_argument("--exact", action="store_true", help="scan every row even where the folder has an index")
     args = parser.parse_args(argv)
     if args.rescore_multiplier < 0:
         parser.error(f"argument --rescore-multiplier: must be 0 or more, got {args.rescore_multiplier}")
     return args
+
+
+def parse_build_args(argv: list[str]) -> argparse.Namespace:
+    parser = ArgumentParser(
+        prog="python -m minilm.search build",
+        description="Build an HNSW index (usearch) beside a finished shard folder; search then uses it.",
+        epilog="Needs pip install 'minilm[search]'. The index records the shards it covers: a folder that changes "
+        "after the build is refused until it is rebuilt (--force).",
+    )
+    parser.add_argument("folder", metavar="DIR", help="the shard folder")
+    parser.add_argument("--dtype", choices=INDEX_DTYPES, default="f16", help="how the graph stores vectors (f16)")
+    parser.add_argument("--connectivity", type=positive_int, default=16, metavar="M", help="edges per node (16)")
+    parser.add_argument(
+        "--expansion-add", type=positive_int, default=128, metavar="EF", help="candidates kept while inserting (128)"
+    )
+    parser.add_argument("--force", action="store_true", help="replace an existing index")
+    return parser.parse_args(argv)
+
+
+def build(args: argparse.Namespace) -> int:
+    manifest = read_manifest(args.folder)
+    with tqdm(total=manifest.rows, desc="Indexing", unit="row", file=sys.stderr, disable=manifest.rows < 10_000) as bar:
+        info = build_index(
+            args.folder,
+            dtype=args.dtype,
+            connectivity=args.connectivity,
+            expansion_add=args.expansion_add,
+            force=args.force,
+            progress=bar.update,
+        )
+    print(f"{info.rows} rows indexed in {Path(args.folder) / INDEX_FILE} ({info.bytes / 2**20:,.1f} MiB, {info.dtype})")
+    return 0
 
 
 def gather_queries(args: argparse.Namespace) -> list[str]:
@@ -100,6 +141,7 @@ def search(args: argparse.Namespace) -> int:
         verify=not args.no_verify,
         rescore_multiplier=args.rescore_multiplier,
         device=args.device,
+        exact=args.exact,
     )
     for note in searcher.notes:
         print(f"note: {note}", file=sys.stderr)
@@ -113,6 +155,10 @@ def search(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["build"]:
+        build_args = parse_build_args(argv[1:])
+        return run(lambda: build(build_args))
     args = parse_args(argv)
     return run(lambda: search(args))
 

@@ -36,12 +36,14 @@ import numpy as np
 from ..base.textio import InputError
 from ..corpus.folder import DamagedShards, shard_problem
 from ..corpus.manifest import Manifest, Shard
-from ..corpus.quantize import dequantize, quantize
+from ..corpus.quantize import quantize
 from ..corpus.reader import read_manifest
 from ..corpus.shards import input_fingerprint
 from ..encoders.sentence_encoder import SentenceEncoder
 from ..weights import KNOWN_CHECKPOINTS
+from .index import INDEX_JSON, HnswIndex
 from .topk import TopK
+from .vectors import as_unit_floats, normalized, unpacked_signs
 
 CHUNK_ROWS = 16_384  # rows scored at a time: 24 MiB of float32 at 384 dimensions
 DEFAULT_RESCORE_MULTIPLIER = 4
@@ -67,6 +69,7 @@ class Searcher:
         verify: bool = True,
         rescore_multiplier: int = DEFAULT_RESCORE_MULTIPLIER,
         device: str | None = None,
+        exact: bool = False,
     ):
         self.folder = Path(folder)
         self.manifest = read_manifest(self.folder)
@@ -94,6 +97,10 @@ class Searcher:
         )
         self._check_encoder()
         self.starts = np.cumsum([0] + [shard.rows for shard in self.manifest.shards])  # first row of each shard
+        # the HNSW index beside the shards, when there is one and exact search is not asked for
+        self.index = (
+            None if exact or not (self.folder / INDEX_JSON).exists() else HnswIndex(self.folder, self.manifest, verify)
+        )
 
     # ------------------------------------------------------------------ checks
 
@@ -162,7 +169,10 @@ class Searcher:
     def search_vectors(self, queries: np.ndarray, k: int) -> list[list[Hit]]:
         """search, for (Q, C) float query vectors already encoded (unit length)."""
         precision = self.manifest.precision
-        if precision in ("float32", "float16"):
+        if self.index is not None:  # the graph picks candidates, their stored vectors rank them
+            wide = min(k * max(self.rescore_multiplier, 1), self.manifest.rows)
+            scores, rows = self._rescore(queries, self.index.candidates(queries, wide), k)
+        elif precision in ("float32", "float16"):
             scores, rows = self._stream(queries, k, precision)
         else:
             wide = k * self.rescore_multiplier if self.rescore_multiplier else k
@@ -202,19 +212,20 @@ class Searcher:
 
     def _rescore(self, queries: np.ndarray, rows: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """The float queries against their candidates' stored vectors (dequantized, or their signs)."""
-        unique = np.unique(rows)
+        unique = np.unique(rows[rows >= 0])  # -1: a place the index left empty
         vectors = self._rescoring_vectors(unique)  # one read of every candidate, whichever queries share it
-        candidates = vectors[np.searchsorted(unique, rows)]  # (Q, wide, C)
+        candidates = vectors[np.searchsorted(unique, np.maximum(rows, 0)).clip(max=len(unique) - 1)]  # (Q, wide, C)
+        scores = np.einsum("qc,qwc->qw", queries, candidates).astype(np.float32)
+        scores[rows < 0] = -np.inf
         best = TopK(len(queries), k)
-        best.add(np.einsum("qc,qwc->qw", queries, candidates).astype(np.float32), rows)
-        return best.result()
+        best.add(scores, rows)
+        scores, rows = best.result()
+        if np.isinf(scores).any():  # fewer candidates than k: keep each query's real ones
+            return [s[np.isfinite(s)] for s in scores], [r[np.isfinite(s)] for s, r in zip(scores, rows)]
+        return scores, rows
 
     def _rescoring_vectors(self, rows: np.ndarray) -> np.ndarray:
-        stored = self.stored_rows(rows)
-        precision = self.manifest.precision
-        if precision in ("binary", "ubinary"):
-            return unpacked_signs(stored, self.manifest.dim) / np.sqrt(self.manifest.dim)
-        return normalized(dequantize(stored, precision, self.manifest.ranges_array()))
+        return as_unit_floats(self.stored_rows(rows), self.manifest)
 
     def stored_rows(self, rows: np.ndarray) -> np.ndarray:
         """The stored vectors of these rows, read from the memory-mapped shards."""
@@ -271,15 +282,3 @@ def folder_model(manifest: Manifest, folder: Path) -> str:
     if manifest.model:
         return manifest.model  # gone: resolving it names the folder
     raise InputError(f"{folder}'s manifest does not say which checkpoint embedded it; pass --model")
-
-
-def normalized(vectors: np.ndarray) -> np.ndarray:
-    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-    return vectors / np.where(norms == 0, 1, norms)
-
-
-def unpacked_signs(packed: np.ndarray, dim: int) -> np.ndarray:
-    """(n, B) packed bits (binary or ubinary) -> (n, C) float32 of +1 (bit set) and -1."""
-    as_bytes = packed.astype(np.int16) + 128 if packed.dtype == np.int8 else packed
-    bits = np.unpackbits(as_bytes.astype(np.uint8), axis=1)[:, :dim]
-    return bits.astype(np.float32) * 2 - 1

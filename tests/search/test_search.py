@@ -16,7 +16,7 @@ from minilm.corpus import CorpusSettings, embed_corpus, load_shards
 from minilm.corpus.quantize import dequantize
 from minilm.search import Searcher
 from minilm.search.__main__ import main as search_main
-from minilm.search.searcher import unpacked_signs
+from minilm.search.vectors import unpacked_signs
 
 from conftest import write_lines
 
