@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 from ..base.textio import RECORD_SUFFIXES, InputError
 from ..cli import ArgumentParser, positive_int, read_texts, run, shorten, text_option
 from ..corpus.reader import read_manifest
-from .index import INDEX_DTYPES, INDEX_FILE, build_index
+from .index import INDEX_DTYPES, INDEX_KINDS, build_index
 from .searcher import DEFAULT_RESCORE_MULTIPLIER, Hit, Searcher
 
 
@@ -84,6 +84,13 @@ def parse_build_args(argv: list[str]) -> argparse.Namespace:
         "after the build is refused until it is rebuilt (--force).",
     )
     parser.add_argument("folder", metavar="DIR", help="the shard folder")
+    parser.add_argument(
+        "--kind",
+        choices=INDEX_KINDS,
+        default="hnsw",
+        help="hnsw (default): a graph, approximate; binary: every row's sign bits in memory, searched exactly by "
+        "Hamming distance; either's candidates are rescored with the stored vectors",
+    )
     parser.add_argument("--dtype", choices=INDEX_DTYPES, default="f16", help="how the graph stores vectors (f16)")
     parser.add_argument("--connectivity", type=positive_int, default=16, metavar="M", help="edges per node (16)")
     parser.add_argument(
@@ -98,13 +105,14 @@ def build(args: argparse.Namespace) -> int:
     with tqdm(total=manifest.rows, desc="Indexing", unit="row", file=sys.stderr, disable=manifest.rows < 10_000) as bar:
         info = build_index(
             args.folder,
+            kind=args.kind,
             dtype=args.dtype,
             connectivity=args.connectivity,
             expansion_add=args.expansion_add,
             force=args.force,
             progress=bar.update,
         )
-    print(f"{info.rows} rows indexed in {Path(args.folder) / INDEX_FILE} ({info.bytes / 2**20:,.1f} MiB, {info.dtype})")
+    print(f"{info.rows} rows indexed in {Path(args.folder) / info.file} ({info.bytes / 2**20:,.1f} MiB, {info.dtype})")
     return 0
 
 

@@ -1,22 +1,28 @@
-"""An approximate index beside a shard folder, for corpora too big to scan per query:
-`python -m minilm.search build DIR` writes it, and Searcher uses it while it matches the folder.
+"""An index beside a shard folder, for corpora too big to scan per query: `python -m minilm.search build
+DIR` writes it, and Searcher uses it while it matches the folder. Two kinds:
 
-    DIR/index.usearch   an HNSW graph (usearch) over every row, cosine, in f32, f16 or i8 (--dtype)
-    DIR/index.json      what it covers: the format, its settings, its file's size and sha256, the rows,
-                        and the name and sha256 of every shard it was built from
+    hnsw     DIR/index.usearch   an HNSW graph (usearch) over every row, cosine, stored as f32, f16 or i8
+    binary   DIR/index.bits.npy  every row's sign bits, packed (48 bytes at 384 dimensions, 1/32 of float32),
+                                 searched exactly by Hamming distance (usearch's SIMD popcount), in memory
+    both     DIR/index.json      what it is: kind, settings, its file's size and sha256, the rows, and the
+                                 name and sha256 of every shard it was built from
+
+Either kind only proposes candidates (k x the rescore multiplier); their stored vectors rescore them
+exactly, so a float32 folder with a binary index is sentence-transformers' "binary + float32
+rescoring" recipe with the float vectors left on disk and only the bits in memory.
 
 usearch was chosen (the `[search]` extra) because it is maintained, ships one small wheel with no
-system dependency, builds HNSW over f32, f16, i8 and packed bits, and can search a saved index as a
-memory-mapped view, so a query process does not load it whole. Exact search needs none of it.
+system dependency, builds HNSW over f32, f16, i8 and packed bits, searches packed bits exactly with
+SIMD popcounts, and can search a saved graph as a memory-mapped view, so a query process does not load
+it whole. Exact search (no index) needs none of it.
 
 An index is never searched stale: Searcher compares index.json's shards with the manifest's, so a
 folder resumed, grown or re-embedded since the build is refused with the command that rebuilds it.
-The index picks candidates; their stored vectors rescore them exactly, as minilm.search.searcher does
-for int8 and binary folders.
 """
 
 from __future__ import annotations
 
+import io
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -24,14 +30,16 @@ from pathlib import Path
 import numpy as np
 
 from ..base.textio import InputError, atomic_path
-from ..corpus.folder import sha256_bytes, write_json
+from ..corpus.folder import sha256_bytes, write_bytes, write_json
 from ..corpus.manifest import Manifest
+from ..corpus.quantize import quantize
 from ..corpus.reader import verify_shards
 from ..weights import file_sha256
 from .vectors import stored_float_rows
 
-INDEX_FILE = "index.usearch"
 INDEX_JSON = "index.json"
+INDEX_FILES = {"hnsw": "index.usearch", "binary": "index.bits.npy"}
+INDEX_KINDS = tuple(INDEX_FILES)
 FORMAT = "minilm-index/1"
 INDEX_DTYPES = ("f32", "f16", "i8")
 ADD_ROWS = 65_536  # rows given to usearch at a time while building
@@ -40,11 +48,13 @@ ADD_ROWS = 65_536  # rows given to usearch at a time while building
 @dataclass(frozen=True)
 class IndexInfo:
     format: str
-    dtype: str  # how the graph stores vectors: f32, f16 or i8
-    connectivity: int  # HNSW edges per node (M)
-    expansion_add: int  # candidates kept while inserting (efConstruction)
+    kind: str  # hnsw or binary
+    file: str  # index.usearch or index.bits.npy
+    dtype: str  # how it stores vectors: f32, f16 or i8 (hnsw), b1 (binary)
+    connectivity: int  # HNSW edges per node (M); 0 for binary
+    expansion_add: int  # HNSW candidates kept while inserting (efConstruction); 0 for binary
     rows: int
-    bytes: int  # of index.usearch
+    bytes: int  # of the index file
     sha256: str
     shards: list  # [{"file", "sha256"}] of every shard, in order: what it covers
 
@@ -57,8 +67,8 @@ class IndexInfo:
             raise InputError(
                 f"{path} cannot be read ({e}); rebuild it: python -m minilm.search build {path.parent} --force"
             ) from None
-        if info.format != FORMAT:
-            raise InputError(f"{path} is of format {info.format!r}, not {FORMAT}; rebuild it with --force")
+        if info.format != FORMAT or INDEX_FILES.get(info.kind) != info.file:
+            raise InputError(f"{path} is not a {FORMAT} index; rebuild it with --force")
         return info
 
 
@@ -68,79 +78,105 @@ def covered(manifest: Manifest) -> list[dict]:
 
 def import_usearch():
     try:
-        from usearch.index import Index
+        import usearch.index
     except ImportError:
-        raise InputError("an HNSW index needs usearch: pip install 'minilm[search]'") from None
-    return Index
+        raise InputError("an index needs usearch: pip install 'minilm[search]'") from None
+    return usearch.index
 
 
 def build_index(
     folder: str | Path,
     *,
+    kind: str = "hnsw",
     dtype: str = "f16",
     connectivity: int = 16,
     expansion_add: int = 128,
     force: bool = False,
     progress=None,
 ) -> IndexInfo:
-    """Build DIR/index.usearch over every row of a finished folder (each shard checked first)."""
+    """Build DIR's index of `kind` over every row of a finished folder (each shard checked first)."""
     folder = Path(folder)
-    if dtype not in INDEX_DTYPES:
+    if kind not in INDEX_KINDS:
+        raise InputError(f"--kind {kind!r}: choose one of {', '.join(INDEX_KINDS)}")
+    if kind == "hnsw" and dtype not in INDEX_DTYPES:
         raise InputError(f"--dtype {dtype!r}: choose one of {', '.join(INDEX_DTYPES)}")
     manifest = verify_shards(folder)
     if not manifest.complete:
         raise InputError(
-            f"{folder} holds an unfinished run; finish it (rerun the command that embedded it) before building"
+            f"{folder} holds an unfinished run; finish it (rerun the command that embedded it), then build"
         )
     if (folder / INDEX_JSON).exists() and not force:
         raise InputError(f"{folder / INDEX_JSON} exists; pass --force to build it again")
-    Index = import_usearch()
-    index = Index(ndim=manifest.dim, metric="cos", dtype=dtype, connectivity=connectivity, expansion_add=expansion_add)
-    start = 0
+    usearch = import_usearch()
+    graph = usearch.Index(
+        ndim=manifest.dim, metric="cos", dtype=dtype, connectivity=connectivity, expansion_add=expansion_add
+    )
+    bits, start = [], 0
     for shard in manifest.shards:
         vectors = stored_float_rows(folder, manifest, shard)
         for offset in range(0, len(vectors), ADD_ROWS):
             part = vectors[offset : offset + ADD_ROWS]
-            index.add(np.arange(start + offset, start + offset + len(part), dtype=np.uint64), part)
+            if kind == "hnsw":
+                graph.add(np.arange(start + offset, start + offset + len(part), dtype=np.uint64), part)
+            else:
+                bits.append(quantize(part, "ubinary"))
             if progress is not None:
                 progress(len(part))
         start += len(vectors)
     (folder / INDEX_JSON).unlink(missing_ok=True)  # the old description goes first: a crash leaves no stale pair
-    with atomic_path(folder / INDEX_FILE, suffix=".usearch") as tmp:
-        index.save(str(tmp))
-        data = tmp.read_bytes()
+    for old in INDEX_FILES.values():
+        (folder / old).unlink(missing_ok=True)
+    path = folder / INDEX_FILES[kind]
+    if kind == "hnsw":
+        with atomic_path(path, suffix=".usearch") as tmp:
+            graph.save(str(tmp))
+        data = path.read_bytes()
+    else:
+        buffer = io.BytesIO()
+        np.save(buffer, np.concatenate(bits) if bits else np.zeros((0, -(-manifest.dim // 8)), np.uint8))
+        data = buffer.getvalue()
+        write_bytes(path, data)
+    settings = (dtype, connectivity, expansion_add) if kind == "hnsw" else ("b1", 0, 0)
     info = IndexInfo(
-        FORMAT, dtype, connectivity, expansion_add, manifest.rows, len(data), sha256_bytes(data), covered(manifest)
+        FORMAT, kind, path.name, *settings, manifest.rows, len(data), sha256_bytes(data), covered(manifest)
     )
     write_json(folder / INDEX_JSON, asdict(info))  # last: the index counts from here on
     return info
 
 
-class HnswIndex:
-    """A built index, checked against the folder, memory-mapped."""
+class FolderIndex:
+    """A built index, checked against the folder it sits in: the graph memory-mapped, or the bits in memory."""
 
     def __init__(self, folder: Path, manifest: Manifest, verify: bool = True):
         self.info = IndexInfo.read(folder / INDEX_JSON)
+        path = folder / self.info.file
         fix = f"rebuild it: python -m minilm.search build {folder} --force (or search with --exact)"
         if self.info.shards != covered(manifest) or self.info.rows != manifest.rows:
             raise InputError(
-                f"{folder / INDEX_FILE} covers other shards than {folder} holds now "
+                f"{path} covers other shards than {folder} holds now "
                 f"(resumed, grown or re-embedded since it was built); {fix}"
             )
-        path = folder / INDEX_FILE
         if not path.is_file() or path.stat().st_size != self.info.bytes:
             raise InputError(f"{path} is missing or not the size index.json records; {fix}")
         if verify and file_sha256(path) != self.info.sha256:
             raise InputError(f"{path}: sha256 differs from index.json's (damaged or rewritten); {fix}")
-        self.index = import_usearch().restore(str(path), view=True)
+        self.usearch = import_usearch()
+        if self.info.kind == "hnsw":
+            self.graph = self.usearch.Index.restore(str(path), view=True)
+        else:
+            self.bits = np.load(path)
 
     def candidates(self, queries: np.ndarray, count: int) -> np.ndarray:
-        """(Q, count) rows, nearest first; -1 where the graph gave fewer."""
-        self.index.expansion_search = max(self.index.expansion_search, count)
-        matches = self.index.search(queries, count)
+        """(Q, count) rows, nearest first, for unit float queries; -1 where the index gave fewer."""
+        if self.info.kind == "hnsw":
+            self.graph.expansion_search = max(self.graph.expansion_search, count)
+            matches = self.graph.search(queries, count)
+        else:
+            query_bits = quantize(queries, "ubinary")
+            matches = self.usearch.search(self.bits, query_bits, count, self.usearch.MetricKind.Hamming, exact=True)
         keys = np.full((len(queries), count), -1, dtype=np.int64)
         if len(queries) == 1:  # usearch answers one query with its found keys only
-            found = np.asarray(matches.keys, dtype=np.int64)
+            found = np.asarray(matches.keys, dtype=np.int64).reshape(-1)[:count]
             keys[0, : len(found)] = found
         else:
             for q, n in enumerate(np.asarray(matches.counts)):

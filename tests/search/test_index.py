@@ -14,38 +14,61 @@ from minilm.base.textio import InputError
 from minilm.corpus import CorpusSettings, embed_corpus
 from minilm.search import Searcher
 from minilm.search.__main__ import main as search_main
-from minilm.search.index import INDEX_FILE, INDEX_JSON, build_index
+from minilm.search.index import INDEX_FILES, INDEX_JSON, build_index
 
 from conftest import real_lines, write_lines
 
+INDEX_FILE = INDEX_FILES["hnsw"]
+
+
+@pytest.fixture(scope="module")
+def five_thousand(tmp_path_factory, encoder, stsb_sentences):
+    """5,000 real STS-B sentences in a float32 folder, the exact top 10 of 385 other sentences, and a copier."""
+    root = tmp_path_factory.mktemp("index")
+    corpus = write_lines(root / "corpus.txt", stsb_sentences[:5000])
+    embed_corpus(encoder, corpus, root / "out", CorpusSettings(shard_rows=2000), show_progress_bar=False)
+    exact = Searcher(root / "out", encoder=encoder, exact=True)
+    queries = exact.encode_queries(stsb_sentences[5000:5385])  # sentences the corpus does not hold
+    return root, queries, exact.search_vectors(queries, 10)
+
+
+def recall(found, truth) -> float:
+    return float(np.mean([len({h.row for h in a} & {h.row for h in t}) / 10 for a, t in zip(found, truth)]))
+
 
 @pytest.mark.slow
-def test_hnsw_recall_at_10_on_5000_real_sentences(tmp_path, encoder, stsb_sentences):
-    corpus = write_lines(tmp_path / "corpus.txt", stsb_sentences[:5000])
-    embed_corpus(encoder, corpus, tmp_path / "out", CorpusSettings(shard_rows=2000), show_progress_bar=False)
-    info = build_index(tmp_path / "out")
-    assert (
-        info.rows == 5000
-        and info.dtype == "f16"
-        and [s["file"] for s in info.shards]
-        == [
-            "part-00000.npy",
-            "part-00001.npy",
-            "part-00002.npy",
-        ]
-    )
-    queries = stsb_sentences[5000:5385]  # sentences the corpus does not hold
-    indexed = Searcher(tmp_path / "out", encoder=encoder, rescore_multiplier=1)
-    exact = Searcher(tmp_path / "out", encoder=encoder, exact=True)
-    assert indexed.index is not None and exact.index is None
-    vectors = indexed.encode_queries(queries)
-    approximate, truth = indexed.search_vectors(vectors, 10), exact.search_vectors(vectors, 10)
-    recall = np.mean([len({h.row for h in a} & {h.row for h in t}) / 10 for a, t in zip(approximate, truth)])
-    print(f"recall@10 {recall:.3f}")
-    assert recall >= 0.95, recall
-    for a, t in zip(approximate, truth):  # a row both find scores the same: the index's picks are rescored exactly
+def test_hnsw_recall_at_10_on_5000_real_sentences(five_thousand, encoder):
+    root, queries, truth = five_thousand
+    out = root / "hnsw"
+    shutil.copytree(root / "out", out)
+    info = build_index(out)
+    assert info.rows == 5000 and info.kind == "hnsw" and info.dtype == "f16"
+    assert [s["file"] for s in info.shards] == ["part-00000.npy", "part-00001.npy", "part-00002.npy"]
+    indexed = Searcher(out, encoder=encoder, rescore_multiplier=1)
+    assert indexed.index is not None
+    found = indexed.search_vectors(queries, 10)
+    print(f"hnsw recall@10 {recall(found, truth):.3f}")
+    assert recall(found, truth) >= 0.95
+    for a, t in zip(found, truth):  # a row both find scores the same: the index's picks are rescored exactly
         common = {h.row: h.score for h in t}
         assert all(abs(h.score - common[h.row]) <= 1e-5 for h in a if h.row in common)
+
+
+@pytest.mark.slow
+def test_binary_index_with_float32_rescoring(five_thousand, encoder):
+    """sentence-transformers' binary + rescoring recipe: the bits in memory pick candidates, the float32 rows on
+    disk rank them. With a multiplier that covers the corpus it is exact search; at the default, recall >= 0.95."""
+    root, queries, truth = five_thousand
+    out = root / "binary"
+    shutil.copytree(root / "out", out)
+    info = build_index(out, kind="binary")
+    assert info.dtype == "b1" and info.bytes < 5000 * 1536 / 8  # under 1/8 of the float32 rows
+    covering = Searcher(out, encoder=encoder, rescore_multiplier=500).search_vectors(queries, 10)  # k x 500 = all
+    assert [[h.row for h in q] for q in covering] == [[h.row for h in q] for q in truth]
+    assert max(abs(a.score - b.score) for q, t in zip(covering, truth) for a, b in zip(q, t)) <= 1e-5
+    found = Searcher(out, encoder=encoder).search_vectors(queries, 10)
+    print(f"binary recall@10 {recall(found, truth):.3f}")
+    assert recall(found, truth) >= 0.95
 
 
 def folder(tmp_path, tiny_encoder, name: str, lines: list[str]):
