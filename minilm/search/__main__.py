@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 from ..base.textio import RECORD_SUFFIXES, InputError
 from ..cli import ArgumentParser, positive_int, read_texts, run, shorten, text_option
 from ..corpus.reader import read_manifest
+from ..encoders.cross_encoder import CrossEncoder
 from .index import INDEX_DTYPES, INDEX_KINDS, build_index
 from .searcher import DEFAULT_RESCORE_MULTIPLIER, Hit, Searcher
 
@@ -65,6 +66,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="int8 and binary folders: rescore k x M candidates with the float query; 0 keeps the first pass",
     )
     parser.add_argument("--model", "-m", help="the checkpoint (default: the one the folder was embedded with)")
+    parser.add_argument(
+        "--rerank",
+        metavar="MODEL",
+        help="rerank each query's k hits with this cross-encoder (a name or folder, e.g. "
+        "cross-encoder/ms-marco-MiniLM-L-6-v2); no reranker has pinned hashes, so it loads unverified",
+    )
     parser.add_argument("--device", default=None, help="torch device for the query encoder (default: cpu)")
     parser.add_argument(
         "--no-verify", action="store_true", help="skip the sha256 check of the shards (their sizes are still checked)"
@@ -157,7 +164,11 @@ def search(args: argparse.Namespace) -> int:
         raise InputError(
             f"--group documents ranks the windows of long texts: {args.folder} was embedded without --window"
         )
-    for query, hits in zip(queries, searcher.search(queries, args.k, args.group)):
+    reranker = CrossEncoder.from_pretrained(args.rerank, device=args.device, verify=False) if args.rerank else None
+    results = searcher.search(queries, args.k, args.group)
+    if reranker is not None:
+        results = searcher.rerank(queries, results, reranker)
+    for query, hits in zip(queries, results):
         write_hits(sys.stdout, query, hits, args.format)
     return 0
 

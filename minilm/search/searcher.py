@@ -39,6 +39,7 @@ from ..corpus.manifest import Manifest, Shard
 from ..corpus.quantize import quantize
 from ..corpus.reader import read_manifest
 from ..corpus.shards import input_fingerprint
+from ..encoders.cross_encoder import CrossEncoder
 from ..encoders.sentence_encoder import SentenceEncoder
 from ..weights import KNOWN_CHECKPOINTS
 from .index import INDEX_JSON, FolderIndex
@@ -46,13 +47,15 @@ from .topk import TopK
 from .vectors import as_unit_floats, normalized, unpacked_signs
 
 CHUNK_ROWS = 16_384  # rows scored at a time: 24 MiB of float32 at 384 dimensions
-DEFAULT_RESCORE_MULTIPLIER = 10  # binary + float32 rescoring, recall@10 on 5,000 STS-B sentences: 0.91 at 4, 0.975 at 10
+# k x this many candidates are rescored; binary + float32 rescoring, recall@10 on 5,000 STS-B sentences:
+# 0.91 at 4, 0.975 at 10 (docs/search.md)
+DEFAULT_RESCORE_MULTIPLIER = 10
 
 
 @dataclass(frozen=True)
 class Hit:
     rank: int  # 1 for the best
-    score: float
+    score: float  # the cosine to the query; with a reranker, the reranker's score
     id: str
     text: str | None  # None for a folder written before texts were kept
     row: int  # the row in the folder, 0-based, in input order
@@ -151,6 +154,23 @@ class Searcher:
         if group == "rows":
             return self.search_vectors(vectors, k)
         return [self._best_documents(vectors[q : q + 1], k) for q in range(len(vectors))]
+
+    def rerank(self, queries: list[str], hits: list[list[Hit]], reranker: CrossEncoder) -> list[list[Hit]]:
+        """Each query's hits in the order of a cross-encoder reading the query and each hit's text together
+        (CrossEncoder.rank), with its scores."""
+        if reranker.num_labels != 1:
+            raise InputError(f"the reranker scores {reranker.num_labels} labels; ranking needs a one-label reranker")
+        ranked = []
+        for query, query_hits in zip(queries, hits):
+            if any(hit.text is None for hit in query_hits):
+                raise InputError(f"{self.folder} keeps no texts (written before they were kept): nothing to rerank")
+            order = (
+                reranker.rank(query, [hit.text for hit in query_hits], show_progress_bar=False) if query_hits else []
+            )
+            ranked.append(
+                [replace(query_hits[o["corpus_id"]], rank=r, score=o["score"]) for r, o in enumerate(order, 1)]
+            )
+        return ranked
 
     def _best_documents(self, query: np.ndarray, k: int) -> list[Hit]:
         """One query's k best documents by their best window: ask for more windows until k documents show."""

@@ -170,3 +170,27 @@ def test_a_changed_input_and_an_old_or_unfinished_folder(tmp_path, tiny_encoder,
     corpus.write_text("one fine line\na second line, edited\nand a third\n")
     message = one_error(capsys, str(tmp_path / "out"), "query")
     assert f"{corpus} has changed since" in message and "--force" in message
+
+
+def test_rerank_orders_the_hits_as_the_cross_encoder_ranks_their_texts(
+    folders, encoder, checkpoint_dir, tmp_path, capsys
+):
+    """No reranker's weights are here, so a random-weight one in the ms-marco layout (tests/test_cross_encoder.py):
+    the order must be CrossEncoder.rank's over the same hits, whatever its quality."""
+    from minilm import CrossEncoder
+    from tests.test_cross_encoder import LAYOUTS, write_cross_encoder
+
+    model = write_cross_encoder(tmp_path / "ce", checkpoint_dir, LAYOUTS["ms-marco-MiniLM-L-2-v2"] | {"layers": 1})
+    reranker = CrossEncoder.from_pretrained(str(model), verify=False)
+    out, _ = folders["float32"]
+    searcher = Searcher(out, encoder=encoder)
+    hits = searcher.search(QUERIES[:2], k=8)
+    reranked = searcher.rerank(QUERIES[:2], hits, reranker)
+    for query, before, after in zip(QUERIES, hits, reranked):
+        expected = reranker.rank(query, [h.text for h in before])
+        assert [h.row for h in after] == [before[e["corpus_id"]].row for e in expected]
+        assert [h.score for h in after] == [e["score"] for e in expected] and [h.rank for h in after] == list(
+            range(1, 9)
+        )
+    status, stdout, _ = run_cli(capsys, str(out), QUERIES[0], "-k", "8", "--rerank", str(model), "--format", "jsonl")
+    assert status == 0 and [json.loads(line)["id"] for line in stdout.splitlines()] == [h.id for h in reranked[0]]
