@@ -37,6 +37,8 @@ from ..cli import (
     positive_int,
     run,
 )
+from ..encoders.cross_encoder import CrossEncoder
+from ..search.searcher import Searcher
 from ..weights import DEFAULT_CHECKPOINT, WeightsError, lookup_known
 
 try:  # the [serve] extra
@@ -96,6 +98,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="heads saved by python -m heads.train, for /predict (default: the shipped weights/heads)",
     )
     model.add_argument("--no-heads", action="store_true", help="do not load heads; /predict answers 404")
+    model.add_argument(
+        "--index",
+        metavar="DIR",
+        help="a shard folder of this model (python -m minilm.embed --output DIR/) for POST /search; its HNSW or "
+        "binary index is used when it has one (python -m minilm.search build)",
+    )
+    model.add_argument(
+        "--reranker",
+        metavar="MODEL",
+        help="a cross-encoder (name or folder) for TEI's POST /rerank; loaded unverified, as no reranker is pinned",
+    )
     add_prompt_arguments(model)
     limits = parser.add_argument_group("batching and limits")
     defaults = ServeSettings(model_name="")
@@ -279,6 +292,11 @@ def serve(args: argparse.Namespace) -> int:
         encoder = load_encoder(args).use_packed()  # a round mixes lengths: no padding rows in the matmuls
         prompt = encoder.resolve_prompt(args.prompt_name, args.prompt)
         predictor = None if args.no_heads else load_heads(args.heads, args.device)
+        # the folder must be this model's (Searcher checks its files against the manifest)
+        searcher = Searcher(args.index, encoder=encoder) if args.index else None
+        reranker = (
+            CrossEncoder.from_pretrained(args.reranker, device=args.device, verify=False) if args.reranker else None
+        )
     except BaseException:  # an error line follows: leave nothing open (main() may run in a test's process)
         sock.close()
         torch.set_num_threads(threads)
@@ -304,7 +322,14 @@ def serve(args: argparse.Namespace) -> int:
     )
     if args.max_batch_tokens < encoder.max_seq_length:
         print(f"note: --max-batch-tokens raised to {encoder.max_seq_length}, the longest text", file=sys.stderr)
-    service = Service(encoder, settings, predict_texts, predictor.tokenizer if predictor else None)
+    service = Service(
+        encoder,
+        settings,
+        predict_texts,
+        predictor.tokenizer if predictor else None,
+        searcher=searcher,
+        reranker=reranker,
+    )
     app = create_app(service)
     config = uvicorn.Config(
         app,

@@ -8,6 +8,8 @@ Routes (docs/serve.md has the request and response fields):
     POST /embed           TEI-compatible (inputs, normalize, truncate, prompt_name)
     POST /predict         question type, sentiment and entities (heads/), optionally the embedding too
     POST /tokenize        the tokens the encoder sees, prompt included: ids, texts and character offsets
+    POST /search          the --index shard folder's rows nearest a query, with ids and texts (minilm.search)
+    POST /rerank          TEI-compatible: texts ranked against a query by the --reranker cross-encoder
     GET  /health          200 once warmed up, 503 before and while shutting down
     GET  /metrics         Prometheus text format (metrics.py)
     GET  /docs            OpenAPI docs (FastAPI)
@@ -60,6 +62,10 @@ from .schemas import (
     OpenAIModelList,
     Prediction,
     PredictRequest,
+    Rank,
+    RerankRequest,
+    SearchHit,
+    SearchRequest,
     TEIError,
     Token,
     TokenizeRequest,
@@ -203,6 +209,27 @@ def create_app(service: Service) -> FastAPI:
     async def tokenize(body: TokenizeRequest) -> Response:
         content, over = await service.tokenize(as_list(body.inputs), body.prompt_name, body.add_special_tokens)
         return Response(content, media_type="application/json", headers=truncation_header(over))
+
+    @app.post(
+        "/search",
+        summary="The --index folder's k rows nearest the query (minilm.search), with their ids and texts",
+        responses=documented(list[SearchHit], TEIError, 404, 408, 413, 422, 429, 503),
+    )
+    async def search(request: Request, body: SearchRequest) -> Response:
+        return json_response(await service.search(request, body.query, body.k))
+
+    @app.post(
+        "/rerank",
+        summary="TEI-compatible: the texts ranked against the query by the --reranker cross-encoder, best first",
+        responses=documented(list[Rank], TEIError, 404, 408, 413, 422, 429, 503),
+    )
+    async def rerank(request: Request, body: RerankRequest) -> Response:
+        scores = await service.rerank(request, body.query, body.texts, body.raw_scores)
+        order = sorted(range(len(scores)), key=lambda i: -scores[i])  # ties keep the request's order
+        ranks = [
+            {"index": i, "score": scores[i], **({"text": body.texts[i]} if body.return_text else {})} for i in order
+        ]
+        return json_response(ranks)
 
     @app.api_route(
         "/health",

@@ -24,6 +24,9 @@ word pieces and `predict_chars` characters together (at least one text), taken f
 in turn, so that a big request neither holds the model for long nor keeps a small one waiting behind
 all of it. Between chunks, the worker serves the embeddings that came in and drops abandoned jobs.
 
+Call jobs (`/search`'s scan of a folder, `/rerank`'s cross-encoder) run a function on the worker,
+after a round's embeddings: the model's cores are never shared with a second thread team.
+
 `close` takes no new jobs and lets the admitted ones finish; given a timeout, what is left when it
 expires is failed with `Closed`, and the worker stops after its current batch.
 
@@ -69,7 +72,7 @@ class Job:
     normalizes, since clients choose). kind "predict": `texts` in, one heads.predict record per text out;
     `pieces`, each text's word pieces when the caller counted them, size the chunks."""
 
-    kind: Literal["embed", "predict"]
+    kind: Literal["embed", "predict", "call"]
     encodings: list[AnyEncoding] = field(default_factory=list)
     texts: list[str] = field(default_factory=list)
     with_embedding: bool = False
@@ -79,6 +82,7 @@ class Job:
     submitted: float = field(default_factory=time.perf_counter)
     abandoned: bool = False  # its client went away: the worker drops its texts not yet run
     records: list[dict] = field(default_factory=list)  # predict: the records of its texts done so far
+    call: Callable[[], Any] | None = None  # call: run on the worker, between rounds (a search, a rerank)
 
     def abandon(self) -> None:
         self.abandoned = True
@@ -252,6 +256,14 @@ class Batcher:
                 except Exception as error:  # a failed batch fails its round; the worker lives on
                     for job in embeds:
                         settle(job.future, error=error)
+            for job in (job for job in started if job.kind == "call"):  # on this thread: no second thread team
+                if job.abandoned:
+                    settle(job.future, error=Abandoned())
+                    continue
+                try:
+                    settle(job.future, job.call())
+                except Exception as error:
+                    settle(job.future, error=error)
             if self._predicting:
                 self._predict_chunk()
         for job in self._predicting:  # stopped: close() failed the jobs that were waiting; these are ours

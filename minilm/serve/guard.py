@@ -12,7 +12,9 @@ from .errors import ApiError, error_response
 if TYPE_CHECKING:
     from .service import Service
 
-QUEUED_ROUTES = frozenset({"/v1/embeddings", "/embed", "/predict", "/tokenize"})  # POSTs that take a place in the queue
+QUEUED_ROUTES = frozenset(
+    {"/v1/embeddings", "/embed", "/predict", "/tokenize", "/search", "/rerank"}
+)  # POSTs that take a place in the queue
 SEND_CHUNK = 256 * 1024  # answers go out in parts of this size, each once the client has taken the last ones
 
 

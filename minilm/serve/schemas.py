@@ -78,6 +78,29 @@ class TokenizeRequest(BaseModel):
     )
 
 
+class SearchRequest(BaseModel):
+    model_config = Strict
+    query: str = Field(description="the text to search the --index folder for")
+    k: int = Field(10, ge=1, le=1000, description="hits to return")
+
+
+def texts_list(value: Any) -> Any:
+    """A non-empty list of strings (TEI's /rerank texts)."""
+    if not isinstance(value, list):
+        raise ValueError(f"must be a list of strings, got {json_type(value)}")
+    return text_or_texts(value)
+
+
+class RerankRequest(BaseModel):
+    model_config = Strict
+    query: str
+    texts: Annotated[list[str], BeforeValidator(texts_list)] = Field(description="the texts to rank")
+    raw_scores: bool = Field(False, description="the model's logits instead of their sigmoid")
+    return_text: bool = Field(False, description="add each text to its rank")
+    truncate: bool = Field(True, description="pairs over the model's length are cut, as TEI does with truncate")
+    truncation_direction: Literal["Right", "right"] = Field("Right", description="only Right")
+
+
 def validation_message(error: RequestValidationError) -> str:
     """FastAPI's list of pydantic errors -> one line: where, and what is wrong."""
     first = error.errors()[0]
@@ -161,6 +184,20 @@ class Token(BaseModel):
     stop: Optional[int] = None  # noqa: UP045
 
 
+class SearchHit(BaseModel):
+    rank: int
+    score: float = Field(description="cosine to the query")
+    id: str = Field(description="the row's id in the folder (its line number, or --id-field)")
+    text: Optional[str] = Field(description="the row's text; null for a folder written before texts were kept")  # noqa: UP045
+    span: Optional[list[int]] = Field(None, description="with --window: [start, end) of the window in its document")  # noqa: UP045
+
+
+class Rank(BaseModel):
+    index: int = Field(description="the text's place in the request")
+    score: float
+    text: Optional[str] = Field(None, description="with return_text")  # noqa: UP045
+
+
 class Health(BaseModel):
     status: Literal["ok"] = "ok"
     model: str
@@ -188,6 +225,7 @@ class TEIError(BaseModel):
 
 
 ERROR_STATUSES = {
+    404: "the route is off: the server was started without its --index or --reranker",
     408: "the body did not arrive within --body-timeout",
     413: "a body, a request or a /predict text over the limits",
     422: "a malformed body (one line says what is wrong)",

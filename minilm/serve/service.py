@@ -13,7 +13,9 @@ import numpy as np
 from fastapi import Request
 from starlette.concurrency import run_in_threadpool
 
-from ..encoders.sentence_encoder import NonFiniteOutput, SentenceEncoder, check_texts
+from ..encoders.cross_encoder import CrossEncoder
+from ..encoders.sentence_encoder import NonFiniteOutput, SentenceEncoder, check_texts, normalized
+from ..search.searcher import Searcher
 from ..text.tokenization import SentenceTokenizer
 from .batcher import Batcher, Closed, Job, QueueFull
 from .bounded import bounded_reader
@@ -72,6 +74,8 @@ class Service:
     settings: ServeSettings
     predict_texts: Callable[[list[str], bool], list[dict]] | None = None  # heads, when loaded
     predict_tokenizer: SentenceTokenizer | None = None  # the heads' own (default: the encoder's), for the caps
+    searcher: Searcher | None = None  # --index: the shard folder /search searches
+    reranker: CrossEncoder | None = None  # --reranker: the cross-encoder of /rerank
     metrics: Metrics = field(default_factory=Metrics)
     batcher: Batcher | None = None
     ready: bool = False
@@ -241,6 +245,45 @@ class Service:
             f"/predict reads at most {self.settings.max_predict_pieces:,} word pieces and "
             f"{self.settings.max_predict_chars:,} characters per text: split it into shorter texts"
         )
+
+    async def search(self, request: Request, query: str, k: int) -> list[dict]:
+        """The folder's k rows nearest the query: its embedding from a round of the batcher, then the scan as a
+        call job on the worker (Searcher.search_vectors, index or exact)."""
+        if self.searcher is None:
+            raise ApiError(404, "this server was started without --index: /search is off")
+        query = self.check_request([query])[0]
+        if not query.strip():
+            raise ApiError(422, "query is empty; send text to search for", param="query")
+        prompt = self.searcher.query_prompt()
+        encodings, _ = await run_in_threadpool(token_ids, self.encoder.tokenizer, [prompt + query])
+        job = Job("embed", encodings=encodings, prompt_length=self.encoder.prompt_length(prompt))
+        vector = normalized(await self.run(job, request))
+        searcher = self.searcher
+        hits = await self.run(Job("call", call=lambda: searcher.search_vectors(vector, k)[0]), request)
+        self.metrics.inputs.labels("/search").inc(1)
+        return [
+            {"rank": h.rank, "score": h.score, "id": h.id, "text": h.text, **({"span": list(h.span)} if h.span else {})}
+            for h in hits
+        ]
+
+    async def rerank(self, request: Request, query: str, texts: list[str], raw_scores: bool) -> list[float]:
+        """TEI's /rerank: each text's score against the query, from the cross-encoder, as a call job."""
+        if self.reranker is None:
+            raise ApiError(404, "this server was started without --reranker: /rerank is off")
+        texts = self.check_request(texts)
+        [query] = self.check_request([query])
+        chars = self.settings.max_predict_chars
+        for i, text in enumerate([query, *texts]):
+            if len(text) > chars:
+                where = "query" if i == 0 else f"text {i - 1}"
+                raise ApiError(413, f"{where} has {len(text):,} characters; /rerank reads at most {chars:,} per text")
+        reranker = self.reranker
+        identity = lambda logits: logits  # noqa: E731  (the logits; TEI applies the sigmoid unless raw_scores)
+        pairs = [(query, text) for text in texts]
+        logits = await self.run(Job("call", call=lambda: reranker.predict(pairs, activation_fn=identity)), request)
+        self.metrics.inputs.labels("/rerank").inc(len(texts))
+        scores = np.asarray(logits, dtype=np.float64).reshape(-1)
+        return (scores if raw_scores else 1 / (1 + np.exp(-scores))).tolist()
 
     def served(self, model: str) -> bool:
         names = {self.settings.model_name.lower(), *self.settings.model_aliases}

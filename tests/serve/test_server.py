@@ -469,3 +469,12 @@ def test_prompts_the_server_default_and_tei_prompt_name(tmp_path, checkpoint_dir
         assert refused.status_code == 422 and "input 1 is over" in refused.json()["error"]
     finally:
         assert s.stop() == 0
+
+
+def test_search_and_rerank_are_off_without_index_and_reranker(server):
+    for path, body, option in (
+        ("/search", {"query": "a"}, "--index"),
+        ("/rerank", {"query": "a", "texts": ["b"]}, "--reranker"),
+    ):
+        answer = server.post(path, body)
+        assert answer.status_code == 404 and f"started without {option}" in answer.json()["error"], answer.text
