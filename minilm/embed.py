@@ -215,7 +215,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--engine",
         choices=["local", "ray"],
         default="local",
-        help="local: this process (default); ray: Ray Data, writing Parquet files of (id, embedding) to --output DIR/",
+        help="local: this process (default); ray: Ray Data, writing Parquet files of (id, embedding, text) "
+        "to --output DIR/",
     )
     ray.add_argument(
         "--ray-address", metavar="ADDR", help="the cluster to join (auto, HEAD:6379, ray://...); default: a local one"

@@ -50,6 +50,7 @@ from __future__ import annotations
 
 import io
 import itertools
+import json
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -57,6 +58,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
 from ..base.textio import INPUT_SUFFIXES, InputError, read_records, require_input_file
+from ..weights import file_sha256
 from .shards import SKIPPED_EXAMPLES, Examples, good_records
 
 if TYPE_CHECKING:  # ray is optional: `import minilm.corpus.ray` must work without it
@@ -64,6 +66,8 @@ if TYPE_CHECKING:  # ray is optional: `import minilm.corpus.ray` must work witho
     import ray.data
 
 INSTALL_HINT = "Ray is not installed; install it with: pip install 'minilm[ray]'"
+RUN_FILE = "_minilm-run.json"  # beside the Parquet files (Parquet readers skip names that start with _): the run
+RUN_FORMAT = "minilm-ray/1"
 ROW_NUMBER_COLUMN = "__minilm_row_number"  # a name no user column should have
 BLOCK_ROWS = 4096  # records the driver reads before it puts them into the object store as one block
 REMOTE_READ_BUFFER = 1 << 20  # bytes read at a time from a remote file
@@ -92,15 +96,17 @@ class EmbedBatch:
         normalize: bool | None,
         batch_size: int,
         prompt: str | None = None,
+        keep_text: bool = False,
     ):
         from ..encoders.sentence_encoder import SentenceEncoder
 
         self.encoder = SentenceEncoder.from_pretrained(model, device=device, dtype=dtype)
         self.text_column, self.id_column = text_column, id_column
-        self.normalize, self.batch_size, self.prompt = normalize, batch_size, prompt
+        self.normalize, self.batch_size, self.prompt, self.keep_text = normalize, batch_size, prompt, keep_text
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        """(B rows with the text and id columns) -> (B rows: id string, embedding float32[C])."""
+        """(B rows with the text and id columns) -> (B rows: id string, embedding float32[C], and with keep_text
+        the text, for search to show)."""
         import pyarrow as pa
 
         texts = batch[self.text_column]
@@ -114,7 +120,10 @@ class EmbedBatch:
         dim = vectors.shape[1]
         # A fixed-size list is plain Arrow: any Parquet reader sees float32[C], no Ray tensor extension needed.
         embedding = pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1), type=pa.float32()), dim)
-        return pa.table({"id": batch[self.id_column].cast(pa.string()), "embedding": embedding})
+        columns = {"id": batch[self.id_column].cast(pa.string()), "embedding": embedding}
+        if self.keep_text:
+            columns["text"] = texts
+        return pa.table(columns)
 
 
 def keep_order(ds: ray.data.Dataset) -> ray.data.Dataset:
@@ -160,8 +169,9 @@ def embed_dataset(
     dtype: str = "float32",
     normalize: bool | None = None,
     prompt: str | None = None,
+    keep_text: bool = False,
 ) -> ray.data.Dataset:
-    """A lazy Dataset of rows (id: string, embedding: float32[384]) in the order of `ds`.
+    """A lazy Dataset of rows (id: string, embedding: float32[384]; text too with keep_text) in the order of `ds`.
 
     model: a checkpoint name or folder, resolved on each worker node (None: all-MiniLM-L6-v2).
     id_column: None numbers the rows from 1 (which materializes `ds`; see the module docstring).
@@ -197,6 +207,7 @@ def embed_dataset(
             "normalize": normalize,
             "batch_size": batch_size,
             "prompt": prompt,
+            "keep_text": keep_text,
         },
         batch_size=batch_size,
         batch_format="pyarrow",
@@ -323,13 +334,103 @@ def check_output_dir(output_dir: str, force: bool) -> None:
             f"{output_dir} is not empty; choose an empty or new --output folder, "
             "or pass --force to replace its Parquet files"
         )
-    foreign = [e.base_name for e in entries if not (e.type == fs.FileType.File and e.base_name.endswith(".parquet"))]
+    ours = (
+        e.type == fs.FileType.File and (e.base_name.endswith(".parquet") or e.base_name == RUN_FILE) for e in entries
+    )
+    foreign = [e.base_name for e, mine in zip(entries, ours) if not mine]
     if foreign:
         raise InputError(
             f"{output_dir} holds {foreign[0]!r}, not only Parquet files; choose an empty or new --output folder"
         )
     for entry in entries:
         filesystem.delete_file(entry.path)
+
+
+def _filesystem(folder: str):
+    from pyarrow import fs
+
+    return fs.FileSystem.from_uri(folder) if _is_remote(folder) else (fs.LocalFileSystem(), os.path.abspath(folder))
+
+
+def write_run(
+    output_dir: str, input_path: str, model: str | None, dtype: str, normalize: bool | None, prompt: str | None
+) -> dict:
+    """Write RUN_FILE beside the Parquet files, last: what embedded them (the checkpoint's file hashes, its
+    settings) and each file with its rows, size and sha256, in row order. Search reads it to encode a query
+    as the rows were, and to know the files it searches are the ones written."""
+    import hashlib
+
+    import pyarrow.parquet as pq
+    from pyarrow import fs
+
+    from ..encoders.sentence_encoder import SentenceEncoder
+    from .shards import input_fingerprint
+
+    encoder = SentenceEncoder.from_pretrained(model, dtype=dtype)  # as the actors loaded it
+    filesystem, root = _filesystem(output_dir)
+    entries = filesystem.get_file_info(fs.FileSelector(root))
+    files = []
+    for entry in sorted((e for e in entries if e.base_name.endswith(".parquet")), key=lambda e: e.base_name):
+        digest = hashlib.sha256()
+        with filesystem.open_input_stream(entry.path) as stream:
+            while block := stream.read(1 << 20):
+                digest.update(block)
+        with filesystem.open_input_file(entry.path) as f:
+            rows = pq.ParquetFile(f).metadata.num_rows
+        files.append({"name": entry.base_name, "rows": rows, "bytes": entry.size, "sha256": digest.hexdigest()})
+    local = not _is_remote(input_path)
+    run = {
+        "format": RUN_FORMAT,
+        "model": str(encoder.folder) if encoder.folder else None,
+        "model_files": encoder.checkpoint.file_hashes if encoder.checkpoint else None,
+        "model_sha256": encoder.checkpoint.sha256 if encoder.checkpoint else None,
+        "dim": encoder.dim,
+        "compute_dtype": encoder.dtype,
+        "normalized": encoder.config.normalize if normalize is None else normalize,
+        "prompt": encoder.resolve_prompt(prompt=prompt) or None,
+        "input": input_fingerprint(Path(input_path)) if local else {"path": input_path},
+        "rows": sum(f["rows"] for f in files),
+        "files": files,
+    }
+    with filesystem.open_output_stream(f"{root}/{RUN_FILE}") as out:
+        out.write((json.dumps(run, indent=1) + "\n").encode("utf-8"))
+    return run
+
+
+def read_run(folder: str | Path, verify: bool = True) -> dict:
+    """RUN_FILE of a local Ray output folder, checked: each file listed is there, of its size, and with verify
+    of its sha256; a file not listed is named too. InputError says what is wrong."""
+    folder = Path(folder)
+    path = folder / RUN_FILE
+    try:
+        run = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise InputError(f"{path} cannot be read ({e}); embed the folder again with --force") from None
+    files = run.get("files") if isinstance(run, dict) else None
+    fields_ok = isinstance(files, list) and all(
+        isinstance(f, dict)
+        and isinstance(f.get("name"), str)
+        and isinstance(f.get("rows"), int)
+        and isinstance(f.get("bytes"), int)
+        and isinstance(f.get("sha256"), str)
+        for f in files
+    )
+    if not fields_ok or run.get("format") != RUN_FORMAT or not isinstance(run.get("dim"), int):
+        raise InputError(f"{path} is not a {RUN_FORMAT} record (a field is missing or wrong); embed the folder again")
+    problems = []
+    for f in files:
+        part = folder / f["name"]
+        if not part.is_file() or part.stat().st_size != f["bytes"]:
+            problems.append(f"{f['name']} is missing or not the size the run recorded")
+        elif verify and file_sha256(part) != f["sha256"]:
+            problems.append(f"{f['name']}: sha256 differs from the run's (damaged or rewritten)")
+    listed = {f["name"] for f in files}
+    problems += [
+        f"{p.name} is not listed in {RUN_FILE}" for p in sorted(folder.glob("*.parquet")) if p.name not in listed
+    ]
+    if problems:
+        raise InputError(f"{folder}: {'; '.join(problems[:3])}; embed it again with --force")
+    return run
 
 
 @dataclass(frozen=True)
@@ -361,7 +462,8 @@ def embed_files(
     skip_bad_lines: bool = False,
 ) -> FilesEmbedded:
     """Embed a .txt, .jsonl, .csv, .tsv or .parquet file (local or s3://...) into Parquet files under
-    output_dir, columns id (string) and embedding (float32[384]).
+    output_dir, columns id (string), embedding (float32[384]) and text, then RUN_FILE beside them (the model,
+    each file's rows, size and sha256): what minilm.search reads to search the folder.
 
     address: the Ray cluster to join ("auto", "HEAD:6379", "ray://..."); None starts a local one.
     A driver already connected (ray.is_initialized()) is used as it is.
@@ -391,8 +493,10 @@ def embed_files(
         dtype=dtype,
         normalize=normalize,
         prompt=prompt,
+        keep_text=True,
     )
     embedded.write_parquet(output_dir)
+    write_run(output_dir, input_path, model, dtype, normalize, prompt)
     # write_parquet returns nothing; the Parquet footers hold the row counts, so this reads no vectors.
     rows = pyarrow.dataset.dataset(
         output_dir if _is_remote(output_dir) else os.path.abspath(output_dir), format="parquet"

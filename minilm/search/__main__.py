@@ -24,8 +24,8 @@ from tqdm.auto import tqdm
 
 from ..base.textio import RECORD_SUFFIXES, InputError
 from ..cli import ArgumentParser, positive_int, read_texts, run, shorten, text_option
-from ..corpus.reader import read_manifest
 from ..encoders.cross_encoder import CrossEncoder
+from .folders import open_folder
 from .index import INDEX_DTYPES, INDEX_KINDS, build_index
 from .searcher import DEFAULT_RESCORE_MULTIPLIER, Hit, Searcher
 
@@ -108,8 +108,8 @@ def parse_build_args(argv: list[str]) -> argparse.Namespace:
 
 
 def build(args: argparse.Namespace) -> int:
-    manifest = read_manifest(args.folder)
-    with tqdm(total=manifest.rows, desc="Indexing", unit="row", file=sys.stderr, disable=manifest.rows < 10_000) as bar:
+    rows = open_folder(args.folder, verify=False).rows
+    with tqdm(total=rows, desc="Indexing", unit="row", file=sys.stderr, disable=rows < 10_000) as bar:
         info = build_index(
             args.folder,
             kind=args.kind,
@@ -160,7 +160,7 @@ def search(args: argparse.Namespace) -> int:
     )
     for note in searcher.notes:
         print(f"note: {note}", file=sys.stderr)
-    if args.group == "documents" and searcher.manifest.identity.window is None:
+    if args.group == "documents" and searcher.source.window is None:
         raise InputError(
             f"--group documents ranks the windows of long texts: {args.folder} was embedded without --window"
         )

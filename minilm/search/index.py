@@ -16,7 +16,7 @@ system dependency, builds HNSW over f32, f16, i8 and packed bits, searches packe
 SIMD popcounts, and can search a saved graph as a memory-mapped view, so a query process does not load
 it whole. Exact search (no index) needs none of it.
 
-An index is never searched stale: Searcher compares index.json's shards with the manifest's, so a
+An index is never searched stale: Searcher compares index.json's parts with the folder's, so a
 folder resumed, grown or re-embedded since the build is refused with the command that rebuilds it.
 """
 
@@ -31,11 +31,10 @@ import numpy as np
 
 from ..base.textio import InputError, atomic_path
 from ..corpus.folder import sha256_bytes, write_bytes, write_json
-from ..corpus.manifest import Manifest
 from ..corpus.quantize import quantize
-from ..corpus.reader import verify_shards
 from ..weights import file_sha256
-from .vectors import stored_float_rows
+from .folders import VectorFolder, open_folder, require_complete
+from .vectors import as_unit_floats
 
 INDEX_JSON = "index.json"
 INDEX_FILES = {"hnsw": "index.usearch", "binary": "index.bits.npy"}
@@ -72,10 +71,6 @@ class IndexInfo:
         return info
 
 
-def covered(manifest: Manifest) -> list[dict]:
-    return [{"file": shard.file, "sha256": shard.sha256} for shard in manifest.shards]
-
-
 def import_usearch():
     try:
         import usearch.index
@@ -100,20 +95,17 @@ def build_index(
         raise InputError(f"--kind {kind!r}: choose one of {', '.join(INDEX_KINDS)}")
     if kind == "hnsw" and dtype not in INDEX_DTYPES:
         raise InputError(f"--dtype {dtype!r}: choose one of {', '.join(INDEX_DTYPES)}")
-    manifest = verify_shards(folder)
-    if not manifest.complete:
-        raise InputError(
-            f"{folder} holds an unfinished run; finish it (rerun the command that embedded it), then build"
-        )
+    source = open_folder(folder, verify=True)  # every part checked against its hash first
+    require_complete(source)
     if (folder / INDEX_JSON).exists() and not force:
         raise InputError(f"{folder / INDEX_JSON} exists; pass --force to build it again")
     usearch = import_usearch()
     graph = usearch.Index(
-        ndim=manifest.dim, metric="cos", dtype=dtype, connectivity=connectivity, expansion_add=expansion_add
+        ndim=source.dim, metric="cos", dtype=dtype, connectivity=connectivity, expansion_add=expansion_add
     )
     bits, start = [], 0
-    for shard in manifest.shards:
-        vectors = stored_float_rows(folder, manifest, shard)
+    for index in range(len(source.starts) - 1):
+        vectors = as_unit_floats(source.part(index), source.precision, source.dim, source.ranges)
         for offset in range(0, len(vectors), ADD_ROWS):
             part = vectors[offset : offset + ADD_ROWS]
             if kind == "hnsw":
@@ -133,13 +125,12 @@ def build_index(
         data = path.read_bytes()
     else:
         buffer = io.BytesIO()
-        np.save(buffer, np.concatenate(bits) if bits else np.zeros((0, -(-manifest.dim // 8)), np.uint8))
+        np.save(buffer, np.concatenate(bits) if bits else np.zeros((0, -(-source.dim // 8)), np.uint8))
         data = buffer.getvalue()
         write_bytes(path, data)
     settings = (dtype, connectivity, expansion_add) if kind == "hnsw" else ("b1", 0, 0)
-    info = IndexInfo(
-        FORMAT, kind, path.name, *settings, manifest.rows, len(data), sha256_bytes(data), covered(manifest)
-    )
+    size, digest = len(data), sha256_bytes(data)
+    info = IndexInfo(FORMAT, kind, path.name, *settings, source.rows, size, digest, source.cover())
     write_json(folder / INDEX_JSON, asdict(info))  # last: the index counts from here on
     return info
 
@@ -147,11 +138,11 @@ def build_index(
 class FolderIndex:
     """A built index, checked against the folder it sits in: the graph memory-mapped, or the bits in memory."""
 
-    def __init__(self, folder: Path, manifest: Manifest, verify: bool = True):
+    def __init__(self, folder: Path, source: VectorFolder, verify: bool = True):
         self.info = IndexInfo.read(folder / INDEX_JSON)
         path = folder / self.info.file
         fix = f"rebuild it: python -m minilm.search build {folder} --force (or search with --exact)"
-        if self.info.shards != covered(manifest) or self.info.rows != manifest.rows:
+        if self.info.shards != source.cover() or self.info.rows != source.rows:
             raise InputError(
                 f"{path} covers other shards than {folder} holds now "
                 f"(resumed, grown or re-embedded since it was built); {fix}"

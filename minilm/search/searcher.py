@@ -26,22 +26,18 @@ listed shard against its sha256. An unfinished folder is searched as far as it i
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, replace
-from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 
 from ..base.textio import InputError
-from ..corpus.folder import DamagedShards, shard_problem
-from ..corpus.manifest import Manifest, Shard
 from ..corpus.quantize import quantize
-from ..corpus.reader import read_manifest
 from ..corpus.shards import input_fingerprint
 from ..encoders.cross_encoder import CrossEncoder
 from ..encoders.sentence_encoder import SentenceEncoder
 from ..weights import KNOWN_CHECKPOINTS
+from .folders import VectorFolder, open_folder
 from .index import INDEX_JSON, FolderIndex
 from .topk import TopK
 from .vectors import as_unit_floats, normalized, unpacked_signs
@@ -75,57 +71,44 @@ class Searcher:
         exact: bool = False,
     ):
         self.folder = Path(folder)
-        self.manifest = read_manifest(self.folder)
-        self.notes: list[str] = []
+        self.source = open_folder(self.folder, verify)  # a shard folder, or a Ray Parquet folder
+        self.notes = list(self.source.notes)
         self.rescore_multiplier = rescore_multiplier
-        if not self.manifest.complete:
-            self.notes.append(f"{self.folder} is unfinished: searching the {self.manifest.rows} rows written so far")
-        if verify:
-            problems = [p for shard in self.manifest.shards if (p := shard_problem(self.folder, shard))]
-        else:  # sizes only: a missing or truncated file is still named, not a NumPy traceback
-            problems = [p for shard in self.manifest.shards if (p := size_problem(self.folder, shard))]
-        if problems:
-            raise DamagedShards(
-                f"{self.folder}: {'; '.join(problems)}; rerun the command that embedded it to embed those shards again"
-            )
         self._check_input()
-        if any(shard.texts is None for shard in self.manifest.shards):
-            self.notes.append(f"{self.folder} was written before texts were kept: its hits show ids, not texts")
-        # the pins are not needed: the checkpoint's files must hash as the manifest records (_check_encoder)
+        # the pins are not needed: the checkpoint's files must hash as the folder records (_check_encoder)
         self.encoder = encoder or SentenceEncoder.from_pretrained(
-            model or folder_model(self.manifest, self.folder),
+            model or folder_model(self.source),
             device=device,
-            dtype=self.manifest.identity.compute_dtype,
+            dtype=self.source.compute_dtype,
             verify=False,
         )
         self._check_encoder()
-        self.starts = np.cumsum([0] + [shard.rows for shard in self.manifest.shards])  # first row of each shard
-        # the index beside the shards, when there is one and exact search is not asked for
+        # the index beside the vectors, when there is one and exact search is not asked for
         has_index = (self.folder / INDEX_JSON).exists()
-        self.index = FolderIndex(self.folder, self.manifest, verify) if has_index and not exact else None
+        self.index = FolderIndex(self.folder, self.source, verify) if has_index and not exact else None
 
     # ------------------------------------------------------------------ checks
 
     def _check_input(self) -> None:
-        fingerprint = self.manifest.identity.input
-        path = Path(fingerprint["path"])
-        if path.is_file() and input_fingerprint(path) != fingerprint:
+        fingerprint = self.source.input or {}
+        path = Path(fingerprint["path"]) if "sha256" in fingerprint else None  # a local input file, fingerprinted
+        if path is not None and path.is_file() and input_fingerprint(path) != fingerprint:
             raise InputError(
                 f"{path} has changed since {self.folder} was embedded from it, so its rows are stale; "
                 f"embed it again (python -m minilm.embed --input {path} --output {self.folder}/ --force)"
             )
 
     def _check_encoder(self) -> None:
-        identity = self.manifest.identity
+        recorded = self.source.model_files
         own = self.encoder.checkpoint.file_hashes if self.encoder.checkpoint else {}
-        if identity.model_files and own != identity.model_files:
-            differing = sorted(n for n in {*own, *identity.model_files} if own.get(n) != identity.model_files.get(n))
+        if recorded and own != recorded:
+            differing = sorted(n for n in {*own, *recorded} if own.get(n) != recorded.get(n))
             raise InputError(
                 f"{self.folder} was embedded with another checkpoint ({', '.join(differing[:3])} differ"
                 f"{' from ' + str(self.encoder.folder) if self.encoder.folder else ''}); search it with its own model"
             )
-        if self.encoder.dim != identity.dim:
-            raise InputError(f"{self.folder} holds {identity.dim}-d vectors; this model gives {self.encoder.dim}-d")
+        if self.encoder.dim != self.source.dim:
+            raise InputError(f"{self.folder} holds {self.source.dim}-d vectors; this model gives {self.encoder.dim}-d")
 
     # ------------------------------------------------------------------ search
 
@@ -176,20 +159,20 @@ class Searcher:
         """One query's k best documents by their best window: ask for more windows until k documents show."""
         wide = k
         while True:
-            wide = min(wide * 4, self.manifest.rows)
+            wide = min(wide * 4, self.source.rows)
             hits, seen = [], set()
             for hit in self.search_vectors(query, wide)[0]:
                 if hit.id not in seen:
                     seen.add(hit.id)
                     hits.append(hit)
-            if len(hits) >= k or wide >= self.manifest.rows:
+            if len(hits) >= k or wide >= self.source.rows:
                 return [replace(hit, rank=rank) for rank, hit in enumerate(hits[:k], 1)]
 
     def search_vectors(self, queries: np.ndarray, k: int) -> list[list[Hit]]:
         """search, for (Q, C) float query vectors already encoded (unit length)."""
-        precision = self.manifest.precision
-        if self.index is not None:  # the graph picks candidates, their stored vectors rank them
-            wide = min(k * max(self.rescore_multiplier, 1), self.manifest.rows)
+        precision = self.source.precision
+        if self.index is not None:  # the index picks candidates, their stored vectors rank them
+            wide = min(k * max(self.rescore_multiplier, 1), self.source.rows)
             scores, rows = self._rescore(queries, self.index.candidates(queries, wide), k)
         elif precision in ("float32", "float16"):
             scores, rows = self._stream(queries, k, precision)
@@ -200,23 +183,16 @@ class Searcher:
                 scores, rows = self._rescore(queries, rows, k)
         return [self._hits(s, r) for s, r in zip(scores, rows)]
 
-    def _chunks(self):
-        """(first row, stored vectors) of every chunk of every shard, in order; the file is memory-mapped."""
-        for shard, start in zip(self.manifest.shards, self.starts):
-            stored = np.load(self.folder / shard.file, mmap_mode="r")
-            for offset in range(0, len(stored), CHUNK_ROWS):
-                yield int(start) + offset, stored[offset : offset + CHUNK_ROWS]
-
     def _stream(self, queries: np.ndarray, k: int, precision: str) -> tuple[np.ndarray, np.ndarray]:
         best = TopK(len(queries), k)
         first = self._first_pass_queries(queries, precision)
-        for start, chunk in self._chunks():
+        for start, chunk in self.source.chunks(CHUNK_ROWS):
             best.add(self._first_pass_scores(first, np.asarray(chunk), precision), start)
         return best.result()
 
     def _first_pass_queries(self, queries: np.ndarray, precision: str) -> np.ndarray:
         if precision in ("int8", "uint8"):
-            return quantize(queries, precision, self.manifest.ranges_array()).astype(np.float32)
+            return quantize(queries, precision, self.source.ranges).astype(np.float32)
         if precision in ("binary", "ubinary"):
             return quantize(queries, precision)
         return queries
@@ -227,7 +203,8 @@ class Searcher:
         if precision in ("int8", "uint8"):
             return first @ chunk.astype(np.float32).T  # the quantized query against the stored buckets
         # Hamming distance h as a similarity, 1 - 2h/C: the +-1 signs' dot product over C, one matrix product
-        return unpacked_signs(first, self.manifest.dim) @ unpacked_signs(chunk, self.manifest.dim).T / self.manifest.dim
+        dim = self.source.dim
+        return unpacked_signs(first, dim) @ unpacked_signs(chunk, dim).T / dim
 
     def _rescore(self, queries: np.ndarray, rows: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """The float queries against their candidates' stored vectors (dequantized, or their signs)."""
@@ -244,60 +221,27 @@ class Searcher:
         return scores, rows
 
     def _rescoring_vectors(self, rows: np.ndarray) -> np.ndarray:
-        return as_unit_floats(self.stored_rows(rows), self.manifest)
-
-    def stored_rows(self, rows: np.ndarray) -> np.ndarray:
-        """The stored vectors of these rows, read from the memory-mapped shards."""
-        shard_of = np.searchsorted(self.starts, rows, side="right") - 1
-        out = None
-        for index in np.unique(shard_of):
-            stored = np.load(self.folder / self.manifest.shards[index].file, mmap_mode="r")
-            mask = shard_of == index
-            part = np.asarray(stored[rows[mask] - self.starts[index]])
-            if out is None:
-                out = np.empty((len(rows), *part.shape[1:]), dtype=part.dtype)
-            out[mask] = part
-        return out
+        source = self.source
+        return as_unit_floats(source.stored(rows), source.precision, source.dim, source.ranges)
 
     # ------------------------------------------------------------------ hits
 
     def _hits(self, scores: np.ndarray, rows: np.ndarray) -> list[Hit]:
         hits = []
         for rank, (score, row) in enumerate(zip(scores, rows), 1):
-            index = int(np.searchsorted(self.starts, row, side="right") - 1)
-            ids, texts, spans = self._shard_rows(index)
-            at = int(row) - int(self.starts[index])
-            text, span = (None if texts is None else texts[at]), (None if spans is None else tuple(spans[at]))
-            hits.append(Hit(rank, float(score), ids[at], text, int(row), span))
+            id_, text, span = self.source.labels_of(int(row))
+            hits.append(Hit(rank, float(score), id_, text, int(row), span))
         return hits
 
-    @lru_cache(maxsize=64)  # noqa: B019  (one Searcher, a few shards' ids, texts and spans)
-    def _shard_rows(self, index: int) -> tuple[list[str], list[str] | None, list[list[int]] | None]:
-        shard = self.manifest.shards[index]
-        ids = json.loads((self.folder / shard.ids).read_bytes())
-        texts = json.loads((self.folder / shard.texts).read_bytes()) if shard.texts else None
-        spans = json.loads((self.folder / shard.spans).read_bytes()) if shard.spans else None
-        return ids, texts, spans
 
-
-def size_problem(folder: Path, shard: Shard) -> str | None:
-    """What is wrong with one shard's files, judged by their presence and the .npy's size alone."""
-    missing = [name for name in shard.files() if not (folder / name).is_file()]
-    if missing:
-        return f"{missing[0]} is missing"
-    if (size := (folder / shard.file).stat().st_size) != shard.bytes:
-        return f"{shard.file} is {size:,} bytes, expected {shard.bytes:,} (truncated or rewritten)"
-    return None
-
-
-def folder_model(manifest: Manifest, folder: Path) -> str:
-    """The checkpoint a folder was embedded with: the folder its manifest names while it is there, else the
-    known checkpoint with the weights hash it records."""
-    if manifest.model and Path(manifest.model).is_dir():
-        return manifest.model
+def folder_model(source: VectorFolder) -> str:
+    """The checkpoint a folder was embedded with: the folder it records while it is there, else the known
+    checkpoint with the weights hash it records."""
+    if source.model and Path(source.model).is_dir():
+        return source.model
     for known in KNOWN_CHECKPOINTS.values():
-        if known.pins["model.safetensors"].sha256 == manifest.identity.model_sha256:
+        if known.pins["model.safetensors"].sha256 == source.model_sha256:
             return known.name
-    if manifest.model:
-        return manifest.model  # gone: resolving it names the folder
-    raise InputError(f"{folder}'s manifest does not say which checkpoint embedded it; pass --model")
+    if source.model:
+        return source.model  # gone: resolving it names the folder
+    raise InputError(f"{source.folder} does not say which checkpoint embedded it; pass --model")

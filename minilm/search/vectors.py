@@ -3,24 +3,16 @@ rescores with, and what an index is built from."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 
-from ..corpus.manifest import Manifest, Shard
 from ..corpus.quantize import dequantize
 
 
-def as_unit_floats(stored: np.ndarray, manifest: Manifest) -> np.ndarray:
+def as_unit_floats(stored: np.ndarray, precision: str, dim: int, ranges: np.ndarray | None) -> np.ndarray:
     """Stored vectors as unit float32: floats normalized, int8 dequantized, binary as their signs over sqrt(C)."""
-    if manifest.precision in ("binary", "ubinary"):
-        return unpacked_signs(stored, manifest.dim) / np.sqrt(manifest.dim)
-    return normalized(dequantize(stored, manifest.precision, manifest.ranges_array()))
-
-
-def stored_float_rows(folder: Path, manifest: Manifest, shard: Shard) -> np.ndarray:
-    """A whole shard's rows as unit float32 (as_unit_floats): what an index is built from."""
-    return as_unit_floats(np.load(folder / shard.file), manifest)
+    if precision in ("binary", "ubinary"):
+        return unpacked_signs(stored, dim) / np.sqrt(dim)
+    return normalized(dequantize(np.asarray(stored), precision, ranges))
 
 
 def normalized(vectors: np.ndarray) -> np.ndarray:

@@ -89,6 +89,32 @@ def test_embed_files_txt_writes_line_numbered_parquet(tmp_path: Path, checkpoint
     assert (done.rows, done.skipped) == (table.num_rows, 0) == (300, 0)
     assert table["id"].to_pylist() == [str(i) for i in range(1, 301)]  # line numbers
     assert np.abs(vectors_of(table) - reference[:300]).max() <= 1e-6
+    assert table["text"].to_pylist() == sentences[:300]  # kept, for search to show
+
+
+def test_a_ray_folder_is_searched_as_a_shard_folder_is(tmp_path: Path, checkpoint_dir, encoder, sentences):
+    """minilm.search reads --engine ray's Parquet folder through its run record: the same hits, ids and texts
+    as the local engine's shard folder of the same file; a damaged or stray file is refused."""
+    from minilm.corpus import CorpusSettings, embed_corpus
+    from minilm.search import Searcher
+
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("".join(s + "\n" for s in sentences[:400]), encoding="utf-8")
+    embed_files(str(corpus), str(tmp_path / "ray"), model=str(checkpoint_dir), concurrency=1)
+    embed_corpus(encoder, corpus, tmp_path / "local", CorpusSettings(shard_rows=150), show_progress_bar=False)
+    queries = [sentences[7], "A man is playing a flute.", "Stocks fell."]
+    from_ray = Searcher(tmp_path / "ray", encoder=encoder).search(queries, k=5)
+    local = Searcher(tmp_path / "local", encoder=encoder).search(queries, k=5)
+    for r, l in zip(from_ray, local):
+        assert [(h.id, h.text, h.row) for h in r] == [(h.id, h.text, h.row) for h in l]
+        assert max(abs(a.score - b.score) for a, b in zip(r, l)) <= 1e-5
+    assert from_ray[0][0].id == "8" and from_ray[0][0].text == sentences[7]
+    run = json.loads((tmp_path / "ray" / "_minilm-run.json").read_text())
+    assert run["rows"] == 400 and run["dim"] == 384 and run["model_files"] == encoder.checkpoint.file_hashes
+    part = tmp_path / "ray" / run["files"][0]["name"]
+    part.write_bytes(part.read_bytes()[:-10])
+    with pytest.raises(InputError, match="is missing or not the size the run recorded"):
+        Searcher(tmp_path / "ray", encoder=encoder)
 
 
 def test_force_empties_only_parquet_files(tmp_path: Path):

@@ -70,9 +70,8 @@ def test_rescoring_that_covers_the_corpus_equals_brute_force_over_the_rescoring_
     searcher = Searcher(out, encoder=encoder, rescore_multiplier=2500)  # k x 2500 >= every row: nothing missed
     hits = searcher.search(QUERIES, k=10)
     _, stored = load_shards(out, dequantize_vectors=False)
-    manifest = searcher.manifest
     if precision == "int8":
-        rescoring = unit(dequantize(stored, "int8", manifest.ranges_array()))
+        rescoring = unit(dequantize(stored, "int8", searcher.source.ranges))
     else:
         rescoring = unpacked_signs(stored, 384) / np.sqrt(384)
     scores, rows = brute_force(queries, rescoring, 10)

@@ -21,6 +21,6 @@ def test_spans_cover_a_long_text_with_the_stated_overlap(encoder, stsb_sentences
         assert start in starts and end in ends  # on word-piece boundaries
         inside = [i for i, (s, e) in enumerate(offsets) if s >= start and e <= end]
         assert inside == list(range(first, last))  # exactly the window's pieces
-    for (first, last), (next_first, _) in zip(windows, windows[1:]):
+    for (_, last), (next_first, _) in zip(windows, windows[1:]):
         assert last - next_first == 128 - 96  # consecutive windows share 32 pieces
     assert spans_long[0][0] == 0 and spans_long[-1][1] == len(long_text.rstrip())

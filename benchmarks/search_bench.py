@@ -1,0 +1,311 @@
+"""Search benchmark: retrieval quality on real pairs against sentence-transformers, and search at scale.
+
+    .venv/bin/python benchmarks/search_bench.py quality              # STS-B pairs among distractors, ~5 min
+    .venv/bin/python benchmarks/search_bench.py scale DIR            # a finished shard folder (1M rows: ~1 h)
+
+quality: every STS-B dev and test pair scored >= 4.0 gives a query (its first sentence) and the one
+relevant document (its second). The corpus is every distinct second sentence of those pairs, plus
+distractors: the rest of STS-B, TREC's questions and SST-2's sentences. Each mode searches the same
+queries; MRR@10 and recall@1/@10 count the relevant document's rank. sentence-transformers runs in the
+same process on the same vectors: util.semantic_search on float32, and semantic_search_usearch with
+binary and int8 + rescoring. Speed is the ratio of lookup times in this run (the queries' encoding apart).
+No reranker's weights are available offline, and random ones cannot show quality, so there is no
+reranker row.
+
+scale: on a shard folder (benchmarks/corpus_scale.py's million lines, embedded with
+`python -m minilm.embed --dtype int8`), each mode runs in its own process (for its peak RSS): exact
+streaming float32, the binary index with float32 rescoring, HNSW f16; and sentence-transformers'
+util.semantic_search with the whole matrix in memory. It reports lookup p50/p99 for one query and for
+a batch of 100, end to end with encoding, peak RSS, size on disk, recall@10 against exact float32, and
+index build time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from corpora import DATA_DIR, require
+from speed import cpu_model, gemm_peak
+
+from minilm import SentenceEncoder
+from minilm.base.stsb import read_stsb
+from minilm.corpus import CorpusSettings, embed_corpus, load_shards
+from minilm.search import Searcher, semantic_search
+from minilm.search.index import build_index
+
+K = 10
+
+
+# ---------------------------------------------------------------------------- quality
+
+
+def pairs_and_corpus(data_dir: Path) -> tuple[list[str], list[int], list[str]]:
+    """(queries, the corpus row relevant to each, corpus): STS-B pairs >= 4.0 among real distractors."""
+    queries, relevant_texts, others = [], [], []
+    for split in ("dev", "test"):
+        scores, first, second = read_stsb(require(data_dir / "stsbenchmark" / f"sts-{split}.csv"))
+        for score, a, b in zip(scores, first, second):
+            if score >= 4.0 and a != b:
+                queries.append(a)
+                relevant_texts.append(b)
+            else:
+                others += [a, b]
+    for name in ("trec/train.txt", "trec/test.txt", "sst2/train.txt", "sst2/dev.txt", "sst2/test.txt"):
+        with open(require(data_dir / name), encoding="utf-8") as f:
+            others += [line.split(" ", 1)[1].strip() for line in f if " " in line]
+    queried = set(queries)
+    corpus = list(dict.fromkeys([*relevant_texts, *(t for t in others if t and t not in queried)]))
+    row = {text: i for i, text in enumerate(corpus)}
+    return queries, [row[t] for t in relevant_texts], corpus
+
+
+def rank_metrics(found: list[list[int]], relevant: list[int]) -> dict[str, float]:
+    ranks = [rows.index(r) + 1 if r in rows else None for rows, r in zip(found, relevant)]
+    return {
+        "mrr@10": float(np.mean([1 / r if r else 0.0 for r in ranks])),
+        "recall@1": float(np.mean([r == 1 for r in ranks])),
+        "recall@10": float(np.mean([r is not None for r in ranks])),
+    }
+
+
+def timed(call, repeats: int = 3):
+    best, result = float("inf"), None
+    for _ in range(repeats):
+        start = time.perf_counter()
+        result = call()
+        best = min(best, time.perf_counter() - start)
+    return result, best
+
+
+def quality(args: argparse.Namespace) -> dict:
+    queries, relevant, corpus = pairs_and_corpus(args.data_dir)
+    work = Path(tempfile.mkdtemp(prefix="search_bench_"))
+    encoder = SentenceEncoder.from_pretrained()
+    corpus_file = work / "corpus.txt"
+    corpus_file.write_text("".join(t.replace("\n", " ") + "\n" for t in corpus), encoding="utf-8")
+    folders = {}
+    for precision in ("float32", "int8", "binary"):
+        folders[precision] = work / precision
+        embed_corpus(encoder, corpus_file, folders[precision], CorpusSettings(precision=precision))
+    for kind in ("hnsw", "binary"):
+        folders[f"float32+{kind}"] = work / f"float32-{kind}"
+        shutil.copytree(folders["float32"], folders[f"float32+{kind}"])
+        build_index(folders[f"float32+{kind}"], kind=kind)
+    query_vectors = Searcher(folders["float32"], encoder=encoder).encode_queries(queries)
+
+    rows, times = [], {}
+
+    def ours(name: str, folder: Path, multiplier: int, exact: bool = False) -> None:
+        searcher = Searcher(folder, encoder=encoder, rescore_multiplier=multiplier, exact=exact)
+        hits, seconds = timed(lambda: searcher.search_vectors(query_vectors, K))
+        times[name] = seconds
+        rows.append({"engine": "minilm", "mode": name, **rank_metrics([[h.row for h in q] for q in hits], relevant)})
+
+    ours("float32, exact", folders["float32"], 0, exact=True)
+    ours("int8, no rescoring", folders["int8"], 0)
+    ours("int8, rescored (x10)", folders["int8"], 10)
+    ours("binary, no rescoring", folders["binary"], 0)
+    ours("binary, rescored (x10)", folders["binary"], 10)
+    ours("binary index + float32 rescoring (x10)", folders["float32+binary"], 10)
+    ours("HNSW f16 + float32 rescoring (x10)", folders["float32+hnsw"], 10)
+
+    from sentence_transformers import util
+    from sentence_transformers.util.quantization import quantize_embeddings, semantic_search_usearch
+
+    _, corpus_vectors = load_shards(folders["float32"])
+    tq, tc = torch.from_numpy(query_vectors), torch.from_numpy(corpus_vectors)
+    theirs, seconds = timed(lambda: util.semantic_search(tq, tc, top_k=K))
+    times["util.semantic_search, float32"] = seconds
+    rows.append(
+        {
+            "engine": "sentence-transformers",
+            "mode": "util.semantic_search, float32",
+            **rank_metrics([[h["corpus_id"] for h in q] for q in theirs], relevant),
+        }
+    )
+    calibration = corpus_vectors[:10_000]
+    ranges = np.stack([calibration.min(axis=0), calibration.max(axis=0)])
+    for precision, multiplier in (("ubinary", 10), ("int8", 10)):
+        stored = quantize_embeddings(corpus_vectors, precision=precision, ranges=ranges)
+
+        def st_search(index=None, p=precision, m=multiplier, stored=stored):
+            return semantic_search_usearch(
+                query_vectors,
+                corpus_embeddings=stored,
+                corpus_index=index,
+                corpus_precision=p,
+                top_k=K,
+                ranges=ranges,
+                rescore=True,
+                rescore_multiplier=m,
+                output_index=True,
+            )
+
+        _, _, index = st_search()  # the index once; then the searches alone are timed
+        (hits, _, _), seconds = timed(lambda st_search=st_search, index=index: st_search(index))
+        name = f"semantic_search_usearch, {precision} + rescoring (x{multiplier})"
+        times[name] = seconds
+        found = [[h["corpus_id"] for h in q] for q in hits]
+        rows.append({"engine": "sentence-transformers", "mode": name, **rank_metrics(found, relevant)})
+    same = semantic_search(query_vectors, corpus_vectors, top_k=K)
+    assert [[h["corpus_id"] for h in q] for q in same] == [[h["corpus_id"] for h in q] for q in theirs]
+    shutil.rmtree(work)
+    base = times["util.semantic_search, float32"]
+    for row in rows:  # lookup time of the whole query set, best of 3; speed as a ratio to util.semantic_search
+        row["lookup_s"] = times[row["mode"]]
+        row["speed_vs_st_float32"] = base / times[row["mode"]]
+    return {"queries": len(queries), "corpus": len(corpus), "rows": rows}
+
+
+# ---------------------------------------------------------------------------- scale
+
+SCALE_MODES = ("exact", "binary", "hnsw", "st")
+
+
+def scale_worker(folder: Path, mode: str, queries: list[str], truth_file: Path | None) -> dict:
+    """One mode in this process: latencies, recall against the exact rows in truth_file, and peak RSS."""
+    encoder = SentenceEncoder.from_pretrained(dtype="float32")
+    if mode == "st":
+        from sentence_transformers import util
+
+        start = time.perf_counter()
+        _, corpus = load_shards(folder)
+        corpus_t = torch.from_numpy(corpus)
+        load_s = time.perf_counter() - start
+
+        def lookup(vectors: np.ndarray) -> list[list[int]]:
+            return [
+                [h["corpus_id"] for h in q] for q in util.semantic_search(torch.from_numpy(vectors), corpus_t, top_k=K)
+            ]
+    else:
+        start = time.perf_counter()
+        searcher = Searcher(folder, encoder=encoder, exact=mode == "exact", verify=False)
+        load_s = time.perf_counter() - start
+
+        def lookup(vectors: np.ndarray) -> list[list[int]]:
+            return [[h.row for h in q] for q in searcher.search_vectors(vectors, K)]
+
+    vectors = encoder.encode(queries, show_progress_bar=False)
+    one, hundred, end_to_end = [], [], []
+    found: list[list[int]] = []
+    for i in range(min(len(queries), 50)):
+        start = time.perf_counter()
+        found += lookup(vectors[i : i + 1])
+        one.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        lookup(encoder.encode([queries[i]], show_progress_bar=False))
+        end_to_end.append(time.perf_counter() - start)
+    for i in range(0, min(len(queries), 300), 100):
+        start = time.perf_counter()
+        lookup(vectors[i : i + 100])
+        hundred.append(time.perf_counter() - start)
+    result = {
+        "mode": mode,
+        "load_s": load_s,
+        "one_p50_ms": 1000 * float(np.percentile(one, 50)),
+        "one_p99_ms": 1000 * float(np.percentile(one, 99)),
+        "end_to_end_p50_ms": 1000 * float(np.percentile(end_to_end, 50)),
+        "batch100_p50_ms": 1000 * float(np.percentile(hundred, 50)),
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "found": found,
+    }
+    if truth_file is not None:
+        truth = json.loads(truth_file.read_text())
+        result["recall@10"] = float(np.mean([len(set(f) & set(t)) / K for f, t in zip(found, truth)]))
+    return result
+
+
+def scale(args: argparse.Namespace) -> dict:
+    folder = Path(args.folder)
+    with open(require(args.data_dir / "stsbenchmark" / "sts-dev.csv"), encoding="utf-8"):
+        pass
+    _, first, _ = read_stsb(args.data_dir / "stsbenchmark" / "sts-dev.csv")
+    queries = list(dict.fromkeys(first))[:300]
+    work = Path(tempfile.mkdtemp(prefix="search_scale_"))
+    (work / "queries.json").write_text(json.dumps(queries))
+    results, sizes, builds = [], {}, {}
+    sizes["shards (float32)"] = sum(p.stat().st_size for p in folder.glob("part-*.npy"))
+    sizes["texts and ids"] = sum(p.stat().st_size for p in folder.glob("part-*.json"))
+    truth_file = work / "truth.json"
+    for mode in ("exact", "binary", "hnsw", "st"):
+        if mode in ("binary", "hnsw"):
+            start = time.perf_counter()
+            info = build_index(folder, kind=mode, force=True)
+            builds[mode] = time.perf_counter() - start
+            sizes[f"index ({mode})"] = info.bytes
+        elif mode == "exact":
+            for name in ("index.json", "index.usearch", "index.bits.npy"):
+                (folder / name).unlink(missing_ok=True)
+        out = work / f"{mode}.json"
+        subprocess.run(
+            [
+                sys.executable,
+                __file__,
+                "scale-worker",
+                str(folder),
+                mode,
+                str(work / "queries.json"),
+                str(truth_file) if mode != "exact" else "-",
+                str(out),
+            ],
+            check=True,
+        )
+        result = json.loads(out.read_text())
+        if mode == "exact":
+            truth_file.write_text(json.dumps(result["found"]))
+        result.pop("found")
+        results.append(result)
+    for name in ("index.json", "index.usearch", "index.bits.npy"):
+        (folder / name).unlink(missing_ok=True)
+    shutil.rmtree(work)
+    rows = sum(1 for _ in folder.glob("part-*.npy")) and json.loads((folder / "manifest.json").read_text())["rows"]
+    return {"rows": rows, "modes": results, "sizes_bytes": sizes, "build_s": builds}
+
+
+# ---------------------------------------------------------------------------- entry
+
+
+def machine() -> dict:
+    return {
+        "cpu": cpu_model(),
+        "threads": torch.get_num_threads(),
+        "gemm_peak_gflops": {"float32": round(gemm_peak(torch.float32)), "int8": round(gemm_peak(torch.int8))},
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["scale-worker"]:
+        folder, mode, queries, truth, out = argv[1:]
+        result = scale_worker(
+            Path(folder), mode, json.loads(Path(queries).read_text()), None if truth == "-" else Path(truth)
+        )
+        Path(out).write_text(json.dumps(result))
+        return 0
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("part", choices=("quality", "scale"))
+    parser.add_argument("folder", nargs="?", help="scale: the shard folder")
+    parser.add_argument("--data-dir", type=Path, default=DATA_DIR)
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    args = parser.parse_args(argv)
+    report = {"machine": machine(), args.part: quality(args) if args.part == "quality" else scale(args)}
+    print(json.dumps(report, indent=1))
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
