@@ -91,7 +91,8 @@ def timed(call, repeats: int = 3):
 
 def quality(args: argparse.Namespace) -> dict:
     queries, relevant, corpus = pairs_and_corpus(args.data_dir)
-    work = Path(tempfile.mkdtemp(prefix="search_bench_"))
+    work = args.work or Path(tempfile.mkdtemp(prefix="search_bench_"))  # --work: kept, and reused when run again
+    work.mkdir(parents=True, exist_ok=True)
     encoder = SentenceEncoder.from_pretrained()
     corpus_file = work / "corpus.txt"
     corpus_file.write_text("".join(t.replace("\n", " ") + "\n" for t in corpus), encoding="utf-8")
@@ -101,6 +102,7 @@ def quality(args: argparse.Namespace) -> dict:
         embed_corpus(encoder, corpus_file, folders[precision], CorpusSettings(precision=precision))
     for kind in ("hnsw", "binary"):
         folders[f"float32+{kind}"] = work / f"float32-{kind}"
+        shutil.rmtree(folders[f"float32+{kind}"], ignore_errors=True)
         shutil.copytree(folders["float32"], folders[f"float32+{kind}"])
         build_index(folders[f"float32+{kind}"], kind=kind)
     query_vectors = Searcher(folders["float32"], encoder=encoder).encode_queries(queries)
@@ -141,9 +143,9 @@ def quality(args: argparse.Namespace) -> dict:
         stored = quantize_embeddings(corpus_vectors, precision=precision, ranges=ranges)
 
         def st_search(index=None, p=precision, m=multiplier, stored=stored):
-            return semantic_search_usearch(
+            return semantic_search_usearch(  # the stored vectors build the index; then the index alone is given
                 query_vectors,
-                corpus_embeddings=stored,
+                corpus_embeddings=stored if index is None else None,
                 corpus_index=index,
                 corpus_precision=p,
                 top_k=K,
@@ -161,7 +163,8 @@ def quality(args: argparse.Namespace) -> dict:
         rows.append({"engine": "sentence-transformers", "mode": name, **rank_metrics(found, relevant)})
     same = semantic_search(query_vectors, corpus_vectors, top_k=K)
     assert [[h["corpus_id"] for h in q] for q in same] == [[h["corpus_id"] for h in q] for q in theirs]
-    shutil.rmtree(work)
+    if args.work is None:
+        shutil.rmtree(work)
     base = times["util.semantic_search, float32"]
     for row in rows:  # lookup time of the whole query set, best of 3; speed as a ratio to util.semantic_search
         row["lookup_s"] = times[row["mode"]]
@@ -299,6 +302,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("folder", nargs="?", help="scale: the shard folder")
     parser.add_argument("--data-dir", type=Path, default=DATA_DIR)
     parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument("--work", type=Path, help="quality: keep the folders here (a rerun reuses them)")
     args = parser.parse_args(argv)
     report = {"machine": machine(), args.part: quality(args) if args.part == "quality" else scale(args)}
     print(json.dumps(report, indent=1))

@@ -235,12 +235,15 @@ def wants_shards(args: argparse.Namespace) -> bool:
 
 
 def embed_to_shards(args: argparse.Namespace) -> int:
+    from .corpus.folder import spool_stdin
     from .corpus.shards import CorpusSettings, embed_corpus
 
-    if not args.input or args.input == "-" or args.texts:
-        raise InputError("shard output streams a file: give it with --input FILE (not texts or stdin)")
+    if not args.input or args.texts:
+        raise InputError("shard output streams a file: give it with --input FILE (or --input - for stdin), not texts")
     if not args.output:
         raise InputError("--format shards needs --output DIR/")
+    if args.input == "-":  # kept in the folder, so that the run can resume and search can show its texts
+        args.input = str(spool_stdin(Path(args.output), sys.stdin.buffer))
     if args.id_field and Path(args.input).suffix.lower() not in RECORD_SUFFIXES:
         raise InputError(
             f"--id-field names a field of {', '.join(RECORD_SUFFIXES)} input; "

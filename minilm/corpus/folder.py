@@ -8,16 +8,14 @@ import hashlib
 import json
 import os
 import socket
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
-from ..base.textio import (
-    InputError,
-    atomic_output,
-)
+from ..base.textio import InputError, atomic_output
 from ..weights import file_sha256
 from .manifest import MANIFEST, Manifest, RunIdentity, Shard
 
@@ -27,7 +25,8 @@ except ImportError:  # Windows: no flock, so no run lock
     fcntl = None
 
 LOCK_FILE = ".minilm.lock"
-TEMPORARY_FILES = (".part-*.tmp", f".{MANIFEST}.*.tmp")  # what atomic_output leaves when a run is killed mid-write
+# what atomic writes leave when a run is killed mid-write
+TEMPORARY_FILES = (".part-*.tmp", f".{MANIFEST}.*.tmp", ".stdin-*.tmp")
 
 
 class DamagedShards(InputError):
@@ -36,6 +35,39 @@ class DamagedShards(InputError):
 
 def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+def spool_stdin(out_dir: Path, stream: BinaryIO) -> Path:
+    """Keep standard input in out_dir as stdin-<sha256 prefix>.txt and return its path, so that a shard folder
+    of piped texts has a file to read from, to resume from and to show texts from.
+
+    Named by its content: the same input piped again is the same file (and its run resumes); other input
+    is another file, which the run identity then refuses unless --force. Written atomically.
+    """
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise InputError(
+            f"cannot create --output folder {out_dir} ({e.strerror or e}); choose another --output"
+        ) from None
+    if not is_shard_folder(out_dir):
+        raise InputError(f"{out_dir} exists and is not a minilm shard folder; choose an empty or new --output folder")
+    digest = hashlib.sha256()
+    fd, tmp = tempfile.mkstemp(prefix=".stdin-", suffix=".tmp", dir=out_dir)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            while block := stream.read(1 << 20):
+                digest.update(block)
+                f.write(block)
+        path = out_dir / f"stdin-{digest.hexdigest()[:16]}.txt"
+        if not path.is_file():  # piped before: that file stays (its run's identity names it)
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, path)
+    except OSError as e:
+        raise InputError(f"cannot keep standard input in {out_dir}: {e.strerror or e}") from None
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    return path
 
 
 def write_bytes(path: Path, data: bytes) -> None:
@@ -53,9 +85,14 @@ def write_json(path: Path, data: Any) -> None:
     write_bytes(path, (json.dumps(data, indent=1) + "\n").encode("utf-8"))
 
 
+STDIN_SPOOL = "stdin-*.txt"  # standard input kept in the folder (spool_stdin), named by its content's hash
+
+
 def is_shard_folder(out_dir: Path) -> bool:
-    """Whether a folder is empty or one of ours: our lock file (left even by a run killed early), or our manifest."""
-    if not any(out_dir.iterdir()) or (out_dir / LOCK_FILE).is_file():
+    """Whether a folder is empty or one of ours: our lock file (left even by a run killed early), our manifest,
+    or only the standard input a run kept there."""
+    entries = list(out_dir.iterdir())
+    if all(entry.match(STDIN_SPOOL) for entry in entries) or (out_dir / LOCK_FILE).is_file():
         return True
     try:
         manifest = json.loads((out_dir / MANIFEST).read_text(encoding="utf-8"))

@@ -193,3 +193,31 @@ def test_rerank_orders_the_hits_as_the_cross_encoder_ranks_their_texts(
         )
     status, stdout, _ = run_cli(capsys, str(out), QUERIES[0], "-k", "8", "--rerank", str(model), "--format", "jsonl")
     assert status == 0 and [json.loads(line)["id"] for line in stdout.splitlines()] == [h.id for h in reranked[0]]
+
+
+def test_piped_texts_are_kept_in_the_folder_and_searched_with_their_texts(tmp_path, tiny_checkpoint, capsys):
+    """--input - with a folder: stdin is kept as DIR/stdin-<hash>.txt, so the run resumes and hits show texts."""
+    from conftest import run_module
+
+    texts = ["The cat sat on the mat.", "Stocks fell sharply today.", "A guitar solo ended the show."]
+    piped = "".join(t + "\n" for t in texts).encode()
+    args = (
+        "minilm.embed",
+        "--model",
+        str(tiny_checkpoint),
+        "--no-verify",
+        "--input",
+        "-",
+        "--output",
+        f"{tmp_path}/out/",
+    )
+    first = run_module(*args, stdin=piped)
+    assert first.returncode == 0, first.stderr.decode()
+    [kept] = (tmp_path / "out").glob("stdin-*.txt")
+    assert kept.read_bytes() == piped and not list((tmp_path / "out").glob(".stdin-*"))
+    status, stdout, _ = run_cli(capsys, str(tmp_path / "out"), texts[1], "-k", "1", "--format", "jsonl")
+    assert status == 0 and json.loads(stdout)["text"] == texts[1] and json.loads(stdout)["id"] == "2"
+    assert run_module(*args, stdin=piped).returncode == 0  # the same texts again: the finished run, resumed
+    other = run_module(*args, stdin=b"something else\n")
+    assert other.returncode == 2 and "holds a run with a different input" in other.stderr.decode()
+    assert run_module(*args, "--force", stdin=b"something else\n").returncode == 0
