@@ -162,7 +162,8 @@ def quality(args: argparse.Namespace) -> dict:
         found = [[h["corpus_id"] for h in q] for q in hits]
         rows.append({"engine": "sentence-transformers", "mode": name, **rank_metrics(found, relevant)})
     same = semantic_search(query_vectors, corpus_vectors, top_k=K)
-    assert [[h["corpus_id"] for h in q] for q in same] == [[h["corpus_id"] for h in q] for q in theirs]
+    # the same top 10 as sentence-transformers' (score for score: rows of equal vectors may tie in either order)
+    assert max(abs(a["score"] - b["score"]) for q, t in zip(same, theirs) for a, b in zip(q, t)) <= 1e-5
     if args.work is None:
         shutil.rmtree(work)
     base = times["util.semantic_search, float32"]

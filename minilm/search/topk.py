@@ -40,15 +40,26 @@ class TopK:
         self.scores, self.rows = np.take_along_axis(scores, keep, 1), np.take_along_axis(rows, keep, 1)
 
     def _best(self, scores: np.ndarray, rows: np.ndarray) -> np.ndarray:
-        """Each query's columns of its k best, best first, ties to the lower row."""
-        if scores.shape[1] > self.k:
-            # the k-th largest score of each query; every column at or above it is a candidate (ties included)
-            kth = -np.partition(-scores, self.k - 1, axis=1)[:, self.k - 1 : self.k]
-            candidates = [np.flatnonzero(row >= t) for row, t in zip(scores, kth[:, 0])]
+        """Each query's columns of its k best, best first, ties to the lower row.
+
+        torch.topk finds k candidates per query in one call; they are the k best exactly unless more than k
+        columns reach the k-th score (a tie across the cut), and only such a query is done again column by
+        column. Sorting k candidates by (score descending, row ascending) is one vectorized lexsort.
+        """
+        n = scores.shape[1]
+        if n > self.k:
+            part = torch.topk(torch.from_numpy(np.ascontiguousarray(scores)), self.k, dim=1, sorted=False)
+            columns = part.indices.numpy()
+            kth = part.values.numpy().min(axis=1, keepdims=True)
+            tied = np.flatnonzero((scores >= kth).sum(axis=1) > self.k)
         else:
-            candidates = [np.arange(scores.shape[1])] * len(scores)
-        picked = [c[np.lexsort((rows[q, c], -scores[q, c]))[: self.k]] for q, c in enumerate(candidates)]
-        return np.array(picked, dtype=np.int64).reshape(len(scores), -1)
+            columns, tied = np.broadcast_to(np.arange(n), scores.shape), np.empty(0, dtype=np.int64)
+        order = np.lexsort((np.take_along_axis(rows, columns, 1), -np.take_along_axis(scores, columns, 1)), axis=-1)
+        picked = np.array(np.take_along_axis(columns, order, 1), dtype=np.int64)
+        for q in tied:  # every column at or above the k-th score, then the same order
+            candidates = np.flatnonzero(scores[q] >= kth[q, 0])
+            picked[q] = candidates[np.lexsort((rows[q, candidates], -scores[q, candidates]))[: self.k]]
+        return picked
 
     def result(self) -> tuple[np.ndarray, np.ndarray]:
         """(scores, rows), each (Q, min(k, rows added)), best first."""
