@@ -47,6 +47,7 @@ def unit(vectors: np.ndarray) -> np.ndarray:
     return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
 
 
+@pytest.mark.slow  # real weights on 2,500 sentences in three folders (about 20 s), or subprocesses
 def test_exact_search_equals_brute_force_numpy(folders, encoder, monkeypatch):
     monkeypatch.setattr("minilm.search.searcher.CHUNK_ROWS", 300)  # chunks that cut across the 700-row shards
     out, texts = folders["float32"]
@@ -63,6 +64,7 @@ def test_exact_search_equals_brute_force_numpy(folders, encoder, monkeypatch):
     assert hits[0][0].text == "A man is playing a guitar." and searcher.notes == []
 
 
+@pytest.mark.slow  # real weights on 2,500 sentences in three folders (about 20 s), or subprocesses
 @pytest.mark.parametrize("precision", ["int8", "binary"])
 def test_rescoring_that_covers_the_corpus_equals_brute_force_over_the_rescoring_vectors(folders, encoder, precision):
     out, _ = folders[precision]
@@ -90,6 +92,7 @@ def run_cli(capsys, *args: str) -> tuple[int, str, str]:
     return status, captured.out, captured.err
 
 
+@pytest.mark.slow  # real weights on 2,500 sentences in three folders (about 20 s), or subprocesses
 def test_the_command_prints_jsonl_hits_and_a_table(folders, capsys):
     out, texts = folders["float32"]
     status, stdout, _ = run_cli(capsys, str(out), QUERIES[0], "-k", "3", "--format", "jsonl")
@@ -128,6 +131,7 @@ def one_error(capsys, *args: str) -> str:
     return lines[0]
 
 
+@pytest.mark.slow  # real weights on 2,500 sentences in three folders (about 20 s), or subprocesses
 def test_refusals_are_one_line(tmp_path, folders, tiny_checkpoint, capsys):
     out, _ = folders["float32"]
     (tmp_path / "plain").mkdir()
@@ -171,6 +175,7 @@ def test_a_changed_input_and_an_old_or_unfinished_folder(tmp_path, tiny_encoder,
     assert f"{corpus} has changed since" in message and "--force" in message
 
 
+@pytest.mark.slow  # real weights on 2,500 sentences in three folders (about 20 s), or subprocesses
 def test_rerank_orders_the_hits_as_the_cross_encoder_ranks_their_texts(
     folders, encoder, checkpoint_dir, tmp_path, capsys
 ):
@@ -195,6 +200,7 @@ def test_rerank_orders_the_hits_as_the_cross_encoder_ranks_their_texts(
     assert status == 0 and [json.loads(line)["id"] for line in stdout.splitlines()] == [h.id for h in reranked[0]]
 
 
+@pytest.mark.slow  # real weights on 2,500 sentences in three folders (about 20 s), or subprocesses
 def test_piped_texts_are_kept_in_the_folder_and_searched_with_their_texts(tmp_path, tiny_checkpoint, capsys):
     """--input - with a folder: stdin is kept as DIR/stdin-<hash>.txt, so the run resumes and hits show texts."""
     from conftest import run_module

@@ -16,6 +16,7 @@ from tests.test_cross_encoder import LAYOUTS, write_cross_encoder
 from conftest import write_lines
 
 QUERIES = ["A man is playing a guitar.", "The stock market fell today."]
+pytestmark = pytest.mark.slow  # a server of its own
 
 
 @pytest.fixture(scope="module")
