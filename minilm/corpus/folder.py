@@ -37,6 +37,20 @@ def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def make_shard_folder(out_dir: Path) -> None:
+    """`out_dir` as an --output shard folder: created if missing; a file, or a folder that is not ours, refused."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise InputError(f"--output {out_dir} is a file; give a folder for the shards")
+    if out_dir.is_dir() and not is_shard_folder(out_dir):
+        raise InputError(f"{out_dir} exists and is not a minilm shard folder; choose an empty or new --output folder")
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise InputError(
+            f"cannot create --output folder {out_dir} ({e.strerror or e}); choose another --output"
+        ) from None
+
+
 def spool_stdin(out_dir: Path, stream: BinaryIO) -> Path:
     """Keep standard input in out_dir as stdin-<sha256 prefix>.txt and return its path, so that a shard folder
     of piped texts has a file to read from, to resume from and to show texts from.
@@ -44,14 +58,7 @@ def spool_stdin(out_dir: Path, stream: BinaryIO) -> Path:
     Named by its content: the same input piped again is the same file (and its run resumes); other input
     is another file, which the run identity then refuses unless --force. Written atomically.
     """
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise InputError(
-            f"cannot create --output folder {out_dir} ({e.strerror or e}); choose another --output"
-        ) from None
-    if not is_shard_folder(out_dir):
-        raise InputError(f"{out_dir} exists and is not a minilm shard folder; choose an empty or new --output folder")
+    make_shard_folder(out_dir)
     digest = hashlib.sha256()
     fd, tmp = tempfile.mkstemp(prefix=".stdin-", suffix=".tmp", dir=out_dir)
     try:

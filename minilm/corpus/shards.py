@@ -72,7 +72,7 @@ from ..encoders.sentence_encoder import NonFiniteOutput, SentenceEncoder, show_b
 from ..text.windows import text_windows
 from ..weights import file_sha256
 from ..weights.int8_scales import smoothing_sha256
-from .folder import is_shard_folder, prepare_output, run_lock, sha256_bytes, shard_problem, write_bytes, write_json
+from .folder import make_shard_folder, prepare_output, run_lock, sha256_bytes, shard_problem, write_bytes, write_json
 from .manifest import FORMAT, MANIFEST, Counted, Manifest, RunIdentity, Shard, shard_name
 from .quantize import STORED_DTYPE, STORED_PRECISIONS, StoredPrecision, calibration_ranges, quantize
 
@@ -244,16 +244,7 @@ def embed_corpus(
     check_windows(encoder, settings)
     if settings.precision not in STORED_PRECISIONS:
         raise InputError(f"unknown precision {settings.precision!r}; choose one of {', '.join(STORED_PRECISIONS)}")
-    if out_dir.exists() and not out_dir.is_dir():
-        raise InputError(f"--output {out_dir} is a file; give a folder for the shards")
-    if out_dir.is_dir() and not is_shard_folder(out_dir):
-        raise InputError(f"{out_dir} exists and is not a minilm shard folder; choose an empty or new --output folder")
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise InputError(
-            f"cannot create --output folder {out_dir} ({e.strerror or e}); choose another --output"
-        ) from None
+    make_shard_folder(out_dir)
     identity = run_identity(encoder, path, settings)
     with run_lock(out_dir):
         manifest = prepare_output(out_dir, identity, force)
