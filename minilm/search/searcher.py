@@ -1,11 +1,11 @@
-"""Search a shard folder (`python -m minilm.embed --output DIR/`): each query's nearest rows, with their
-ids and texts.
+"""Search a folder of vectors (`python -m minilm.embed --output DIR/`, or its `--engine ray` Parquet
+folder; search/folders.py reads both): each query's nearest rows, with their ids, texts and spans.
 
     searcher = Searcher("vectors/")                       # the folder's own model, prompt and settings
     for hit in searcher.search(["how do I reset my password?"], k=5)[0]:
         print(hit.rank, f"{hit.score:.3f}", hit.id, hit.text)
 
-The query is encoded as the folder's rows were: the checkpoint the manifest names (or, for a folder that
+The query is encoded as the folder's rows were: the checkpoint the folder names (or, for a folder that
 names none, the known checkpoint whose weights hash it records), in the compute dtype it records, with
 the checkpoint's query prompt where it has one (sentence-transformers' `encode_query`), normalized as
 the rows are. A checkpoint given by hand must hash the same, and have the same dimension.
@@ -18,9 +18,11 @@ Scoring, by the folder's stored precision (minilm.corpus.quantize); every score 
     binary, ubinary    Hamming distance picks the candidates; the float query rescores them against the
                        signs they keep (+1 / -1 per dimension), the ranking of sentence-transformers' recipe
 With rescore_multiplier=0 the first pass's scores are the answer (Hamming similarity for binary).
+An index beside the folder (minilm.search.index: HNSW, or the rows' bits) picks the candidates instead,
+and they are rescored the same way; exact=True ignores it.
 
 A folder is read as `load_shards` reads it: the manifest checked field by field and, with verify, each
-listed shard against its sha256. An unfinished folder is searched as far as it is written, and says so
+listed part against its sha256. An unfinished folder is searched as far as it is written, and says so
 (`notes`). A folder whose input file has changed since is refused: its rows are stale.
 """
 
