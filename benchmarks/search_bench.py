@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/search_bench.py quality              # STS-B pairs among distractors, ~5 min
     .venv/bin/python benchmarks/search_bench.py scale DIR            # a finished shard folder (1M rows: ~1 h)
+    .venv/bin/python benchmarks/search_bench.py scale --work W       # embeds the 1M-line corpus into W first
 
 quality: every STS-B dev and test pair scored >= 4.0 gives a query (its first sentence) and the one
 relevant document (its second). The corpus is every distinct second sentence of those pairs, plus
@@ -231,8 +232,40 @@ def scale_worker(folder: Path, mode: str, queries: list[str], truth_file: Path |
     return result
 
 
+def scale_folder(args: argparse.Namespace) -> Path:
+    """The folder to measure: DIR as given, or --lines lines of benchmarks/corpus_scale.py's corpus embedded
+    with --dtype int8 into --work (resumable: a rerun continues the embedding where it stopped)."""
+    if args.folder:
+        return Path(args.folder)
+    from corpus_scale import write_corpus
+
+    work = args.work or Path(tempfile.gettempdir()) / "search_scale_work"
+    work.mkdir(parents=True, exist_ok=True)
+    corpus = work / f"corpus{args.lines}.txt"
+    if not corpus.is_file():
+        write_corpus(corpus, args.lines)
+    folder = work / f"vectors{args.lines}"
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "minilm.embed",
+            "--input",
+            str(corpus),
+            "--output",
+            f"{folder}/",
+            "--dtype",
+            "int8",
+            "--shard-size",
+            "50000",
+        ],
+        check=True,
+    )
+    return folder
+
+
 def scale(args: argparse.Namespace) -> dict:
-    folder = Path(args.folder)
+    folder = scale_folder(args)
     with open(require(args.data_dir / "stsbenchmark" / "sts-dev.csv"), encoding="utf-8"):
         pass
     _, first, _ = read_stsb(args.data_dir / "stsbenchmark" / "sts-dev.csv")
@@ -300,7 +333,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("part", choices=("quality", "scale"))
-    parser.add_argument("folder", nargs="?", help="scale: the shard folder")
+    parser.add_argument("folder", nargs="?", help="scale: the shard folder (default: --lines lines embedded here)")
+    parser.add_argument("--lines", type=int, default=1_000_000, help="scale without DIR: lines of the corpus")
     parser.add_argument("--data-dir", type=Path, default=DATA_DIR)
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument("--work", type=Path, help="quality: keep the folders here (a rerun reuses them)")

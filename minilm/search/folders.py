@@ -43,6 +43,7 @@ class VectorFolder:
     starts: np.ndarray  # the first row of each part, and the row count last
     ranges: np.ndarray | None = None  # int8/uint8: the per-dimension calibration ranges
     window: int | None = None  # --window, for a folder of windows
+    normalized: bool = False  # rows stored at unit length (float32/float16 then need no normalizing to score)
     notes: list[str] = field(default_factory=list)  # what a user should know: unfinished, no texts
 
     @property
@@ -104,6 +105,7 @@ class ShardFolder(VectorFolder):
             np.cumsum([0] + [shard.rows for shard in manifest.shards]),
             manifest.ranges_array(),
             identity.window,
+            bool(identity.normalized),
         )
         self.manifest = manifest
         check = shard_problem if verify else size_problem  # sizes only: still names a missing or cut file
@@ -147,6 +149,7 @@ class ParquetFolder(VectorFolder):
             run.get("input"),
             True,
             np.cumsum([0] + [part["rows"] for part in run["files"]]),
+            normalized=bool(run.get("normalized")),
         )
         self.files = run["files"]
 

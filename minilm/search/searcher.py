@@ -189,7 +189,7 @@ class Searcher:
         best = TopK(len(queries), k)
         first = self._first_pass_queries(queries, precision)
         for start, chunk in self.source.chunks(CHUNK_ROWS):
-            best.add(self._first_pass_scores(first, np.asarray(chunk), precision), start)
+            best.add(self._first_pass_scores(first, chunk, precision), start)
         return best.result()
 
     def _first_pass_queries(self, queries: np.ndarray, precision: str) -> np.ndarray:
@@ -200,6 +200,8 @@ class Searcher:
         return queries
 
     def _first_pass_scores(self, first: np.ndarray, chunk: np.ndarray, precision: str) -> np.ndarray:
+        if precision == "float32" and self.source.normalized:  # unit rows: the memory-mapped chunk as it is
+            return first @ chunk.T
         if precision in ("float32", "float16"):
             return first @ normalized(chunk.astype(np.float32)).T
         if precision in ("int8", "uint8"):
