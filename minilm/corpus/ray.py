@@ -50,7 +50,6 @@ from __future__ import annotations
 
 import io
 import itertools
-import json
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -58,7 +57,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
 from ..base.textio import INPUT_SUFFIXES, InputError, read_records, require_input_file
-from ..weights import file_sha256
+from .ray_run import RUN_FILE, is_remote, output_filesystem, write_run
 from .shards import SKIPPED_EXAMPLES, Examples, good_records
 
 if TYPE_CHECKING:  # ray is optional: `import minilm.corpus.ray` must work without it
@@ -66,8 +65,6 @@ if TYPE_CHECKING:  # ray is optional: `import minilm.corpus.ray` must work witho
     import ray.data
 
 INSTALL_HINT = "Ray is not installed; install it with: pip install 'minilm[ray]'"
-RUN_FILE = "_minilm-run.json"  # beside the Parquet files (Parquet readers skip names that start with _): the run
-RUN_FORMAT = "minilm-ray/1"
 ROW_NUMBER_COLUMN = "__minilm_row_number"  # a name no user column should have
 BLOCK_ROWS = 4096  # records the driver reads before it puts them into the object store as one block
 REMOTE_READ_BUFFER = 1 << 20  # bytes read at a time from a remote file
@@ -221,10 +218,6 @@ def embed_dataset(
 # ---------------------------------------------------------------------- files in, Parquet out
 
 
-def _is_remote(path: str) -> bool:
-    return "://" in path
-
-
 def check_input(input_path: str, id_field: str | None) -> str:
     """The input's extension, once it is known to be readable; checked before any cluster starts."""
     suffix = Path(input_path.rstrip("/")).suffix.lower()
@@ -232,7 +225,7 @@ def check_input(input_path: str, id_field: str | None) -> str:
         raise InputError(
             f"{input_path}: unknown extension {suffix or '(none)'!r}; use one of {', '.join(INPUT_SUFFIXES)}"
         )
-    if not _is_remote(input_path):
+    if not is_remote(input_path):
         require_input_file(input_path)
     if suffix == ".txt" and id_field is not None:
         raise InputError(
@@ -292,7 +285,7 @@ def read_dataset(
     import pyarrow as pa
 
     suffix = Path(input_path.rstrip("/")).suffix.lower()
-    if _is_remote(input_path):
+    if is_remote(input_path):
         records = read_records(input_path, text_field, id_field, opener=remote_opener(input_path, suffix))
     else:
         records = read_records(Path(input_path), text_field, id_field)
@@ -316,11 +309,7 @@ def check_output_dir(output_dir: str, force: bool) -> None:
     """
     from pyarrow import fs
 
-    filesystem, root = (
-        fs.FileSystem.from_uri(output_dir)
-        if _is_remote(output_dir)
-        else (fs.LocalFileSystem(), os.path.abspath(output_dir))
-    )
+    filesystem, root = output_filesystem(output_dir)
     info = filesystem.get_file_info(root)
     if info.type == fs.FileType.File:
         raise InputError(f"--output {output_dir} is a file; give a folder for the Parquet files")
@@ -344,93 +333,6 @@ def check_output_dir(output_dir: str, force: bool) -> None:
         )
     for entry in entries:
         filesystem.delete_file(entry.path)
-
-
-def _filesystem(folder: str):
-    from pyarrow import fs
-
-    return fs.FileSystem.from_uri(folder) if _is_remote(folder) else (fs.LocalFileSystem(), os.path.abspath(folder))
-
-
-def write_run(
-    output_dir: str, input_path: str, model: str | None, dtype: str, normalize: bool | None, prompt: str | None
-) -> dict:
-    """Write RUN_FILE beside the Parquet files, last: what embedded them (the checkpoint's file hashes, its
-    settings) and each file with its rows, size and sha256, in row order. Search reads it to encode a query
-    as the rows were, and to know the files it searches are the ones written."""
-    import hashlib
-
-    import pyarrow.parquet as pq
-    from pyarrow import fs
-
-    from ..encoders.sentence_encoder import SentenceEncoder
-    from .shards import input_fingerprint
-
-    encoder = SentenceEncoder.from_pretrained(model, dtype=dtype)  # as the actors loaded it
-    filesystem, root = _filesystem(output_dir)
-    entries = filesystem.get_file_info(fs.FileSelector(root))
-    files = []
-    for entry in sorted((e for e in entries if e.base_name.endswith(".parquet")), key=lambda e: e.base_name):
-        digest = hashlib.sha256()
-        with filesystem.open_input_stream(entry.path) as stream:
-            while block := stream.read(1 << 20):
-                digest.update(block)
-        with filesystem.open_input_file(entry.path) as f:
-            rows = pq.ParquetFile(f).metadata.num_rows
-        files.append({"name": entry.base_name, "rows": rows, "bytes": entry.size, "sha256": digest.hexdigest()})
-    local = not _is_remote(input_path)
-    run = {
-        "format": RUN_FORMAT,
-        "model": str(encoder.folder) if encoder.folder else None,
-        "model_files": encoder.checkpoint.file_hashes if encoder.checkpoint else None,
-        "model_sha256": encoder.checkpoint.sha256 if encoder.checkpoint else None,
-        "dim": encoder.dim,
-        "compute_dtype": encoder.dtype,
-        "normalized": encoder.config.normalize if normalize is None else normalize,
-        "prompt": encoder.resolve_prompt(prompt=prompt) or None,
-        "input": input_fingerprint(Path(input_path)) if local else {"path": input_path},
-        "rows": sum(f["rows"] for f in files),
-        "files": files,
-    }
-    with filesystem.open_output_stream(f"{root}/{RUN_FILE}") as out:
-        out.write((json.dumps(run, indent=1) + "\n").encode("utf-8"))
-    return run
-
-
-def read_run(folder: str | Path, verify: bool = True) -> dict:
-    """RUN_FILE of a local Ray output folder, checked: each file listed is there, of its size, and with verify
-    of its sha256; a file not listed is named too. InputError says what is wrong."""
-    folder = Path(folder)
-    path = folder / RUN_FILE
-    try:
-        run = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as e:
-        raise InputError(f"{path} cannot be read ({e}); embed the folder again with --force") from None
-    files = run.get("files") if isinstance(run, dict) else None
-    fields_ok = isinstance(files, list) and all(
-        isinstance(f, dict)
-        and isinstance(f.get("name"), str)
-        and isinstance(f.get("rows"), int)
-        and isinstance(f.get("bytes"), int)
-        and isinstance(f.get("sha256"), str)
-        for f in files
-    )
-    if not fields_ok or run.get("format") != RUN_FORMAT or not isinstance(run.get("dim"), int):
-        raise InputError(f"{path} is not a {RUN_FORMAT} record (a field is missing or wrong); embed the folder again")
-    problems = []
-    for f in files:
-        part = folder / f["name"]
-        if not part.is_file() or part.stat().st_size != f["bytes"]:
-            problems.append(f"{f['name']} is missing or not the size the run recorded")
-        elif verify and file_sha256(part) != f["sha256"]:
-            problems.append(f"{f['name']}: sha256 differs from the run's (damaged or rewritten)")
-    listed = {f["name"] for f in files}
-    problems += [
-        f"{p.name} is not listed in {RUN_FILE}" for p in sorted(folder.glob("*.parquet")) if p.name not in listed
-    ]
-    if problems:
-        raise InputError(f"{folder}: {'; '.join(problems[:3])}; embed it again with --force")
-    return run
 
 
 @dataclass(frozen=True)
@@ -499,6 +401,6 @@ def embed_files(
     write_run(output_dir, input_path, model, dtype, normalize, prompt)
     # write_parquet returns nothing; the Parquet footers hold the row counts, so this reads no vectors.
     rows = pyarrow.dataset.dataset(
-        output_dir if _is_remote(output_dir) else os.path.abspath(output_dir), format="parquet"
+        output_dir if is_remote(output_dir) else os.path.abspath(output_dir), format="parquet"
     ).count_rows()
     return FilesEmbedded(rows, skipped.count, skipped.examples)

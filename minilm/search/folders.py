@@ -21,7 +21,7 @@ import numpy as np
 from ..base.textio import InputError
 from ..corpus.folder import DamagedShards, shard_problem
 from ..corpus.manifest import MANIFEST, Shard
-from ..corpus.ray import RUN_FILE, read_run
+from ..corpus.ray_run import RUN_FILE, read_run
 from ..corpus.reader import read_manifest
 
 Labels = tuple[list[str], "list[str] | None", "list[list[int]] | None"]
@@ -133,7 +133,7 @@ class ShardFolder(VectorFolder):
 
 
 class ParquetFolder(VectorFolder):
-    """The Parquet folder of `minilm.embed --engine ray`: its run record (minilm.corpus.ray.RUN_FILE) and
+    """The Parquet folder of `minilm.embed --engine ray`: its run record (minilm.corpus.ray_run.RUN_FILE) and
     its files of (id, embedding, text), float32. A file is read whole when one of its rows is needed."""
 
     def __init__(self, folder: Path, verify: bool):
