@@ -16,9 +16,11 @@ reranker row.
 scale: on a shard folder (benchmarks/corpus_scale.py's million lines, embedded with
 `python -m minilm.embed --dtype int8`), each mode runs in its own process (for its peak RSS): exact
 streaming float32, the binary index with float32 rescoring, HNSW f16; and sentence-transformers'
-util.semantic_search with the whole matrix in memory. It reports lookup p50/p99 for one query and for
-a batch of 100, end to end with encoding, peak RSS, size on disk, recall@10 against exact float32, and
-index build time.
+util.semantic_search with the whole matrix in memory, and its binary recipe (ubinary vectors in a
+usearch b1 index, semantic_search_usearch rescoring x10). It reports lookup p50/p99 for one query
+(50 queries) and for batches of 100 (300 queries), end to end with encoding, peak RSS, size on disk,
+recall@10 against exact float32 over the 300 queries, index build time, and for the binary and HNSW
+indexes recall against the rescore multiplier.
 """
 
 from __future__ import annotations
@@ -176,13 +178,30 @@ def quality(args: argparse.Namespace) -> dict:
 
 # ---------------------------------------------------------------------------- scale
 
-SCALE_MODES = ("exact", "binary", "hnsw", "st")
+SCALE_MODES = ("exact", "binary", "hnsw", "st", "st-binary")
+MULTIPLIERS = (1, 2, 4, 10, 20, 40)
 
 
 def scale_worker(folder: Path, mode: str, queries: list[str], truth_file: Path | None) -> dict:
     """One mode in this process: latencies, recall against the exact rows in truth_file, and peak RSS."""
     encoder = SentenceEncoder.from_pretrained(dtype="float32")
-    if mode == "st":
+    build_s = None
+    if mode == "st-binary":  # sentence-transformers' recipe: ubinary in a usearch b1 index, rescored (x10)
+        from sentence_transformers.util.quantization import quantize_embeddings, semantic_search_usearch
+        from usearch.index import Index
+
+        start = time.perf_counter()
+        index = Index(ndim=folder_dim(folder), metric="hamming", dtype="b1")
+        for first, chunk in Searcher(folder, encoder=encoder, verify=False).source.chunks(65_536):
+            index.add(np.arange(first, first + len(chunk)), quantize_embeddings(chunk, precision="ubinary"))
+        build_s = load_s = time.perf_counter() - start
+
+        def lookup(vectors: np.ndarray) -> list[list[int]]:
+            hits, _ = semantic_search_usearch(
+                vectors, corpus_index=index, corpus_precision="ubinary", top_k=K, rescore_multiplier=10
+            )
+            return [[h["corpus_id"] for h in q] for q in hits]
+    elif mode == "st":
         from sentence_transformers import util
 
         start = time.perf_counter()
@@ -203,33 +222,54 @@ def scale_worker(folder: Path, mode: str, queries: list[str], truth_file: Path |
             return [[h.row for h in q] for q in searcher.search_vectors(vectors, K)]
 
     vectors = encoder.encode(queries, show_progress_bar=False)
-    one, hundred, end_to_end = [], [], []
+    one, hundred, end_to_end, encode_one = [], [], [], []
     found: list[list[int]] = []
     for i in range(min(len(queries), 50)):
         start = time.perf_counter()
-        found += lookup(vectors[i : i + 1])
+        lookup(vectors[i : i + 1])
         one.append(time.perf_counter() - start)
         start = time.perf_counter()
-        lookup(encoder.encode([queries[i]], show_progress_bar=False))
+        vector = encoder.encode([queries[i]], show_progress_bar=False)
+        encode_one.append(time.perf_counter() - start)
+        lookup(vector)
         end_to_end.append(time.perf_counter() - start)
-    for i in range(0, min(len(queries), 300), 100):
+    for i in range(0, len(queries), 100):
         start = time.perf_counter()
-        lookup(vectors[i : i + 100])
+        found += lookup(vectors[i : i + 100])
         hundred.append(time.perf_counter() - start)
     result = {
         "mode": mode,
         "load_s": load_s,
         "one_p50_ms": 1000 * float(np.percentile(one, 50)),
         "one_p99_ms": 1000 * float(np.percentile(one, 99)),
+        "encode_one_p50_ms": 1000 * float(np.percentile(encode_one, 50)),
         "end_to_end_p50_ms": 1000 * float(np.percentile(end_to_end, 50)),
+        "end_to_end_p99_ms": 1000 * float(np.percentile(end_to_end, 99)),
         "batch100_p50_ms": 1000 * float(np.percentile(hundred, 50)),
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "build_s": build_s,
         "found": found,
     }
     if truth_file is not None:
         truth = json.loads(truth_file.read_text())
-        result["recall@10"] = float(np.mean([len(set(f) & set(t)) / K for f, t in zip(found, truth)]))
+        result["recall@10"] = recall(found, truth)
+        if mode in ("binary", "hnsw"):  # recall and batch lookup against the rescore multiplier
+            result["by_multiplier"] = {}
+            for multiplier in MULTIPLIERS:
+                searcher.rescore_multiplier = multiplier
+                start = time.perf_counter()
+                found = [row for i in range(0, len(queries), 100) for row in lookup(vectors[i : i + 100])]
+                seconds = (time.perf_counter() - start) / -(-len(queries) // 100)
+                result["by_multiplier"][multiplier] = {"recall@10": recall(found, truth), "batch100_ms": 1000 * seconds}
     return result
+
+
+def folder_dim(folder: Path) -> int:
+    return json.loads((folder / "manifest.json").read_text())["dim"]
+
+
+def recall(found: list[list[int]], truth: list[list[int]]) -> float:
+    return float(np.mean([len(set(f) & set(t)) / K for f, t in zip(found, truth)]))
 
 
 def scale_folder(args: argparse.Namespace) -> Path:
@@ -276,7 +316,7 @@ def scale(args: argparse.Namespace) -> dict:
     sizes["shards (float32)"] = sum(p.stat().st_size for p in folder.glob("part-*.npy"))
     sizes["texts and ids"] = sum(p.stat().st_size for p in folder.glob("part-*.json"))
     truth_file = work / "truth.json"
-    for mode in ("exact", "binary", "hnsw", "st"):
+    for mode in SCALE_MODES:
         if mode in ("binary", "hnsw"):
             start = time.perf_counter()
             info = build_index(folder, kind=mode, force=True)

@@ -1,6 +1,6 @@
 """The folders search reads, behind one face (`open_folder`): a shard folder of `minilm.embed --output
 DIR/`, or the Parquet folder of `minilm.embed --engine ray`. Each gives what the query must match (the
-checkpoint's files, dimension, compute dtype), its rows part by part (memory-mapped where it can), each
+checkpoint's files, dimension, compute dtype), its rows chunk by chunk (a scan holds one chunk), each
 part's ids, texts and spans, and the list of parts an index records it covers.
 
     source = open_folder("vectors/")
@@ -25,6 +25,7 @@ from ..corpus.ray_run import RUN_FILE, read_run
 from ..corpus.reader import read_manifest
 
 Labels = tuple[list[str], "list[str] | None", "list[list[int]] | None"]
+NPY_HEADERS = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
 
 
 @dataclass(eq=False)  # a folder is itself (hashed by identity, for the caches below)
@@ -53,9 +54,8 @@ class VectorFolder:
     def chunks(self, chunk_rows: int) -> Iterator[tuple[int, np.ndarray]]:
         """(first row, stored vectors) of every chunk of at most chunk_rows rows, in row order."""
         for index in range(len(self.starts) - 1):
-            stored = self.part(index)
-            for offset in range(0, len(stored), chunk_rows):
-                yield int(self.starts[index]) + offset, stored[offset : offset + chunk_rows]
+            for offset, chunk in _cut(self.part(index), chunk_rows):
+                yield int(self.starts[index]) + offset, chunk
 
     def stored(self, rows: np.ndarray) -> np.ndarray:
         """The stored vectors of these rows (any order), read part by part."""
@@ -87,7 +87,8 @@ class VectorFolder:
 
 
 class ShardFolder(VectorFolder):
-    """A shard folder: its manifest, its .npy shards memory-mapped, its ids, texts and spans files."""
+    """A shard folder: its manifest, its .npy shards (read in chunks; memory-mapped to pick single rows), its
+    ids, texts and spans files."""
 
     def __init__(self, folder: Path, verify: bool):
         manifest = read_manifest(folder)
@@ -121,6 +122,22 @@ class ShardFolder(VectorFolder):
 
     def part(self, index: int) -> np.ndarray:
         return np.load(self.folder / self.manifest.shards[index].file, mmap_mode="r")
+
+    def chunks(self, chunk_rows: int) -> Iterator[tuple[int, np.ndarray]]:
+        """As VectorFolder.chunks, each chunk read from its shard file into a new array: a scan of the whole
+        folder keeps one chunk in memory. (Chunks of a memory-mapped shard would stay mapped and resident
+        in this process once read: the whole corpus, by the end of a scan.)"""
+        for index, shard in enumerate(self.manifest.shards):
+            with open(self.folder / shard.file, "rb") as f:
+                read_header = NPY_HEADERS.get(np.lib.format.read_magic(f))
+                shape, fortran, dtype = read_header(f) if read_header else ((), True, None)
+                if fortran or len(shape) != 2:  # not as our writer writes it: read it as NumPy does
+                    yield from ((int(self.starts[index]) + o, c) for o, c in _cut(self.part(index), chunk_rows))
+                    continue
+                for offset in range(0, shape[0], chunk_rows):
+                    rows = min(chunk_rows, shape[0] - offset)
+                    chunk = np.fromfile(f, dtype=dtype, count=rows * shape[1]).reshape(rows, shape[1])
+                    yield int(self.starts[index]) + offset, chunk
 
     @lru_cache(maxsize=64)  # noqa: B019  (one folder, a few shards' ids, texts and spans)
     def labels(self, index: int) -> Labels:
@@ -197,3 +214,7 @@ def require_complete(source: VectorFolder) -> None:
         raise InputError(
             f"{source.folder} holds an unfinished run; finish it (rerun the command that embedded it), then build"
         )
+
+
+def _cut(stored: np.ndarray, chunk_rows: int) -> Iterator[tuple[int, np.ndarray]]:
+    return ((offset, stored[offset : offset + chunk_rows]) for offset in range(0, len(stored), chunk_rows))

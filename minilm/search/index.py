@@ -3,7 +3,7 @@ DIR` writes it, and Searcher uses it while it matches the folder. Two kinds:
 
     hnsw     DIR/index.usearch   an HNSW graph (usearch) over every row, cosine, stored as f32, f16 or i8
     binary   DIR/index.bits.npy  every row's sign bits, packed (48 bytes at 384 dimensions, 1/32 of float32),
-                                 searched exactly by Hamming distance (usearch's SIMD popcount), in memory
+                                 searched exactly by Hamming distance, in memory (minilm.search.hamming)
     both     DIR/index.json      what it is: kind, settings, its file's size and sha256, the rows, and the
                                  name and sha256 of every shard it was built from
 
@@ -11,10 +11,11 @@ Either kind only proposes candidates (k x the rescore multiplier); their stored 
 exactly, so a float32 folder with a binary index is sentence-transformers' "binary + float32
 rescoring" recipe with the float vectors left on disk and only the bits in memory.
 
-usearch was chosen (the `[search]` extra) because it is maintained, ships one small wheel with no
-system dependency, builds HNSW over f32, f16, i8 and packed bits, searches packed bits exactly with
-SIMD popcounts, and can search a saved graph as a memory-mapped view, so a query process does not load
-it whole. Exact search (no index) needs none of it.
+usearch was chosen for HNSW (the `[search]` extra) because it is maintained, ships one small wheel
+with no system dependency, builds HNSW over f32, f16, i8 and packed bits, and can search a saved graph
+as a memory-mapped view, so a query process does not load it whole. Exact search and the binary index
+need none of it: NumPy's popcount and torch's int8 matrix product score packed bits exactly, and faster
+than usearch's exact search here (docs/search.md).
 
 An index is never searched stale: Searcher compares index.json's parts with the folder's, so a
 folder resumed, grown or re-embedded since the build is refused with the command that rebuilds it.
@@ -34,6 +35,7 @@ from ..corpus.folder import sha256_bytes, write_bytes, write_json
 from ..corpus.quantize import quantize
 from ..weights import file_sha256
 from .folders import VectorFolder, open_folder, require_complete
+from .hamming import BITS_CHUNK_ROWS, column_words, nearest_by_bits
 from .vectors import as_unit_floats
 
 INDEX_JSON = "index.json"
@@ -75,7 +77,7 @@ def import_usearch():
     try:
         import usearch.index
     except ImportError:
-        raise InputError("an index needs usearch: pip install 'minilm[search]'") from None
+        raise InputError("an HNSW index needs usearch: pip install 'minilm[search]'") from None
     return usearch.index
 
 
@@ -99,10 +101,10 @@ def build_index(
     require_complete(source)
     if (folder / INDEX_JSON).exists() and not force:
         raise InputError(f"{folder / INDEX_JSON} exists; pass --force to build it again")
-    usearch = import_usearch()
-    graph = usearch.Index(
-        ndim=source.dim, metric="cos", dtype=dtype, connectivity=connectivity, expansion_add=expansion_add
-    )
+    if kind == "hnsw":
+        graph = import_usearch().Index(
+            ndim=source.dim, metric="cos", dtype=dtype, connectivity=connectivity, expansion_add=expansion_add
+        )
     bits, start = [], 0
     for index in range(len(source.starts) - 1):
         vectors = as_unit_floats(source.part(index), source.precision, source.dim, source.ranges)
@@ -151,20 +153,19 @@ class FolderIndex:
             raise InputError(f"{path} is missing or not the size index.json records; {fix}")
         if verify and file_sha256(path) != self.info.sha256:
             raise InputError(f"{path}: sha256 differs from index.json's (damaged or rewritten); {fix}")
-        self.usearch = import_usearch()
         if self.info.kind == "hnsw":
-            self.graph = self.usearch.Index.restore(str(path), view=True)
+            self.graph = import_usearch().Index.restore(str(path), view=True)
+            self.expansion_search = self.graph.expansion_search  # usearch's default ef, before any count raises it
         else:
-            self.bits = np.load(path)
+            self.words = column_words(np.load(path))  # the bits as popcounts read them
+            self.dim = source.dim
 
     def candidates(self, queries: np.ndarray, count: int) -> np.ndarray:
         """(Q, count) rows, nearest first, for unit float queries; -1 where the index gave fewer."""
-        if self.info.kind == "hnsw":
-            self.graph.expansion_search = max(self.graph.expansion_search, count)
-            matches = self.graph.search(queries, count)
-        else:
-            query_bits = quantize(queries, "ubinary")
-            matches = self.usearch.search(self.bits, query_bits, count, self.usearch.MetricKind.Hamming, exact=True)
+        if self.info.kind == "binary":
+            return self._nearest_bits(quantize(queries, "ubinary"), count)
+        self.graph.expansion_search = max(self.expansion_search, count)  # ef: at least the candidates asked for
+        matches = self.graph.search(queries, count)
         keys = np.full((len(queries), count), -1, dtype=np.int64)
         if len(queries) == 1:  # usearch answers one query with its found keys only
             found = np.asarray(matches.keys, dtype=np.int64).reshape(-1)[:count]
@@ -173,3 +174,9 @@ class FolderIndex:
             for q, n in enumerate(np.asarray(matches.counts)):
                 keys[q, :n] = np.asarray(matches.keys[q][:n], dtype=np.int64)
         return keys
+
+    def _nearest_bits(self, query_bits: np.ndarray, count: int) -> np.ndarray:
+        """Every row's bits against the queries', exactly, a chunk at a time (the bits are in memory)."""
+        rows, step = self.words.shape[1], BITS_CHUNK_ROWS
+        chunks = ((start, self.words[:, start : start + step]) for start in range(0, rows, step))
+        return nearest_by_bits(query_bits, chunks, self.dim, count)[1]

@@ -40,11 +40,11 @@ from ..encoders.cross_encoder import CrossEncoder
 from ..encoders.sentence_encoder import SentenceEncoder
 from ..weights import KNOWN_CHECKPOINTS
 from .folders import VectorFolder, open_folder
+from .hamming import BITS_CHUNK_ROWS, column_words, nearest_by_bits
 from .index import INDEX_JSON, FolderIndex
-from .topk import TopK
-from .vectors import as_unit_floats, normalized, unpacked_signs
+from .topk import CHUNK_ROWS, TopK
+from .vectors import as_unit_floats, normalized
 
-CHUNK_ROWS = 16_384  # rows scored at a time: 24 MiB of float32 at 384 dimensions
 # k x this many candidates are rescored; binary + float32 rescoring, recall@10 on 5,000 STS-B sentences:
 # 0.91 at 4, 0.975 at 10 (docs/search.md)
 DEFAULT_RESCORE_MULTIPLIER = 10
@@ -186,29 +186,20 @@ class Searcher:
         return [self._hits(s, r) for s, r in zip(scores, rows)]
 
     def _stream(self, queries: np.ndarray, k: int, precision: str) -> tuple[np.ndarray, np.ndarray]:
+        """Every stored row scored against the queries, a chunk at a time: the k best of each."""
+        if precision in ("binary", "ubinary"):  # Hamming distance h, as the cosine of signs 1 - 2h/C
+            chunks = ((start, column_words(bits)) for start, bits in self.source.chunks(BITS_CHUNK_ROWS))
+            return nearest_by_bits(quantize(queries, precision), chunks, self.source.dim, k)
+        if precision in ("int8", "uint8"):  # the quantized query against the stored buckets
+            queries = quantize(queries, precision, self.source.ranges).astype(np.float32)
         best = TopK(len(queries), k)
-        first = self._first_pass_queries(queries, precision)
         for start, chunk in self.source.chunks(CHUNK_ROWS):
-            best.add(self._first_pass_scores(first, chunk, precision), start)
+            if precision in ("int8", "uint8"):
+                chunk = chunk.astype(np.float32)
+            elif precision == "float16" or not self.source.normalized:  # unit float32 rows: as read
+                chunk = normalized(chunk.astype(np.float32))
+            best.add(queries @ chunk.T, start)
         return best.result()
-
-    def _first_pass_queries(self, queries: np.ndarray, precision: str) -> np.ndarray:
-        if precision in ("int8", "uint8"):
-            return quantize(queries, precision, self.source.ranges).astype(np.float32)
-        if precision in ("binary", "ubinary"):
-            return quantize(queries, precision)
-        return queries
-
-    def _first_pass_scores(self, first: np.ndarray, chunk: np.ndarray, precision: str) -> np.ndarray:
-        if precision == "float32" and self.source.normalized:  # unit rows: the memory-mapped chunk as it is
-            return first @ chunk.T
-        if precision in ("float32", "float16"):
-            return first @ normalized(chunk.astype(np.float32)).T
-        if precision in ("int8", "uint8"):
-            return first @ chunk.astype(np.float32).T  # the quantized query against the stored buckets
-        # Hamming distance h as a similarity, 1 - 2h/C: the +-1 signs' dot product over C, one matrix product
-        dim = self.source.dim
-        return unpacked_signs(first, dim) @ unpacked_signs(chunk, dim).T / dim
 
     def _rescore(self, queries: np.ndarray, rows: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """The float queries against their candidates' stored vectors (dequantized, or their signs)."""

@@ -16,6 +16,8 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
+CHUNK_ROWS = 16_384  # rows scored at a time: 24 MiB of float32 at 384 dimensions
+
 
 class TopK:
     """The k best (score, row) of each query over what has been added so far."""
