@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cache, lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -120,6 +120,7 @@ class ShardFolder(VectorFolder):
         if any(shard.texts is None for shard in manifest.shards):
             self.notes.append(f"{folder} was written before texts were kept: its hits show ids, not texts")
 
+    @cache  # noqa: B019  (a map per shard, opened once: a query's candidates span many)
     def part(self, index: int) -> np.ndarray:
         return np.load(self.folder / self.manifest.shards[index].file, mmap_mode="r")
 
