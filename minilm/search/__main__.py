@@ -26,7 +26,7 @@ from ..base.textio import RECORD_SUFFIXES, InputError
 from ..cli import ArgumentParser, positive_int, read_texts, run, shorten, text_option
 from ..encoders.cross_encoder import CrossEncoder
 from .folders import open_folder
-from .index import INDEX_DTYPES, INDEX_KINDS, build_index
+from .index import DEFAULT_CONNECTIVITY, INDEX_DTYPES, INDEX_KINDS, build_index
 from .searcher import DEFAULT_RESCORE_MULTIPLIER, Hit, Searcher
 
 
@@ -99,7 +99,9 @@ def parse_build_args(argv: list[str]) -> argparse.Namespace:
         "Hamming distance; either's candidates are rescored with the stored vectors",
     )
     parser.add_argument("--dtype", choices=INDEX_DTYPES, default="f16", help="how the graph stores vectors (f16)")
-    parser.add_argument("--connectivity", type=positive_int, default=16, metavar="M", help="edges per node (16)")
+    parser.add_argument(
+        "--connectivity", type=positive_int, default=DEFAULT_CONNECTIVITY, metavar="M", help="edges per node (32)"
+    )
     parser.add_argument(
         "--expansion-add", type=positive_int, default=128, metavar="EF", help="candidates kept while inserting (128)"
     )

@@ -11,6 +11,7 @@ part's ids, texts and spans, and the list of parts an index records it covers.
 from __future__ import annotations
 
 import json
+import mmap
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import cache, lru_cache
@@ -120,25 +121,63 @@ class ShardFolder(VectorFolder):
         if any(shard.texts is None for shard in manifest.shards):
             self.notes.append(f"{folder} was written before texts were kept: its hits show ids, not texts")
 
-    @cache  # noqa: B019  (a map per shard, opened once: a query's candidates span many)
     def part(self, index: int) -> np.ndarray:
         return np.load(self.folder / self.manifest.shards[index].file, mmap_mode="r")
+
+    @cache  # noqa: B019  (a few numbers per shard)
+    def layout(self, index: int) -> tuple[int, tuple[int, int], np.dtype] | None:
+        """(where the rows start in the .npy file, its shape, its dtype); None for a file not laid out as our
+        writer writes it (rows in C order), which is then read through NumPy."""
+        with open(self.folder / self.manifest.shards[index].file, "rb") as f:
+            read_header = NPY_HEADERS.get(np.lib.format.read_magic(f))
+            if read_header is None:
+                return None
+            shape, fortran, dtype = read_header(f)
+            return None if fortran or len(shape) != 2 else (f.tell(), shape, dtype)
 
     def chunks(self, chunk_rows: int) -> Iterator[tuple[int, np.ndarray]]:
         """As VectorFolder.chunks, each chunk read from its shard file into a new array: a scan of the whole
         folder keeps one chunk in memory. (Chunks of a memory-mapped shard would stay mapped and resident
         in this process once read: the whole corpus, by the end of a scan.)"""
         for index, shard in enumerate(self.manifest.shards):
+            first, layout = int(self.starts[index]), self.layout(index)
+            if layout is None:
+                yield from ((first + offset, chunk) for offset, chunk in _cut(self.part(index), chunk_rows))
+                continue
+            start, (rows, width), dtype = layout
             with open(self.folder / shard.file, "rb") as f:
-                read_header = NPY_HEADERS.get(np.lib.format.read_magic(f))
-                shape, fortran, dtype = read_header(f) if read_header else ((), True, None)
-                if fortran or len(shape) != 2:  # not as our writer writes it: read it as NumPy does
-                    yield from ((int(self.starts[index]) + o, c) for o, c in _cut(self.part(index), chunk_rows))
-                    continue
-                for offset in range(0, shape[0], chunk_rows):
-                    rows = min(chunk_rows, shape[0] - offset)
-                    chunk = np.fromfile(f, dtype=dtype, count=rows * shape[1]).reshape(rows, shape[1])
-                    yield int(self.starts[index]) + offset, chunk
+                f.seek(start)
+                for offset in range(0, rows, chunk_rows):
+                    count = min(chunk_rows, rows - offset)
+                    yield first + offset, np.fromfile(f, dtype=dtype, count=count * width).reshape(count, width)
+
+    def stored(self, rows: np.ndarray) -> np.ndarray:
+        """As VectorFolder.stored, from shard maps opened once. Touching a row maps the pages around it too
+        (the kernel's fault-around), so over many queries a map would hold the whole corpus in this process;
+        each shard's pages are dropped from the process once its rows are copied (they stay in the page cache)."""
+        maps = [self.row_map(index) for index in range(len(self.manifest.shards))]
+        if not rows.size or None in maps:
+            return super().stored(rows)
+        out = np.empty((len(rows), *maps[0][1].shape[1:]), dtype=maps[0][1].dtype)
+        part_of = np.searchsorted(self.starts, rows, side="right") - 1
+        for index in np.unique(part_of):
+            pages, array = maps[index]
+            at = part_of == index
+            out[at] = array[rows[at] - self.starts[index]]
+            if hasattr(mmap, "MADV_DONTNEED"):
+                pages.madvise(mmap.MADV_DONTNEED)
+        return out
+
+    @cache  # noqa: B019  (one map per shard)
+    def row_map(self, index: int) -> tuple[mmap.mmap, np.ndarray] | None:
+        """The shard's rows as an array over a read-only map of its file, and the map; None when the file is
+        not laid out as our writer writes it."""
+        if (layout := self.layout(index)) is None:
+            return None
+        start, (rows, width), dtype = layout
+        with open(self.folder / self.manifest.shards[index].file, "rb") as f:
+            pages = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        return pages, np.frombuffer(pages, dtype=dtype, count=rows * width, offset=start).reshape(rows, width)
 
     @lru_cache(maxsize=64)  # noqa: B019  (one folder, a few shards' ids, texts and spans)
     def labels(self, index: int) -> Labels:

@@ -44,6 +44,9 @@ INDEX_KINDS = tuple(INDEX_FILES)
 FORMAT = "minilm-index/1"
 INDEX_DTYPES = ("f32", "f16", "i8")
 ADD_ROWS = 65_536  # rows given to usearch at a time while building
+# HNSW edges per node. usearch's default, 16, reached recall@10 0.976 at ef 400 over the 1M-line corpus
+# (each sentence there is repeated with a line number: tight clusters of near-copies); 32 links past them.
+DEFAULT_CONNECTIVITY = 32
 
 
 @dataclass(frozen=True)
@@ -86,7 +89,7 @@ def build_index(
     *,
     kind: str = "hnsw",
     dtype: str = "f16",
-    connectivity: int = 16,
+    connectivity: int = DEFAULT_CONNECTIVITY,
     expansion_add: int = 128,
     force: bool = False,
     progress=None,
