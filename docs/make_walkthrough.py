@@ -31,6 +31,9 @@ from minilm.encoders.trace import first_values, strongest_links, trace  # noqa: 
 TEMPLATE = ROOT / "docs" / "walkthrough.in.md"
 OUTPUT = ROOT / "docs" / "walkthrough.md"
 PLACEHOLDER = re.compile(r"\{\{(link:)?([^}]+)\}\}")
+# What differs from machine to machine (a timing, the CPU's name) is wrapped in a marker that renders as
+# nothing; the checks compare pages with it masked.
+MACHINE = re.compile(r"<!--m-->.*?<!--/m-->", re.DOTALL)
 
 
 def definition_line(path: Path, qualname: str, template: str = TEMPLATE.name) -> int:
@@ -127,6 +130,16 @@ def values(encoder: SentenceEncoder) -> dict[str, str]:
     return out
 
 
+def machine_dependent(text: str) -> str:
+    """Mark text that differs between machines (a timing): the checks compare pages without it."""
+    return f"<!--m-->{text}<!--/m-->"
+
+
+def masked(page: str) -> str:
+    """The page with what differs between machines blanked."""
+    return MACHINE.sub("<!--m-->…<!--/m-->", page)
+
+
 def fill(template: Path, found: dict[str, str], generator: str) -> str:
     """The template with every {{link:...}} and {{name}} filled in, under a header naming its generator."""
 
@@ -156,7 +169,7 @@ def write_or_check(output: Path, render, argv: list[str] | None = None, doc: str
     args = parser.parse_args(argv)
     text = render()
     if args.check:
-        if output.read_text(encoding="utf-8") != text:
+        if masked(output.read_text(encoding="utf-8")) != masked(text):
             print(f"{output} is out of date: run .venv/bin/python {sys.argv[0]}", file=sys.stderr)
             return 1
         print(f"{output} is up to date", file=sys.stderr)
