@@ -1,7 +1,9 @@
 """Build docs/walkthrough-int8.md from docs/walkthrough-int8.in.md: one real activation row through int8.
 
     .venv/bin/python docs/make_walkthrough_int8.py           # rewrite docs/walkthrough-int8.md
-    .venv/bin/python docs/make_walkthrough_int8.py --check   # exit 1 if it is out of date (tests/test_walkthrough_int8.py)
+    .venv/bin/python docs/make_walkthrough_int8.py --check   # exit 1 if it is out of date
+
+tests/test_walkthrough_int8.py regenerates the page and compares it.
 
 The placeholders are docs/make_walkthrough.py's ({{link:path.py:Qualname}} and {{name}}), filled by its
 `fill()`. The numbers come from the real checkpoint and its shipped int8 scales. What depends on the
@@ -21,17 +23,17 @@ from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # docs/: the first walkthrough's generator
 
-from make_walkthrough import ROOT, fill, machine_dependent, write_or_check  # noqa: E402
+from make_walkthrough import ROOT, fill, machine_dependent, write_or_check
 
-from minilm import SentenceEncoder  # noqa: E402
-from minilm.cli import DEMO_SENTENCES  # noqa: E402
-from minilm.model.encoder import key_mask  # noqa: E402
-from minilm.model.int8 import SMOOTHING_ALPHA, Int8Linear, int8_encoder, quantize_rows  # noqa: E402
-from minilm.model.packed import PackedIndex  # noqa: E402
-from minilm.model.pooling import l2_normalize, mean_pool  # noqa: E402
-from minilm.model.precision import CPU_FAST_FLAGS, cpu_flags  # noqa: E402
-from minilm.text.tokenization import TokenBatch  # noqa: E402
-from minilm.weights.int8_scales import load_int8_scales  # noqa: E402
+from minilm import SentenceEncoder
+from minilm.cli import DEMO_SENTENCES
+from minilm.model.encoder import key_mask
+from minilm.model.int8 import SMOOTHING_ALPHA, Int8Linear, int8_encoder, quantize_rows
+from minilm.model.packed import PackedIndex
+from minilm.model.pooling import l2_normalize, mean_pool
+from minilm.model.precision import CPU_FAST_FLAGS, cpu_flags
+from minilm.text.tokenization import TokenBatch
+from minilm.weights.int8_scales import load_int8_scales
 
 TEMPLATE = ROOT / "docs" / "walkthrough-int8.in.md"
 OUTPUT = ROOT / "docs" / "walkthrough-int8.md"
@@ -235,6 +237,12 @@ def values(encoder: SentenceEncoder) -> dict[str, str]:
     out["smooth_first"] = numbers(smooth_row[:6].tolist())
     out["smooth_absmax"], out["smooth_median"] = f"{smooth_row.abs().max():.2f}", f"{smooth_row.abs().median():.3f}"
     out["smooth_ratio"] = f"{smooth_row.abs().max().item() / smooth_row.abs().median().item():.0f}"
+    # How flat the weights' rows are (largest |weight| over the median one, median over the rows), before and after.
+    # and how often the outlier channel's column holds a row's largest weight.
+    for key, weight in (("w", W), ("ws", W * s)):
+        spread = weight.abs().amax(dim=1) / weight.abs().median(dim=1).values  # (F,)
+        out[f"{key}_ratio"] = f"{spread.median():.1f}"
+        out[f"{key}_top_rows"] = f"{(weight.abs().argmax(dim=1) == top[0]).float().mean():.0%}"
     exact, smoothed_product = row.products()
     # float32 rounding noise, different on every CPU
     out["product_difference"] = machine_dependent(f"{(smoothed_product - exact).abs().max().item():.1e}")
@@ -301,7 +309,10 @@ def values(encoder: SentenceEncoder) -> dict[str, str]:
     # The error through the layers.
     cosines, sentence_cosines = through_layers(encoder, smoothing, DEMO_SENTENCES)
     n = len(row.tokens)
-    rows = [f"| after layer | {out['token']} | mean over the {n} tokens | lowest token |", "|---:|---:|---:|---:|"]
+    rows = [
+        f"| after layer | {out['token']} | mean over the {n} tokens | lowest of the tokens |",
+        "|---:|---:|---:|---:|",
+    ]
     for i, c in enumerate(cosines):
         first = c[:n]  # sentence 1's tokens come first in the packed rows
         rows.append(f"| {i + 1} | {first[TOKEN]:.5f} | {first.mean():.5f} | {first.min():.5f} |")
@@ -325,7 +336,7 @@ def values(encoder: SentenceEncoder) -> dict[str, str]:
     out["work_table"] = "\n".join(rows)
     out["short_share"], out["long_share"] = f"{short.linear_share:.1%}", f"{long.linear_share:.1%}"
     out["max_tokens"] = str(long.tokens)
-    out["flops_per_value"] = f"{short.linear_flops / short.elementwise_values:.0f}"
+    out["flops_per_value"] = f"{short.linear_flops / short.elementwise_values:,.0f}"
 
     return out
 
