@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import difflib
 import importlib.util
+import sys
 
 import pytest
 import torch
@@ -16,6 +17,7 @@ from conftest import ROOT
 def load(name: str):
     spec = importlib.util.spec_from_file_location(name, ROOT / "docs" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
 
@@ -37,6 +39,7 @@ def walk(generator, predictor):
     return generator.trace(predictor)
 
 
+@pytest.mark.slow  # the page times 33 heads.predict and 30 encode calls: about 20 s on 2 cores
 def test_walkthrough_heads_is_up_to_date(generator, predictor, encoder):
     masked = load("make_walkthrough").masked
     fresh = masked(generator.render(predictor, encoder))
