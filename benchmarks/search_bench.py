@@ -181,8 +181,9 @@ def quality(args: argparse.Namespace) -> dict:
 
 # ---------------------------------------------------------------------------- scale
 
-SCALE_MODES = ("exact", "binary", "hnsw", "st", "st-binary")
+SCALE_MODES = ("exact", "binary", "hnsw", "hnsw-f16", "st", "st-binary")
 MULTIPLIERS = (1, 2, 4, 10, 20, 40)
+EXPANSIONS = (100, 200, 300, 400, 600)  # HNSW ef
 
 
 def scale_worker(folder: Path, mode: str, queries: list[str], truth_file: Path | None) -> dict:
@@ -258,19 +259,35 @@ def scale_worker(folder: Path, mode: str, queries: list[str], truth_file: Path |
         truth = json.loads(truth_file.read_text())
         result["recall@10"] = recall(found, truth["rows"])
         result["recall@10, ann-benchmarks"] = recall_within(result["found_scores"], truth["scores"])
-        if mode in ("binary", "hnsw"):  # recall and batch lookup against the rescore multiplier
-            result["by_multiplier"] = {}
-            for multiplier in MULTIPLIERS:
-                searcher.rescore_multiplier = multiplier
-                start = time.perf_counter()
-                found = [row for i in range(0, len(queries), 100) for row in lookup(vectors[i : i + 100])]
-                seconds = (time.perf_counter() - start) / -(-len(queries) // 100)
-                result["by_multiplier"][multiplier] = {
-                    "recall@10": recall(found, truth["rows"]),
-                    "recall@10, ann-benchmarks": recall_within(exact_scores(folder, vectors, found), truth["scores"]),
-                    "batch100_ms": 1000 * seconds,
-                }
+        if mode == "binary":  # recall and lookup against the rescore multiplier
+            result["by_multiplier"] = {
+                multiplier: curve_point(searcher, "rescore_multiplier", multiplier, lookup, vectors, folder, truth)
+                for multiplier in MULTIPLIERS
+            }
+        elif mode.startswith("hnsw"):  # ... and against the graph search's ef
+            result["by_ef"] = {
+                ef: curve_point(searcher, "expansion_search", ef, lookup, vectors, folder, truth) for ef in EXPANSIONS
+            }
     return result
+
+
+def curve_point(searcher: Searcher, setting: str, value: int, lookup, vectors: np.ndarray, folder: Path, truth) -> dict:
+    """recall@10 and lookup times with one of the searcher's settings changed."""
+    setattr(searcher, setting, value)
+    one = []
+    for i in range(min(len(vectors), 100)):
+        start = time.perf_counter()
+        lookup(vectors[i : i + 1])
+        one.append(time.perf_counter() - start)
+    start = time.perf_counter()
+    found = [row for i in range(0, len(vectors), 100) for row in lookup(vectors[i : i + 100])]
+    seconds = (time.perf_counter() - start) / -(-len(vectors) // 100)
+    return {
+        "recall@10": recall(found, truth["rows"]),
+        "recall@10, ann-benchmarks": recall_within(exact_scores(folder, vectors, found), truth["scores"]),
+        "one_p50_ms": 1000 * float(np.percentile(one, 50)),
+        "batch100_ms": 1000 * seconds,
+    }
 
 
 def peak_rss_mb() -> float:
@@ -353,9 +370,11 @@ def scale(args: argparse.Namespace) -> dict:
     for mode in ("exact", *(m for m in args.modes.split(",") if m != "exact")):  # exact first: it is the truth
         if mode not in SCALE_MODES:
             raise SystemExit(f"--modes: {mode!r} is not one of {', '.join(SCALE_MODES)}")
-        if mode in ("binary", "hnsw"):  # built as a user builds it, in its own process
+        if mode in ("binary", "hnsw", "hnsw-f16"):  # built as a user builds it, in its own process
             start = time.perf_counter()
-            command = [sys.executable, "-m", "minilm.search", "build", str(folder), "--kind", mode, "--force"]
+            kind, _, dtype = mode.partition("-")
+            command = [sys.executable, "-m", "minilm.search", "build", str(folder), "--kind", kind, "--force"]
+            command += ["--dtype", dtype] if dtype else []
             subprocess.run(command, check=True)
             builds[mode] = time.perf_counter() - start
             sizes[f"index ({mode})"] = json.loads((folder / "index.json").read_text())["bytes"]

@@ -26,17 +26,24 @@ from ..base.textio import RECORD_SUFFIXES, InputError
 from ..cli import ArgumentParser, positive_int, read_texts, run, shorten, text_option
 from ..encoders.cross_encoder import CrossEncoder
 from .folders import open_folder
-from .index import DEFAULT_CONNECTIVITY, INDEX_DTYPES, INDEX_KINDS, build_index
-from .searcher import DEFAULT_RESCORE_MULTIPLIER, Hit, Searcher
+from .index import (
+    DEFAULT_CONNECTIVITY,
+    DEFAULT_EXPANSION_SEARCH,
+    DEFAULT_INDEX_DTYPE,
+    INDEX_DTYPES,
+    INDEX_KINDS,
+    build_index,
+)
+from .searcher import DEFAULT_RESCORE_MULTIPLIER, GRAPH_RESCORE_MULTIPLIER, Hit, Searcher
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = ArgumentParser(
         prog="python -m minilm.search",
         description="Search a shard folder written by python -m minilm.embed --output DIR/.",
-        epilog="Scores are cosines. Binary and int8 folders are searched in two passes: the stored form picks "
-        f"k x --rescore-multiplier candidates ({DEFAULT_RESCORE_MULTIPLIER} by default), the float query "
-        "rescores them.",
+        epilog="Scores are cosines. Binary and int8 folders, and folders with an index, are searched in two "
+        "passes: the stored form or the index picks k x --rescore-multiplier candidates, the float query rescores "
+        "them against the stored vectors.",
     )
     parser.add_argument("folder", metavar="DIR", help="the shard folder")
     parser.add_argument("queries", nargs="*", type=text_option, metavar="QUERY", help="what to search for")
@@ -61,9 +68,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--rescore-multiplier",
         type=int,
-        default=DEFAULT_RESCORE_MULTIPLIER,
+        default=None,
         metavar="M",
-        help="int8 and binary folders: rescore k x M candidates with the float query; 0 keeps the first pass",
+        help=f"rescore k x M candidates with the float query: int8 and binary folders and a binary index "
+        f"({DEFAULT_RESCORE_MULTIPLIER} by default), an HNSW index ({GRAPH_RESCORE_MULTIPLIER}); 0: no rescoring",
+    )
+    parser.add_argument(
+        "--ef",
+        type=positive_int,
+        default=DEFAULT_EXPANSION_SEARCH,
+        metavar="EF",
+        help=f"an HNSW index: the candidates its search keeps ({DEFAULT_EXPANSION_SEARCH}); more finds more of the "
+        "true nearest rows, more slowly",
     )
     parser.add_argument("--model", "-m", help="the checkpoint (default: the one the folder was embedded with)")
     parser.add_argument(
@@ -78,7 +94,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--exact", action="store_true", help="scan every row even where the folder has an index")
     args = parser.parse_args(argv)
-    if args.rescore_multiplier < 0:
+    if args.rescore_multiplier is not None and args.rescore_multiplier < 0:
         parser.error(f"argument --rescore-multiplier: must be 0 or more, got {args.rescore_multiplier}")
     return args
 
@@ -98,7 +114,12 @@ def parse_build_args(argv: list[str]) -> argparse.Namespace:
         help="hnsw (default): a graph, approximate; binary: every row's sign bits in memory, searched exactly by "
         "Hamming distance; either's candidates are rescored with the stored vectors",
     )
-    parser.add_argument("--dtype", choices=INDEX_DTYPES, default="f16", help="how the graph stores vectors (f16)")
+    parser.add_argument(
+        "--dtype",
+        choices=INDEX_DTYPES,
+        default=DEFAULT_INDEX_DTYPE,
+        help=f"how the graph stores vectors ({DEFAULT_INDEX_DTYPE}); its candidates are rescored with the stored ones",
+    )
     parser.add_argument(
         "--connectivity", type=positive_int, default=DEFAULT_CONNECTIVITY, metavar="M", help="edges per node (32)"
     )
@@ -157,6 +178,7 @@ def search(args: argparse.Namespace) -> int:
         model=args.model,
         verify=not args.no_verify,
         rescore_multiplier=args.rescore_multiplier,
+        expansion_search=args.ef,
         device=args.device,
         exact=args.exact,
     )

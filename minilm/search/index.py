@@ -1,7 +1,7 @@
 """An index beside a shard folder, for corpora too big to scan per query: `python -m minilm.search build
 DIR` writes it, and Searcher uses it while it matches the folder. Two kinds:
 
-    hnsw     DIR/index.usearch   an HNSW graph (usearch) over every row, cosine, stored as f32, f16 or i8
+    hnsw     DIR/index.usearch   an HNSW graph (usearch) over every row, cosine, stored as i8, f16 or f32
     binary   DIR/index.bits.npy  every row's sign bits, packed (48 bytes at 384 dimensions, 1/32 of float32),
                                  searched exactly by Hamming distance, in memory (minilm.search.hamming)
     both     DIR/index.json      what it is: kind, settings, its file's size and sha256, the rows, and the
@@ -43,10 +43,17 @@ INDEX_FILES = {"hnsw": "index.usearch", "binary": "index.bits.npy"}
 INDEX_KINDS = tuple(INDEX_FILES)
 FORMAT = "minilm-index/1"
 INDEX_DTYPES = ("f32", "f16", "i8")
+# How the graph stores vectors. i8 searches twice as fast as f16 at the same ef (half the bytes a hop reads,
+# VNNI's dot products) and ranks its candidates a little less exactly, which rescoring k x 4 of them with
+# the stored vectors repairs: the same recall@10 as f16 over 150,000 rows of the 1M-line corpus.
+DEFAULT_INDEX_DTYPE = "i8"
 ADD_ROWS = 65_536  # rows given to usearch at a time while building
 # HNSW edges per node. usearch's default, 16, reached recall@10 0.976 at ef 400 over the 1M-line corpus
 # (each sentence there is repeated with a line number: tight clusters of near-copies); 32 links past them.
 DEFAULT_CONNECTIVITY = 32
+# HNSW candidates a query's graph search keeps (ef, usearch's expansion_search): recall rises with it, and
+# so does the lookup's time. Chosen on the 1M-line corpus (docs/search.md).
+DEFAULT_EXPANSION_SEARCH = 300
 
 
 @dataclass(frozen=True)
@@ -88,7 +95,7 @@ def build_index(
     folder: str | Path,
     *,
     kind: str = "hnsw",
-    dtype: str = "f16",
+    dtype: str = DEFAULT_INDEX_DTYPE,
     connectivity: int = DEFAULT_CONNECTIVITY,
     expansion_add: int = 128,
     force: bool = False,
@@ -158,16 +165,16 @@ class FolderIndex:
             raise InputError(f"{path}: sha256 differs from index.json's (damaged or rewritten); {fix}")
         if self.info.kind == "hnsw":
             self.graph = import_usearch().Index.restore(str(path), view=True)
-            self.expansion_search = self.graph.expansion_search  # usearch's default ef, before any count raises it
         else:
             self.words = column_words(np.load(path))  # the bits as popcounts read them
             self.dim = source.dim
 
-    def candidates(self, queries: np.ndarray, count: int) -> np.ndarray:
-        """(Q, count) rows, nearest first, for unit float queries; -1 where the index gave fewer."""
+    def candidates(self, queries: np.ndarray, count: int, expansion: int = DEFAULT_EXPANSION_SEARCH) -> np.ndarray:
+        """(Q, count) rows, nearest first, for unit float queries; -1 where the index gave fewer. expansion: the
+        candidates an HNSW search keeps on its way (ef), at least `count`."""
         if self.info.kind == "binary":
             return self._nearest_bits(quantize(queries, "ubinary"), count)
-        self.graph.expansion_search = max(self.expansion_search, count)  # ef: at least the candidates asked for
+        self.graph.expansion_search = max(expansion, count)
         matches = self.graph.search(queries, count)
         keys = np.full((len(queries), count), -1, dtype=np.int64)
         if len(queries) == 1:  # usearch answers one query with its found keys only

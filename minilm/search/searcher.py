@@ -41,13 +41,16 @@ from ..encoders.sentence_encoder import SentenceEncoder
 from ..weights import KNOWN_CHECKPOINTS
 from .folders import VectorFolder, open_folder
 from .hamming import BITS_CHUNK_ROWS, column_words, nearest_by_bits
-from .index import INDEX_JSON, FolderIndex
+from .index import DEFAULT_EXPANSION_SEARCH, INDEX_JSON, FolderIndex
 from .topk import CHUNK_ROWS, TopK
 from .vectors import as_unit_floats, normalized
 
 # k x this many candidates are rescored. Binary index + float32 rescoring over 1,000,000 rows, recall@10
 # against exact float32: 0.91 at 10, 0.96 at 20, 0.98 at 40 (docs/search.md); 20 costs 1.3x 10's lookup.
 DEFAULT_RESCORE_MULTIPLIER = 20
+# An HNSW graph ranks the candidates it keeps by its own distances, near the float32 ones (i8 and f16 alike
+# put the true top 10 within its first 20 on the 1M-line corpus), so fewer of them need rescoring.
+GRAPH_RESCORE_MULTIPLIER = 4
 
 
 @dataclass(frozen=True)
@@ -68,14 +71,17 @@ class Searcher:
         encoder: SentenceEncoder | None = None,
         model: str | None = None,
         verify: bool = True,
-        rescore_multiplier: int = DEFAULT_RESCORE_MULTIPLIER,
+        rescore_multiplier: int | None = None,
+        expansion_search: int = DEFAULT_EXPANSION_SEARCH,
         device: str | None = None,
         exact: bool = False,
     ):
+        """rescore_multiplier: k x this many candidates are rescored (None: GRAPH_RESCORE_MULTIPLIER with an HNSW
+        index, DEFAULT_RESCORE_MULTIPLIER otherwise); expansion_search: the candidates an HNSW search keeps (ef)."""
         self.folder = Path(folder)
         self.source = open_folder(self.folder, verify)  # a shard folder, or a Ray Parquet folder
         self.notes = list(self.source.notes)
-        self.rescore_multiplier = rescore_multiplier
+        self.expansion_search = expansion_search
         self._check_input()
         # the pins are not needed: the checkpoint's files must hash as the folder records (_check_encoder)
         self.encoder = encoder or SentenceEncoder.from_pretrained(
@@ -88,6 +94,10 @@ class Searcher:
         # the index beside the vectors, when there is one and exact search is not asked for
         has_index = (self.folder / INDEX_JSON).exists()
         self.index = FolderIndex(self.folder, self.source, verify) if has_index and not exact else None
+        if rescore_multiplier is None:
+            graph = self.index is not None and self.index.info.kind == "hnsw"
+            rescore_multiplier = GRAPH_RESCORE_MULTIPLIER if graph else DEFAULT_RESCORE_MULTIPLIER
+        self.rescore_multiplier = rescore_multiplier
 
     # ------------------------------------------------------------------ checks
 
@@ -175,7 +185,7 @@ class Searcher:
         precision = self.source.precision
         if self.index is not None:  # the index picks candidates, their stored vectors rank them
             wide = min(k * max(self.rescore_multiplier, 1), self.source.rows)
-            scores, rows = self._rescore(queries, self.index.candidates(queries, wide), k)
+            scores, rows = self._rescore(queries, self.index.candidates(queries, wide, self.expansion_search), k)
         elif precision in ("float32", "float16"):
             scores, rows = self._stream(queries, k, precision)
         else:

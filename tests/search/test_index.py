@@ -42,10 +42,10 @@ def test_hnsw_recall_at_10_on_5000_real_sentences(five_thousand, encoder):
     out = root / "hnsw"
     shutil.copytree(root / "out", out)
     info = build_index(out)
-    assert info.rows == 5000 and info.kind == "hnsw" and info.dtype == "f16"
+    assert info.rows == 5000 and info.kind == "hnsw" and info.dtype == "i8"
     assert [s["file"] for s in info.shards] == ["part-00000.npy", "part-00001.npy", "part-00002.npy"]
-    indexed = Searcher(out, encoder=encoder, rescore_multiplier=1)
-    assert indexed.index is not None
+    indexed = Searcher(out, encoder=encoder)  # ef 300, the graph's best k x 4 rescored
+    assert indexed.index is not None and (indexed.expansion_search, indexed.rescore_multiplier) == (300, 4)
     found = indexed.search_vectors(queries, 10)
     print(f"hnsw recall@10 {recall(found, truth):.3f}")
     assert recall(found, truth) >= 0.95
