@@ -218,9 +218,8 @@ class Searcher:
         candidates = vectors[np.searchsorted(unique, np.maximum(rows, 0)).clip(max=len(unique) - 1)]  # (Q, wide, C)
         scores = np.einsum("qc,qwc->qw", queries, candidates).astype(np.float32)
         scores[rows < 0] = -np.inf
-        best = TopK(len(queries), k)
-        best.add(scores, rows)
-        scores, rows = best.result()
+        order = np.lexsort((rows, -scores), axis=-1)[:, :k]  # candidates sorted whole, ties to the lower row
+        scores, rows = np.take_along_axis(scores, order, 1), np.take_along_axis(rows, order, 1)
         if np.isinf(scores).any():  # fewer candidates than k: keep each query's real ones
             return [s[np.isfinite(s)] for s in scores], [r[np.isfinite(s)] for s, r in zip(scores, rows)]
         return scores, rows
