@@ -42,7 +42,7 @@ from ..weights import KNOWN_CHECKPOINTS
 from .folders import VectorFolder, open_folder
 from .hamming import BITS_CHUNK_ROWS, column_words, nearest_by_bits
 from .index import DEFAULT_EXPANSION_SEARCH, INDEX_JSON, FolderIndex
-from .topk import CHUNK_ROWS, TopK
+from .topk import CHUNK_ROWS, TopK, top_k
 from .vectors import as_unit_floats, normalized
 
 # k x this many candidates are rescored. Binary index + float32 rescoring over 1,000,000 rows, recall@10
@@ -218,8 +218,7 @@ class Searcher:
         candidates = vectors[np.searchsorted(unique, np.maximum(rows, 0)).clip(max=len(unique) - 1)]  # (Q, wide, C)
         scores = np.einsum("qc,qwc->qw", queries, candidates).astype(np.float32)
         scores[rows < 0] = -np.inf
-        order = np.lexsort((rows, -scores), axis=-1)[:, :k]  # candidates sorted whole, ties to the lower row
-        scores, rows = np.take_along_axis(scores, order, 1), np.take_along_axis(rows, order, 1)
+        scores, rows = top_k(scores, rows, k)
         if np.isinf(scores).any():  # fewer candidates than k: keep each query's real ones
             return [s[np.isfinite(s)] for s in scores], [r[np.isfinite(s)] for s, r in zip(scores, rows)]
         return scores, rows

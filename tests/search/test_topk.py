@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from minilm.search import TopK, semantic_search
+from minilm.search.topk import SORT_WHOLE, top_k
 
 
 def brute_force(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -35,6 +36,18 @@ def test_topk_takes_explicit_rows_and_returns_fewer_when_fewer_were_seen():
     assert rows.tolist() == [[7, 40, 3], [1, 8, 9]] and scores.shape == (2, 3)
     with pytest.raises(ValueError, match="k must be at least 1"):
         TopK(1, 0)
+
+
+@pytest.mark.parametrize("shape", [(1, 40), (3, 50), (30, 200)])  # sorted whole, then through TopK
+def test_top_k_of_candidates_is_the_full_sort_by_score_then_row(shape):
+    rng = np.random.default_rng(1)
+    scores = rng.integers(0, 8, size=shape).astype(np.float32)  # many ties
+    rows = np.stack([rng.permutation(10_000)[: shape[1]] for _ in range(shape[0])])  # distinct rows, any order
+    want = [np.lexsort((r, -s))[:10] for s, r in zip(scores, rows)]
+    got_scores, got_rows = top_k(scores, rows, 10)
+    assert got_rows.tolist() == [r[w].tolist() for r, w in zip(rows, want)]
+    assert got_scores.tolist() == [s[w].tolist() for s, w in zip(scores, want)]
+    assert (scores.size > SORT_WHOLE) == (shape == (30, 200))
 
 
 def test_semantic_search_equals_sentence_transformers(encoder, stsb_sentences):
