@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import difflib
 import io
 import re
 import sys
@@ -140,6 +141,15 @@ def masked(page: str) -> str:
     return MACHINE.sub("<!--m-->…<!--/m-->", page)
 
 
+def stale_diff(output: Path, fresh: str, lines: int = 40) -> str:
+    """'' when the page at `output` is `fresh`, what differs between machines masked; else the diff's first lines."""
+    current, fresh = masked(output.read_text(encoding="utf-8")), masked(fresh)
+    if current == fresh:
+        return ""
+    diff = difflib.unified_diff(current.splitlines(True), fresh.splitlines(True), f"docs/{output.name}", "regenerated")
+    return "".join(list(diff)[:lines])
+
+
 def fill(template: Path, found: dict[str, str], generator: str) -> str:
     """The template with every {{link:...}} and {{name}} filled in, under a header naming its generator."""
 
@@ -169,7 +179,7 @@ def write_or_check(output: Path, render, argv: list[str] | None = None, doc: str
     args = parser.parse_args(argv)
     text = render()
     if args.check:
-        if masked(output.read_text(encoding="utf-8")) != masked(text):
+        if stale_diff(output, text):
             print(f"{output} is out of date: run .venv/bin/python {sys.argv[0]}", file=sys.stderr)
             return 1
         print(f"{output} is up to date", file=sys.stderr)

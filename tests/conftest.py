@@ -6,6 +6,8 @@ always a failure. Missing data is a failure under CI (CI=true) and a clear skip 
 
 from __future__ import annotations
 
+import functools
+import importlib.util
 import os
 import subprocess
 import sys
@@ -26,6 +28,16 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA_DIR = Path(os.environ.get("MINILM_DATA_DIR", ROOT.parent / "shared" / "data"))
+
+
+@functools.cache
+def docs_module(name: str):
+    """docs/{name}.py (a page's generator) as a module, loaded once."""
+    spec = importlib.util.spec_from_file_location(name, ROOT / "docs" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
 
 
 def require_data(relative: str) -> Path:

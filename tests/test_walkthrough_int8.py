@@ -8,10 +8,7 @@ numbers to a few units of their last printed digit (integers to 0.5 %)."""
 from __future__ import annotations
 
 import difflib
-import functools
-import importlib.util
 import re
-import sys
 
 import pytest
 import torch
@@ -19,29 +16,19 @@ import torch
 from minilm.model.int8 import smoothing_factors
 from minilm.weights.int8_scales import load_int8_scales
 
-from conftest import ROOT
+from conftest import ROOT, docs_module
 
 REGENERATE = ".venv/bin/python docs/make_walkthrough_int8.py"
 LINK = re.compile(r"\]\(\.\./[^)]*\) \([^)]*\)")  # a {{link:...}}'s target: line numbers compared exactly
 NUMBER = re.compile(r"\d[\d,]*(?:\.\d+)?")
 
 
-@functools.cache
-def load(name: str):
-    """docs/{name}.py as a module."""
-    spec = importlib.util.spec_from_file_location(name, ROOT / "docs" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
 def load_generator():
-    return load("make_walkthrough_int8")
+    return docs_module("make_walkthrough_int8")
 
 
 def masked(page: str) -> str:
-    return load("make_walkthrough").masked(page)
+    return docs_module("make_walkthrough").masked(page)
 
 
 def close(printed: str, fresh: str) -> bool:
