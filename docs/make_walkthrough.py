@@ -56,8 +56,9 @@ def link(spec: str, template: str = TEMPLATE.name) -> str:
     return f"[`{qualname}`](../{path}#L{line}) ({path}:{line})"
 
 
-def numbers(values: torch.Tensor, count: int = 4) -> str:
-    return "[" + ", ".join(f"{v:+.4f}" for v in values[:count].tolist()) + ", …]"
+def numbers(values: torch.Tensor, count: int = 4, digits: int = 4) -> str:
+    """The first `count` values, signed, `digits` decimals: "[+0.1234, -0.0567, …]"."""
+    return "[" + ", ".join(f"{v:+.{digits}f}" for v in values[:count].tolist()) + ", …]"
 
 
 def values(encoder: SentenceEncoder) -> dict[str, str]:

@@ -23,7 +23,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # docs/: the first walkthrough's generator
 
-from make_walkthrough import ROOT, fill, machine_dependent, write_or_check
+from make_walkthrough import ROOT, fill, machine_dependent, numbers, write_or_check
 
 from minilm import SentenceEncoder
 from minilm.cli import DEMO_SENTENCES
@@ -170,10 +170,6 @@ def work(model: torch.nn.Module, tokens: int) -> Work:
 # ------------------------------------------------------------------ formatting
 
 
-def numbers(values, digits: int = 3) -> str:
-    return "[" + ", ".join(f"{v:+.{digits}f}" for v in values) + ", …]"
-
-
 def relative_error(approximate: torch.Tensor, exact: torch.Tensor) -> float:
     return ((approximate - exact).norm() / exact.norm()).item()
 
@@ -195,7 +191,7 @@ def values(encoder: SentenceEncoder) -> dict[str, str]:
     x, s, W = row.x, row.smoothing, row.linear.weight.detach()
     out = {"token": f"`{row.tokens[TOKEN]}`", "sentence": DEMO_SENTENCES[0], "alpha": str(SMOOTHING_ALPHA)}
     out["n_tokens"], out["width"], out["out_width"] = str(len(row.tokens)), str(x.numel()), str(W.size(0))
-    out["row_first"] = numbers(x[:6].tolist())
+    out["row_first"] = numbers(x, 6, 3)
 
     # Outliers: the row's largest channels against its median, and the per-token scale without smoothing.
     top = x.abs().topk(3).indices.tolist()
@@ -234,7 +230,7 @@ def values(encoder: SentenceEncoder) -> dict[str, str]:
     out["s_median"], out["s_min"], out["s_max"] = f"{s.median():.2f}", f"{s.min():.2f}", f"{s.max():.2f}"
     out["s_argmax"] = str(int(s.argmax()))
     smooth_row = x / s
-    out["smooth_first"] = numbers(smooth_row[:6].tolist())
+    out["smooth_first"] = numbers(smooth_row, 6, 3)
     out["smooth_absmax"], out["smooth_median"] = f"{smooth_row.abs().max():.2f}", f"{smooth_row.abs().median():.3f}"
     out["smooth_ratio"] = f"{smooth_row.abs().max().item() / smooth_row.abs().median().item():.0f}"
     # How flat the weights' rows are (largest |weight| over the median one, median over the rows), before and after.
@@ -280,7 +276,7 @@ def values(encoder: SentenceEncoder) -> dict[str, str]:
     weight_row = row.smoothed.weight_t[:, m]  # (C,) int8: row m of W s, quantized
     weight_scale = row.smoothed.weight_scale[m].item()
     out["scale"], out["q_first"] = f"{row.scale:.5f}", "[" + ", ".join(str(v) for v in row.q[:8].tolist()) + ", …]"
-    out["w_first"] = numbers((W[m] * s)[:6].tolist(), 4)
+    out["w_first"] = numbers(W[m] * s, 6)
     out["w_absmax"], out["w_scale"] = f"{(W[m] * s).abs().max():.4f}", f"{weight_scale:.6f}"
     out["wq_first"] = "[" + ", ".join(str(v) for v in weight_row[:8].tolist()) + ", …]"
     out["w_scales_range"] = (

@@ -49,7 +49,7 @@ from .vectors import as_unit_floats, normalized
 # against exact float32: 0.91 at 10, 0.96 at 20, 0.98 at 40 (docs/search.md); 20 costs 1.3x 10's lookup.
 DEFAULT_RESCORE_MULTIPLIER = 20
 # An HNSW graph ranks the candidates it keeps by its own distances, near the float32 ones (i8 and f16 alike
-# put the true top 10 within its first 20 on the 1M-line corpus), so fewer of them need rescoring.
+# put the true top 10 within their first 20 over 150,000 rows of the 1M-line corpus), so fewer need rescoring.
 GRAPH_RESCORE_MULTIPLIER = 4
 
 
