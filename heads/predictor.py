@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 
 from minilm import SentenceEncoder
-from minilm.encoders.sentence_encoder import batches_with_progress, show_bar
+from minilm.encoders.batching import batches_with_progress, show_bar
 from minilm.text.tokenization import SentenceTokenizer, length_sorted_batches, right_pad
 from minilm.text.windows import text_offsets, token_windows
 from minilm.weights import WeightsError, from_override, shipped_origin, shipped_path

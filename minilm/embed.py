@@ -40,6 +40,7 @@ from .cli import (
     write_table,
 )
 from .corpus.quantize import STORED_PRECISIONS
+from .encoders.batching import CPU_BATCH_TOKENS, DEFAULT_BATCH_TEXTS, GPU_BATCH_TEXTS
 from .encoders.sentence_encoder import EncodeResult
 
 TABLE_MAX_TEXTS = 1000  # the table compares every pair; beyond this, jsonl or npy is the useful output
@@ -159,13 +160,22 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     model = parser.add_argument_group("model and compute")
     add_model_arguments(model)
-    model.add_argument("--batch-size", "-b", type=positive_int, default=32, help="texts per forward pass (default: 32)")
+    model.add_argument(
+        "--batch-size",
+        "-b",
+        type=positive_int,
+        default=None,
+        help=f"texts per forward pass at most (default: {DEFAULT_BATCH_TEXTS} on a CPU, as the token budget allows; "
+        f"{GPU_BATCH_TEXTS} on a GPU)",
+    )
     model.add_argument(
         "--max-batch-tokens",
         type=positive_int,
         default=None,
         metavar="N",
-        help="also cap each batch at N tokens, padding included",
+        help="tokens per forward pass at most, padding included (default on a CPU, by --dtype: "
+        + ", ".join(f"{dtype} {tokens}" for dtype, tokens in CPU_BATCH_TOKENS.items())
+        + "; none on a GPU)",
     )
     model.add_argument("--no-normalize", action="store_true", help="skip L2 normalization of the embeddings")
     add_prompt_arguments(model)
@@ -350,7 +360,7 @@ def embed_with_ray(args: argparse.Namespace) -> int:
         text_field=args.text_field,
         id_field=args.id_field,
         model=args.model,
-        batch_size=args.batch_size,
+        batch_size=args.batch_size or DEFAULT_BATCH_TEXTS,
         concurrency=args.concurrency,
         num_gpus=gpus,
         device=args.device,

@@ -57,6 +57,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
 from ..base.textio import INPUT_SUFFIXES, InputError, read_records, require_input_file
+from ..encoders.batching import DEFAULT_BATCH_TEXTS
 from .ray_run import RUN_FILE, is_remote, output_filesystem, write_run
 from .shards import SKIPPED_EXAMPLES, Examples, good_records
 
@@ -158,7 +159,7 @@ def embed_dataset(
     model: str | None = None,
     text_column: str = "text",
     id_column: str | None = None,
-    batch_size: int = 32,
+    batch_size: int = DEFAULT_BATCH_TEXTS,
     concurrency: int | None = 1,
     num_cpus: float = 1,
     num_gpus: float = 0,
@@ -172,7 +173,8 @@ def embed_dataset(
 
     model: a checkpoint name or folder, resolved on each worker node (None: all-MiniLM-L6-v2).
     id_column: None numbers the rows from 1 (which materializes `ds`; see the module docstring).
-    batch_size: rows per map_batches call, each embedded as one `encode` batch.
+    batch_size: rows per map_batches call; `encode` cuts them into calls by the dtype's token budget
+        (minilm.encoders.batching).
     concurrency: actors, i.e. model copies; None autoscales from 1 to what the cluster fits.
     num_cpus / num_gpus: what each actor reserves. device: None is "cuda" when num_gpus > 0, else CPU.
     dtype, normalize, prompt: as `SentenceEncoder.from_pretrained` and `encode` (None: the default prompt).
@@ -352,7 +354,7 @@ def embed_files(
     text_field: str = "text",
     id_field: str | None = None,
     model: str | None = None,
-    batch_size: int = 32,
+    batch_size: int = DEFAULT_BATCH_TEXTS,
     concurrency: int | None = None,
     num_cpus: float = 1,
     num_gpus: float = 0,

@@ -68,7 +68,8 @@ from ..base.textio import (
     read_records,
     require_input_file,
 )
-from ..encoders.sentence_encoder import NonFiniteOutput, SentenceEncoder, show_bar
+from ..encoders.batching import show_bar
+from ..encoders.sentence_encoder import NonFiniteOutput, SentenceEncoder
 from ..text.windows import text_windows
 from ..weights import file_sha256
 from ..weights.int8_scales import smoothing_sha256
@@ -86,7 +87,7 @@ class CorpusSettings:
     shard_rows: int = 10_000
     text_field: str = "text"  # the field or column of .jsonl, .csv, .tsv and .parquet input
     id_field: str | None = None  # None: ids are line numbers (row numbers for Parquet)
-    batch_size: int = 32
+    batch_size: int | None = None  # None: the encoder's default for its dtype (minilm.encoders.batching)
     max_batch_tokens: int | None = None
     normalize: bool | None = None  # None: as the checkpoint says
     precision: StoredPrecision = "float32"  # how the shards store the vectors (minilm.corpus.quantize)

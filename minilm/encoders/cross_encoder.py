@@ -26,7 +26,8 @@ import torch
 from ..model.classifier import ACTIVATIONS, BertForSequenceClassification
 from ..text.tokenization import PairTokenizer
 from ..weights.cross_encoder import CrossEncoderCheckpoint, CrossEncoderConfig, load_cross_encoder
-from .sentence_encoder import batches_with_progress, check_text, check_texts, resolve_device, show_bar
+from .batching import batches_with_progress, show_bar
+from .sentence_encoder import check_text, check_texts, resolve_device
 
 
 def check_pairs(pairs: Sequence[Sequence[str]]) -> list[tuple[str, str]]:

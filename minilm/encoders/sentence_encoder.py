@@ -11,7 +11,6 @@ Finding and checking the checkpoint is minilm.weights' job (`load_checkpoint`).
 
 from __future__ import annotations
 
-import sys
 import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -20,18 +19,16 @@ from typing import Literal
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from ..model.encoder import BertModel
 from ..model.int8 import SMOOTHING_ALPHA, InputAbsmax, calibrated_smoothing
 from ..model.packed import PackedEncoder
 from ..model.pooling import PoolingMode, mask_prompt, sentence_embedding
 from ..model.precision import ComputeDtype, choose_auto, inference_model, resolve_dtype
-from ..text.tokenization import AnyEncoding, SentenceTokenizer, TokenBatch, TokenizerKind, length_sorted_batches
+from ..text.tokenization import AnyEncoding, SentenceTokenizer, TokenBatch, TokenizerKind
 from ..weights import Checkpoint, SentenceConfig, WeightsError, load_checkpoint
 from ..weights.int8_scales import load_int8_scales
-
-PROGRESS_BAR_MIN_TEXTS = 1000  # auto mode shows a progress bar from this many texts on
+from .batching import batches_with_progress, default_batching, show_bar
 
 
 @dataclass
@@ -75,29 +72,6 @@ class NonFiniteOutput(ValueError):
             "damaged, or half precision overflowed; restore the checkpoint or use --dtype float32"
         )
         self.where, self.dtype, self.index = where, dtype, index
-
-
-def batches_with_progress(
-    lengths: Sequence[int],
-    batch_size: int,
-    max_batch_tokens: int | None = None,
-    *,
-    show: bool,
-    desc: str,
-    unit: str,
-) -> Iterator[list[int]]:
-    """`length_sorted_batches` of `lengths` (longest first), with a progress bar on stderr that moves on by
-    each batch once the caller has run it. The one loop of SentenceEncoder, CrossEncoder and the heads'
-    predictor; `show`: usually `show_bar(n, show_progress_bar)`."""
-    with tqdm(total=len(lengths), desc=desc, unit=unit, disable=not show, file=sys.stderr) as bar:
-        for indices in length_sorted_batches(lengths, batch_size, max_batch_tokens):
-            yield indices
-            bar.update(len(indices))
-
-
-def show_bar(n: int, show_progress_bar: bool | None) -> bool:
-    """Whether to show a progress bar over n texts: as asked, or (None) from PROGRESS_BAR_MIN_TEXTS on."""
-    return n >= PROGRESS_BAR_MIN_TEXTS if show_progress_bar is None else show_progress_bar
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
@@ -269,14 +243,25 @@ class SentenceEncoder:
 
     # ------------------------------------------------------------------ batching
 
+    def batching(self, batch_size: int | None = None, max_batch_tokens: int | None = None) -> tuple[int, int | None]:
+        """(texts, padded tokens) per encoder call at most: what is given, the rest from this encoder's
+        dtype and device (minilm.encoders.batching.default_batching). A batch_size alone keeps the token
+        budget: batch size is then an upper bound, and no batch size falls off the cache cliff."""
+        default_size, default_tokens = default_batching(self.dtype, self.device)
+        return (
+            default_size if batch_size is None else batch_size,
+            default_tokens if max_batch_tokens is None else max_batch_tokens,
+        )
+
     def _hidden_states(
         self,
         encodings: list[AnyEncoding],
-        batch_size: int,
+        batch_size: int | None,
         max_batch_tokens: int | None,
         show_progress_bar: bool | None,
     ) -> Iterator[tuple[list[int], torch.Tensor, TokenBatch]]:
         """Run the encoder longest-first. Yields (input indices, float32 hidden states (B, T, C), the batch)."""
+        batch_size, max_batch_tokens = self.batching(batch_size, max_batch_tokens)
         lengths, show = [len(e.ids) for e in encodings], show_bar(len(encodings), show_progress_bar)
         for indices in batches_with_progress(
             lengths, batch_size, max_batch_tokens, show=show, desc="Embedding", unit="text"
@@ -291,7 +276,7 @@ class SentenceEncoder:
     def encode_detailed(
         self,
         texts: Sequence[str],
-        batch_size: int = 32,
+        batch_size: int | None = None,
         normalize: bool | None = None,
         pooling: PoolingMode | None = None,
         show_progress_bar: bool | None = None,
@@ -313,7 +298,7 @@ class SentenceEncoder:
     def encode_encodings(
         self,
         encodings: Sequence[AnyEncoding],
-        batch_size: int = 32,
+        batch_size: int | None = None,
         normalize: bool | None = None,
         pooling: PoolingMode | None = None,
         show_progress_bar: bool | None = False,
@@ -340,7 +325,7 @@ class SentenceEncoder:
     def encode(
         self,
         texts: str | Sequence[str],
-        batch_size: int = 32,
+        batch_size: int | None = None,
         normalize: bool | None = None,
         pooling: PoolingMode | None = None,
         show_progress_bar: bool | None = None,
@@ -356,8 +341,9 @@ class SentenceEncoder:
             gives the checkpoint's default prompt, if it has one (as sentence-transformers). A checkpoint
             whose pooling has include_prompt false pools without the prompt's tokens.
         show_progress_bar: None shows a bar on stderr from 1,000 texts on.
-        max_batch_tokens: also cap each batch at this many tokens, padding included (batch_size still
-            caps the count). Short texts then share bigger batches and long ones smaller ones.
+        batch_size, max_batch_tokens: at most this many texts, and this many tokens (padding included),
+            per encoder call. None takes the default for this dtype and device (`batching`: on a CPU,
+            a token budget measured per dtype, so short texts share big batches and long ones small).
         """
         single = isinstance(texts, str)
         result = self.encode_detailed(
@@ -395,7 +381,7 @@ class SentenceEncoder:
     def encode_tokens(
         self,
         texts: str | Sequence[str],
-        batch_size: int = 32,
+        batch_size: int | None = None,
         show_progress_bar: bool | None = None,
         max_batch_tokens: int | None = None,
         prompt_name: str | None = None,

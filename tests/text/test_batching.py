@@ -10,7 +10,11 @@ import numpy as np
 import pytest
 import torch
 
+from minilm.encoders.batching import CPU_BATCH_TOKENS, DEFAULT_BATCH_TEXTS, default_batching
+from minilm.encoders.sentence_encoder import SentenceEncoder
 from minilm.text.tokenization import length_sorted_batches, right_pad
+
+from conftest import with_runner
 
 # --------------------------------------------------------------------------- length_sorted_batches
 
@@ -79,6 +83,44 @@ def test_token_budget_batches_keep_input_order(encoder, texts, fp32_embeddings):
     assert max(np.abs(a - b).max() for a, b in zip(tokens, budgeted_tokens)) <= 1e-5
     with pytest.raises(ValueError, match="max_batch_tokens"):
         encoder.encode(texts[:2], max_batch_tokens=0)
+
+
+def recording(encoder: SentenceEncoder) -> tuple[SentenceEncoder, list[tuple[int, int]]]:
+    """A copy of `encoder` whose runner records the (B, T) of every call."""
+    calls: list[tuple[int, int]] = []
+
+    class Recorder(torch.nn.Module):
+        def forward(self, input_ids, attention_mask, token_type_ids=None):
+            calls.append(tuple(input_ids.shape))
+            return encoder.runner(input_ids, attention_mask, token_type_ids)
+
+    return with_runner(encoder, Recorder(), encoder.dtype), calls
+
+
+def test_default_batching_is_the_dtype_token_budget_on_a_cpu():
+    cpu, gpu = torch.device("cpu"), torch.device("cuda")
+    for dtype, tokens in CPU_BATCH_TOKENS.items():
+        assert default_batching(dtype, cpu) == (DEFAULT_BATCH_TEXTS, tokens)
+        assert default_batching(dtype, gpu) == (32, None)  # sentence-transformers' default, no budget
+
+
+def test_encode_without_batch_arguments_runs_the_budgeted_batches(encoder, texts, fp32_embeddings):
+    lengths = [len(e.ids) for e in encoder.tokenizer.encode(texts)[0]]
+    budget = CPU_BATCH_TOKENS["float32"]
+    assert encoder.batching() == (DEFAULT_BATCH_TEXTS, budget)
+    expected = [
+        (len(b), max(lengths[i] for i in b)) for b in length_sorted_batches(lengths, DEFAULT_BATCH_TEXTS, budget)
+    ]
+    assert len(expected) < len(texts) / 32  # short texts share batches bigger than the old 32
+    for arguments in ({}, {"batch_size": 1024}):  # a batch size alone keeps the budget
+        recorder, calls = recording(encoder)
+        vectors = recorder.encode(texts, **arguments)
+        assert calls == expected
+        assert all(b * t <= budget for b, t in calls)  # no text here is over the budget on its own
+        assert np.abs(vectors - fp32_embeddings).max() <= 1e-6
+    recorder, calls = recording(encoder)
+    recorder.encode(texts, batch_size=7, max_batch_tokens=10**6)  # both given: both are kept
+    assert [b for b, _ in calls] == [7] * (len(texts) // 7) + [len(texts) % 7]
 
 
 # --------------------------------------------------------------------------- right_pad
