@@ -1,7 +1,7 @@
 """CPU inference speed: every engine on the same real corpora, each in a fresh process of its own.
 
-    python benchmarks/speed.py            # full run (roughly 10-15 min on 2 cores)
-    python benchmarks/speed.py --quick    # 2-4 min: small slices of each corpus, one timing each
+    python benchmarks/speed.py            # full run (roughly 20-30 min on 2 cores, the batch sweep included)
+    python benchmarks/speed.py --quick    # 5-8 min: small slices of each corpus, one timing each
     bash benchmarks/peers/setup.sh        # once, to add the peers (sentence-transformers' fast backends)
 
 Engines:
@@ -14,9 +14,20 @@ Engines:
   float16 where it is native here, and bf16 forced into emulation where the CPU would fall back
   (to show why it does). --compile adds fp32, bf16 and int8 under torch.compile.
 - the peers, where benchmarks/peers/.venv exists: sentence-transformers' own ONNX backend in fp32
-  and dynamically quantized to int8 (the avx512_vnni config where the CPU has it, else avx2), and
-  its OpenVINO backend. Their versions differ from the project's, so they live in that throwaway
-  venv (benchmarks/peers/setup.sh makes it); without it they are skipped, and the output says so.
+  and dynamically quantized to int8 (the avx512_vnni config where the CPU has it, else avx2), its
+  OpenVINO backend as exported, and OpenVINO statically quantized to int8 by NNCF, calibrated on
+  300 STS-B dev sentences (export_static_quantized_openvino_model's recipe, with the calibration
+  set built locally; its load s includes the calibration). Their versions differ from the
+  project's, so they live in that throwaway venv (benchmarks/peers/setup.sh makes it); without it
+  they are skipped, and the output says so.
+
+Batch sizes: every engine runs at its default batch (sentence-transformers' 32, ONNX Runtime's 32
+here, and for ours encode's own choice: no batch argument is passed) for every corpus, and then
+once more on the short corpus at each batch size of --sweep (default 32 to 1024; --quick: 32 and
+128), where ours is given batch_size alone (the max_batch_tokens=2048 row keeps its cap). A
+second table shows the whole sweep per engine, with the slowest size's share of the best (a
+batch-size cliff shows there). The emulated-bf16 row is not swept: it is there to show the
+fallback, and each of its encodes takes minutes.
 
 Isolation: this process reads the corpora (benchmarks/corpora.py: short = the 2,758 STS-B test
 sentences, long = 1,000 CoNLL-2003 passages of 128-256 tokens, mixed = both, shuffled), measures
@@ -27,7 +38,8 @@ outlive it. The worker loads the engine, warms it up on 64 mixed texts, times ea
 hands back its timings and embeddings; the quality columns are computed here. A worker that
 fails stops the run with its stderr.
 
-Columns: sentences/s and tokens/s (best of --repeats); peak RSS MB, the worker process's own
+Columns: sentences/s at the default batch and tokens/s (best of --repeats); the best batch of the
+sweep, short corpus only, as its sentences/s and (its size); peak RSS MB, the worker process's own
 peak resident memory (Python, the libraries, the engine and its buffers: one engine per
 process); load s, the time from the start of loading (the engine library's import and any
 export or quantization included) to the end of the warm-up, which for torch.compile is the
@@ -38,8 +50,8 @@ peak, in GOP/s; OpenVINO picks its own precision, so its row uses the one it rep
 for, bf16 on a CPU with AVX512-BF16, and fp32 where it reports none). Quality: STS-B test
 Spearman x 100 (short corpus) and the minimum cosine to our fp32 embeddings of the same texts.
 
-Prints the CPU, its relevant feature flags, the peaks and a markdown table; --json also writes
-the numbers. --profile adds where our fp32, int8 and bfloat16 encodes spend their time.
+Prints the CPU, its relevant feature flags, the peaks, the markdown table and the sweep's table;
+--json also writes the numbers. --profile adds where our fp32, int8 and bfloat16 encodes spend their time.
 """
 
 from __future__ import annotations
@@ -62,6 +74,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from corpora import long_corpus, mixed_corpus, read_stsb_test, short_corpus
+from speed_worker import batch_sizes
 
 from minilm import SentenceEncoder
 from minilm.model.precision import cpu_flags, resolve_dtype
@@ -89,6 +102,9 @@ RELEVANT_FLAGS = (
     "amx_fp16",
 )
 STDERR_TAIL = 3000  # characters of a failed worker's stderr to show
+SWEEP = (32, 64, 128, 256, 512, 1024)  # batch sizes timed on the short corpus
+QUICK_SWEEP = (32, 128)  # --quick's short corpus is 200 texts: larger sizes would all be one batch
+CALIBRATION_SENTENCES = 300  # OpenVINO static int8's STS-B dev calibration set, as issue 31 measured
 
 
 def flops_per_token(hidden: int = 384, ffn: int = 1536, layers: int = 6) -> float:
@@ -141,6 +157,7 @@ class Engine:
     name: str
     worker_args: list[str]  # speed_worker.py's engine and options
     python: str = sys.executable
+    swept: bool = True  # timed at each --sweep batch size too
 
 
 def ours(name: str, *options: str) -> Engine:
@@ -175,8 +192,8 @@ def engines(compile_too: bool, with_peers: bool) -> list[Engine]:
     ]
     if native("float16"):  # where float16 falls back it is the float32 row again
         listed.append(ours("ours --dtype float16", "--dtype", "float16"))
-    if not native("bfloat16"):  # show what the fallback avoids
-        listed.append(ours("ours bf16 forced (emulated)", "--dtype", "bfloat16", "--forced"))
+    if not native("bfloat16"):  # show what the fallback avoids; minutes per encode, so not swept
+        listed.append(Engine("ours bf16 forced (emulated)", ["ours", "--dtype", "bfloat16", "--forced"], swept=False))
     if compile_too:
         listed.append(ours("ours fp32 torch.compile", "--compile"))
         for dtype, short in (("bfloat16", "bf16"), ("int8", "int8")):
@@ -188,6 +205,13 @@ def engines(compile_too: bool, with_peers: bool) -> list[Engine]:
             peer("sentence-transformers onnx fp32", "--backend", "onnx"),
             peer(f"sentence-transformers onnx int8 ({config})", "--backend", "onnx", "--quantize", config),
             peer("sentence-transformers openvino", "--backend", "openvino"),
+            peer(
+                f"sentence-transformers openvino static int8 (NNCF, {CALIBRATION_SENTENCES} STS-B dev)",
+                "--backend",
+                "openvino",
+                "--static-int8",
+                str(CALIBRATION_SENTENCES),
+            ),
         ]
     return listed
 
@@ -196,8 +220,11 @@ class WorkerFailed(RuntimeError):
     """A worker exited non-zero; the message holds the tail of its stderr."""
 
 
-def run_worker(engine: Engine, folder: Path, corpora_file: Path, out: Path, repeats: int) -> dict:
-    """Runs one engine in its own process; returns its result.json plus its vectors by corpus.
+def run_worker(
+    engine: Engine, folder: Path, corpora_file: Path, out: Path, repeats: int, sweep: tuple[int, ...] = ()
+) -> dict:
+    """Runs one engine in its own process, timed at each of `sweep`'s batch sizes too where it is swept;
+    returns its result.json plus its vectors by corpus.
 
     Its stdout and stderr go to files beside its results: the libraries are chatty, and the tail
     of stderr is what a failure shows.
@@ -205,6 +232,8 @@ def run_worker(engine: Engine, folder: Path, corpora_file: Path, out: Path, repe
     out.mkdir(parents=True)
     command = [engine.python, str(WORKER), *engine.worker_args]
     command += ["--model", str(folder), "--corpora", str(corpora_file), "--out", str(out), "--repeats", str(repeats)]
+    if engine.swept and sweep:
+        command += ["--sweep", ",".join(map(str, sweep))]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}  # never the network
     with open(out / "stdout.txt", "w") as stdout, open(out / "stderr.txt", "w") as stderr:
         returncode = subprocess.run(command, stdout=stdout, stderr=stderr, env=env, cwd=BENCHMARKS.parent).returncode
@@ -212,6 +241,7 @@ def run_worker(engine: Engine, folder: Path, corpora_file: Path, out: Path, repe
         tail = (out / "stderr.txt").read_text(errors="replace")[-STDERR_TAIL:]
         raise WorkerFailed(f"error: the worker for {engine.name!r} exited with {returncode}; its stderr ends:\n{tail}")
     result = json.loads((out / "result.json").read_text())
+    result["sweep"] = {int(size): seconds for size, seconds in result["sweep"].items()}  # JSON keys are strings
     result["vectors"] = {name: np.load(out / f"{name}.npy") for name in result["seconds"]}
     return result
 
@@ -223,7 +253,7 @@ def run_worker(engine: Engine, folder: Path, corpora_file: Path, out: Path, repe
 class Row:
     engine: str
     corpus: str
-    sentences_per_s: float
+    sentences_per_s: float  # at the engine's default batch
     tokens_per_s: float
     peak_rss_mb: float  # the worker process's peak RSS
     load_s: float  # load (imports, export, quantization, compile) plus warm-up
@@ -234,6 +264,12 @@ class Row:
     spearman: float = float("nan")  # STS-B test x 100, short corpus only
     min_cos: float = float("nan")  # against ours fp32 on the same texts
     note: str = ""
+    sweep: dict[int, float] = field(default_factory=dict)  # batch size -> sentences/s, short corpus only
+    best_batch: int | None = None  # the sweep's fastest size, short corpus only
+
+    @property
+    def best_sentences_per_s(self) -> float:
+        return self.sweep[self.best_batch] if self.best_batch else float("nan")
 
 
 @dataclass
@@ -287,7 +323,9 @@ def run(args: argparse.Namespace) -> Run:
                 continue
             print(f"{engine.name} ...", end="", file=sys.stderr, flush=True)
             start = time.perf_counter()
-            result = run_worker(engine, encoder.folder, corpora_file, Path(work) / f"engine{i}", args.repeats)
+            result = run_worker(
+                engine, encoder.folder, corpora_file, Path(work) / f"engine{i}", args.repeats, args.sweep
+            )
             print(f" {time.perf_counter() - start:.0f} s", file=sys.stderr)
             for name, seconds in result["seconds"].items():
                 row = Row(
@@ -308,6 +346,8 @@ def run(args: argparse.Namespace) -> Run:
                 if name == "short":
                     half = len(scores)
                     row.spearman = spearman(scores, vectors[:half], vectors[half : 2 * half])
+                    row.sweep = {size: len(corpora[name]) / s for size, s in result["sweep"].items()}
+                    row.best_batch = max(row.sweep, key=row.sweep.get, default=None)
                 rows.append(row)
     for row in rows:
         reference = next((r for r in rows if r.engine == REFERENCE and r.corpus == row.corpus), None)
@@ -391,7 +431,8 @@ def profile(corpora: dict[str, list[str]], dtype: str) -> str:
 COLUMNS = (
     "engine",
     "corpus",
-    "sent/s",
+    "sent/s (default)",
+    "best batch: sent/s (size)",
     "tokens/s",
     "peak RSS MB",
     "load s",
@@ -403,14 +444,43 @@ COLUMNS = (
 )
 
 
+def fmt(value: float, spec: str) -> str:
+    """`value` formatted, or a dash for NaN (a column that does not apply to the row)."""
+    return "–" if value != value else format(value, spec)
+
+
+def best_batch_cell(row: Row) -> str:
+    """The sweep's best sentences/s and its batch size, as "1,234 (256)"; a dash where the row was not swept."""
+    return f"{row.best_sentences_per_s:,.0f} ({row.best_batch})" if row.best_batch else "–"
+
+
 def table(rows: list[Row]) -> str:
     lines = ["| " + " | ".join(COLUMNS) + " |", "|---|---|" + "---:|" * (len(COLUMNS) - 3) + "---|"]
-    fmt = lambda v, spec: "–" if v != v else format(v, spec)  # noqa: E731  (NaN -> dash)
     for r in sorted(rows, key=lambda r: ("short", "long", "mixed").index(r.corpus)):
         lines.append(
-            f"| {r.engine} | {r.corpus} | {r.sentences_per_s:,.0f} | {r.tokens_per_s:,.0f} | {r.peak_rss_mb:,.0f} | "
+            f"| {r.engine} | {r.corpus} | {r.sentences_per_s:,.0f} | {best_batch_cell(r)} | {r.tokens_per_s:,.0f} | "
+            f"{r.peak_rss_mb:,.0f} | "
             f"{r.load_s:.1f} | {fmt(r.ratio, '.2f')} | {fmt(100 * r.roofline, '.0f')}% | {fmt(r.spearman, '.2f')} | "
             f"{fmt(r.min_cos, '.5f')} | {r.note} |"
+        )
+    return "\n".join(lines)
+
+
+def sweep_table(rows: list[Row]) -> str:
+    """The sweep, engine x batch size -> sentences/s on the short corpus, and the slowest size's share of
+    the fastest ("no batch-size cliff" reads off that column). Rows that were not swept are left out."""
+    swept = [r for r in rows if r.corpus == "short" and r.sweep]
+    sizes = sorted({size for r in swept for size in r.sweep})
+    lines = [
+        "| engine (short corpus, sent/s) | " + " | ".join(map(str, sizes)) + " | slowest ÷ best |",
+        "|---|" + "---:|" * (len(sizes) + 1),
+    ]
+    for r in swept:
+        cells = [
+            f"**{r.sweep[s]:,.0f}**" if s == r.best_batch else fmt(r.sweep.get(s, float("nan")), ",.0f") for s in sizes
+        ]
+        lines.append(
+            f"| {r.engine} | " + " | ".join(cells) + f" | {min(r.sweep.values()) / r.best_sentences_per_s:.2f} |"
         )
     return "\n".join(lines)
 
@@ -433,7 +503,7 @@ def main(argv: list[str] | None = None) -> int:
         "benchmarks/peers/.venv (bash benchmarks/peers/setup.sh) and are skipped, with a note, without it.",
     )
     parser.add_argument(
-        "--quick", action="store_true", help="2-4 minutes: 200 short texts, 20 long, one timing each; every engine"
+        "--quick", action="store_true", help="5-8 minutes: 200 short texts, 20 long, one timing each; every engine"
     )
     parser.add_argument("--repeats", type=int, default=1, help="timings per engine and corpus, best kept (default 1)")
     parser.add_argument(
@@ -442,6 +512,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--only", nargs="*", help="run only engines whose name contains one of these (the reference always runs)"
     )
+    parser.add_argument(
+        "--sweep",
+        type=batch_sizes,
+        metavar="SIZES",
+        help="comma-separated batch sizes to time every engine at on the short corpus, once each "
+        f"(default {','.join(map(str, SWEEP))}; --quick: {','.join(map(str, QUICK_SWEEP))}; '' for none)",
+    )
     parser.add_argument("--json", metavar="FILE", help="also write the machine and the rows as JSON")
     parser.add_argument(
         "--profile",
@@ -449,6 +526,8 @@ def main(argv: list[str] | None = None) -> int:
         help="also profile our fp32, int8 and bfloat16 encodes: where the time goes, per corpus",
     )
     args = parser.parse_args(argv)
+    if args.sweep is None:
+        args.sweep = QUICK_SWEEP if args.quick else SWEEP
     if args.only:
         args.only = [*args.only, REFERENCE, OURS_FP32]
     try:
@@ -466,6 +545,9 @@ def main(argv: list[str] | None = None) -> int:
         + f", int8 {peaks['int8']:.0f} GOP/s\n"
     )
     print(table(result.rows))
+    if any(r.sweep for r in result.rows):
+        print("\nBatch-size sweep, one timing per size (bold: the best):\n")
+        print(sweep_table(result.rows))
     for line in result.skipped:
         print(f"\n{line}")
     if args.profile:
@@ -473,7 +555,8 @@ def main(argv: list[str] | None = None) -> int:
             print()
             print(profile(result.corpora, dtype))
     if args.json:
-        data = {**about, "skipped": result.skipped, "rows": [asdict(r) for r in result.rows]}
+        rows = [{**asdict(r), "best_sentences_per_s": r.best_sentences_per_s} for r in result.rows]
+        data = {**about, "skipped": result.skipped, "rows": rows}
         Path(args.json).write_text(json.dumps(data, indent=1))
     return 0
 
