@@ -14,6 +14,11 @@ Routes (docs/serve.md has the request and response fields):
     GET  /metrics         Prometheus text format (metrics.py)
     GET  /docs            OpenAPI docs (FastAPI)
 
+The hot route, POST /v1/embeddings, is defined once, for FastAPI (its OpenAPI entry, and the errors of
+a malformed body); `Guard` hands a well-formed body (`schemas.well_formed`) straight to the same answer,
+without FastAPI's routing, dependencies and exception layers. Those cost the event loop about as much
+CPU as the rest of a single-sentence request, on the cores the model needs (docs/serve.md, "Load benchmark").
+
 Errors are JSON in the caller's dialect: OpenAI's {"error": {"message", "type", "param", "code"}}
 under /v1/, TEI's {"error", "error_type"} elsewhere. 422: a malformed body (one line says what is
 wrong), 413: a body, a request or a /predict text over the limits, 408: a body that did not arrive
@@ -49,6 +54,7 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import Receive, Scope, Send
 
 from ..encoders.sentence_encoder import normalized
 from .errors import ApiError, error_response
@@ -72,6 +78,7 @@ from .schemas import (
     as_list,
     documented,
     validation_message,
+    well_formed,
 )
 from .service import Service
 
@@ -140,12 +147,7 @@ def create_app(service: Service) -> FastAPI:
             answer = ApiError(error.status_code, str(error.detail))
         return error_response(path, answer, service.metrics)
 
-    @app.post(
-        "/v1/embeddings",
-        summary="OpenAI-compatible embeddings",
-        responses=documented(OpenAIEmbeddingResponse, OpenAIError, 408, 413, 422, 429, 503),
-    )
-    async def openai_embeddings(request: Request, body: OpenAIEmbeddingRequest) -> Response:
+    async def openai_answer(body: OpenAIEmbeddingRequest, receive: Receive) -> Response:
         if not service.served(body.model):
             raise ApiError(
                 404,
@@ -155,7 +157,7 @@ def create_app(service: Service) -> FastAPI:
             )
         if body.dimensions is not None and not 1 <= body.dimensions <= encoder.dim:
             raise ApiError(422, f"dimensions must be between 1 and {encoder.dim}", param="dimensions")
-        embedded = await service.embed(request, as_list(body.input), body.truncate, "/v1/embeddings")
+        embedded = await service.embed(receive, as_list(body.input), body.truncate, "/v1/embeddings")
         vectors = embedded.vectors[:, : body.dimensions] if body.dimensions else embedded.vectors
         if encoder.config.normalize:
             vectors = normalized(vectors)
@@ -175,6 +177,29 @@ def create_app(service: Service) -> FastAPI:
         }
         return json_response(content, truncation_header(embedded.truncated))
 
+    @app.post(
+        "/v1/embeddings",
+        summary="OpenAI-compatible embeddings",
+        responses=documented(OpenAIEmbeddingResponse, OpenAIError, 408, 413, 422, 429, 503),
+    )
+    async def openai_embeddings(request: Request, body: OpenAIEmbeddingRequest) -> Response:
+        # (no docstring: FastAPI would put it in /openapi.json) /openapi.json's entry, and the answer to the
+        # bodies openai_embeddings_direct leaves: their errors
+        return await openai_answer(body, request.receive)
+
+    async def openai_embeddings_direct(scope: Scope, body: bytes, receive: Receive, send: Send) -> bool:
+        """The route's answer without FastAPI, for a well-formed body (Guard calls it); False for any other
+        body, which FastAPI's route then reads and answers with its error."""
+        request = well_formed(OpenAIEmbeddingRequest, scope["headers"], body)
+        if request is None:
+            return False
+        try:
+            response = await openai_answer(request, receive)
+        except ApiError as error:  # as the exception handler above answers it
+            response = error_response(scope["path"], error, service.metrics)
+        await response(scope, receive, send)
+        return True
+
     @app.get(
         "/v1/models",
         summary="The model served, as OpenAI lists models",
@@ -189,7 +214,7 @@ def create_app(service: Service) -> FastAPI:
         responses=documented(list[list[float]], TEIError, 408, 413, 422, 429, 503),
     )
     async def tei_embed(request: Request, body: EmbedRequest) -> Response:
-        embedded = await service.embed(request, as_list(body.inputs), body.truncate, "/embed", body.prompt_name)
+        embedded = await service.embed(request.receive, as_list(body.inputs), body.truncate, "/embed", body.prompt_name)
         vectors = normalized(embedded.vectors) if body.normalize else embedded.vectors
         return json_response(vectors, truncation_header(embedded.truncated))
 
@@ -199,7 +224,7 @@ def create_app(service: Service) -> FastAPI:
         responses=documented(list[Prediction], TEIError, 408, 413, 422, 429, 503),
     )
     async def predict(request: Request, body: PredictRequest) -> Response:
-        return json_response(await service.predict(request, as_list(body.inputs), body.with_embedding))
+        return json_response(await service.predict(request.receive, as_list(body.inputs), body.with_embedding))
 
     @app.post(
         "/tokenize",
@@ -216,7 +241,7 @@ def create_app(service: Service) -> FastAPI:
         responses=documented(list[SearchHit], TEIError, 404, 408, 413, 422, 429, 503),
     )
     async def search(request: Request, body: SearchRequest) -> Response:
-        return json_response(await service.search(request, body.query, body.k))
+        return json_response(await service.search(request.receive, body.query, body.k))
 
     @app.post(
         "/rerank",
@@ -224,7 +249,7 @@ def create_app(service: Service) -> FastAPI:
         responses=documented(list[Rank], TEIError, 404, 408, 413, 422, 429, 503),
     )
     async def rerank(request: Request, body: RerankRequest) -> Response:
-        scores = await service.rerank(request, body.query, body.texts, body.raw_scores)
+        scores = await service.rerank(request.receive, body.query, body.texts, body.raw_scores)
         order = sorted(range(len(scores)), key=lambda i: -scores[i])  # ties keep the request's order
         ranks = [
             {"index": i, "score": scores[i], **({"text": body.texts[i]} if body.return_text else {})} for i in order
@@ -247,5 +272,5 @@ def create_app(service: Service) -> FastAPI:
         return Response(service.metrics.text(), media_type=CONTENT_TYPE_LATEST)
 
     routes = {route.path for route in app.routes}
-    app.add_middleware(Guard, service=service, routes=routes)
+    app.add_middleware(Guard, service=service, routes=routes, direct={"/v1/embeddings": openai_embeddings_direct})
     return app

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Callable
 
 from .errors import ApiError, error_response
@@ -16,6 +17,7 @@ QUEUED_ROUTES = frozenset(
     {"/v1/embeddings", "/embed", "/predict", "/tokenize", "/search", "/rerank"}
 )  # POSTs that take a place in the queue
 SEND_CHUNK = 256 * 1024  # answers go out in parts of this size, each once the client has taken the last ones
+Direct = Callable[[dict, bytes, Callable, Callable], Awaitable[bool]]  # (scope, body, receive, send) -> answered
 
 
 class Guard:
@@ -34,13 +36,15 @@ class Guard:
     - Answers go out in parts of SEND_CHUNK bytes, each once uvicorn has room for it (its send waits
       while the client is not reading), so the place is held until the answer is out; a client that
       reads nothing is dropped by the connection's own timeout (__main__.TimedConnection).
+    - Direct routes: a route in `direct` (app.py's POST /v1/embeddings) gets the body first, and answers it
+      itself unless it returns False (a body it leaves to the app's FastAPI route).
     - The drain: when --drain-timeout is over, uvicorn cancels the requests still running. Each gets
       the 503 a stopping server gives (JSON, in the caller's dialect), not uvicorn's text/plain 500
       with a CancelledError traceback in the log; its job was abandoned on the way out (Service.run).
     """
 
-    def __init__(self, app, service: Service, routes: set[str]):
-        self.app, self.service, self.routes = app, service, routes
+    def __init__(self, app, service: Service, routes: set[str], direct: dict[str, Direct] | None = None):
+        self.app, self.service, self.routes, self.direct = app, service, routes, direct or {}
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":
@@ -103,6 +107,9 @@ class Guard:
                 return
             if refused is not None:
                 return await answer(refused)
+            direct = self.direct.get(scope["path"]) if queued else None
+            if direct is not None and await direct(scope, body, receive, send):
+                return
             replayed = False
 
             async def replay():

@@ -1,6 +1,7 @@
-"""The service behind the routes: the settings, the request checks, tokenizing off the event loop, the
-queue places and the batcher (batcher.py) that owns the model. app.py's routes call it; guard.py holds
-a request's queue place through it.
+"""The service behind the routes: the settings, the request checks, tokenizing (off the event loop but for
+a short request), the queue places and the batcher (batcher.py) that owns the model. app.py's routes call
+it; guard.py holds a request's queue place through it. A request's `receive` (ASGI's) is how its job learns
+that the client went away.
 """
 
 from __future__ import annotations
@@ -10,8 +11,8 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import numpy as np
-from fastapi import Request
 from starlette.concurrency import run_in_threadpool
+from starlette.types import Receive
 
 from ..encoders.cross_encoder import CrossEncoder
 from ..encoders.sentence_encoder import NonFiniteOutput, SentenceEncoder, check_texts, normalized
@@ -24,6 +25,10 @@ from .metrics import Metrics
 from .tokens import token_ids, tokens_json
 
 WARM_UP_TEXTS = ["The server warms up on this sentence.", "word " * 300]  # the second one fills max_seq_length
+# A request of at most this many texts and characters is tokenized on the event loop (about 50 us for a
+# sentence): handing it to the thread pool and back cost the loop more than that, and woke a thread that took
+# a core from the model. Bigger ones go to the pool, so that no request holds the loop for long.
+INLINE_TOKENIZE_TEXTS, INLINE_TOKENIZE_CHARS = 4, 512
 
 
 @dataclass
@@ -50,9 +55,9 @@ class ServeSettings:
     prompt: str | None = None
 
 
-async def disconnected(request: Request) -> None:
+async def disconnected(receive: Receive) -> None:
     """Returns when the client has gone away (the body was read already, so receive() waits for that)."""
-    while (await request.receive())["type"] != "http.disconnect":
+    while (await receive())["type"] != "http.disconnect":
         pass
 
 
@@ -145,7 +150,7 @@ class Service:
         after = self.settings.retry_after_s
         return ApiError(429, f"the server is busy: {why}; retry after {after} s", headers={"Retry-After": str(after)})
 
-    async def run(self, job: Job, request: Request) -> Any:
+    async def run(self, job: Job, receive: Receive) -> Any:
         """Queue the job and wait for it; if the client goes away first (or the server cancels this
         request at the end of its drain time), the job is abandoned and the worker drops it. A job the
         stopping worker never ran (Closed) is the 503 of a server shutting down."""
@@ -156,7 +161,7 @@ class Service:
             raise self.busy(str(error)) from None
         except Closed:
             raise ApiError(503, "the server is shutting down") from None
-        watch = asyncio.ensure_future(disconnected(request))
+        watch = asyncio.ensure_future(disconnected(receive))
         watch.add_done_callback(lambda w: w.cancelled() or (job.abandon(), answer.cancel()))
         try:
             return await answer
@@ -183,13 +188,16 @@ class Service:
             raise ApiError(422, str(error), param="prompt_name") from None
 
     async def embed(
-        self, request: Request, texts: list[str], truncate: bool, endpoint: str, prompt_name: str | None = None
+        self, receive: Receive, texts: list[str], truncate: bool, endpoint: str, prompt_name: str | None = None
     ) -> Embedded:
         texts = self.check_request(texts)
         prompt = self.prompt(prompt_name)
         if prompt:
             texts = [prompt + text for text in texts]
-        encodings, n_tokens = await run_in_threadpool(token_ids, self.encoder.tokenizer, texts)
+        if len(texts) <= INLINE_TOKENIZE_TEXTS and sum(map(len, texts)) <= INLINE_TOKENIZE_CHARS:
+            encodings, n_tokens = token_ids(self.encoder.tokenizer, texts)
+        else:
+            encodings, n_tokens = await run_in_threadpool(token_ids, self.encoder.tokenizer, texts)
         limit = self.encoder.max_seq_length
         over = [i for i, n in enumerate(n_tokens) if n > limit]
         if over and not truncate:
@@ -200,7 +208,7 @@ class Service:
                 param="input",
             )
         job = Job("embed", encodings=encodings, prompt_length=self.encoder.prompt_length(prompt))
-        vectors = await self.run(job, request)
+        vectors = await self.run(job, receive)
         tokens = [min(n, limit) for n in n_tokens]
         self.metrics.inputs.labels(endpoint).inc(len(texts))
         self.metrics.prompt_tokens.inc(sum(tokens))
@@ -214,7 +222,7 @@ class Service:
         texts = [prompt + text for text in texts]
         return await run_in_threadpool(tokens_json, self.encoder.tokenizer, texts, len(prompt), special)
 
-    async def predict(self, request: Request, texts: list[str], with_embedding: bool) -> list[dict]:
+    async def predict(self, receive: Receive, texts: list[str], with_embedding: bool) -> list[dict]:
         if self.predict_texts is None:
             raise ApiError(404, "this server was started with --no-heads: /predict is off")
         texts = self.check_request(texts)
@@ -224,7 +232,7 @@ class Service:
                 raise ApiError(413, f"input {i} has {len(text):,} characters; {self.predict_limits()}")
         pieces = await run_in_threadpool(self.count_pieces, texts)
         job = Job("predict", texts=texts, with_embedding=with_embedding, pieces=pieces)
-        records = await self.run(job, request)
+        records = await self.run(job, receive)
         self.metrics.inputs.labels("/predict").inc(len(texts))
         return records
 
@@ -246,7 +254,7 @@ class Service:
             f"{self.settings.max_predict_chars:,} characters per text: split it into shorter texts"
         )
 
-    async def search(self, request: Request, query: str, k: int) -> list[dict]:
+    async def search(self, receive: Receive, query: str, k: int) -> list[dict]:
         """The folder's k rows nearest the query: its embedding from a round of the batcher, then the scan as a
         call job on the worker (Searcher.search_vectors, index or exact)."""
         if self.searcher is None:
@@ -257,16 +265,16 @@ class Service:
         prompt = self.searcher.query_prompt()
         encodings, _ = await run_in_threadpool(token_ids, self.encoder.tokenizer, [prompt + query])
         job = Job("embed", encodings=encodings, prompt_length=self.encoder.prompt_length(prompt))
-        vector = normalized(await self.run(job, request))
+        vector = normalized(await self.run(job, receive))
         searcher = self.searcher
-        hits = await self.run(Job("call", call=lambda: searcher.search_vectors(vector, k)[0]), request)
+        hits = await self.run(Job("call", call=lambda: searcher.search_vectors(vector, k)[0]), receive)
         self.metrics.inputs.labels("/search").inc(1)
         return [
             {"rank": h.rank, "score": h.score, "id": h.id, "text": h.text, **({"span": list(h.span)} if h.span else {})}
             for h in hits
         ]
 
-    async def rerank(self, request: Request, query: str, texts: list[str], raw_scores: bool) -> list[float]:
+    async def rerank(self, receive: Receive, query: str, texts: list[str], raw_scores: bool) -> list[float]:
         """TEI's /rerank: each text's score against the query, from the cross-encoder, as a call job."""
         if self.reranker is None:
             raise ApiError(404, "this server was started without --reranker: /rerank is off")
@@ -280,7 +288,7 @@ class Service:
         reranker = self.reranker
         identity = lambda logits: logits  # noqa: E731  (the logits; TEI applies the sigmoid unless raw_scores)
         pairs = [(query, text) for text in texts]
-        logits = await self.run(Job("call", call=lambda: reranker.predict(pairs, activation_fn=identity)), request)
+        logits = await self.run(Job("call", call=lambda: reranker.predict(pairs, activation_fn=identity)), receive)
         self.metrics.inputs.labels("/rerank").inc(len(texts))
         scores = np.asarray(logits, dtype=np.float64).reshape(-1)
         return (scores if raw_scores else 1 / (1 + np.exp(-scores))).tolist()

@@ -1,7 +1,10 @@
 """The response types in schemas.py are what the routes answer: /openapi.json documents every route's
-answer and errors, and real answers validate against those models."""
+answer and errors, and real answers validate against those models. The hot route's direct answer (a
+well-formed body without FastAPI's machinery) is the one FastAPI's route gives."""
 
 from __future__ import annotations
+
+import json
 
 import pytest
 from pydantic import TypeAdapter
@@ -9,7 +12,16 @@ from starlette.testclient import TestClient
 
 from minilm import SentenceEncoder
 from minilm.serve.app import create_app
-from minilm.serve.schemas import Health, OpenAIEmbeddingResponse, OpenAIError, OpenAIModelList, TEIError, Token
+from minilm.serve.schemas import (
+    Health,
+    OpenAIEmbeddingRequest,
+    OpenAIEmbeddingResponse,
+    OpenAIError,
+    OpenAIModelList,
+    TEIError,
+    Token,
+    well_formed,
+)
 from minilm.serve.service import ServeSettings, Service
 
 
@@ -54,3 +66,37 @@ def test_real_answers_validate_against_the_documented_types(client):
     Health.model_validate_json(client.get("/health").content, strict=True)
     OpenAIError.model_validate_json(client.post("/v1/embeddings", json={"input": 5, "model": "tiny"}).content)
     TEIError.model_validate_json(client.post("/embed", json={"inputs": 5}).content)
+
+
+@pytest.mark.parametrize(
+    ("body", "answer"),
+    [
+        ({"input": ["One.", "Two."], "model": "tiny"}, 200),
+        ({"input": "One.", "model": "tiny", "encoding_format": "base64", "dimensions": 8, "user": "u"}, 200),
+        ({"input": "One.", "model": "another"}, 404),  # the route's own error, answered by the direct path
+        ({"input": "One.", "model": "tiny", "dimensions": 0}, 422),
+    ],
+)
+def test_the_direct_answer_is_fastapis_routes_answer(client, body, answer):
+    """Guard answers a well-formed /v1/embeddings body itself (app.py); FastAPI's route reads every other
+    one. A "+json" content type, which only FastAPI's route reads, gives the reference answer."""
+    content = json.dumps(body).encode()
+    direct = client.post("/v1/embeddings", content=content, headers={"content-type": "application/json"})
+    routed = client.post("/v1/embeddings", content=content, headers={"content-type": "application/vnd.api+json"})
+    assert direct.status_code == routed.status_code == answer, (direct.text, routed.text)
+    assert direct.content == routed.content
+    assert dict(direct.headers) == dict(routed.headers)
+
+
+def test_well_formed_takes_only_what_fastapis_route_would_accept():
+    ok = json.dumps({"input": "One.", "model": "tiny"}).encode()
+    for content_type in (b"application/json", b"Application/JSON; charset=utf-8"):
+        assert well_formed(OpenAIEmbeddingRequest, [(b"content-type", content_type)], ok).input == "One."
+    json_type = [(b"content-type", b"application/json")]
+    assert well_formed(OpenAIEmbeddingRequest, [], ok) is None  # no content type: FastAPI's route refuses it
+    assert well_formed(OpenAIEmbeddingRequest, [(b"content-type", b"text/plain")], ok) is None
+    for bad in (b"", b'{"input": "One.", "model": "tiny"', b'{"input": 5, "model": "tiny"}', b'"One."', b"\xff"):
+        assert well_formed(OpenAIEmbeddingRequest, json_type, bad) is None
+    extra = json.dumps({"input": "One.", "model": "tiny", "extra": 1}).encode()
+    assert well_formed(OpenAIEmbeddingRequest, json_type, extra) is None
+    assert well_formed(OpenAIEmbeddingRequest, json_type, b"[" * 100_000 + b"]" * 100_000) is None  # too deep
