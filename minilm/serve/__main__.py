@@ -117,7 +117,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         type=positive_int,
         default=defaults.max_batch_tokens,
         metavar="N",
-        help=f"padded tokens per encoder batch, shared by all clients (default: {defaults.max_batch_tokens})",
+        help="padded tokens per encoder batch, shared by all clients (default: what encode uses for this --dtype "
+        "and --device, minilm/encoders/batching.py)",
     )
     limits.add_argument(
         "--max-queue",
@@ -311,7 +312,7 @@ def serve(args: argparse.Namespace) -> int:
     settings = ServeSettings(
         model_name=name,
         model_aliases=aliases,
-        max_batch_tokens=max(args.max_batch_tokens, encoder.max_seq_length),
+        max_batch_tokens=None if args.max_batch_tokens is None else max(args.max_batch_tokens, encoder.max_seq_length),
         max_queue=args.max_queue,
         max_request_inputs=args.max_request_inputs,
         max_body_bytes=args.max_body_mb * 2**20,
@@ -320,7 +321,7 @@ def serve(args: argparse.Namespace) -> int:
         threads=threads,
         prompt=prompt,
     )
-    if args.max_batch_tokens < encoder.max_seq_length:
+    if args.max_batch_tokens is not None and args.max_batch_tokens < encoder.max_seq_length:
         print(f"note: --max-batch-tokens raised to {encoder.max_seq_length}, the longest text", file=sys.stderr)
     service = Service(
         encoder,

@@ -12,7 +12,9 @@ yet, between batches.
 
 One worker thread owns the model. It works in **rounds**: it takes every embedding job waiting at
 that moment, puts all their texts together, longest first, and cuts them into batches of at most
-`max_batch_tokens` padded tokens (`length_sorted_batches`, as `SentenceEncoder.encode` does). So
+`max_batch_size` texts and `max_batch_tokens` padded tokens (`length_sorted_batches`, as
+`SentenceEncoder.encode` does, and by default with encode's own limits for the encoder's dtype and
+device: `SentenceEncoder.batching`). So
 single texts from many clients share a batch, and a big request is split over several batches.
 A job's future is answered as soon as its last text is done, with its vectors in its own order.
 Jobs that arrive during a round wait for the next one, so no text waits longer than one round
@@ -149,24 +151,29 @@ class Batcher:
         self,
         encoder: SentenceEncoder,
         predict: Callable[[list[str], bool], list[dict]] | None = None,
-        max_batch_tokens: int = 8192,
-        max_batch_size: int = 256,
+        max_batch_tokens: int | None = None,
+        max_batch_size: int | None = None,
         max_queue: int = 512,
         on_batch: Callable[[BatchStats], None] | None = None,
         threads: int | None = None,
         predict_pieces: int = 2048,
         predict_chars: int = 131072,
     ):
-        if max_batch_tokens < encoder.max_seq_length:
+        if max_batch_tokens is not None and max_batch_tokens < encoder.max_seq_length:
             raise ValueError(
                 f"max_batch_tokens ({max_batch_tokens}) must be at least max_seq_length ({encoder.max_seq_length}),"
                 " so that the longest text fits in a batch"
             )
+        if max_batch_tokens is None or max_batch_size is None:  # encode's defaults for this dtype and device
+            default_size, default_tokens = encoder.batching()
+            if max_batch_tokens is None and default_tokens is not None:
+                max_batch_tokens = max(default_tokens, encoder.max_seq_length)
+            max_batch_size = default_size if max_batch_size is None else max_batch_size
         if min(max_queue, max_batch_size, predict_pieces, predict_chars) < 1:
             raise ValueError("max_queue, max_batch_size, predict_pieces and predict_chars must be at least 1")
         self.encoder = encoder
         self.predict = predict
-        self.max_batch_tokens = max_batch_tokens
+        self.max_batch_tokens = max_batch_tokens  # None: no token cap (encode's default on a GPU)
         self.max_batch_size = max_batch_size
         self.max_queue = max_queue
         self.on_batch = on_batch or (lambda stats: None)
@@ -294,9 +301,10 @@ class Batcher:
             chosen = [items[k] for k in batch if not items[k][0].abandoned]
             if not chosen:
                 continue
-            vectors = self.encoder.encode_encodings(
+            vectors = self.encoder.encode_encodings(  # one call: the batch is cut already
                 [job.encodings[i] for job, i in chosen],
                 batch_size=len(chosen),
+                max_batch_tokens=self.max_batch_tokens,
                 normalize=False,
                 prompt_length=prompt_length,
             )

@@ -69,7 +69,12 @@ def test_a_full_queue_refuses_and_a_closed_batcher_takes_nothing(encoder):
 
 def test_a_model_error_fails_its_round_and_the_worker_lives_on(encoder):
     class Broken:
-        dim, max_seq_length, tokenizer = encoder.dim, encoder.max_seq_length, encoder.tokenizer
+        dim, max_seq_length, tokenizer, batching = (
+            encoder.dim,
+            encoder.max_seq_length,
+            encoder.tokenizer,
+            encoder.batching,
+        )
 
         def __init__(self):
             self.calls = 0
@@ -87,6 +92,33 @@ def test_a_model_error_fails_its_round_and_the_worker_lives_on(encoder):
     vectors = batcher.submit(Job("embed", encodings=one)).result(timeout=60)
     batcher.close()
     np.testing.assert_allclose(normalized(vectors), encoder.encode(["A sentence."]), atol=1e-6, rtol=0)
+
+
+def test_batches_are_cut_as_encode_cuts_them_unless_the_server_says_otherwise(encoder):
+    """By default the worker's batches have encode's limits for the encoder's dtype and device; a given
+    token budget holds for the model call too (encode_encodings must not cut the batch again by its own)."""
+    calls = []
+
+    class Recording:
+        dim, max_seq_length, tokenizer, batching = (
+            encoder.dim,
+            encoder.max_seq_length,
+            encoder.tokenizer,
+            encoder.batching,
+        )
+
+        def encode_encodings(self, encodings, **kwargs):
+            calls.append((len(encodings), kwargs["batch_size"], kwargs["max_batch_tokens"]))
+            return encoder.encode_encodings(encodings, **kwargs)
+
+    texts, tokens = encoder.batching()
+    default = Batcher(Recording())
+    assert (default.max_batch_size, default.max_batch_tokens) == (texts, max(tokens, encoder.max_seq_length))
+    default.close()
+    given = Batcher(Recording(), max_batch_tokens=8192)
+    given.submit(Job("embed", encodings=encoder.tokenizer.encode(["word " * 300] * 32)[0])).result(timeout=120)
+    given.close()
+    assert calls == [(32, 32, 8192)]  # 32 texts of 256 tokens: one batch, one call
 
 
 def test_max_batch_tokens_below_the_longest_text_is_refused(encoder):
