@@ -77,10 +77,20 @@ def packed_attention(qkv: torch.Tensor, index: PackedIndex, num_heads: int) -> t
     if qkv.is_cuda and qkv.dtype in (torch.float16, torch.bfloat16) and (varlen_attn := flash_varlen_attention()):
         q, k, v = qkv.view(N, 3, H, D).unbind(1)  # each (N, H, D)
         return varlen_attn(q, k, v, index.cu_seqlens, index.cu_seqlens, index.max_len, index.max_len).reshape(N, C)
-    B, T = index.batch, index.max_len
-    q, k, v = index.pad(qkv).view(B, T, 3, H, D).permute(2, 0, 3, 1, 4).unbind(0)  # each (B, H, T, D)
-    y = F.scaled_dot_product_attention(q, k, v, attn_mask=index.key_mask)  # (B, H, T, D)
-    return index.unpad(y.transpose(1, 2))  # (N, C)
+    return index.unpad(padded_attention(index.pad(qkv), index.key_mask, num_heads))  # (N, C)
+
+
+def padded_attention(qkv: torch.Tensor, key_mask: torch.Tensor, num_heads: int) -> torch.Tensor:
+    """Self-attention over a padded batch: qkv (B, T, 3C) from the fused projection -> (B, T, C).
+
+    key_mask: (B, 1, 1, T) bool, True for real keys. The q, k and v handed to SDPA are strided views of
+    qkv, not copies; on the CPU, SDPA writes its result as (B, T, H, D), so the final reshape is free.
+    """
+    B, T, C = qkv.size(0), qkv.size(1), qkv.size(2) // 3
+    H, D = num_heads, C // num_heads
+    q, k, v = qkv.view(B, T, 3, H, D).permute(2, 0, 3, 1, 4).unbind(0)  # each (B, H, T, D)
+    y = F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask)  # (B, H, T, D)
+    return y.transpose(1, 2).reshape(B, T, C)  # (B, T, C)
 
 
 class PackedLayer(nn.Module):
