@@ -22,6 +22,7 @@ from typing import Literal
 import torch
 
 from .encoder import BertModel
+from .fused import FusedEncoder
 from .int8 import int8_encoder
 from .packed import PackedEncoder
 
@@ -100,7 +101,7 @@ def resolve_dtype(dtype: str, device: torch.device) -> tuple[str, str | None]:
 
 
 def inference_model(
-    model: BertModel, dtype: str, int8_smoothing: dict[str, torch.Tensor] | None = None
+    model: BertModel, dtype: str, int8_smoothing: dict[str, torch.Tensor] | None = None, fuse_int8: bool = False
 ) -> torch.nn.Module:
     """The module `SentenceEncoder` runs for `dtype` (already resolved). Same call signature as BertModel.
 
@@ -108,12 +109,15 @@ def inference_model(
     shared with the packed twin it returns) so the float32 copy does not stay in memory; int8
     swaps its Linear layers in place for the same reason (minilm.model.int8.int8_encoder), from
     `int8_smoothing`, the checkpoint's calibrated scales.
+    fuse_int8: when dtype is int8, run it as minilm.model.fused.FusedEncoder (its element-wise steps
+    compiled between the matmuls: faster, after a compile on the first batch); no effect on other dtypes.
     """
     if dtype == "float32":
         return model
     if dtype == "int8":
         if int8_smoothing is None:
             raise ValueError("dtype 'int8' needs the checkpoint's int8 smoothing scales (python -m minilm.calibrate)")
-        return int8_encoder(model, int8_smoothing)
+        packed = int8_encoder(model, int8_smoothing)
+        return FusedEncoder(packed) if fuse_int8 else packed
     half = TORCH_DTYPES[dtype]
     return PackedEncoder(model.to(half)).to(half).eval()  # the second cast covers the new fused QKV weights

@@ -141,8 +141,12 @@ def spearman(scores: list[float], vectors: np.ndarray) -> float:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("dtype", ["bfloat16", "float16", "int8"])
-def test_every_mode_keeps_the_quality_budget_on_500_stsb_sentences(encoder, stsb_pairs, dtype):
+@pytest.mark.parametrize(
+    "dtype, fuse_int8",
+    [("bfloat16", False), ("float16", False), ("int8", False), ("int8", True)],
+    ids=["bfloat16", "float16", "int8", "int8-fused"],
+)
+def test_every_mode_keeps_the_quality_budget_on_500_stsb_sentences(encoder, stsb_pairs, dtype, fuse_int8):
     scores, sentences, exact = stsb_pairs
     smoothing = None
     if dtype == "int8":
@@ -150,9 +154,10 @@ def test_every_mode_keeps_the_quality_budget_on_500_stsb_sentences(encoder, stsb
 
         smoothing = load_int8_scales(encoder.checkpoint)
     # forced even where this CPU would fall back (then it is emulated: slower, the same numbers)
-    runner = inference_model(copy.deepcopy(encoder.model), dtype, smoothing)
+    runner = inference_model(copy.deepcopy(encoder.model), dtype, smoothing, fuse_int8=fuse_int8)
     vectors = with_runner(encoder, runner, dtype).encode(sentences)
     cosine = (vectors * exact).sum(axis=1) / (np.linalg.norm(vectors, axis=1) * np.linalg.norm(exact, axis=1))
     assert cosine.min() >= MIN_COSINE[dtype], f"{dtype}: worst {sentences[int(cosine.argmin())][:60]!r}"
     assert abs(spearman(scores, vectors) - spearman(scores, exact)) <= MAX_SPEARMAN_LOSS
     assert np.abs(vectors - exact).max() > 1e-5  # it really ran in reduced precision
+    assert getattr(runner, "fallback_note", None) is None, runner.fallback_note  # fused int8 ran compiled
