@@ -345,6 +345,7 @@ def embed_with_ray(args: argparse.Namespace) -> int:
             ("--no-verify", args.no_verify),
             ("--download", args.download),
             ("--max-batch-tokens", args.max_batch_tokens),
+            ("--fuse", args.fuse),
         )
         if given
     ]:

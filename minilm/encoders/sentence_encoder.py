@@ -112,12 +112,15 @@ class SentenceEncoder:
         dtype: ComputeDtype | Literal["auto"] = "float32",
         checkpoint: Checkpoint | None = None,
         int8_smoothing: dict[str, torch.Tensor] | None = None,
+        fuse: bool = False,
     ):
         """dtype: "float32" (exact), "bfloat16", "float16", "int8" or "auto". A reduced precision on a
         CPU without native support falls back to float32 with a warning; `self.dtype` says what runs,
         and for "auto" `self.auto_choice` says why.
         checkpoint: what `model` and `tokenizer` were loaded from, if anything (its folder and hashes).
         int8_smoothing: the checkpoint's int8 scales (minilm.weights.int8_scales), needed by "int8".
+        fuse: int8 only (ignored otherwise): compile its element-wise steps between the matmuls
+            (minilm.model.fused; the first batch compiles, about 15 s, 3 s once inductor's cache has it).
         """
         self.checkpoint = checkpoint
         self.device = resolve_device(device)
@@ -130,7 +133,7 @@ class SentenceEncoder:
             warnings.warn(self.precision_note, RuntimeWarning, stacklevel=3)
         self.model = model.to(self.device).eval()  # the plain model; its weights are cast to self.dtype
         # what encode() calls: the model, or its packed half-precision or int8 twin
-        self.runner = inference_model(self.model, self.dtype, int8_smoothing)
+        self.runner = inference_model(self.model, self.dtype, int8_smoothing, fuse_int8=fuse)
         self.tokenizer = tokenizer
         self.config = config
 
@@ -144,6 +147,7 @@ class SentenceEncoder:
         download: bool = False,
         dtype: ComputeDtype | Literal["auto"] = "float32",
         tokenizer: TokenizerKind = "fast",
+        fuse: bool = False,
     ) -> SentenceEncoder:
         """Load a checkpoint by name or folder (default all-MiniLM-L6-v2), offline;
         see `minilm.weights.load_checkpoint`.
@@ -153,6 +157,8 @@ class SentenceEncoder:
             see minilm.model.precision and docs/performance.md.
         tokenizer: "fast" (default), the Rust `tokenizers` library, or "python", minilm.text.wordpiece:
             the same ids, so the same embeddings, in plain Python (slower).
+        fuse: with int8, its quantize, dequantize, GELU and LayerNorm steps compiled into one loop between
+            the matmuls (minilm.model.fused): faster, after a compile on the first batch.
         verify: check pinned sha256 hashes (turn off for your own checkpoints).
         download: if the checkpoint is not found locally, fetch it from the hub into weights/.
         Raises WeightsError with a one-line fix when files are missing, corrupt or do not fit.
@@ -165,7 +171,14 @@ class SentenceEncoder:
                 f"python -m minilm.calibrate --model {checkpoint.folder} (or choose another --dtype)"
             )
         return cls(
-            checkpoint.model, checkpoint.tokenizer, checkpoint.sentence_config, device, dtype, checkpoint, smoothing
+            checkpoint.model,
+            checkpoint.tokenizer,
+            checkpoint.sentence_config,
+            device,
+            dtype,
+            checkpoint,
+            smoothing,
+            fuse,
         )
 
     @property
