@@ -10,9 +10,9 @@ Engines:
 - onnxruntime fp32: our fp32 encoder exported with torch.onnx, run by ONNX Runtime, with our
   tokenizer, batching and pooling.
 - ours in every mode: fp32 (the default, and the reference of the min-cosine column), fp32 with
-  max_batch_tokens=2048, --dtype bfloat16, int8 and auto (the note says what auto picked),
-  float16 where it is native here, and bf16 forced into emulation where the CPU would fall back
-  (to show why it does). --compile adds fp32, bf16 and int8 under torch.compile.
+  max_batch_tokens=2048, --dtype bfloat16, int8, int8 --fuse (minilm.model.fused) and auto (the
+  note says what auto picked), float16 where it is native here, and bf16 forced into emulation
+  where the CPU would fall back (to show why it does). --compile adds fp32, bf16 and int8 under torch.compile.
 - the peers, where benchmarks/peers/.venv exists: sentence-transformers' own ONNX backend in fp32
   and dynamically quantized to int8 (the avx512_vnni config where the CPU has it, else avx2), its
   OpenVINO backend as exported, and OpenVINO statically quantized to int8 by NNCF, calibrated on
@@ -188,6 +188,7 @@ def engines(compile_too: bool, with_peers: bool) -> list[Engine]:
         ours("ours fp32 max_batch_tokens=2048", "--batch-size", "256", "--max-batch-tokens", "2048"),
         ours("ours --dtype bfloat16", "--dtype", "bfloat16"),
         ours("ours --dtype int8", "--dtype", "int8"),
+        ours("ours --dtype int8 --fuse", "--dtype", "int8", "--fuse"),
         ours("ours --dtype auto", "--dtype", "auto"),
     ]
     if native("float16"):  # where float16 falls back it is the float32 row again

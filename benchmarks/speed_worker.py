@@ -134,14 +134,17 @@ def use_project() -> None:
 
 def load_ours(args: argparse.Namespace) -> Loaded:
     """minilm's SentenceEncoder in --dtype. --forced runs that dtype even where the encoder would
-    fall back to float32 (to show why it does); --compile wraps the runner in torch.compile."""
+    fall back to float32 (to show why it does); --compile wraps the runner in torch.compile; --fuse
+    runs int8 fused (minilm.model.fused), its compile in the load time."""
     use_project()
     from minilm import SentenceEncoder
     from minilm.model.precision import inference_model
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # the fallback's warning becomes the note
-        encoder = SentenceEncoder.from_pretrained(args.model, dtype="float32" if args.forced else args.dtype)
+        encoder = SentenceEncoder.from_pretrained(
+            args.model, dtype="float32" if args.forced else args.dtype, fuse=args.fuse
+        )
     if args.forced:
         encoder.dtype, encoder.runner = args.dtype, inference_model(encoder.model, args.dtype)
     note = encoder.auto_choice or ""
@@ -396,6 +399,7 @@ def main(argv: list[str] | None = None) -> int:
     ours.add_argument("--max-batch-tokens", type=int, default=None, help="default: none passed, encode's own")
     ours.add_argument("--forced", action="store_true", help="run --dtype even where it would fall back")
     ours.add_argument("--compile", action="store_true", help="wrap the runner in torch.compile(dynamic=True)")
+    ours.add_argument("--fuse", action="store_true", help="int8 through minilm.model.fused (compiled on the warm-up)")
     st = parser.add_argument_group("sentence-transformers")
     st.add_argument("--backend", choices=("torch", "onnx", "openvino"), default="torch")
     st.add_argument("--autocast", action="store_true", help="under torch.autocast bfloat16 (torch backend)")

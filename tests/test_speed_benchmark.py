@@ -49,6 +49,7 @@ def test_every_engine_is_listed_and_the_cpu_decides_the_precision_rows():
         "ours fp32 max_batch_tokens=2048",
         "ours --dtype bfloat16",
         "ours --dtype int8",
+        "ours --dtype int8 --fuse",
         "ours --dtype auto",
     ]
     plain = [engine.name for engine in speed.engines(compile_too=False, with_peers=False)]
