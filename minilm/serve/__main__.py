@@ -117,8 +117,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         type=positive_int,
         default=defaults.max_batch_tokens,
         metavar="N",
-        help="padded tokens per encoder batch, shared by all clients (default: what encode uses for this --dtype "
-        "and --device, minilm/encoders/batching.py)",
+        help="tokens per encoder batch, shared by all clients: the texts' own, as the packed encoder computes them, "
+        "and at most 8x this padded (default: what encode uses for this --dtype and --device, "
+        "minilm/encoders/batching.py)",
     )
     limits.add_argument(
         "--max-queue",

@@ -35,7 +35,7 @@ INLINE_TOKENIZE_TEXTS, INLINE_TOKENIZE_CHARS = 4, 512
 class ServeSettings:
     model_name: str  # what /v1/models lists and responses name
     model_aliases: frozenset[str] = frozenset()  # other names a request's "model" may use (lower case)
-    max_batch_tokens: int | None = None  # padded tokens per encoder batch; None: encode's default for the dtype
+    max_batch_tokens: int | None = None  # tokens per encoder batch (batcher.py); None: encode's for the dtype
     max_queue: int = 512  # requests admitted at once (from their headers until their answer is out); more get 429
     max_request_inputs: int = 2048  # texts per request (OpenAI's own limit); more get 413
     max_body_bytes: int = 16 * 2**20  # request body; more gets 413

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from minilm.encoders.sentence_encoder import normalized
-from minilm.serve.batcher import Abandoned, Batcher, Closed, Job, QueueFull
+from minilm.serve.batcher import PADDED_PER_TOKEN, Abandoned, Batcher, Closed, Job, QueueFull, round_batches
 
 
 def jobs_of(encoder, groups: list[list[str]]) -> list[Job]:
@@ -119,6 +119,19 @@ def test_batches_are_cut_as_encode_cuts_them_unless_the_server_says_otherwise(en
     given.submit(Job("embed", encodings=encoder.tokenizer.encode(["word " * 300] * 32)[0])).result(timeout=120)
     given.close()
     assert calls == [(32, 32, 8192)]  # 32 texts of 256 tokens: one batch, one call
+
+
+def test_a_round_is_cut_in_order_by_its_texts_own_tokens_and_a_padded_bound():
+    lengths = [14, 9, 30, 12, 22, 8, 11, 17]  # mixed sentences: 123 tokens, 240 padded to the longest
+    assert list(round_batches(lengths, 256, 128)) == [list(range(8))]  # a padded count would cut it in two
+    assert list(round_batches(lengths, 3, 128)) == [[0, 1, 2], [3, 4, 5], [6, 7]]
+    assert list(round_batches(lengths, 256, 64)) == [[0, 1, 2], [3, 4, 5, 6], [7]]  # 53, 53, 17 tokens
+    one_long = [256] + [8] * 100  # the long text's batch stops at 8 x 1,024 padded tokens, not at 1,024 of its own
+    batches = list(round_batches(one_long, 256, 1024))
+    assert [len(b) for b in batches] == [PADDED_PER_TOKEN * 1024 // 256, 69]
+    assert [i for batch in batches for i in batch] == list(range(101))
+    assert list(round_batches([300, 5], 256, 256)) == [[0], [1]]  # a text over the budget: a batch of its own
+    assert list(round_batches([5] * 5, 2, None)) == [[0, 1], [2, 3], [4]]  # no token budget (a GPU)
 
 
 def test_max_batch_tokens_below_the_longest_text_is_refused(encoder):
