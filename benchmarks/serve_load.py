@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import os
 import re
@@ -410,6 +411,75 @@ def batch_summary(before: str, after: str) -> str:
     return f"{batches:,.0f} encoder passes, {requests / batches:.1f} requests and {texts / batches:.1f} texts per pass"
 
 
+# ---------------------------------------------------------------------------- the batcher alone
+
+
+def batcher_alone(clients: int, seconds: float) -> None:
+    """Child process (--batcher-alone N): our server's batcher and packed encoder with N closed-loop
+    single-sentence jobs and no HTTP, its threads set up as the server sets them. Prints one JSON line:
+    the latencies (s) of the jobs answered in the timed window and the other processes' cores. What the
+    server would give if its requests cost nothing: the server's cells less these are HTTP's cost."""
+    from minilm.serve.batcher import Batcher, Job
+    from minilm.serve.tokens import token_ids
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the server: only the worker holds an OpenMP team (batcher.py)
+    encoder = SentenceEncoder.from_pretrained().use_packed()
+    ids = [token_ids(encoder.tokenizer, [text])[0][0] for text in short_corpus()]  # as the server tokenizes
+    batcher = Batcher(encoder, threads=threads)
+    window: list[float] = []
+    latencies: list[float] = []
+    order = itertools.count()
+
+    def submit() -> None:
+        job = Job("embed", encodings=[ids[next(order) % len(ids)]])
+        batcher.submit(job).add_done_callback(lambda _: answered(job))
+
+    def answered(job: Job) -> None:  # on the worker, as it settles the job: the client sends its next one
+        now = time.perf_counter()
+        if window and window[0] <= now <= window[0] + seconds:
+            latencies.append(now - job.submitted)
+        if not window or now < window[0] + seconds:
+            submit()
+
+    for _ in range(clients):
+        submit()
+    time.sleep(3)  # every client answered a few times
+    foreign = ForeignCpu()
+    window.append(time.perf_counter())
+    time.sleep(seconds)
+    foreign_cores = foreign.cores()
+    batcher.close()
+    print(json.dumps({"latencies": latencies, "foreign_cores": foreign_cores}))
+
+
+def measure_batcher(all_clients: list[int], seconds: float, offline: Offline, retries: int) -> list[Cell]:
+    """A "batcher" cell per client count (batcher_alone in a child process), between two offline passes."""
+    cells = []
+    for clients in all_clients:
+        for attempt in range(retries + 1):
+            if retries:
+                wait_idle()
+            before = offline.rate()
+            command = [sys.executable, __file__, "--batcher-alone", str(clients), "--seconds", str(seconds)]
+            found = json.loads(subprocess.run(command, cwd=ROOT, capture_output=True, check=True).stdout)
+            ms = np.array(found["latencies"]) * 1000
+            cell = Cell("batcher", clients, 1, len(ms), seconds, float(np.percentile(ms, 50)), 0.0, 0)
+            cell.p99_ms, cell.foreign_cores = float(np.percentile(ms, 99)), found["foreign_cores"]
+            cell.offline = (before + offline.rate()) / 2
+            if cell.foreign_cores < CLEAN_CORES:
+                break
+            if attempt < retries:
+                print(f"  (other processes took {cell.foreign_cores:.2f} cores: again)", file=sys.stderr)
+        print(
+            f"  batcher alone: {clients:>2} jobs: {cell.sentences_per_s:,.0f} sent/s, p50 {cell.p50_ms:.1f} ms, "
+            f"p99 {cell.p99_ms:.1f} ms; other processes {cell.foreign_cores:.2f} cores",
+            file=sys.stderr,
+        )
+        cells.append(cell)
+    return cells
+
+
 # ---------------------------------------------------------------------------- main
 
 
@@ -492,10 +562,20 @@ def main(argv: list[str] | None = None) -> int:
         f"while other processes took {CLEAN_CORES} core or more during it (default 0: measure once, as it comes)",
     )
     parser.add_argument(
+        "--batcher",
+        action="store_true",
+        help="also run our batcher and encoder alone, without HTTP, with the same single-sentence clients: "
+        "the server's cells less these are what HTTP and the event loop cost",
+    )
+    parser.add_argument("--batcher-alone", type=int, metavar="N", help=argparse.SUPPRESS)  # measure_batcher's child
+    parser.add_argument(
         "--serve-args", default="", metavar="ARGS", help="more options for our server, e.g. '--max-batch-tokens 8192'"
     )
     args = parser.parse_args(argv)
     seconds = 3.0 if args.quick else args.seconds
+    if args.batcher_alone:
+        batcher_alone(args.batcher_alone, seconds)
+        return 0
     grid = (args.clients, args.per_request)
     folder = SentenceEncoder.from_pretrained().folder
     sentences = short_corpus()
@@ -534,6 +614,8 @@ def main(argv: list[str] | None = None) -> int:
         ceiling,
     )
     cells += ours
+    if args.batcher:
+        cells += measure_batcher(args.clients, seconds, ceiling, args.retries)
     skipped = ""
     infinity_start = float("nan")
     if args.no_infinity:
