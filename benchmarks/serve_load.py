@@ -453,6 +453,42 @@ def batcher_alone(clients: int, seconds: float) -> None:
     print(json.dumps({"latencies": latencies, "foreign_cores": foreign_cores}))
 
 
+def model_in_rounds(offline: Offline, sizes: tuple[int, ...] = (32, 64), repeats: int = 3) -> dict[str, float]:
+    """The model alone on the server's rounds: the sentences in their order, N at a time, cut by
+    `round_batches` and run by the packed encoder as the worker runs them, against offline encode,
+    interleaved in this process; the median of `repeats` passes each. What batching one round of N
+    single-sentence requests costs before any thread or HTTP: {"offline": sent/s, "rounds of N": ...}."""
+    from minilm.serve.batcher import round_batches
+    from minilm.serve.tokens import token_ids
+
+    packed = SentenceEncoder.from_pretrained(str(offline.encoder.folder)).use_packed()
+    ids = [token_ids(packed.tokenizer, [text])[0][0] for text in offline.sentences]
+    most, budget = packed.batching()  # the worker's defaults
+
+    def rounds(n: int) -> float:
+        start = time.perf_counter()
+        for at in range(0, len(ids), n):
+            chunk = ids[at : at + n]
+            for batch in round_batches([len(e.ids) for e in chunk], most, budget):
+                encodings = [chunk[k] for k in batch]
+                padded = len(encodings) * max(len(e.ids) for e in encodings)  # one call, as the worker makes it
+                packed.encode_encodings(encodings, batch_size=len(encodings), max_batch_tokens=padded, normalize=False)
+        return len(ids) / (time.perf_counter() - start)
+
+    rates: dict[str, list[float]] = {"offline": []} | {f"rounds of {n}": [] for n in sizes}
+    for _ in range(repeats):
+        rates["offline"].append(offline.rate())
+        for n in sizes:
+            rates[f"rounds of {n}"].append(rounds(n))
+    found = {name: float(np.median(values)) for name, values in rates.items()}
+    print(
+        "  model alone: "
+        + ", ".join(f"{name} {rate:,.0f} sent/s ({rate / found['offline']:.2f})" for name, rate in found.items()),
+        file=sys.stderr,
+    )
+    return found
+
+
 def measure_batcher(all_clients: list[int], seconds: float, offline: Offline, retries: int) -> list[Cell]:
     """A "batcher" cell per client count (batcher_alone in a child process), between two offline passes."""
     cells = []
@@ -564,8 +600,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--batcher",
         action="store_true",
-        help="also run our batcher and encoder alone, without HTTP, with the same single-sentence clients: "
-        "the server's cells less these are what HTTP and the event loop cost",
+        help="also run our batcher and encoder alone, without HTTP, with the same single-sentence clients (the "
+        "server's cells less these are what HTTP and the event loop cost), and the model alone on rounds of 32 and "
+        "64 of the sentences against offline encode (what the rounds' batch size costs)",
     )
     parser.add_argument("--batcher-alone", type=int, metavar="N", help=argparse.SUPPRESS)  # measure_batcher's child
     parser.add_argument(
@@ -614,8 +651,10 @@ def main(argv: list[str] | None = None) -> int:
         ceiling,
     )
     cells += ours
+    in_rounds = {}
     if args.batcher:
         cells += measure_batcher(args.clients, seconds, ceiling, args.retries)
+        in_rounds = model_in_rounds(ceiling)
     skipped = ""
     infinity_start = float("nan")
     if args.no_infinity:
@@ -647,6 +686,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(f"start to healthy: minilm {ours_start:.1f} s, infinity {infinity_start:.1f} s")
     print(table(cells))
+    if in_rounds:
+        print(
+            "model alone on the server's rounds (packed, round_batches; median of 3, interleaved with offline): "
+            + ", ".join(f"{name} {rate:,.0f} sent/s" for name, rate in in_rounds.items())
+        )
     if skipped:
         print(skipped)
     ours_64 = next((c for c in cells if c.server == "minilm" and c.clients == 64 and c.per_request == 1), None)
@@ -675,6 +719,7 @@ def main(argv: list[str] | None = None) -> int:
                     "offline_foreign_cores": offline_foreign,
                     "ours": {"from": str(args.serve_from), "args": args.serve_args},
                     "cells": [asdict(c) for c in cells],
+                    "model_in_rounds": in_rounds,
                 },
                 indent=1,
             )
