@@ -26,7 +26,8 @@ Each cell is compared with offline encode measured just before and just after it
 passes): this machine's speed drifts by 10-20 % within minutes, idle or not, so a ratio to a ceiling
 measured minutes earlier says little. Each cell also reports where our server's CPU went, from /proc:
 the event loop's thread per request and every other thread (the model's, the tokenizing pool) per
-text; and the CPU that other processes took meanwhile (`ForeignCpu`): on a shared machine, a cell
+text; the clients' own CPU per request (they share the two cores with the server); and the CPU that
+other processes took meanwhile (`ForeignCpu`): on a shared machine, a cell
 run beside someone else's job is not a measurement (one core taken by another process cut 64 clients
 from about 290 to 26 requests/s); --retries waits for quiet and redoes such cells.
 """
@@ -126,6 +127,7 @@ class Cell:
     batching: str = ""  # ours: what /metrics said about the encoder passes during this cell
     loop_ms: float = float("nan")  # ours: CPU of the event loop's thread per request answered (ms)
     others_ms: float = float("nan")  # ours: CPU of every other thread (the model's, tokenizing) per text (ms)
+    client_ms: float = float("nan")  # CPU of this load generator (the clients, same machine) per request (ms)
     foreign_cores: float = float("nan")  # CPU of other processes on the machine during the cell, in cores
     offline: float = float("nan")  # offline encode's sent/s just before and just after the cell, their mean
 
@@ -298,9 +300,9 @@ def measure_cell(
     name: str, port: int, path: str, bodies: list[bytes], clients: int, per_request: int, seconds, ours: bool, pid: int
 ) -> Cell:
     before = read_metrics(port) if ours else ""
-    cpu_before, foreign = thread_cpu(pid), ForeignCpu(pid)
+    cpu_before, foreign, client_before = thread_cpu(pid), ForeignCpu(pid), process_cpu(os.getpid())
     latencies, errors, window = asyncio.run(closed_loop(port, path, bodies, clients, per_request, seconds))
-    cpu_after, foreign_cores = thread_cpu(pid), foreign.cores()
+    cpu_after, foreign_cores, client = thread_cpu(pid), foreign.cores(), process_cpu(os.getpid()) - client_before
     if not latencies:
         raise RuntimeError(f"{name}: no request succeeded ({errors} errors) with {clients} clients")
     ms = np.array(latencies) * 1000
@@ -318,13 +320,16 @@ def measure_cell(
         errors,
         batch_summary(before, after) if ours else "",
         *cpu,
+        # the clients' CPU per request: ours, over every request of the cell; infinity, over the window's
+        client_ms=1000 * client / max(requests if ours else len(latencies), 1),
         foreign_cores=foreign_cores,
     )
     print(
         f"  {name}: {clients:>2} clients x {per_request:>2} per request: {cell.requests_per_s:,.0f} req/s, "
         f"{cell.sentences_per_s:,.0f} sent/s, p50 {cell.p50_ms:.1f} ms, p99 {cell.p99_ms:.1f} ms {cell.batching}"
         + (
-            f"; CPU: event loop {cell.loop_ms:.2f} ms/request, other threads {cell.others_ms:.2f} ms/text"
+            f"; CPU: event loop {cell.loop_ms:.2f} ms/request, other threads {cell.others_ms:.2f} ms/text, "
+            f"clients {cell.client_ms:.2f} ms/request"
             if ours
             else ""
         )
@@ -552,8 +557,9 @@ def table(cells: list[Cell]) -> str:
     infinity = {(c.clients, c.per_request): c for c in cells if c.server == "infinity"}
     lines = [
         "| server | clients | texts/request | req/s | sent/s | p50 ms | p99 ms | offline sent/s | × offline "
-        "| × infinity | errors | loop CPU ms/request | other CPU ms/text | other processes, cores |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| × infinity | errors | loop CPU ms/request | other CPU ms/text | clients' CPU ms/request "
+        "| other processes, cores |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for c in cells:
         peer = infinity.get((c.clients, c.per_request))
@@ -563,6 +569,7 @@ def table(cells: list[Cell]) -> str:
             f"{c.p50_ms:.1f} | {c.p99_ms:.1f} | {c.offline:,.0f} | {c.sentences_per_s / c.offline:.2f} | {vs} | "
             f"{c.errors} | "
             + (f"{c.loop_ms:.2f} | {c.others_ms:.2f} | " if c.server == "minilm" else "– | – | ")
+            + (f"{c.client_ms:.2f} | " if c.client_ms == c.client_ms else "– | ")
             + f"{c.foreign_cores:.2f} |"
         )
     return "\n".join(lines)
