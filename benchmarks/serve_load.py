@@ -17,10 +17,11 @@ Both servers load the same local all-MiniLM-L6-v2 folder in float32 on the CPU, 
 infinity runs `--engine torch` from benchmarks/serve/.venv (setup_infinity.sh); without that venv it
 is skipped, with the reason printed.
 
-The client shares the machine's two cores with the server, so it is made as cheap as it can be:
-asyncio with hand-written HTTP/1.1 keep-alive requests (about 30 µs each), not a client library
-(httpx costs about ten times that per request, which would come out of the server's share).
+The clients (load_clients.py) share the machine's two cores with the server, so they are made as
+cheap as they can be: asyncio with hand-written HTTP/1.1 keep-alive requests, not a client library.
 Responses are checked for status 200, and the first one of every cell for its vector count.
+`--batcher` adds our batcher and model without HTTP (serve_alone.py); the CPU figures come from
+/proc (proc_cpu.py).
 
 Each cell is compared with offline encode measured just before and just after it (the mean of the two
 passes): this machine's speed drifts by 10-20 % within minutes, idle or not, so a ratio to a ceiling
@@ -36,7 +37,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import itertools
 import json
 import os
 import re
@@ -47,7 +47,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -57,6 +57,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from corpora import short_corpus
+from load_clients import MODEL, Cell, bodies_for, closed_loop
+from proc_cpu import CLEAN_CORES, ForeignCpu, cpu_split, process_cpu, thread_cpu, wait_idle
+from serve_alone import measure_batcher, model_in_rounds
 from speed import RELEVANT_FLAGS, cpu_model, gemm_peak
 
 from minilm import SentenceEncoder
@@ -64,130 +67,8 @@ from minilm.model.precision import cpu_flags
 
 ROOT = Path(__file__).resolve().parent.parent
 INFINITY = ROOT / "benchmarks" / "serve" / ".venv" / "bin" / "infinity_emb"
-MODEL = "all-MiniLM-L6-v2"
 CLIENTS = (1, 8, 64)
 PER_REQUEST = (1, 32)
-
-
-# ---------------------------------------------------------------------------- the load generator
-
-
-class Connection:
-    """One keep-alive HTTP/1.1 connection: POST a JSON body, read the status and the body."""
-
-    def __init__(self, host: str, port: int):
-        self.host, self.port = host, port
-        self.reader: asyncio.StreamReader | None = None
-        self.writer: asyncio.StreamWriter | None = None
-
-    async def post(self, path: str, body: bytes) -> tuple[int, bytes]:
-        if self.writer is None:
-            self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
-        head = (
-            f"POST {path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {len(body)}\r\n\r\n"
-        )
-        self.writer.write(head.encode() + body)
-        assert self.reader is not None
-        status_line = await self.reader.readline()
-        status = int(status_line.split()[1])
-        headers = {}
-        while (line := await self.reader.readline()) not in (b"\r\n", b""):
-            name, _, value = line.decode("latin-1").partition(":")
-            headers[name.strip().lower()] = value.strip()
-        if headers.get("transfer-encoding") == "chunked":
-            chunks = []
-            while size := int((await self.reader.readline()).strip(), 16):
-                chunks.append(await self.reader.readexactly(size))
-                await self.reader.readline()
-            await self.reader.readline()
-            payload = b"".join(chunks)
-        else:
-            payload = await self.reader.readexactly(int(headers.get("content-length", 0)))
-        if headers.get("connection") == "close":
-            self.writer.close()
-            self.writer = None
-        return status, payload
-
-    def close(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
-
-
-@dataclass
-class Cell:
-    server: str
-    clients: int
-    per_request: int
-    requests: int
-    seconds: float
-    p50_ms: float
-    p99_ms: float
-    errors: int
-    batching: str = ""  # ours: what /metrics said about the encoder passes during this cell
-    loop_ms: float = float("nan")  # ours: CPU of the event loop's thread per request answered (ms)
-    others_ms: float = float("nan")  # ours: CPU of every other thread (the model's, tokenizing) per text (ms)
-    client_ms: float = float("nan")  # CPU of this load generator (the clients, same machine) per request (ms)
-    foreign_cores: float = float("nan")  # CPU of other processes on the machine during the cell, in cores
-    offline: float = float("nan")  # offline encode's sent/s just before and just after the cell, their mean
-
-    @property
-    def requests_per_s(self) -> float:
-        return self.requests / self.seconds
-
-    @property
-    def sentences_per_s(self) -> float:
-        return self.requests * self.per_request / self.seconds
-
-
-async def closed_loop(
-    port: int, path: str, bodies: list[bytes], clients: int, per_request: int, seconds: float
-) -> tuple[list[float], int, float]:
-    """`clients` loops, each sending the next body as soon as its last answer came.
-
-    Each client's first request is a warm-up; the timed window opens when every client has had its
-    first answer (the server is then in its steady state, whatever its latency) and lasts `seconds`.
-    Returns the latencies (s) of the requests answered inside the window, the error count, and the
-    window's length, so throughput = len(latencies) / window."""
-    latencies: list[float] = []
-    errors = 0
-    warmed = 0
-    opened: list[float] = []  # the window's start, once every client is warm
-    checked = False
-
-    async def client(k: int) -> None:
-        nonlocal errors, checked, warmed
-        connection = Connection("127.0.0.1", port)
-        i, first = k, True
-        try:
-            while not opened or time.perf_counter() < opened[0] + seconds:
-                sent = time.perf_counter()
-                status, payload = await connection.post(path, bodies[i % len(bodies)])
-                done = time.perf_counter()
-                i += clients
-                if status != 200:
-                    errors += 1
-                    if errors == 1:
-                        print(f"  first error: {status} {payload[:300]!r}", file=sys.stderr)
-                elif not checked:
-                    checked = True
-                    assert len(json.loads(payload)["data"]) == per_request, payload[:200]
-                if first:
-                    first, warmed = False, warmed + 1
-                    if warmed == clients:
-                        opened.append(done)
-                elif status == 200 and opened and opened[0] <= done <= opened[0] + seconds:
-                    latencies.append(done - sent)
-        finally:
-            connection.close()
-
-    await asyncio.gather(*(client(k) for k in range(clients)))
-    return latencies, errors, seconds
-
-
-def bodies_for(sentences: list[str], per_request: int) -> list[bytes]:
-    groups = [sentences[i : i + per_request] for i in range(0, len(sentences) - per_request + 1, per_request)]
-    return [json.dumps({"model": MODEL, "input": group[0] if per_request == 1 else group}).encode() for group in groups]
 
 
 def read_metrics(port: int) -> str:
@@ -197,69 +78,9 @@ def read_metrics(port: int) -> str:
         return response.read().decode()
 
 
-def thread_cpu(pid: int) -> dict[int, float]:
-    """Each thread's CPU seconds so far (user + system, from /proc; 10 ms resolution), by thread id."""
-    seconds = {}
-    tick = os.sysconf("SC_CLK_TCK")
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        try:
-            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:  # the thread ended
-            continue
-        seconds[int(task.name)] = (int(fields[11]) + int(fields[12])) / tick  # utime, stime: fields 14 and 15
-    return seconds
-
-
-def process_cpu(pid: int) -> float:
-    """A process's CPU seconds so far, all its threads (user + system, from /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-class ForeignCpu:
-    """The CPU that processes other than these used while it was open, in cores: the machine's busy time
-    (/proc/stat) less theirs. On a shared machine a run beside someone else's job is not a measurement:
-    near 0 is a clean run, and a tenth of a core or more says it was disturbed."""
-
-    def __init__(self, *pids: int):
-        self.pids = (os.getpid(), *pids)
-        self.start = self.read()
-
-    def read(self) -> tuple[float, float, float]:
-        ticks = [int(n) for n in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-        busy = (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")  # all but idle and iowait
-        return time.perf_counter(), busy, sum(process_cpu(pid) for pid in self.pids)
-
-    def cores(self) -> float:
-        (t0, busy0, own0), (t1, busy1, own1) = self.start, self.read()
-        return max((busy1 - busy0) - (own1 - own0), 0.0) / (t1 - t0)
-
-
-CLEAN_CORES = 0.1  # a measurement during which other processes took less than this is clean
-IDLE_WAIT_S = 900  # --retries waits at most this long for an idle moment before each measurement
-
-
-def wait_idle(*pids: int) -> None:
-    """Until other processes than these (and this one) have taken under CLEAN_CORES for 3 s, or IDLE_WAIT_S."""
-    deadline = time.monotonic() + IDLE_WAIT_S
-    while time.monotonic() < deadline:
-        foreign = ForeignCpu(*pids)
-        time.sleep(3)
-        if foreign.cores() < CLEAN_CORES:
-            return
-
-
 def answered(page: str, path: str) -> float:
     found = re.search(rf'^minilm_requests_total\{{code="200",endpoint="{path}"\}} (\S+)$', page, re.M)
     return float(found.group(1)) if found else 0.0
-
-
-def cpu_split(pid: int, before: dict[int, float], after: dict[int, float], requests: float, texts: float):
-    """(event loop CPU ms per request, other threads' CPU ms per text) between two thread_cpu readings: the
-    event loop is the process's main thread (uvicorn's), the rest the model's threads and the thread pool."""
-    loop = after.get(pid, 0.0) - before.get(pid, 0.0)
-    others = sum(t - before.get(tid, 0.0) for tid, t in after.items() if tid != pid)
-    return 1000 * loop / max(requests, 1), 1000 * others / max(texts, 1)
 
 
 def measure(
@@ -416,111 +237,6 @@ def batch_summary(before: str, after: str) -> str:
     return f"{batches:,.0f} encoder passes, {requests / batches:.1f} requests and {texts / batches:.1f} texts per pass"
 
 
-# ---------------------------------------------------------------------------- the batcher alone
-
-
-def batcher_alone(clients: int, seconds: float) -> None:
-    """Child process (--batcher-alone N): our server's batcher and packed encoder with N closed-loop
-    single-sentence jobs and no HTTP, its threads set up as the server sets them. Prints one JSON line:
-    the latencies (s) of the jobs answered in the timed window and the other processes' cores. What the
-    server would give if its requests cost nothing: the server's cells less these are HTTP's cost."""
-    from minilm.serve.batcher import Batcher, Job
-    from minilm.serve.tokens import token_ids
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # as the server: only the worker holds an OpenMP team (batcher.py)
-    encoder = SentenceEncoder.from_pretrained().use_packed()
-    ids = [token_ids(encoder.tokenizer, [text])[0][0] for text in short_corpus()]  # as the server tokenizes
-    batcher = Batcher(encoder, threads=threads)
-    window: list[float] = []
-    latencies: list[float] = []
-    order = itertools.count()
-
-    def submit() -> None:
-        job = Job("embed", encodings=[ids[next(order) % len(ids)]])
-        batcher.submit(job).add_done_callback(lambda _: answered(job))
-
-    def answered(job: Job) -> None:  # on the worker, as it settles the job: the client sends its next one
-        now = time.perf_counter()
-        if window and window[0] <= now <= window[0] + seconds:
-            latencies.append(now - job.submitted)
-        if not window or now < window[0] + seconds:
-            submit()
-
-    for _ in range(clients):
-        submit()
-    time.sleep(3)  # every client answered a few times
-    foreign = ForeignCpu()
-    window.append(time.perf_counter())
-    time.sleep(seconds)
-    foreign_cores = foreign.cores()
-    batcher.close()
-    print(json.dumps({"latencies": latencies, "foreign_cores": foreign_cores}))
-
-
-def model_in_rounds(offline: Offline, sizes: tuple[int, ...] = (32, 64), repeats: int = 3) -> dict[str, float]:
-    """The model alone on the server's rounds: the sentences in their order, N at a time, cut by
-    `round_batches` and run by the packed encoder as the worker runs them, against offline encode,
-    interleaved in this process; the median of `repeats` passes each. What batching one round of N
-    single-sentence requests costs before any thread or HTTP: {"offline": sent/s, "rounds of N": ...}."""
-    from minilm.serve.batcher import round_batches
-    from minilm.serve.tokens import token_ids
-
-    packed = SentenceEncoder.from_pretrained(str(offline.encoder.folder)).use_packed()
-    ids = [token_ids(packed.tokenizer, [text])[0][0] for text in offline.sentences]
-    most, budget = packed.batching()  # the worker's defaults
-
-    def rounds(n: int) -> float:
-        start = time.perf_counter()
-        for at in range(0, len(ids), n):
-            chunk = ids[at : at + n]
-            for batch in round_batches([len(e.ids) for e in chunk], most, budget):
-                encodings = [chunk[k] for k in batch]
-                padded = len(encodings) * max(len(e.ids) for e in encodings)  # one call, as the worker makes it
-                packed.encode_encodings(encodings, batch_size=len(encodings), max_batch_tokens=padded, normalize=False)
-        return len(ids) / (time.perf_counter() - start)
-
-    rates: dict[str, list[float]] = {"offline": []} | {f"rounds of {n}": [] for n in sizes}
-    for _ in range(repeats):
-        rates["offline"].append(offline.rate())
-        for n in sizes:
-            rates[f"rounds of {n}"].append(rounds(n))
-    found = {name: float(np.median(values)) for name, values in rates.items()}
-    print(
-        "  model alone: "
-        + ", ".join(f"{name} {rate:,.0f} sent/s ({rate / found['offline']:.2f})" for name, rate in found.items()),
-        file=sys.stderr,
-    )
-    return found
-
-
-def measure_batcher(all_clients: list[int], seconds: float, offline: Offline, retries: int) -> list[Cell]:
-    """A "batcher" cell per client count (batcher_alone in a child process), between two offline passes."""
-    cells = []
-    for clients in all_clients:
-        for attempt in range(retries + 1):
-            if retries:
-                wait_idle()
-            before = offline.rate()
-            command = [sys.executable, __file__, "--batcher-alone", str(clients), "--seconds", str(seconds)]
-            found = json.loads(subprocess.run(command, cwd=ROOT, capture_output=True, check=True).stdout)
-            ms = np.array(found["latencies"]) * 1000
-            cell = Cell("batcher", clients, 1, len(ms), seconds, float(np.percentile(ms, 50)), 0.0, 0)
-            cell.p99_ms, cell.foreign_cores = float(np.percentile(ms, 99)), found["foreign_cores"]
-            cell.offline = (before + offline.rate()) / 2
-            if cell.foreign_cores < CLEAN_CORES:
-                break
-            if attempt < retries:
-                print(f"  (other processes took {cell.foreign_cores:.2f} cores: again)", file=sys.stderr)
-        print(
-            f"  batcher alone: {clients:>2} jobs: {cell.sentences_per_s:,.0f} sent/s, p50 {cell.p50_ms:.1f} ms, "
-            f"p99 {cell.p99_ms:.1f} ms; other processes {cell.foreign_cores:.2f} cores",
-            file=sys.stderr,
-        )
-        cells.append(cell)
-    return cells
-
-
 # ---------------------------------------------------------------------------- main
 
 
@@ -611,15 +327,11 @@ def main(argv: list[str] | None = None) -> int:
         "server's cells less these are what HTTP and the event loop cost), and the model alone on rounds of 32 and "
         "64 of the sentences against offline encode (what the rounds' batch size costs)",
     )
-    parser.add_argument("--batcher-alone", type=int, metavar="N", help=argparse.SUPPRESS)  # measure_batcher's child
     parser.add_argument(
         "--serve-args", default="", metavar="ARGS", help="more options for our server, e.g. '--max-batch-tokens 8192'"
     )
     args = parser.parse_args(argv)
     seconds = 3.0 if args.quick else args.seconds
-    if args.batcher_alone:
-        batcher_alone(args.batcher_alone, seconds)
-        return 0
     grid = (args.clients, args.per_request)
     folder = SentenceEncoder.from_pretrained().folder
     sentences = short_corpus()
