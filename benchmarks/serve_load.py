@@ -120,14 +120,14 @@ def measure(
 def measure_cell(
     name: str, port: int, path: str, bodies: list[bytes], clients: int, per_request: int, seconds, ours: bool, pid: int
 ) -> Cell:
-    before = read_metrics(port) if ours else ""
+    before, started = read_metrics(port) if ours else "", time.perf_counter()
     cpu_before, foreign, client_before = thread_cpu(pid), ForeignCpu(pid), process_cpu(os.getpid())
     latencies, errors, window = asyncio.run(closed_loop(port, path, bodies, clients, per_request, seconds))
     cpu_after, foreign_cores, client = thread_cpu(pid), foreign.cores(), process_cpu(os.getpid()) - client_before
     if not latencies:
         raise RuntimeError(f"{name}: no request succeeded ({errors} errors) with {clients} clients")
     ms = np.array(latencies) * 1000
-    after = read_metrics(port) if ours else ""
+    after, ended = read_metrics(port) if ours else "", time.perf_counter()
     requests = answered(after, path) - answered(before, path)
     cpu = cpu_split(pid, cpu_before, cpu_after, requests, requests * per_request) if ours else ()
     cell = Cell(
@@ -139,7 +139,7 @@ def measure_cell(
         float(np.percentile(ms, 50)),
         float(np.percentile(ms, 99)),
         errors,
-        batch_summary(before, after) if ours else "",
+        batch_summary(before, after, ended - started) if ours else "",
         *cpu,
         # the clients' CPU per request: ours, over every request of the cell; infinity, over the window's
         client_ms=1000 * client / max(requests if ours else len(latencies), 1),
@@ -222,8 +222,10 @@ def run_server(
     return cells, started
 
 
-def batch_summary(before: str, after: str) -> str:
-    """Mean requests and texts per encoder pass between two /metrics pages."""
+def batch_summary(before: str, after: str, seconds: float) -> str:
+    """Mean requests and texts per encoder pass between two /metrics pages `seconds` apart, and the share of
+    that time the model was running (the rest the worker waited for requests; the cell's warm-up and tail
+    included)."""
 
     def read(page: str, name: str) -> float:
         found = re.search(rf'^{name}\{{kind="embed"\}} (\S+)$', page, re.M)
@@ -232,9 +234,13 @@ def batch_summary(before: str, after: str) -> str:
     batches = read(after, "minilm_batch_requests_count") - read(before, "minilm_batch_requests_count")
     requests = read(after, "minilm_batch_requests_sum") - read(before, "minilm_batch_requests_sum")
     texts = read(after, "minilm_batch_texts_sum") - read(before, "minilm_batch_texts_sum")
+    busy = read(after, "minilm_batch_duration_seconds_sum") - read(before, "minilm_batch_duration_seconds_sum")
     if not batches:
         return "no batches"
-    return f"{batches:,.0f} encoder passes, {requests / batches:.1f} requests and {texts / batches:.1f} texts per pass"
+    return (
+        f"{batches:,.0f} encoder passes, {requests / batches:.1f} requests and {texts / batches:.1f} texts per pass, "
+        f"the model running {busy / seconds:.0%} of the time"
+    )
 
 
 # ---------------------------------------------------------------------------- main
