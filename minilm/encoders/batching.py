@@ -30,9 +30,9 @@ if TYPE_CHECKING:
 PROGRESS_BAR_MIN_TEXTS = 1000  # auto mode shows a progress bar from this many texts on
 
 # Padded tokens per encoder call on a CPU, by the dtype the matmuls run in: the middle of the flat
-# top of benchmarks/batch_sweep.py's curve on short and long texts (2-core AMD EPYC Zen 4: int8 is
-# within a few % from 1,024 to 2,048 tokens and falls fast past 4,096; float32 and bfloat16 peaked
-# near 1,024 in issue 31's first sweep; docs/performance.md#batch-size-and-token-budget).
+# top of benchmarks/batch_sweep.py's curve on short and long texts (2-core AMD EPYC Zen 4: every
+# dtype is level, within the machine's noise, from 512 to 4,096 tokens; int8 falls to about half at
+# 8,192; docs/performance.md#batch-size-and-token-budget).
 CPU_BATCH_TOKENS = {"float32": 1024, "bfloat16": 1024, "float16": 1024, "int8": 2048}
 DEFAULT_BATCH_TEXTS = 256  # texts per call at most, where the token budget would allow more
 GPU_BATCH_TEXTS = 32  # sentence-transformers' default
