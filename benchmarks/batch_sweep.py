@@ -15,7 +15,7 @@ encoder embeds the short corpus (the 2,758 STS-B test sentences) and a slice of 
 - the defaults: encode(texts) with no batch argument.
 
 Settings are timed in interleaved rounds (every setting once per round) and the median is kept, so
-that a noisy neighbour slows every setting alike. Prints the CPU, the GEMM peaks (speed.py's) and
+that a noisy neighbour slows every setting alike. Prints the CPU, the GEMM peaks (machine.py's) and
 one table per dtype: sent/s per corpus and its share of the best setting on that corpus.
 """
 
@@ -36,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from corpora import long_corpus, short_corpus
-from speed import cpu_model, gemm_peak, native
+from machine import cpu_model, gemm_peak, native
 
 from minilm import SentenceEncoder
 from minilm.encoders.batching import CPU_BATCH_TOKENS, DEFAULT_BATCH_TEXTS

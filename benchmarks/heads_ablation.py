@@ -27,7 +27,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import torch
-from speed import GEMM_SHAPE, cpu_model, gemm_peak
+from machine import GEMM_SHAPE, cpu_model, gemm_peak
 
 from heads.freezing import apply_freezing
 from heads.model import MultiTaskModel

@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 import torch
-from speed import GEMM_SHAPE, cpu_model, gemm_peak
+from machine import GEMM_SHAPE, cpu_model, gemm_peak
 
 from heads.ner import joined_text
 from heads.tasks import read_split

@@ -4,7 +4,7 @@
     python benchmarks/heads_scores.py runs/probe      # a model saved by python -m heads.train
 
 TREC and SST-2: accuracy of the predicted labels. CoNLL-2003: entity F1 of the predicted character spans
-on each test sentence joined by single spaces (heads.predict.raw_text_scores). Also prints the record
+on each test sentence joined by single spaces (heads.predictor.raw_text_scores). Also prints the record
 for the sentence of issue 15, "Angela Merkel met Emmanuel Macron in Berlin on Tuesday."
 """
 
@@ -15,9 +15,9 @@ import json
 import time
 from pathlib import Path
 
-from speed import cpu_model
+from machine import cpu_model
 
-from heads.predict import MultiTaskPredictor, raw_text_scores
+from heads.predictor import MultiTaskPredictor, raw_text_scores
 from heads.tasks import read_split
 from heads.training import DEFAULT_DATA_DIR
 

@@ -42,7 +42,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from corpora import DATA_DIR, require
-from speed import cpu_model, gemm_peak
+from machine import cpu_model, gemm_peak
 
 from minilm import SentenceEncoder
 from minilm.base.stsb import read_stsb

@@ -9,6 +9,7 @@ so that the server's cells less these are what HTTP and the event loop cost.
 
 from __future__ import annotations
 
+import argparse
 import itertools
 import json
 import subprocess
@@ -137,5 +138,12 @@ def measure_batcher(all_clients: list[int], seconds: float, offline: Offline, re
     return cells
 
 
-if __name__ == "__main__":
-    batcher_alone(int(sys.argv[1]), float(sys.argv[2]))
+if __name__ == "__main__":  # measure_batcher's child
+    parser = argparse.ArgumentParser(
+        description="serve_load --batcher's child: our batcher and packed encoder with N closed-loop single-sentence "
+        "jobs and no HTTP; prints one JSON line (the latencies in the timed window, other processes' cores)"
+    )
+    parser.add_argument("clients", type=int, help="closed-loop single-sentence jobs")
+    parser.add_argument("seconds", type=float, help="the timed window")
+    args = parser.parse_args()
+    batcher_alone(args.clients, args.seconds)

@@ -58,9 +58,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from corpora import short_corpus
 from load_clients import MODEL, Cell, bodies_for, closed_loop
+from machine import RELEVANT_FLAGS, cpu_model, gemm_peak
 from proc_cpu import CLEAN_CORES, ForeignCpu, cpu_split, process_cpu, thread_cpu, wait_idle
 from serve_alone import measure_batcher, model_in_rounds
-from speed import RELEVANT_FLAGS, cpu_model, gemm_peak
 
 from minilm import SentenceEncoder
 from minilm.model.precision import cpu_flags

@@ -63,7 +63,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -74,10 +73,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from corpora import long_corpus, mixed_corpus, read_stsb_test, short_corpus
+from machine import GEMM_SHAPE, RELEVANT_FLAGS, flops_per_token, gemm_peak, machine, native
+from speed_profile import profile
 from speed_worker import batch_sizes
 
 from minilm import SentenceEncoder
-from minilm.model.precision import cpu_flags, resolve_dtype
+from minilm.model.precision import cpu_flags
 from minilm.text.tokenization import SentenceTokenizer
 
 BENCHMARKS = Path(__file__).resolve().parent
@@ -87,64 +88,10 @@ PEERS_SKIPPED = "peers skipped: benchmarks/peers/.venv is missing (bash benchmar
 
 REFERENCE = "sentence-transformers fp32"
 OURS_FP32 = "ours fp32 (default)"  # the min-cosine column compares every engine with this one
-GEMM_SHAPE = (4096, 384, 1536)  # tokens x hidden x feed-forward: the encoder's biggest matmul
-# the /proc/cpuinfo flags that decide which precisions run natively (see minilm.model.precision)
-RELEVANT_FLAGS = (
-    "avx2",
-    "avx512f",
-    "avx512_vnni",
-    "avx_vnni",
-    "avx512_bf16",
-    "amx_bf16",
-    "amx_int8",
-    "amx_tile",
-    "avx512_fp16",
-    "amx_fp16",
-)
 STDERR_TAIL = 3000  # characters of a failed worker's stderr to show
 SWEEP = (32, 64, 128, 256, 512, 1024)  # batch sizes timed on the short corpus
 QUICK_SWEEP = (32, 128)  # --quick's short corpus is 200 texts: larger sizes would all be one batch
 CALIBRATION_SENTENCES = 300  # OpenVINO static int8's STS-B dev calibration set, as issue 31 measured
-
-
-def flops_per_token(hidden: int = 384, ffn: int = 1536, layers: int = 6) -> float:
-    """Matmul FLOPs per token: Q, K, V and the output projection (4 C^2) plus the feed-forward (2 C F),
-    x2 for multiply-add."""
-    return 2.0 * layers * (4 * hidden * hidden + 2 * hidden * ffn)
-
-
-def cpu_model() -> str:
-    """The CPU's model name from /proc/cpuinfo ("unknown" where there is none)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown"
-
-
-def gemm_peak(dtype: torch.dtype, repeats: int = 20, budget_s: float = 2.0) -> float:
-    """G(FL)OP/s of one (4096 x 384) @ (384 x 1536) matmul in `dtype`: the best of `repeats` calls after a
-    warm-up, or of those that fit in `budget_s`. Where a dtype is emulated (bf16 without AVX512-BF16 or
-    AMX runs at about 1 GFLOP/s, 5 s a call) twenty calls would take minutes, and the warm-up call alone
-    tells it: then it is the one timed.
-
-    int8 multiplies with torch._int_mm (int8 x int8 -> int32), the kernel our int8 mode runs.
-    """
-    m, k, n = GEMM_SHAPE
-    if dtype == torch.int8:
-        a, b = torch.randint(-127, 128, (m, k), dtype=torch.int8), torch.randint(-127, 128, (k, n), dtype=torch.int8)
-        matmul = torch._int_mm
-    else:
-        a, b = torch.randn(m, k).to(dtype), torch.randn(k, n).to(dtype)
-        matmul = torch.matmul
-    seconds: list[float] = []  # the first call is the warm-up
-    while not seconds or (len(seconds) <= repeats and sum(seconds) < budget_s):
-        start = time.perf_counter()
-        matmul(a, b)
-        seconds.append(time.perf_counter() - start)
-    return 2 * m * k * n / min(seconds[1:] or seconds) / 1e9
 
 
 # ---------------------------------------------------------------------------- engines
@@ -162,11 +109,6 @@ class Engine:
 
 def ours(name: str, *options: str) -> Engine:
     return Engine(name, ["ours", *options])
-
-
-def native(dtype: str) -> bool:
-    """Whether `dtype` runs natively here (else our encoder falls back to float32)."""
-    return resolve_dtype(dtype, torch.device("cpu"))[1] is None
 
 
 def int8_quantize_config() -> str:
@@ -360,73 +302,6 @@ def run(args: argparse.Namespace) -> Run:
     return Run(rows, peaks, corpora, skipped)
 
 
-# ---------------------------------------------------------------------------- profile
-
-CASTS = "int8 quantize/dequantize, casts"
-# profiler op name -> where the time goes. The groups are disjoint (asserted below), so their
-# shares add up; aten::copy_ is split by its caller instead (see op_group).
-OP_GROUPS = {
-    "matmul": ("aten::addmm", "aten::mm", "aten::bmm", "aten::matmul", "aten::_int_mm"),
-    "attention": ("aten::_scaled_dot_product_flash_attention_for_cpu", "aten::_scaled_dot_product_attention_math"),
-    "GELU, LayerNorm, adds": ("aten::gelu", "aten::native_layer_norm", "aten::add", "aten::add_"),
-    CASTS: ("aten::abs", "aten::amax", "aten::clamp_", "aten::mul_", "aten::round_", "aten::to", "aten::_to_copy"),
-    "copies and index ops": (
-        "aten::index_select",
-        "aten::index",
-        "aten::index_put_",
-        "aten::nonzero",
-        "aten::embedding",
-    ),
-}
-GROUP_OF = {op: group for group, ops in OP_GROUPS.items() for op in ops}
-assert len(GROUP_OF) == sum(len(ops) for ops in OP_GROUPS.values()), "an op is in two groups"
-
-
-def op_group(event) -> str | None:
-    """The group a profiler event's self time counts in, or None (then it is "other").
-
-    aten::copy_ does two jobs: under aten::_to_copy it is a dtype cast (int8's quantize and
-    dequantize, bf16's output cast), anywhere else a plain copy (contiguous, clone).
-    """
-    if event.name == "aten::copy_":
-        parent = event.cpu_parent
-        return CASTS if parent is not None and parent.name == "aten::_to_copy" else "copies and index ops"
-    return GROUP_OF.get(event.name)
-
-
-def profile(corpora: dict[str, list[str]], dtype: str) -> str:
-    """Where our encode in `dtype` spends its time, per corpus: tokenization, then the torch ops by group."""
-    from torch.profiler import ProfilerActivity
-    from torch.profiler import profile as torch_profile
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # a fallback is said in the title instead
-        encoder = SentenceEncoder.from_pretrained(dtype=dtype)
-    encoder.encode(corpora["mixed"][:64])
-    runs = "" if encoder.dtype == dtype else f" (falls back to {encoder.dtype} here)"
-    lines = [
-        f"Where our {dtype} time goes{runs} (torch.profiler, share of wall time):\n",
-        "| corpus | wall s | tokenize | " + " | ".join(OP_GROUPS) + " | other (Python, pooling, padding) |",
-        "|---|---:" + "|---:" * (len(OP_GROUPS) + 2) + "|",
-    ]
-    for name, texts in corpora.items():
-        start = time.perf_counter()
-        encoder.tokenizer.encode(texts)
-        tokenize = time.perf_counter() - start
-        with torch_profile(activities=[ProfilerActivity.CPU]) as prof:
-            start = time.perf_counter()
-            encoder.encode(texts, show_progress_bar=False)
-            wall = time.perf_counter() - start
-        shares = dict.fromkeys(OP_GROUPS, 0.0)
-        for event in prof.events():
-            if group := op_group(event):
-                shares[group] += event.self_cpu_time_total / 1e6
-        other = wall - tokenize - sum(shares.values())
-        cells = " | ".join(f"{100 * v / wall:.0f}%" for v in [tokenize, *shares.values(), other])
-        lines.append(f"| {name} | {wall:.1f} | {cells} |")
-    return "\n".join(lines)
-
-
 # ---------------------------------------------------------------------------- output
 
 COLUMNS = (
@@ -484,17 +359,6 @@ def sweep_table(rows: list[Row]) -> str:
             f"| {r.engine} | " + " | ".join(cells) + f" | {min(r.sweep.values()) / r.best_sentences_per_s:.2f} |"
         )
     return "\n".join(lines)
-
-
-def machine(peaks: dict[str, float]) -> dict:
-    """What the numbers depend on: the CPU, its flags, torch's threads and version, the GEMM peaks."""
-    return {
-        "cpu": cpu_model(),
-        "cpu_flags": [flag for flag in RELEVANT_FLAGS if flag in cpu_flags()],
-        "threads": torch.get_num_threads(),
-        "torch": torch.__version__,
-        "gemm_peak_gflops": peaks,
-    }
 
 
 def main(argv: list[str] | None = None) -> int:
