@@ -318,6 +318,10 @@ def add_prompt_arguments(group) -> None:
 
 
 def load_encoder(args: argparse.Namespace) -> SentenceEncoder:
+    if args.fuse and args.dtype not in ("int8", "auto"):
+        raise InputError(
+            f"--fuse compiles int8's steps between its matmuls: add --dtype int8 (or auto), not {args.dtype}"
+        )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # the precision fallback is printed below, as one line
         encoder = SentenceEncoder.from_pretrained(
@@ -329,7 +333,7 @@ def load_encoder(args: argparse.Namespace) -> SentenceEncoder:
             tokenizer=args.tokenizer,
             fuse=args.fuse,
         )
-    for note in (encoder.auto_choice, encoder.precision_note):
+    for note in (encoder.auto_choice, encoder.precision_note, encoder.fuse_note and f"--{encoder.fuse_note}"):
         if note:
             print(f"note: {note}", file=sys.stderr)
     return encoder

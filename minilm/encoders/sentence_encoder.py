@@ -119,9 +119,14 @@ class SentenceEncoder:
         and for "auto" `self.auto_choice` says why.
         checkpoint: what `model` and `tokenizer` were loaded from, if anything (its folder and hashes).
         int8_smoothing: the checkpoint's int8 scales (minilm.weights.int8_scales), needed by "int8".
-        fuse: int8 only (ignored otherwise): compile its element-wise steps between the matmuls
-            (minilm.model.fused; the first batch compiles, about 15 s, 3 s once inductor's cache has it).
+        fuse: int8 only: compile its element-wise steps between the matmuls (minilm.model.fused; the first
+            batch compiles, about 15 s, 3 s once inductor's cache has it). With "auto" it applies when auto
+            picks int8, and `self.fuse_note` says when it did not; with any other dtype it is a ValueError.
         """
+        if fuse and dtype not in ("int8", "auto"):
+            raise ValueError(
+                f'fuse=True compiles int8\'s steps between its matmuls; it needs dtype "int8" or "auto", not {dtype!r}'
+            )
         self.checkpoint = checkpoint
         self.device = resolve_device(device)
         self.auto_choice = None
@@ -134,6 +139,9 @@ class SentenceEncoder:
         self.model = model.to(self.device).eval()  # the plain model; its weights are cast to self.dtype
         # what encode() calls: the model, or its packed half-precision or int8 twin
         self.runner = inference_model(self.model, self.dtype, int8_smoothing, fuse_int8=fuse)
+        self.fuse_note = (
+            f"fuse has no effect: {self.dtype} runs here, not int8" if fuse and self.dtype != "int8" else None
+        )
         self.tokenizer = tokenizer
         self.config = config
 

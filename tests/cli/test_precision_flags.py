@@ -55,6 +55,29 @@ def test_cli_usage_errors_exit_2(capsys, args, message):
     assert captured.err == f"error: {message}; see python -m minilm.embed --help\n"
 
 
+@pytest.mark.parametrize("dtype", [[], ["--dtype", "bfloat16"]], ids=["default float32", "bfloat16"])
+def test_cli_fuse_without_int8_is_refused_before_loading(capsys, dtype):
+    assert embed_main([*dtype, "--fuse", "Some text."]) == 2
+    shown = dtype[1] if dtype else "float32"
+    assert capsys.readouterr().err == (
+        f"error: --fuse compiles int8's steps between its matmuls: add --dtype int8 (or auto), not {shown}\n"
+    )
+
+
+def test_fuse_says_when_it_has_no_effect_and_refuses_a_dtype_it_cannot_fuse(checkpoint_dir, monkeypatch):
+    from minilm import SentenceEncoder
+
+    with pytest.raises(ValueError, match=r'fuse=True .* needs dtype "int8" or "auto", not \'bfloat16\''):
+        SentenceEncoder.from_pretrained(str(checkpoint_dir), dtype="bfloat16", fuse=True)
+    monkeypatch.setattr("minilm.model.precision.cpu_flags", frozenset)  # a CPU without VNNI or AVX512-BF16
+    with pytest.warns(RuntimeWarning, match="running float32 instead"):
+        fell_back = SentenceEncoder.from_pretrained(str(checkpoint_dir), dtype="int8", fuse=True)
+    auto = SentenceEncoder.from_pretrained(str(checkpoint_dir), dtype="auto", fuse=True)
+    for encoder in (fell_back, auto):
+        assert encoder.dtype == "float32" and type(encoder.runner).__name__ == "BertModel"  # no compile attempted
+        assert encoder.fuse_note == "fuse has no effect: float32 runs here, not int8"
+
+
 def test_help_calls_dtype_compute_precision_and_precision_storage_precision(capsys):
     with pytest.raises(SystemExit) as exit_info:
         embed_main(["--help"])

@@ -214,6 +214,11 @@ def test_cli_engine_ray_joins_a_cluster_and_writes_parquet(tmp_path: Path, check
     assert refused.returncode == 2 and refused.stderr.decode().splitlines() == [
         "error: --engine ray's actors use the fast tokenizer; drop --tokenizer python"
     ]
+    refused = run_module("minilm.embed", *args, "--dtype", "int8", "--fuse")
+    assert refused.returncode == 2 and refused.stderr.decode().splitlines() == [
+        "error: --engine ray's actors load the checkpoint each on its own node, pins checked, "
+        "and embed batches of --batch-size; drop --fuse"
+    ]
 
 
 # ---------------------------------------------------------------------- both engines, one reader
