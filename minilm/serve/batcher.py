@@ -330,14 +330,14 @@ class Batcher:
             if self._stopped:
                 return
             start = time.perf_counter()
-            chosen = [items[k] for k in batch if not items[k][0].abandoned]
-            if not chosen:
+            kept = [k for k in batch if not items[k][0].abandoned]
+            if not kept:
                 continue
-            encodings = [job.encodings[i] for job, i in chosen]
+            chosen = [items[k] for k in kept]
             vectors = self.encoder.encode_encodings(  # one call: its padded size is its cap, so encode keeps it whole
-                encodings,
+                [job.encodings[i] for job, i in chosen],
                 batch_size=len(chosen),
-                max_batch_tokens=len(chosen) * max(len(encoding.ids) for encoding in encodings),
+                max_batch_tokens=len(chosen) * max(lengths[k] for k in kept),
                 normalize=False,
                 prompt_length=prompt_length,
             )
@@ -351,7 +351,7 @@ class Batcher:
                     "embed",
                     len(chosen),
                     len({id(job) for job, _ in chosen}),
-                    sum(len(job.encodings[i].ids) for job, i in chosen),
+                    sum(lengths[k] for k in kept),
                     time.perf_counter() - start,
                 )
             )
